@@ -1,0 +1,153 @@
+"""One run's configuration: a frozen dataclass, validated when built.
+
+Every hyperparameter the search may tune is a field here. Fields left as ``None``
+take the seed report's default for the chosen model (``SEED_DEFAULTS``), so
+``RunConfig(model="csnn")`` is the seed's CSNN and ``RunConfig(model="fc")`` its FC-SNN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MODELS = ("fc", "csnn")
+DATASETS = ("mnist", "fashion-mnist")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+NEURONS = ("lif", "if", "plif")
+SURROGATES = ("atan", "sigmoid")
+LR_SCHEDULES = ("none", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+# The seed report's settings, per model (see README "The seed report").
+SEED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fc": dict(T=100, tau=2.0, neuron="lif", optimizer="adam", lr=1e-3, momentum=0.0, epochs=100),
+    "csnn": dict(T=4, tau=2.0, neuron="if", optimizer="sgd", lr=0.1, momentum=0.9, epochs=64),
+}
+
+
+class ConfigError(ValueError):
+    """A config value breaks a rule; the message names the field, the rule and the value."""
+
+    def __init__(self, field_name: str, rule: str, value: Any):
+        self.field_name, self.rule, self.value = field_name, rule, value
+        super().__init__(f"{field_name}: {rule}, got {value!r}")
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what one training run computes."""
+
+    model: str = field(default="fc", metadata=_doc("network: fc (FC-SNN) or csnn", choices=MODELS))
+    dataset: str = field(default="mnist", metadata=_doc("mnist or fashion-mnist", choices=DATASETS))
+    T: int | None = field(default=None, metadata=_doc("simulation length, in time steps (seed: fc 100, csnn 4)"))
+    tau: float | None = field(
+        default=None, metadata=_doc("membrane time constant of LIF/PLIF neurons, in time steps, > 1 (seed 2.0)")
+    )
+    neuron: str | None = field(
+        default=None, metadata=_doc("spiking neuron: lif, if or plif (seed: fc lif, csnn if)", choices=NEURONS)
+    )
+    surrogate: str = field(default="atan", metadata=_doc("surrogate gradient of the spike (seed atan)", choices=SURROGATES))
+    surrogate_alpha: float | None = field(
+        default=None, metadata=_doc("surrogate sharpness alpha (default: spikingjelly's, atan 2.0, sigmoid 4.0)")
+    )
+    channels: int = field(default=64, metadata=_doc("CSNN conv channels C (seed 64); unused by fc"))
+    optimizer: str | None = field(
+        default=None, metadata=_doc("sgd, adam or adamw (seed: fc adam, csnn sgd)", choices=OPTIMIZERS)
+    )
+    lr: float | None = field(default=None, metadata=_doc("learning rate (seed: fc 1e-3, csnn 0.1)"))
+    momentum: float | None = field(default=None, metadata=_doc("SGD momentum, in [0, 1) (seed: csnn 0.9)"))
+    weight_decay: float = field(default=0.0, metadata=_doc("L2 weight decay (seed 0)"))
+    lr_schedule: str = field(default="none", metadata=_doc("none or cosine annealing over the epochs", choices=LR_SCHEDULES))
+    batch_size: int = field(default=128, metadata=_doc("images per training batch (seed 128)"))
+    epochs: int | None = field(default=None, metadata=_doc("training epochs (seed: fc 100, csnn 64)"))
+    seed: int = field(default=0, metadata=_doc("seed of weights, shuffling and Poisson spikes"))
+    val_size: int = field(default=0, metadata=_doc("images held out of the 60,000 training images for validation"))
+    limit_train: int | None = field(default=None, metadata=_doc("use only the first N training images"))
+    limit_test: int | None = field(default=None, metadata=_doc("use only the first N test images"))
+    device: str = field(default="auto", metadata=_doc("auto (cuda when present), cpu or cuda", choices=DEVICES))
+    amp: bool = field(default=False, metadata=_doc("bfloat16 autocast on CUDA (ignored on CPU, which stays fp32)"))
+
+    def __post_init__(self) -> None:
+        _check_choice("model", self.model, MODELS)
+        for name, value in SEED_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        _validate(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build a config from a plain dict (JSON, a search trial), rejecting unknown keys."""
+        unknown = sorted(set(values) - set(field_names()))
+        if unknown:
+            raise ConfigError(unknown[0], "is not a config field", values[unknown[0]])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}", value)
+
+
+def _check_number(name: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(name, f"must be {'an integer' if kind is int else 'a number'}", value)
+
+
+def _validate(c: RunConfig) -> None:
+    for name, choices in (
+        ("dataset", DATASETS),
+        ("neuron", NEURONS),
+        ("surrogate", SURROGATES),
+        ("optimizer", OPTIMIZERS),
+        ("lr_schedule", LR_SCHEDULES),
+        ("device", DEVICES),
+    ):
+        _check_choice(name, getattr(c, name), choices)
+    for name in ("T", "channels", "batch_size", "epochs", "seed", "val_size"):
+        _check_number(name, getattr(c, name), int)
+    for name in ("tau", "lr", "momentum", "weight_decay"):
+        _check_number(name, getattr(c, name), float)
+    rules = [
+        ("T", c.T >= 1, "must be >= 1 time step"),
+        ("tau", c.tau > 1.0, "must be > 1 (spikingjelly's LIF rule)"),
+        ("lr", c.lr > 0, "must be > 0"),
+        ("momentum", 0 <= c.momentum < 1, "must be in [0, 1)"),
+        ("weight_decay", c.weight_decay >= 0, "must be >= 0"),
+        ("channels", c.channels >= 1, "must be >= 1"),
+        ("batch_size", c.batch_size >= 1, "must be >= 1"),
+        ("epochs", c.epochs >= 1, "must be >= 1"),
+        ("val_size", 0 <= c.val_size < 60_000, "must be in [0, 60000)"),
+    ]
+    for name, holds, rule in rules:
+        if not holds:
+            raise ConfigError(name, rule, getattr(c, name))
+    if c.surrogate_alpha is not None:
+        _check_number("surrogate_alpha", c.surrogate_alpha, float)
+        if c.surrogate_alpha <= 0:
+            raise ConfigError("surrogate_alpha", "must be > 0", c.surrogate_alpha)
+    for name in ("limit_train", "limit_test"):
+        value = getattr(c, name)
+        if value is not None:
+            _check_number(name, value, int)
+            if value < 1:
+                raise ConfigError(name, "must be >= 1 image (or unset)", value)
+    if not isinstance(c.amp, bool):
+        raise ConfigError("amp", "must be true or false", c.amp)
