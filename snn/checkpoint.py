@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from .io import torch_save
 
 if TYPE_CHECKING:
     from .training import RunState
@@ -33,19 +33,7 @@ def save_checkpoint(path: Path | str, state: RunState) -> None:
             "shuffle": state.shuffle_rng.get_state(),
         },
     }
-    atomic_torch_save(payload, Path(path))
-
-
-def atomic_torch_save(payload: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    torch_save(payload, path)
 
 
 def read_checkpoint(path: Path | str) -> dict:

@@ -1,0 +1,121 @@
+"""Train one network: ``python -m snn.train fc|csnn [flags]``.
+
+Writes OUT/config.json, OUT/metrics.csv (one row per epoch) and OUT/checkpoint.pt after
+every epoch; ``--resume`` continues OUT from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, read_checkpoint
+from .cli import Parser, add_config_flags, config_overrides, fail
+from .config import MODELS, ConfigError, RunConfig
+from .data import DataError, default_data_dir, make_splits, read_dataset
+from .io import write_csv, write_json
+from .training import EpochRecord, RunState, resolve_device, train
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m snn.train", description="Train the seed's FC-SNN or CSNN on MNIST.")
+    parser.add_argument("model", choices=MODELS, help="fc (FC-SNN) or csnn")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding MNIST/raw (default: $SNN_DATA_DIR, else ./data)")
+    parser.add_argument("--no-download", action="store_true", help="never try torchvision's download")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default results/runs/MODEL-TIME)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(parser, skip=("model",))
+    return parser
+
+
+def format_epoch(record: EpochRecord, epochs: int) -> str:
+    """One summary line per epoch."""
+    parts = [f"epoch {record['epoch']:>3}/{epochs}",
+             f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}"]
+    for split in ("val", "test"):
+        if f"{split}_acc" in record:
+            parts.append(f"{split} loss {record[f'{split}_loss']:.4f} acc {record[f'{split}_acc']:.2%}")
+    parts.append(f"{record['train_images_per_s']:.0f} img/s, {record['epoch_seconds']:.1f} s")
+    return " | ".join(parts)
+
+
+def _config_for(args, out: Path) -> RunConfig:
+    overrides = config_overrides(args)
+    if not args.resume:
+        return RunConfig(model=args.model, **overrides)
+    saved = RunConfig.from_dict(read_checkpoint(out / "checkpoint.pt")["config"])
+    changed = {k: v for k, v in overrides.items() if k != "epochs" and getattr(saved, k) != v}
+    if changed or saved.model != args.model:
+        key = next(iter(changed), "model")
+        fail(f"python -m snn.train: error: --resume keeps the saved config; it has "
+             f"{key}={getattr(saved, key)!r} (only --epochs may change)")
+    return saved.replace(epochs=overrides.get("epochs", saved.epochs))
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume and not (out / "checkpoint.pt").exists():
+        fail(f"python -m snn.train: error: --resume: no checkpoint at {out / 'checkpoint.pt'}")
+    if not resume and out.exists() and any(out.iterdir()):
+        fail(f"python -m snn.train: error: {out} already holds a run; pass --resume to continue it "
+             f"or choose another --out")
+
+
+def run(args) -> int:
+    out = args.out or Path("results") / "runs" / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _check_out(out, args.resume)
+    config = _config_for(args, out)
+    device = resolve_device(config.device)
+    if device.type == "cuda" and not __import__("torch").cuda.is_available():
+        fail("python -m snn.train: error: --device cuda but no CUDA device is available")
+    data = make_splits(read_dataset(args.data_dir or default_data_dir(), config.dataset, download=not args.no_download),
+                       val_size=config.val_size, limit_train=config.limit_train, limit_test=config.limit_test,
+                       device=device)
+    write_json(out / "config.json", config.to_dict())
+    bar = None
+
+    def on_batch(i: int, n: int, loss: float) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=n, desc="training", unit="batch", leave=False, dynamic_ncols=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def on_epoch(record: EpochRecord, state: RunState) -> None:
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        write_csv(out / "metrics.csv", state.history.epochs)
+        state.save(out / "checkpoint.pt")
+        tqdm.write(format_epoch(record, config.epochs))
+
+    print(f"{config.model} on {config.dataset}: {len(data.train)} train / {len(data.test)} test images, "
+          f"device {device}, writing {out}")
+    try:
+        history = train(config, data, on_epoch=on_epoch, on_batch=on_batch,
+                        resume_from=out / "checkpoint.pt" if args.resume else None)
+    except KeyboardInterrupt:
+        fail(f"interrupted; continue with: python -m snn.train {config.model} --out {out} --resume", 130)
+    if history.status == "diverged":
+        fail(f"diverged at epoch {len(history.epochs)}: the training loss is not finite; "
+             f"try a smaller --lr", 1)
+    print(f"best test acc {history.best():.2%}, final {history.last():.2%} ({len(history.epochs)} epochs) -> {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, DataError, CheckpointError) as e:
+        fail(f"python -m snn.train: error: {e}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
