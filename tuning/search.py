@@ -1,0 +1,195 @@
+"""Search a network's hyperparameters: ``python -m tuning.search fc|csnn [flags]``.
+
+Ray Tune runs the trials in parallel, Optuna's TPE proposes configurations, ASHA stops weak
+trials early; the best configuration is then retrained for the full epochs. Everything lands
+in ``RESULTS/NAME/`` (see README "Results of a search").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snn.cli import Parser, fail
+from snn.config import MODELS, ConfigError
+from snn.data import DataError, default_data_dir, read_dataset
+
+from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
+
+METRICS = ("test_acc", "val_acc")
+DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no val_size
+TUNE_FOLDER = "tune"  # the Ray Tune experiment inside the experiment folder
+STATE_FILE = "search.json"  # the settings a --resume continues with
+SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
+    "fixed": {"limit_train": 2000, "limit_test": 1000},
+    "budget": {"trials": 4, "epochs_per_trial": 2, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 2},
+    "params": {"fc": {"T": {"type": "int", "low": 8, "high": 24}},
+               "csnn": {"T": {"type": "int", "low": 2, "high": 3},
+                        "channels": {"type": "categorical", "choices": [4, 8]}}},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a search needs besides the space; saved so --resume continues alike."""
+
+    model: str
+    metric: str
+    seed: int
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    max_failures: int
+    retrain_seeds: int
+    retrain: bool
+    device: str
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m tuning.search", description=__doc__.splitlines()[0])
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml)")
+    p.add_argument("--preset", choices=("smoke",), help="smoke: a few 2-epoch trials on a small subset")
+    p.add_argument("--metric", choices=METRICS, default="test_acc",
+                   help="test_acc (as the seed reports) or val_acc (a held-out training split; keeps test unbiased)")
+    p.add_argument("--trials", type=int, help="number of trials (default: the space's budget)")
+    p.add_argument("--epochs-per-trial", type=int, help="ASHA's max_t")
+    p.add_argument("--grace-period", type=int)
+    p.add_argument("--reduction-factor", type=int)
+    p.add_argument("--retrain-epochs", type=int)
+    p.add_argument("--retrain-seeds", type=int, default=1, help="retrain the best config with K seeds")
+    p.add_argument("--no-retrain", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of Optuna's TPE sampler")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional: 0.25 runs four trials per GPU")
+    p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of trials and retrain")
+    p.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--name", help="experiment name (default MODEL-YYYYmmdd-HHMMSS)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
+    p.add_argument("--address", help="join an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
+    p.add_argument("--dashboard-host", default="127.0.0.1")
+    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (SpaceError, ConfigError, DataError, ResourceError) as e:
+        fail(f"python -m tuning.search: error: {e}")
+
+
+class ResourceError(ValueError):
+    """A resource request no node can satisfy."""
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.time()
+    experiment = (args.results_dir / (args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")).resolve()
+    if args.resume:
+        space, settings = _load_state(experiment, args)
+    else:
+        if experiment.exists():
+            raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
+        space, settings = _space_from_args(args), _settings_from_args(args)
+    check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
+    data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
+
+    from . import runner  # Ray is imported only once the input is known to be good
+
+    runner.start_ray(args)
+    runner.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    if not args.resume:
+        experiment.mkdir(parents=True)
+        _save_state(experiment, space, settings)
+    outcome = runner.search(experiment, space, settings, data, resume=args.resume)
+    if outcome.interrupted:
+        fail(f"search interrupted; continue with: python -m tuning.search {space.model} "
+             f"--results-dir {args.results_dir} --name {experiment.name} --resume", 130)
+    if settings.retrain and outcome.best_config is not None:
+        runner.retrain(experiment, outcome, space, settings, data)
+    runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
+    if not args.no_report:
+        runner.build_report(experiment, args.data_dir)
+    return 0
+
+
+def check_resource_request(cpus: float, gpus: float) -> None:
+    """Reject requests no machine can satisfy, before Ray starts."""
+    if not cpus > 0:
+        raise ResourceError(f"--cpus-per-trial must be > 0, got {cpus:g}")
+    if gpus < 0:
+        raise ResourceError(f"--gpus-per-trial must be >= 0, got {gpus:g}")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ResourceError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {gpus:g}")
+
+
+def _space_from_args(args: argparse.Namespace) -> SearchSpace:
+    space = load_space(args.space or default_space_path(args.model), args.model)
+    fixed: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    budget: dict[str, int] = {}
+    if args.preset == "smoke":
+        fixed.update(SMOKE["fixed"])
+        budget.update(SMOKE["budget"])
+        params.update({k: v for k, v in SMOKE["params"][args.model].items() if k in space.params})
+    for key in ("trials", "epochs_per_trial", "grace_period", "reduction_factor", "retrain_epochs"):
+        if getattr(args, key) is not None:
+            budget[key] = getattr(args, key)
+    if args.metric == "val_acc" and not space.fixed.get("val_size"):
+        fixed["val_size"] = DEFAULT_VAL_SIZE
+    if fixed or params or budget:
+        space = with_overrides(space, fixed=fixed, params=params, budget=budget)
+    return space
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    for flag in ("retrain_seeds", "max_failures", "max_concurrent"):
+        value = getattr(args, flag)
+        if value < (1 if flag == "retrain_seeds" else 0):
+            raise ResourceError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'retrain_seeds' else 0}, got {value}")
+    return Settings(model=args.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
+                    gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                    max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
+                    device=args.device)
+
+
+def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:
+    from snn.io import write_json
+
+    raw = {"model": space.model, "search": space.describe(), "fixed": space.fixed, "budget": space.budget.__dict__}
+    write_json(experiment / STATE_FILE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
+
+
+def _load_state(experiment: Path, args: argparse.Namespace) -> tuple[SearchSpace, Settings]:
+    state_file = experiment / STATE_FILE
+    if not state_file.exists():
+        raise SpaceError(f"--resume: {experiment} holds no search to resume (no {STATE_FILE})")
+    state = json.loads(state_file.read_text())
+    space = parse_space(state["space"], Path(state["space_file"]), args.model)
+    return space, Settings(**state["settings"])
+
+
+def space_as_yaml(space: SearchSpace) -> str:
+    return yaml.safe_dump({"search": space.describe(), "fixed": space.fixed}, sort_keys=False)
+
+
+def mean_or_nan(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Search spaces: YAML files parsed into Optuna distributions, checked before Ray starts.
+
+A space file has four top-level keys: ``model`` (fc or csnn), ``search`` (the parameters
+TPE samples, each with a type and bounds or choices), ``fixed`` (RunConfig values held
+constant) and ``budget`` (trials, ASHA's epochs and rungs, retrain epochs).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from snn.config import MODELS, ConfigError, RunConfig, field_names
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+_TOP_KEYS = ("model", "search", "fixed", "budget")
+_PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
+               "categorical": {"type", "choices"}}
+# Fields a search never samples: they name the run, not a hyperparameter.
+_NOT_SEARCHABLE = ("model", "epochs", "device", "seed")
+
+
+class SpaceError(ValueError):
+    """A space file breaks a rule; the message names the file, the key and the rule."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much searching to do."""
+
+    trials: int = 16
+    epochs_per_trial: int = 4  # ASHA's max_t
+    grace_period: int = 1  # epochs before ASHA may stop a trial
+    reduction_factor: int = 2
+    retrain_epochs: int = 64
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated space: what is searched, what is fixed, and the budget."""
+
+    path: Path
+    model: str
+    params: dict[str, optuna.distributions.BaseDistribution]
+    fixed: dict[str, Any]
+    budget: Budget = field(default_factory=Budget)
+
+    def config_for(self, sampled: dict[str, Any], **overrides: Any) -> RunConfig:
+        """The RunConfig of one trial: fixed values, then the sampled ones, then overrides."""
+        return RunConfig.from_dict({"model": self.model, **self.fixed, **sampled, **overrides})
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """The searched parameters as plain data (summary.json, the report)."""
+        out = {}
+        for name, d in self.params.items():
+            if isinstance(d, optuna.distributions.CategoricalDistribution):
+                out[name] = {"type": "categorical", "choices": list(d.choices)}
+            else:
+                kind = "int" if isinstance(d, optuna.distributions.IntDistribution) else "float"
+                out[name] = {"type": kind, "low": d.low, "high": d.high, "log": d.log}
+        return out
+
+
+def default_space_path(model: str) -> Path:
+    return SPACES_DIR / f"{model}.yaml"
+
+
+def load_space(path: Path | str, model: str | None = None) -> SearchSpace:
+    """Parse and validate a space file; SpaceError names the file, the key and the rule."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', e)}") from None
+    return parse_space(raw, path, model)
+
+
+def parse_space(raw: Any, path: Path | str, model: str | None = None) -> SearchSpace:
+    """Validate the parsed YAML of a space file (see ``load_space``)."""
+    path = Path(path)
+
+    def fail(key: str, rule: str) -> SpaceError:
+        return SpaceError(f"{path}: {key}: {rule}")
+
+    if not isinstance(raw, dict):
+        raise fail("(top level)", f"must be a mapping with keys {', '.join(_TOP_KEYS)}")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise fail(str(key), f"unknown key; allowed: {', '.join(_TOP_KEYS)}")
+    space_model = raw.get("model", model)
+    if space_model not in MODELS:
+        raise fail("model", f"must be one of {', '.join(MODELS)}, got {space_model!r}")
+    if model is not None and space_model != model:
+        raise fail("model", f"the file is for {space_model!r} but the command searches {model!r}")
+
+    search = _mapping(raw.get("search"), "search", fail)
+    fixed = _mapping(raw.get("fixed"), "fixed", fail)
+    budget = _budget(_mapping(raw.get("budget"), "budget", fail), fail)
+    if not search:
+        raise fail("search", "must list at least one parameter to search")
+
+    known = set(field_names()) - set(_NOT_SEARCHABLE)
+    for name in [*search, *fixed]:
+        section = "search" if name in search else "fixed"
+        if name not in known:
+            raise fail(f"{section}.{name}", f"is not a searchable config field; known: {', '.join(sorted(known))}")
+    for name in search:
+        if name in fixed:
+            raise fail(f"search.{name}", "is also in fixed; a parameter is either searched or fixed")
+
+    _check_value(space_model, fixed, {}, "fixed", fail)
+    params = {name: _distribution(name, spec, fail) for name, spec in search.items()}
+    for name, dist in params.items():
+        for value in _extremes(dist):
+            _check_value(space_model, fixed, {name: value}, f"search.{name}", fail)
+    return SearchSpace(path=path, model=space_model, params=params, fixed=dict(fixed), budget=budget)
+
+
+def with_overrides(space: SearchSpace, *, fixed: dict[str, Any] | None = None,
+                   params: dict[str, dict[str, Any]] | None = None, budget: dict[str, int] | None = None) -> SearchSpace:
+    """A copy of ``space`` with fixed values, parameter specs or budget entries replaced (presets)."""
+    raw = {
+        "model": space.model,
+        "search": {**space.describe(), **(params or {})},
+        "fixed": {**copy.deepcopy(space.fixed), **(fixed or {})},
+        "budget": {**space.budget.__dict__, **(budget or {})},
+    }
+    for name in fixed or {}:
+        raw["search"].pop(name, None)
+    return parse_space(raw, space.path, space.model)
+
+
+def _mapping(value: Any, key: str, fail) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(key, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _budget(raw: dict, fail) -> Budget:
+    allowed = Budget.__dataclass_fields__
+    values = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise fail(f"budget.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise fail(f"budget.{key}", f"must be an integer >= 1, got {value!r}")
+        values[key] = value
+    budget = Budget(**values)
+    if budget.grace_period > budget.epochs_per_trial:
+        raise fail("budget.grace_period", f"`grace_period <= epochs_per_trial` must hold, got "
+                                          f"{budget.grace_period} > {budget.epochs_per_trial}")
+    if budget.reduction_factor < 2:
+        raise fail("budget.reduction_factor", f"must be >= 2, got {budget.reduction_factor}")
+    return budget
+
+
+def _distribution(name: str, spec: Any, fail) -> optuna.distributions.BaseDistribution:
+    key = f"search.{name}"
+    if not isinstance(spec, dict) or spec.get("type") not in _PARAM_KEYS:
+        raise fail(key, "must be a mapping with type: float, int or categorical")
+    kind = spec["type"]
+    extra = set(spec) - _PARAM_KEYS[kind]
+    if extra:
+        raise fail(f"{key}.{sorted(extra)[0]}", f"unknown key for a {kind} parameter; "
+                                                f"allowed: {', '.join(sorted(_PARAM_KEYS[kind]))}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise fail(f"{key}.choices", f"must be a non-empty list, got {choices!r}")
+        return optuna.distributions.CategoricalDistribution(choices)
+    for bound in ("low", "high"):
+        value = spec.get(bound)
+        number_ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number_ok or (kind == "int" and not float(value).is_integer()):
+            raise fail(f"{key}.{bound}", f"must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+    low, high, log = spec["low"], spec["high"], spec.get("log", False)
+    if not isinstance(log, bool):
+        raise fail(f"{key}.log", f"must be true or false, got {log!r}")
+    if low > high:
+        raise fail(key, f"`low <= high` must hold, got low={low}, high={high}")
+    if log and low <= 0:
+        raise fail(key, f"log scale needs `low > 0`, got low={low}")
+    if kind == "int":
+        return optuna.distributions.IntDistribution(int(low), int(high), log=log)
+    return optuna.distributions.FloatDistribution(float(low), float(high), log=log)
+
+
+def _extremes(dist: optuna.distributions.BaseDistribution) -> list[Any]:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def _check_value(model: str, fixed: dict, sampled: dict, key: str, fail) -> None:
+    """Build the RunConfig the value implies, so impossible values fail at load."""
+    try:
+        RunConfig.from_dict({"model": model, **fixed, **sampled})
+    except ConfigError as e:
+        where = key if key != "fixed" else f"fixed.{e.field_name}"
+        raise fail(where, f"impossible value: {e}") from None
+    except TypeError as e:  # a wrongly typed value in a comparison
+        raise fail(key, f"impossible value: {e}") from None
