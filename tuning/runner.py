@@ -30,6 +30,10 @@ from .space import SearchSpace
 from .trial import TrialSetup, run_trial
 
 STUDY_FILE = "optuna.journal"
+# Ray's newer console output ignores CLIReporter; the classic one prints the compact live table.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# A forced experiment snapshot per checkpoint is what makes --resume exact; don't warn about it.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 log = logging.getLogger("tuning")
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from snn.cli import Parser, fail
 from snn.config import MODELS, ConfigError
@@ -29,7 +26,7 @@ TUNE_FOLDER = "tune"  # the Ray Tune experiment inside the experiment folder
 STATE_FILE = "search.json"  # the settings a --resume continues with
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
-    "budget": {"trials": 4, "epochs_per_trial": 2, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 2},
+    "budget": {"trials": 6, "epochs_per_trial": 3, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 3},
     "params": {"fc": {"T": {"type": "int", "low": 8, "high": 24}},
                "csnn": {"T": {"type": "int", "low": 2, "high": 3},
                         "channels": {"type": "categorical", "choices": [4, 8]}}},
@@ -106,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
         space, settings = _space_from_args(args), _settings_from_args(args)
     check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
+    if not args.address:
+        check_local_gpus(settings.gpus_per_trial)
     data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
 
     from . import runner  # Ray is imported only once the input is known to be good
@@ -135,6 +134,16 @@ def check_resource_request(cpus: float, gpus: float) -> None:
         raise ResourceError(f"--gpus-per-trial must be >= 0, got {gpus:g}")
     if gpus > 1 and not float(gpus).is_integer():
         raise ResourceError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {gpus:g}")
+
+
+def check_local_gpus(gpus: float) -> None:
+    """A local Ray instance has this machine's GPUs and no more."""
+    import torch
+
+    available = torch.cuda.device_count()
+    if gpus > available:
+        have = "no GPU" if available == 0 else f"{available} GPU(s)"
+        raise ResourceError(f"--gpus-per-trial {gpus:g} cannot be met: this machine has {have}")
 
 
 def _space_from_args(args: argparse.Namespace) -> SearchSpace:
@@ -181,14 +190,6 @@ def _load_state(experiment: Path, args: argparse.Namespace) -> tuple[SearchSpace
     state = json.loads(state_file.read_text())
     space = parse_space(state["space"], Path(state["space_file"]), args.model)
     return space, Settings(**state["settings"])
-
-
-def space_as_yaml(space: SearchSpace) -> str:
-    return yaml.safe_dump({"search": space.describe(), "fixed": space.fixed}, sort_keys=False)
-
-
-def mean_or_nan(values: list[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""An experiment folder as the search writes it, for the report's tests.
+
+The retrain is real (a tiny FC-SNN, T=10, trained on 500 MNIST images by snn's trainer,
+two seeds, with checkpoints); the trial rows are written by hand after the folder's
+contract, since running a search is the search's own tests' job.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+import snn
+from snn.io import write_csv, write_json
+
+SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+    "tau": {"type": "float", "low": 1.2, "high": 10.0, "log": True},
+    "T": {"type": "int", "low": 10, "high": 100, "log": True},
+    "neuron": {"type": "categorical", "choices": ["lif", "plif"]},
+    "batch_size": {"type": "categorical", "choices": [32, 64, 128, 256]},
+}
+FIXED = {"surrogate": "atan", "momentum": 0.9, "weight_decay": 0.0, "lr_schedule": "none"}
+# The best trial's values: lr at the top of its range and T at the bottom, so the report flags both.
+BEST = {"lr": 0.029, "tau": 2.0, "T": 10, "neuron": "lif", "batch_size": 64}
+# trial_id, status, epochs run (max 4), final test accuracy, params
+TRIALS = [
+    ("t0001", "TERMINATED", 4, 0.880, {"lr": 1e-3, "tau": 2.5, "T": 40, "neuron": "lif", "batch_size": 128}),
+    ("t0002", "TERMINATED", 1, 0.610, {"lr": 2e-4, "tau": 6.0, "T": 70, "neuron": "plif", "batch_size": 256}),
+    ("t0003", "TERMINATED", 4, 0.905, {**BEST}),
+    ("t0004", "TERMINATED", 2, 0.760, {"lr": 5e-3, "tau": 1.5, "T": 25, "neuron": "plif", "batch_size": 32}),
+    ("t0005", "ERROR", 1, None, {"lr": 1.2e-4, "tau": 9.0, "T": 90, "neuron": "lif", "batch_size": 256}),
+    ("t0006", "TERMINATED", 1, 0.640, {"lr": 3e-4, "tau": 4.0, "T": 15, "neuron": "lif", "batch_size": 64}),
+    ("t0007", "TERMINATED", 4, 0.870, {"lr": 1.5e-2, "tau": 1.8, "T": 12, "neuron": "plif", "batch_size": 64}),
+    ("t0008", "TERMINATED", 2, 0.790, {"lr": 8e-3, "tau": 3.0, "T": 30, "neuron": "lif", "batch_size": 128}),
+]
+MAX_EPOCHS = 4
+RETRAIN_EPOCHS = 2
+RETRAIN_SEEDS = (0, 1)
+
+
+def retrain_config(seed: int) -> snn.RunConfig:
+    return snn.RunConfig(model="fc", **FIXED, **BEST, epochs=RETRAIN_EPOCHS, seed=seed, limit_train=500,
+                         limit_test=500, device="cpu")
+
+
+def train_retrain_seed(folder: Path, data: snn.Dataset, seed: int) -> list[dict]:
+    """Train one retrain seed into folder/retrain/seed-<seed>/ the way the search does."""
+    config = retrain_config(seed)
+    out = folder / "retrain" / f"seed-{seed}"
+
+    def on_epoch(record, state) -> None:
+        write_csv(out / "metrics.csv", state.history.epochs)
+        state.save(out / "checkpoint.pt")
+
+    return snn.train(config, data, on_epoch=on_epoch).epochs
+
+
+def trial_rows(metric: str = "test_acc") -> tuple[list[dict], list[dict]]:
+    """trials.csv and trial_metrics.csv rows for TRIALS: curves rising towards each final accuracy."""
+    trials, metrics = [], []
+    for trial_id, status, epochs, final, params in TRIALS:
+        curve = [None] * epochs if final is None else [final * (1 - 0.3 * math.exp(-e)) for e in range(epochs)]
+        for epoch, acc in enumerate(curve, start=1):
+            if acc is None:
+                continue
+            metrics.append({"trial_id": trial_id, "epoch": epoch, "train_loss": 0.09 - 0.05 * acc,
+                            "train_acc": acc + 0.01, "train_seconds": 0.4, "train_images_per_s": 1250.0,
+                            "lr": params["lr"], "test_loss": 0.1 - 0.05 * acc, "test_acc": acc,
+                            "rate_sn": 0.12 + 0.01 * epoch, "eval_seconds": 0.1, "epoch_seconds": 0.5})
+        scored = [a for a in curve if a is not None]
+        best, last = (max(scored), scored[-1]) if scored else (None, None)
+        trials.append({"trial_id": trial_id, "status": status, "stopped_early": status == "TERMINATED"
+                       and epochs < MAX_EPOCHS, "diverged": False, "epochs": epochs if scored else 0,
+                       f"best_{metric}": best, f"last_{metric}": last, "best_test_acc": best, "last_test_acc": last,
+                       **{f"config/{k}": v for k, v in params.items()}})
+    return trials, metrics
+
+
+def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> Path:
+    """The contract's files in ``folder``; ``retrained`` None writes a search still under way."""
+    trials, metrics = trial_rows()
+    if retrained is None:  # half-finished: the last two trials are still queued or running
+        trials[-1]["status"], trials[-2]["status"] = "PENDING", "RUNNING"
+        metrics = [m for m in metrics if m["trial_id"] not in ("t0007", "t0008")]
+    write_csv(folder / "trials.csv", trials)
+    write_csv(folder / "trial_metrics.csv", metrics)
+    best_config = retrain_config(0).replace(epochs=MAX_EPOCHS).to_dict()
+    write_json(folder / "best_config.json", best_config)
+    summary = {
+        "experiment": folder.name, "model": "fc", "dataset": "mnist", "metric": "test_acc", "mode": "max",
+        "status": "complete" if retrained else "searching", "wall_seconds": 754.2,
+        "trials": {"total": len(trials), "completed": sum(t["status"] == "TERMINATED" for t in trials),
+                   "stopped_early": sum(t["stopped_early"] for t in trials),
+                   "errored": sum(t["status"] == "ERROR" for t in trials), "diverged": 0},
+        "space": SPACE, "fixed": FIXED,
+        "best_trial": {"trial_id": "t0003", "metric_value": 0.905, "config": best_config},
+        "retrain": None, "versions": {"torch": "x", "spikingjelly": "y"}, "git_commit": "0123abc",
+    }
+    if retrained:
+        max_acc = [max(r["test_acc"] for r in rows) for rows in retrained.values()]
+        final_acc = [rows[-1]["test_acc"] for rows in retrained.values()]
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        std = lambda xs: (sum((x - mean(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)) ** 0.5  # noqa: E731
+        summary["retrain"] = {
+            "epochs": RETRAIN_EPOCHS, "seeds": list(retrained), "max_test_acc": max_acc, "final_test_acc": final_acc,
+            "max_test_acc_mean": mean(max_acc), "max_test_acc_std": std(max_acc),
+            "final_test_acc_mean": mean(final_acc), "final_test_acc_std": std(final_acc),
+            "checkpoint": "retrain/seed-0/checkpoint.pt"}
+        write_csv(folder / "retrain" / "metrics.csv",
+                  [{"seed": seed, **row} for seed, rows in retrained.items() for row in rows])
+    write_json(folder / "summary.json", summary)
+    return folder
+
+
+def mnist_dir() -> Path:
+    root = snn.default_data_dir()
+    if not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists() and \
+            not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found under {root}/MNIST/raw (set SNN_DATA_DIR)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def _finished_experiment_template(tmp_path_factory) -> Path:
+    """Trained once per session; tests get their own copy through ``finished_experiment``."""
+    root = mnist_dir()
+    data = snn.make_splits(snn.read_dataset(root, download=False), limit_train=500, limit_test=500)
+    folder = tmp_path_factory.mktemp("template") / "fc-fixture"
+    retrained = {seed: train_retrain_seed(folder, data, seed) for seed in RETRAIN_SEEDS}
+    return write_experiment(folder, retrained)
+
+
+@pytest.fixture
+def finished_experiment(_finished_experiment_template, tmp_path) -> Path:
+    """A complete experiment folder: search, two retrain seeds with checkpoints, summary."""
+    return Path(shutil.copytree(_finished_experiment_template, tmp_path / "fc-fixture"))
+
+
+@pytest.fixture
+def half_finished_experiment(tmp_path) -> Path:
+    """A search still under way: trials, some running or pending, no retrain."""
+    return write_experiment(tmp_path / "fc-half", retrained=None)

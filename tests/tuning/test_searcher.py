@@ -1,0 +1,87 @@
+"""Early-stopped trials reach Optuna as PRUNED with their intermediate values (no torch, no Ray cluster)."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from tuning.searcher import PruneAwareOptunaSearch
+
+SPACE = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+MAX_EPOCHS = 4
+
+
+def objective(lr: float, epoch: int) -> float:
+    """A cheap synthetic learning curve: best near lr=1e-2, rising with epochs."""
+    return (1 - abs(__import__("math").log10(lr) + 2) / 3) * epoch / MAX_EPOCHS
+
+
+def run_trial(searcher, trial_id: str, epochs: int, diverge: bool = False) -> None:
+    lr = searcher.suggest(trial_id)["lr"]
+    last = None
+    for epoch in range(1, epochs + 1):
+        last = {"epoch": epoch, "training_iteration": epoch, "test_acc": objective(lr, epoch), "diverged": False}
+        searcher.on_trial_result(trial_id, last)
+    if diverge:
+        last = {"epoch": epochs + 1, "training_iteration": epochs + 1, "diverged": True}
+        searcher.on_trial_result(trial_id, last)
+    searcher.on_trial_complete(trial_id, last)
+
+
+def states(searcher) -> list[TrialState]:
+    return [t.state for t in searcher._ot_study.get_trials(deepcopy=False)]
+
+
+def new_searcher(cls=PruneAwareOptunaSearch, **kwargs):
+    extra = {"max_epochs": MAX_EPOCHS} if cls is PruneAwareOptunaSearch else {}
+    return cls(space=SPACE, metric="test_acc", mode="max", sampler=optuna.samplers.TPESampler(seed=0),
+               **extra, **kwargs)
+
+
+def test_a_trial_stopped_early_is_pruned_with_its_intermediate_values():
+    searcher = new_searcher()
+    run_trial(searcher, "full", MAX_EPOCHS)
+    run_trial(searcher, "stopped", 1)
+    full, stopped = searcher._ot_study.get_trials()
+    assert full.state == TrialState.COMPLETE and full.value == objective(full.params["lr"], MAX_EPOCHS)
+    assert stopped.state == TrialState.PRUNED
+    assert stopped.intermediate_values == {1: objective(stopped.params["lr"], 1)}
+    assert stopped.value == stopped.intermediate_values[1]  # Optuna keeps a pruned trial's last value
+    assert sorted(full.intermediate_values) == [1, 2, 3, 4]
+
+
+def test_ray_stock_searcher_would_call_the_stopped_trial_complete():
+    """The behaviour this project fixes: Ray's OptunaSearch tells a 1-epoch trial as COMPLETE."""
+    searcher = new_searcher(OptunaSearch)
+    run_trial(searcher, "stopped", 1)
+    assert states(searcher) == [TrialState.COMPLETE]
+
+
+def test_diverged_and_errored_trials():
+    searcher = new_searcher()
+    run_trial(searcher, "nan", 2, diverge=True)
+    searcher.suggest("crashed")
+    searcher.on_trial_complete("crashed", None, error=True)
+    nan, crashed = searcher._ot_study.get_trials()
+    assert nan.state == TrialState.PRUNED and sorted(nan.intermediate_values) == [1, 2]
+    assert crashed.state == TrialState.FAIL
+
+
+def test_tpe_learns_from_pruned_trials_over_a_synthetic_search():
+    """Thirty synthetic trials, ASHA-like stopping of the worse half after one epoch: TPE converges near 1e-2."""
+    searcher = new_searcher()
+    firsts: list[float] = []
+    for i in range(30):
+        trial_id = f"t{i}"
+        lr = searcher.suggest(trial_id)["lr"]
+        first = objective(lr, 1)
+        stop = len(firsts) >= 2 and first < sorted(firsts)[len(firsts) // 2]
+        firsts.append(first)
+        for epoch in range(1, (1 if stop else MAX_EPOCHS) + 1):
+            result = {"epoch": epoch, "test_acc": objective(lr, epoch)}
+            searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result)
+    study = searcher._ot_study
+    assert TrialState.PRUNED in states(searcher) and TrialState.COMPLETE in states(searcher)
+    assert abs(__import__("math").log10(study.best_params["lr"]) + 2) < 0.5

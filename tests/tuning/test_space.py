@@ -1,0 +1,113 @@
+"""Search spaces: the shipped files load, every bad file is refused with file, key and rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuning.space import SpaceError, default_space_path, load_space, with_overrides
+
+GOOD = """
+model: csnn
+search:
+  lr: {type: float, low: 1.0e-3, high: 0.3, log: true}
+  T: {type: int, low: 2, high: 8}
+  channels: {type: categorical, choices: [16, 32]}
+fixed:
+  batch_size: 128
+budget:
+  trials: 4
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("model", ["fc", "csnn"])
+def test_shipped_spaces_load_into_optuna_distributions(model):
+    space = load_space(default_space_path(model), model)
+    assert space.model == model
+    assert isinstance(space.params["lr"], optuna.distributions.FloatDistribution) and space.params["lr"].log
+    assert space.budget.retrain_epochs == {"fc": 100, "csnn": 64}[model]
+    assert not set(space.params) & set(space.fixed)
+
+
+def test_a_good_space_gives_distributions_fixed_values_and_budget(tmp_path):
+    space = load_space(write(tmp_path, GOOD))
+    assert space.params["T"] == optuna.distributions.IntDistribution(2, 8)
+    assert space.params["channels"] == optuna.distributions.CategoricalDistribution([16, 32])
+    assert space.fixed == {"batch_size": 128}
+    assert space.budget.trials == 4 and space.budget.epochs_per_trial == 4  # the default
+    config = space.config_for({"lr": 0.01, "T": 3, "channels": 16})
+    assert (config.model, config.T, config.channels, config.batch_size) == ("csnn", 3, 16, 128)
+
+
+BAD = {
+    "yaml syntax": ("search: {lr: [1, 2\n", "YAML syntax error"),
+    "unknown top key": (GOOD + "extras: 1\n", "extras: unknown key"),
+    "not a config field": (GOOD.replace("T: {", "Tee: {"), "search.Tee: is not a searchable config field"),
+    "low > high": (GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"),
+                   "search.lr: `low <= high` must hold, got low=0.1, high=0.01"),
+    "log with low <= 0": (GOOD.replace("low: 1.0e-3", "low: 0.0"), "search.lr: log scale needs `low > 0`, got low=0.0"),
+    "empty choices": (GOOD.replace("[16, 32]", "[]"), "search.channels.choices: must be a non-empty list"),
+    "T <= 0": (GOOD.replace("low: 2, high: 8", "low: 0, high: 8"), "search.T: impossible value: T: must be >= 1"),
+    "channels <= 0": (GOOD.replace("[16, 32]", "[0, 16]"), "search.channels: impossible value: channels: must be >= 1"),
+    "fixed impossible": (GOOD.replace("batch_size: 128", "batch_size: -1"), "fixed.batch_size: impossible value"),
+    "unknown param key": (GOOD.replace("high: 8}", "high: 8, step: 2}"), "search.T.step: unknown key"),
+    "both searched and fixed": (GOOD.replace("batch_size: 128", "T: 4"), "search.T: is also in fixed"),
+    "bad budget": (GOOD.replace("trials: 4", "trials: 0"), "budget.trials: must be an integer >= 1"),
+    "wrong model": (GOOD.replace("model: csnn", "model: resnet"), "model: must be one of fc, csnn"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_spaces_name_the_file_the_key_and_the_rule(tmp_path, case):
+    text, expected = BAD[case]
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as error:
+        load_space(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_a_space_for_another_model_is_refused(tmp_path):
+    with pytest.raises(SpaceError, match="the file is for 'csnn' but the command searches 'fc'"):
+        load_space(write(tmp_path, GOOD), "fc")
+
+
+def test_overrides_replace_fixed_params_and_budget(tmp_path):
+    space = load_space(write(tmp_path, GOOD))
+    smaller = with_overrides(space, fixed={"channels": 8, "limit_train": 100},
+                             params={"T": {"type": "int", "low": 2, "high": 3}}, budget={"trials": 2})
+    assert "channels" not in smaller.params and smaller.fixed["channels"] == 8
+    assert smaller.params["T"] == optuna.distributions.IntDistribution(2, 3)
+    assert smaller.budget.trials == 2
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--space", "{bad}"], "search.lr: `low <= high` must hold"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number"),
+    (["--gpus-per-trial", "64"], "--gpus-per-trial 64 cannot be met"),
+    (["--metric", "loss"], "argument --metric: invalid choice"),
+])
+def test_the_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path, flags, expected):
+    bad = write(tmp_path, GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"))
+    flags = [str(bad) if f == "{bad}" else f for f in flags]
+    run = subprocess.run([sys.executable, "-m", "tuning.search", "csnn", "--results-dir", str(tmp_path / "r"), *flags],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "r").exists()  # nothing started, nothing written
