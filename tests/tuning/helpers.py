@@ -1,0 +1,28 @@
+"""Running the search CLI from tests: a subprocess with the data folder and a free dashboard port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def search_command(model: str, results_dir: Path, name: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "tuning.search", model, "--results-dir", str(results_dir), "--name", name, *flags]
+
+
+def start_search(command: list[str], data_root: Path, log: Path, **env: str) -> subprocess.Popen:
+    """Start the CLI in its own process group (so a test can kill it and its Ray workers)."""
+    environment = {**os.environ, "SNN_DATA_DIR": str(data_root), **env}
+    return subprocess.Popen(command, cwd=REPO, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)

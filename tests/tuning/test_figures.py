@@ -1,0 +1,135 @@
+"""Each figure of the report on a real retrained FC-SNN and hand-written trial rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from report_fixture import (  # noqa: F401  (fixtures)
+    _finished_experiment_template,
+    finished_experiment,
+    half_finished_experiment,
+)
+
+from tuning import figures
+from tuning.experiment_files import MissingData, read_experiment
+
+
+def names(fig: go.Figure) -> list[str]:
+    return [t.name for t in fig.data if t.name]
+
+
+def test_learning_curves_show_train_and_test_accuracy_and_loss_of_the_best_trial(finished_experiment):
+    fig = figures.learning_curves(finished_experiment)
+    lines = {(t.name, t.yaxis): list(t.y) for t in fig.data}
+    assert set(lines) == {("train", "y"), ("test", "y"), ("train", "y2"), ("test", "y2")}
+    assert lines[("test", "y")] == pytest.approx([0.905 * (1 - 0.3 * 2.718281828 ** -e) for e in range(4)], rel=1e-6)
+    assert "t0003" in fig.layout.title.text
+
+
+def test_retrain_curves_draw_a_band_across_the_two_seeds(finished_experiment):
+    fig = figures.retrain_curves(finished_experiment)
+    table = pd.read_csv(finished_experiment / "retrain" / "metrics.csv")
+    mean = table.groupby("epoch")["test_acc"].mean().tolist()
+    test_mean = next(t for t in fig.data if t.name == "test" and t.yaxis == "y")
+    assert list(test_mean.y) == pytest.approx(mean)
+    assert sum(t.fill == "tonexty" for t in fig.data) == 4  # train and test, accuracy and loss
+    assert "seeds 0, 1" in fig.layout.title.text
+
+
+def test_trial_curves_mark_the_trials_asha_stopped(finished_experiment):
+    fig = figures.trial_curves(finished_experiment)
+    assert len(fig.data) == 7  # t0005 errored before its first epoch
+    stopped = [t for t in fig.data if t.name == "stopped early by ASHA"]
+    assert len(stopped) == 4 and all(t.marker.symbol[-1] == "x" for t in stopped)
+    assert [t.name for t in fig.data].count("best trial") == 1
+    assert "4 of 7 stopped early" in fig.layout.title.text
+
+
+def test_optimisation_history_has_each_result_and_the_best_so_far(finished_experiment):
+    fig = figures.optimisation_history(finished_experiment)
+    best_so_far = next(t for t in fig.data if t.name == "best so far")
+    assert list(best_so_far.y) == pytest.approx([0.88, 0.88, 0.905, 0.905, 0.905, 0.905, 0.905], abs=1e-9)
+    assert "1 trial(s) without a result" in fig.layout.title.text
+
+
+def test_parallel_coordinates_encode_categoricals_and_log_scales(finished_experiment):
+    (trace,) = figures.parallel_coordinates(finished_experiment).data
+    axes = {d.label: d for d in trace.dimensions}
+    assert list(axes) == ["lr (log)", "tau (log)", "T (log)", "neuron", "batch_size", "test accuracy"]
+    assert list(axes["batch_size"].ticktext) == ["32", "64", "128", "256"]
+    assert set(axes["neuron"].values) == {0, 1}
+    assert axes["lr (log)"].range == pytest.approx((-4, -2))
+
+
+def test_param_importances_rank_every_searched_parameter(finished_experiment):
+    fig = figures.param_importances(finished_experiment)
+    assert "PED-ANOVA" in names(fig)
+    for trace in fig.data:
+        assert sorted(trace.y) == sorted(["lr", "tau", "T", "neuron", "batch_size"])
+        assert sum(trace.x) == pytest.approx(1.0)
+
+
+def test_param_vs_result_flags_the_parameters_whose_best_value_is_at_an_edge(finished_experiment):
+    assert figures.params_at_edge(finished_experiment) == {"lr": "high", "T": "low"}
+    fig = figures.param_vs_result(finished_experiment)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["lr: best at the high edge, widen the range", "tau", "T: best at the low edge, widen the range",
+                      "neuron", "batch_size"]
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis4.type == "category"
+    assert sum(t.name == "best trial" for t in fig.data) == 5
+
+
+@pytest.mark.parametrize(("value", "spec", "edge"), [
+    (0.0095, {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "high"),
+    (0.0095, {"type": "float", "low": 0.0, "high": 0.1, "log": False}, None),  # 9.5% of a linear range
+    (1.1e-4, {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "low"),
+    (11, {"type": "int", "low": 10, "high": 100, "log": True}, "low"),
+    (50, {"type": "int", "low": 10, "high": 100, "log": False}, None),
+    ("lif", {"type": "categorical", "choices": ["lif", "plif"]}, None),
+])
+def test_edge_of_range_is_log_aware(value, spec, edge):
+    assert figures.edge_of_range(value, spec) == edge
+
+
+def test_firing_rates_come_from_the_retrain_metrics(finished_experiment):
+    fig = figures.firing_rates(finished_experiment)
+    bar = fig.data[0]
+    table = pd.read_csv(finished_experiment / "retrain" / "metrics.csv")
+    last = table.sort_values("epoch").groupby("seed").tail(1)
+    assert list(bar.x) == ["sn: output"]
+    assert bar.y[0] == pytest.approx(last["rate_sn"].mean())
+    assert "2 seed(s)" in fig.layout.title.text
+
+
+def test_sample_predictions_show_ten_test_images_with_labels(finished_experiment):
+    fig = figures.sample_predictions(finished_experiment)
+    assert len(fig.data) == 10 and all(t.type == "heatmap" for t in fig.data)
+    assert all(t.z.shape == (28, 28) if hasattr(t.z, "shape") else len(t.z) == 28 for t in fig.data)
+    assert all(a.text.startswith("true ") and ", predicted " in a.text for a in fig.layout.annotations)
+
+
+def test_confusion_matrix_counts_every_test_image_the_run_used(finished_experiment):
+    exp = read_experiment(finished_experiment)
+    fig = figures.confusion_matrix(exp)
+    counts = fig.data[0].text
+    assert sum(map(sum, counts)) == 500  # the retrain's limit_test
+    predictions = figures.predict_test_set(exp)
+    assert f"accuracy {predictions.accuracy:.2%}" in fig.layout.title.text
+    # Poisson input, seeded: the report's accuracy is close to the one the trainer measured
+    final = pd.read_csv(finished_experiment / "retrain" / "seed-0" / "metrics.csv")["test_acc"].iloc[-1]
+    assert predictions.accuracy == pytest.approx(final, abs=0.05)
+
+
+def test_figures_of_the_retrained_model_say_when_mnist_is_absent(finished_experiment, tmp_path):
+    with pytest.raises(MissingData, match=r"MNIST/raw"):
+        figures.sample_predictions(finished_experiment, data_dir=tmp_path / "no-data")
+
+
+def test_figures_that_need_the_retrain_say_it_is_missing(half_finished_experiment):
+    exp = read_experiment(half_finished_experiment)
+    for draw in (figures.retrain_curves, figures.sample_predictions, figures.confusion_matrix):
+        with pytest.raises(MissingData, match="retrain"):
+            draw(exp)
+    assert "without a result" in figures.optimisation_history(exp).layout.title.text  # running and pending
+    assert "no retrain metrics" in figures.firing_rates(exp).layout.title.text  # falls back to the best trial

@@ -1,0 +1,126 @@
+"""The whole path, as a new user runs it: `python -m tuning.search fc --preset smoke` on real MNIST.
+
+One search runs per module (a Ray start costs seconds on 2 cores); while it runs, the test calls
+the Ray dashboard's HTTP API with the token; afterwards each test checks one part of what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from snn import RunConfig
+from tests.tuning.helpers import free_port, search_command, start_search
+
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+SMOKE_TRIALS, SMOKE_EPOCHS = 6, 3
+
+
+def dashboard_actors(port: int) -> tuple[int, list[dict]]:
+    """GET the dashboard's actor list with the token; (HTTP status, actors)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v0/actors?limit=200")
+    if TOKEN_FILE.exists():
+        request.add_header("Authorization", f"Bearer {TOKEN_FILE.read_text().strip()}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.load(response)["data"]["result"]["result"]
+    except urllib.error.HTTPError as e:
+        return e.code, []
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, []
+
+
+@pytest.fixture(scope="module")
+def smoke(mnist_root, tmp_path_factory):
+    """Run the smoke search once; record what the dashboard said while it ran."""
+    folder = tmp_path_factory.mktemp("smoke")
+    port = free_port()
+    log = folder / "search.log"
+    process = start_search(search_command("fc", folder, "smoke", "--preset", "smoke", "--dashboard-port", str(port)),
+                           mnist_root, log)
+    seen: dict = {"status": None, "trial_actors": 0}
+    deadline = time.time() + 600
+    while process.poll() is None and time.time() < deadline:
+        status, actors = dashboard_actors(port)
+        trial_actors = [a for a in actors if a.get("class_name") == "ImplicitFunc"]
+        if status == 200 and trial_actors:
+            seen = {"status": status, "trial_actors": len(trial_actors)}
+            break
+        time.sleep(1)
+    code = process.wait(timeout=max(1, deadline - time.time()))
+    return {"dir": folder / "smoke", "code": code, "log": log.read_text(), "dashboard": seen, "port": port}
+
+
+def test_the_search_finishes_and_prints_the_dashboard_url_and_how_to_authenticate(smoke):
+    assert smoke["code"] == 0, smoke["log"][-3000:]
+    assert f"Ray dashboard: http://127.0.0.1:{smoke['port']}" in smoke["log"]
+    assert str(TOKEN_FILE) in smoke["log"] and "RAY_AUTH_MODE=disabled" in smoke["log"]
+    assert "Trial name" in smoke["log"]  # the live trial table
+
+
+def test_the_dashboard_answered_with_the_token_and_listed_the_trial_actors(smoke):
+    assert smoke["dashboard"]["status"] == 200
+    assert smoke["dashboard"]["trial_actors"] >= 1
+
+
+def test_trials_ran_and_asha_stopped_some(smoke):
+    trials = pd.read_csv(smoke["dir"] / "trials.csv")
+    assert len(trials) == SMOKE_TRIALS
+    assert set(trials["status"]) == {"TERMINATED"}
+    assert trials["stopped_early"].sum() >= 1
+    assert (trials.loc[trials["stopped_early"], "epochs"] < SMOKE_EPOCHS).all()
+    assert (trials.loc[~trials["stopped_early"], "epochs"] == SMOKE_EPOCHS).all()
+    metrics = pd.read_csv(smoke["dir"] / "trial_metrics.csv")
+    assert metrics.groupby("trial_id")["epoch"].max().sort_index().tolist() == \
+        trials.set_index("trial_id")["epochs"].sort_index().tolist()
+
+
+def test_best_config_parses_and_is_the_best_trial(smoke):
+    config = RunConfig.from_dict(json.loads((smoke["dir"] / "best_config.json").read_text()))
+    trials = pd.read_csv(smoke["dir"] / "trials.csv")
+    best = trials.loc[trials["best_test_acc"].idxmax()]
+    assert config.model == "fc" and config.limit_train == 2000
+    assert math.isclose(config.lr, best["config/lr"]) and config.T == best["config/T"]
+
+
+def test_the_retrain_ran_and_the_summary_holds_its_test_accuracy(smoke):
+    retrain = pd.read_csv(smoke["dir"] / "retrain" / "seed-0" / "metrics.csv")
+    assert retrain["epoch"].tolist() == [1, 2, 3]
+    assert (smoke["dir"] / "retrain" / "seed-0" / "checkpoint.pt").exists()
+    summary = json.loads((smoke["dir"] / "summary.json").read_text())
+    assert summary["retrain"]["max_test_acc"] == [retrain["test_acc"].max()]
+    assert summary["retrain"]["final_test_acc"] == [retrain["test_acc"].iloc[-1]]
+    assert summary["retrain"]["max_test_acc_mean"] > 0.5  # well above chance on 2,000 images
+    assert summary["trials"]["total"] == SMOKE_TRIALS
+    assert summary["trials"]["stopped_early"] == int(pd.read_csv(smoke["dir"] / "trials.csv")["stopped_early"].sum())
+    assert set(summary["versions"]) >= {"torch", "spikingjelly", "ray", "optuna"}
+
+
+def test_the_optuna_study_opens_with_optuna_and_matches_trials_csv(smoke):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(smoke["dir"] / "optuna.journal")))
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    trials = pd.read_csv(smoke["dir"] / "trials.csv")
+    states = [t.state for t in study.trials]
+    assert len(states) == len(trials)
+    assert states.count(optuna.trial.TrialState.PRUNED) == trials["stopped_early"].sum()
+    assert states.count(optuna.trial.TrialState.COMPLETE) == (~trials["stopped_early"]).sum()
+    completed = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert completed == pytest.approx(sorted(trials.loc[~trials["stopped_early"], "last_test_acc"]))
+
+
+def test_an_existing_experiment_is_refused_without_resume(smoke, mnist_root):
+    before = (smoke["dir"] / "summary.json").read_bytes()
+    log = smoke["dir"].parent / "again.log"
+    process = start_search(search_command("fc", smoke["dir"].parent, "smoke", "--preset", "smoke"), mnist_root, log)
+    assert process.wait(timeout=120) == 2
+    assert "already exists; pass --resume" in log.read_text()
+    assert (smoke["dir"] / "summary.json").read_bytes() == before
