@@ -68,13 +68,14 @@ class Experiment:
 
     @property
     def best_trial_id(self) -> str | None:
+        """summary.json's best trial; else the best by trials.csv, else by trial_metrics.csv."""
         best = (self.summary or {}).get("best_trial") or {}
         if best.get("trial_id"):
             return str(best["trial_id"])
-        column = f"best_{self.metric}"
-        if self.trials is None or column not in self.trials.columns or self.trials[column].isna().all():
-            return None
-        return str(self.trials.loc[self.trials[column].idxmax(), "trial_id"])
+        for table, column in ((self.trials, f"best_{self.metric}"), (self.trial_metrics, self.metric)):
+            if table is not None and column in table.columns and table[column].notna().any():
+                return str(table.loc[table[column].idxmax(), "trial_id"])
+        return None
 
     def require(self, what: str) -> Any:
         """The attribute ``what``, or MissingData naming the file it comes from."""

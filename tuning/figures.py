@@ -32,8 +32,8 @@ EDGE_FRACTION = 0.05  # the best value is "at the edge" within this share of its
 TEMPLATE = "plotly_white"
 # What each spiking layer is, by model (names are the attributes in snn/models.py).
 LAYER_NAMES = {
-    "fc": {"sn": "output LIF (10)"},
-    "csnn": {"sn1": "conv1 (encoder)", "sn2": "conv2", "sn3": "fc1", "sn4": "output (10)"},
+    "fc": {"sn": "output"},
+    "csnn": {"sn1": "conv1 (encoder)", "sn2": "conv2", "sn3": "fc1", "sn4": "output"},
 }
 
 ExperimentLike = Experiment | str | Path
@@ -76,7 +76,7 @@ def learning_curves(exp: ExperimentLike, trial_id: str | None = None) -> go.Figu
                 fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], name=split, legendgroup=split,
                                          showlegend=col == 1, mode="lines+markers", line=dict(color=colour)),
                               row=1, col=col)
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", **_epoch_ticks(rows["epoch"]))
     fig.update_yaxes(tickformat=".1%", row=1, col=1)
     return _style(fig, f"Best trial {trial_id}: learning curves", 400)
 
@@ -105,7 +105,7 @@ def retrain_curves(exp: ExperimentLike) -> go.Figure:
                                      customdata=stats["std"],
                                      hovertemplate="epoch %{x}: %{y:.4f} ± %{customdata:.4f}"),
                           row=1, col=col)
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", **_epoch_ticks(table["epoch"]))
     fig.update_yaxes(tickformat=".1%", row=1, col=1)
     band = "mean ± std over" if len(seeds) > 1 else "one seed,"
     return _style(fig, f"Retrain of the best configuration: {band} seeds {', '.join(map(str, seeds))}", 400)
@@ -140,7 +140,7 @@ def trial_curves(exp: ExperimentLike) -> go.Figure:
             hovertemplate=f"trial {trial_id}<br>epoch %{{x}}: %{{y:.4f}}<extra>{group}</extra>"))
         shown.add(group)
     stopped = sum(1 for f in flags.values() if f.get("stopped_early"))
-    fig.update_xaxes(title_text="epoch", dtick=1 if metrics["epoch"].max() <= 20 else None)
+    fig.update_xaxes(title_text="epoch", **_epoch_ticks(metrics["epoch"]))
     fig.update_yaxes(title_text=_metric_label(metric), tickformat=".1%")
     return _style(fig, f"Every trial's {_metric_label(metric)} per epoch "
                        f"({stopped} of {metrics['trial_id'].nunique()} stopped early by ASHA, marked x)", 450)
@@ -182,10 +182,12 @@ def parallel_coordinates(exp: ExperimentLike) -> go.Figure:
     dimensions = [_axis(name, spec, values[name]) for name, spec in space.items()]
     dimensions.append(dict(label=_metric_label(exp.metric), values=values["result"], tickformat=".1%"))
     fig = go.Figure(go.Parcoords(
-        line=dict(color=values["result"], colorscale="Viridis", showscale=True,
-                  colorbar=dict(title=dict(text=exp.metric), tickformat=".1%")),
+        line=dict(color=values["result"], colorscale="Viridis", showscale=False),
         dimensions=dimensions, labelangle=0, labelside="top"))
-    return _style(fig, f"Hyperparameters of all {len(values)} scored trials, coloured by {exp.metric}", 460)
+    fig = _style(fig, f"Hyperparameters of all {len(values)} scored trials, coloured by {exp.metric} "
+                      f"(the last axis; yellow is best)", 480)
+    fig.update_layout(margin=dict(t=120, l=70, r=70))
+    return fig
 
 
 def _axis(name: str, spec: dict[str, Any], column: pd.Series) -> dict[str, Any]:
@@ -230,9 +232,11 @@ def param_importances(exp: ExperimentLike) -> go.Figure:
     for label, importances in results.items():
         fig.add_trace(go.Bar(y=order, x=[importances.get(p, 0.0) for p in order], orientation="h", name=label,
                              hovertemplate="%{y}: %{x:.3f}"))
-    fig.update_layout(barmode="group")
+    fig.update_layout(barmode="group", showlegend=True)
     fig.update_xaxes(title_text="importance (sums to 1 per evaluator)", range=[0, 1])
     skipped = f"; not run: {'; '.join(failures)}" if failures else ""
+    if "fANOVA" not in results and not failures:
+        skipped = " (fANOVA and mean decrease impurity need scikit-learn)"
     return _style(fig, f"Hyperparameter importance over {len(used)} trials{note}{skipped}",
                   max(300, 90 + 40 * len(order) * max(1, len(results))))
 
@@ -339,7 +343,7 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
     rows = math.ceil(len(space) / cols)
     titles = [f"{name}: best at the {edges[name]} edge, widen the range" if name in edges else name
               for name in space]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=0.5 / rows,
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=min(0.3, 0.4 / rows),
                         horizontal_spacing=0.08)
     y_low, y_high = values["result"].min(), values["result"].max()
     pad = max(1e-3, 0.05 * (y_high - y_low))
@@ -365,7 +369,7 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
                                      marker=dict(symbol="star", size=16, color=BEST_COLOUR)), **where)
         if numeric:
             _draw_range(fig, name, spec, edges.get(name), (y_low, y_high), where)
-            fig.update_xaxes(type="log" if spec.get("log") and float(spec["low"]) > 0 else "linear", **where)
+            fig.update_xaxes(**_numeric_axis(spec), **where)
         else:
             fig.update_xaxes(type="category", categoryorder="array",
                              categoryarray=[str(c) for c in spec.get("choices", [])], **where)
@@ -375,6 +379,16 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
             annotation.font = dict(color=BEST_COLOUR)
     return _style(fig, f"Each searched hyperparameter against {exp.metric} (dashed: the range searched)",
                   60 + 300 * rows)
+
+
+def _numeric_axis(spec: dict[str, Any]) -> dict[str, Any]:
+    """A log axis labelled at powers of ten (or 1-2-5 within two decades), else a linear one."""
+    low, high = float(spec["low"]), float(spec["high"])
+    if not (spec.get("log") and low > 0):
+        return dict(type="linear")
+    decades = math.log10(high / low)
+    return dict(type="log", dtick=1 if decades >= 2 else "D2", exponentformat="power" if high < 0.1 else "none",
+                showexponent="all")
 
 
 def _draw_range(fig: go.Figure, name: str, spec: dict[str, Any], edge: str | None, y: tuple[float, float],
@@ -403,21 +417,30 @@ def _draw_range(fig: go.Figure, name: str, spec: dict[str, Any], edge: str | Non
 
 
 def firing_rates(exp: ExperimentLike) -> go.Figure:
-    """Mean firing rate of each spiking layer on the test set at the last epoch of the best model."""
+    """Mean firing rate of each spiking layer of the best model on the test set: at the last epoch, and per epoch."""
     exp = _experiment(exp)
     table, source = _rate_source(exp)
     columns = [c for c in table.columns if c.startswith("rate_")]
     last = table.sort_values("epoch").groupby("seed").tail(1)
     means, stds = last[columns].mean(), last[columns].std().fillna(0.0)
     names = LAYER_NAMES.get(exp.model or "", {})
-    labels = [f"{c.removeprefix('rate_')}: {names[c.removeprefix('rate_')]}" if c.removeprefix("rate_") in names
-              else c.removeprefix("rate_") for c in columns]
-    fig = go.Figure(go.Bar(x=labels, y=means, error_y=dict(type="data", array=stds, visible=len(last) > 1),
-                           marker_color="#1f77b4", text=[f"{m:.3f}" for m in means], textposition="outside",
-                           hovertemplate="%{x}: %{y:.4f} spikes per neuron per step<extra></extra>"))
-    fig.update_yaxes(title_text="spikes per neuron per time step", range=[0, min(1.0, max(means.max() * 1.3, 0.05))])
-    fig.update_xaxes(title_text="spiking layer")
-    return _style(fig, f"Mean firing rate per spiking layer of the best model ({source})", 380)
+    layers = [c.removeprefix("rate_") for c in columns]
+    labels = [f"{layer}: {names[layer]}" if layer in names else layer for layer in layers]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55],
+                        subplot_titles=("At the last epoch", "Per epoch"))
+    fig.add_trace(go.Bar(x=labels, y=means, error_y=dict(type="data", array=stds, visible=len(last) > 1),
+                         marker_color="#1f77b4", text=[f"{m:.3f}" for m in means], textposition="inside",
+                         insidetextanchor="end", textfont=dict(color="white"), showlegend=False,
+                         hovertemplate="%{x}: %{y:.4f} spikes per neuron per step<extra></extra>"), row=1, col=1)
+    per_epoch = table.groupby("epoch")[columns].mean()
+    for column, label in zip(columns, labels, strict=True):
+        fig.add_trace(go.Scatter(x=per_epoch.index, y=per_epoch[column], mode="lines+markers", name=label,
+                                 hovertemplate=f"{label}, epoch %{{x}}: %{{y:.4f}}<extra></extra>"), row=1, col=2)
+    top = min(1.0, max(float(per_epoch.max().max()), float((means + stds).max())) * 1.25 or 0.05)
+    fig.update_yaxes(title_text="spikes per neuron per time step", range=[0, top])
+    fig.update_xaxes(title_text="epoch", row=1, col=2, **_epoch_ticks(table["epoch"]))
+    fig.update_layout(bargap=0.5 if len(columns) > 1 else 0.7)
+    return _style(fig, f"Mean firing rate per spiking layer of the best model ({source})", 400)
 
 
 def _rate_source(exp: Experiment) -> tuple[pd.DataFrame, str]:
@@ -509,7 +532,7 @@ def sample_predictions(exp: ExperimentLike, data_dir: Path | str | None = None, 
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
     correct = int(sum(result.labels[i] == result.predicted[i] for i in picks))
     return _style(fig, f"{len(picks)} random test images: {correct} predicted correctly (wrong ones in red)",
-                  80 + 210 * rows)
+                  70 + 185 * rows)
 
 
 def confusion_matrix(exp: ExperimentLike, data_dir: Path | str | None = None) -> go.Figure:
@@ -524,8 +547,10 @@ def confusion_matrix(exp: ExperimentLike, data_dir: Path | str | None = None) ->
                                colorscale="Blues", zmin=0, zmax=1,
                                colorbar=dict(title=dict(text="share of<br>true class"), tickformat=".0%"),
                                hovertemplate="true %{y}, predicted %{x}: %{text} images<extra></extra>"))
-    fig.update_xaxes(title_text="predicted digit", type="category", side="bottom")
-    fig.update_yaxes(title_text="true digit", type="category", autorange="reversed", scaleanchor="x")
+    fig.update_xaxes(title_text="predicted digit", type="category", side="bottom", constrain="domain",
+                     showgrid=False)
+    fig.update_yaxes(title_text="true digit", type="category", autorange="reversed", scaleanchor="x",
+                     constrain="domain", showgrid=False)
     return _style(fig, f"Confusion matrix of the retrained model on {len(result.labels)} test images "
                        f"(accuracy {result.accuracy:.2%})", 560)
 
@@ -539,6 +564,11 @@ def _trial_flags(exp: Experiment) -> dict[str, dict[str, bool]]:
     return {row.trial_id: {"stopped_early": bool(row.stopped_early),
                            "failed": bool(row.diverged) or row.status == "ERROR"}
             for row in exp.trials.itertuples()}
+
+
+def _epoch_ticks(epochs: pd.Series) -> dict[str, Any]:
+    """Whole-number epoch ticks (plotly would label 1.5 between epochs 1 and 2)."""
+    return dict(tick0=1, dtick=1) if epochs.max() <= 20 else dict(tickformat="d")
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

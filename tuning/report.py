@@ -30,7 +30,7 @@ REPORT_NAME = "report.html"
 # The seed report's best test accuracy, per model (README, "The networks").
 SEED_TEST_ACC = {"fc": 0.9289, "csnn": 0.9933}
 # Offline: no MathJax (plotly.js would look for it), no link to plotly's cloud, no logo link.
-PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "showLink": False, "responsive": True,
+PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "responsive": True,
                  "showSendToCloud": False}
 
 

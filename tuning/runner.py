@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,9 @@ class SearchOutcome:
     best_config: dict[str, Any] | None
     best_row: dict[str, Any] | None
     interrupted: bool
-    search_seconds: float
+    trial_seconds: float  # the trials' own epochs (training + evaluation), summed
+    search_seconds: float = 0.0
     retrain: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def start_ray(args) -> None:
@@ -149,7 +149,8 @@ def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tun
 def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> SearchOutcome:
     outcomes = results.trial_outcomes(grid)
     rows = results.trial_rows(outcomes, settings.metric, space.budget.epochs_per_trial)
-    results.write_trial_files(experiment, rows, results.trial_metric_rows(outcomes))
+    metric_rows = results.trial_metric_rows(outcomes)
+    results.write_trial_files(experiment, rows, metric_rows)
     best = results.best_trial(rows, settings.metric)
     best_config = None
     if best is not None:
@@ -157,7 +158,9 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> S
         best_config = space.config_for(sampled, device=settings.device).to_dict()
         write_json(experiment / "best_config.json", best_config)
     interrupted = any(r["status"] not in ("TERMINATED", "ERROR") for r in rows) or len(rows) < space.budget.trials
-    return SearchOutcome(rows=rows, best_config=best_config, best_row=best, interrupted=interrupted, search_seconds=0.0)
+    trial_seconds = sum(r.get("epoch_seconds", 0.0) for r in metric_rows)
+    return SearchOutcome(rows=rows, best_config=best_config, best_row=best, interrupted=interrupted,
+                         trial_seconds=trial_seconds)
 
 
 def retrain(experiment: Path, outcome: SearchOutcome, space: SearchSpace, settings: Settings, data: Dataset) -> None:
@@ -219,7 +222,6 @@ def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, setting
     """Write summary.json and print the outcome."""
     counts = results.trial_counts(outcome.rows)
     best = outcome.best_row
-    trial_seconds = _trial_seconds(experiment)
     summary = {
         "experiment": experiment.name,
         "model": space.model,
@@ -229,7 +231,7 @@ def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, setting
         "status": "complete",
         "wall_seconds": wall_seconds,
         "search_seconds": outcome.search_seconds,
-        "trial_training_seconds": trial_seconds,
+        "trial_training_seconds": outcome.trial_seconds,
         "max_concurrent": _max_concurrent(settings),
         "trials": counts,
         "budget": space.budget.__dict__,
@@ -252,17 +254,6 @@ def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, setting
         print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc max "
               f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%}, final {r['final_test_acc_mean']:.2%}")
     print(f"results: {experiment}")
-
-
-def _trial_seconds(experiment: Path) -> float:
-    """The trials' own training and evaluation time, summed over every epoch of every trial."""
-    import pandas as pd
-
-    path = experiment / "trial_metrics.csv"
-    if not path.exists() or path.stat().st_size == 0:
-        return 0.0
-    frame = pd.read_csv(path)
-    return float(frame["epoch_seconds"].sum()) if "epoch_seconds" in frame else 0.0
 
 
 def build_report(experiment: Path, data_dir: Path | None) -> None:

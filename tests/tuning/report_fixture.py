@@ -59,11 +59,16 @@ def train_retrain_seed(folder: Path, data: snn.Dataset, seed: int) -> list[dict]
     return snn.train(config, data, on_epoch=on_epoch).epochs
 
 
+def accuracy_curve(final: float, epochs: int) -> list[float]:
+    """A trial's test accuracy per epoch, rising to ``final`` at its last epoch."""
+    return [final * (1 - 0.3 * (math.exp(-k) - math.exp(-(epochs - 1)))) for k in range(epochs)]
+
+
 def trial_rows(metric: str = "test_acc") -> tuple[list[dict], list[dict]]:
     """trials.csv and trial_metrics.csv rows for TRIALS: curves rising towards each final accuracy."""
     trials, metrics = [], []
     for trial_id, status, epochs, final, params in TRIALS:
-        curve = [None] * epochs if final is None else [final * (1 - 0.3 * math.exp(-e)) for e in range(epochs)]
+        curve = [None] * epochs if final is None else accuracy_curve(final, epochs)
         for epoch, acc in enumerate(curve, start=1):
             if acc is None:
                 continue
@@ -83,8 +88,10 @@ def trial_rows(metric: str = "test_acc") -> tuple[list[dict], list[dict]]:
 def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> Path:
     """The contract's files in ``folder``; ``retrained`` None writes a search still under way."""
     trials, metrics = trial_rows()
-    if retrained is None:  # half-finished: the last two trials are still queued or running
-        trials[-1]["status"], trials[-2]["status"] = "PENDING", "RUNNING"
+    if retrained is None:  # half-finished: the last two trials are still queued or just started
+        for row, status in ((trials[-2], "RUNNING"), (trials[-1], "PENDING")):
+            row.update({"status": status, "stopped_early": False, "epochs": 0, "best_test_acc": None,
+                        "last_test_acc": None})
         metrics = [m for m in metrics if m["trial_id"] not in ("t0007", "t0008")]
     write_csv(folder / "trials.csv", trials)
     write_csv(folder / "trial_metrics.csv", metrics)
@@ -116,23 +123,14 @@ def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> P
     return folder
 
 
-def mnist_dir() -> Path:
-    root = snn.default_data_dir()
-    if not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists() and \
-            not (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found under {root}/MNIST/raw (set SNN_DATA_DIR)")
-    return root
-
-
 _template: list[Path] = []  # the trained folder, shared by every test module that imports these fixtures
 
 
 @pytest.fixture(scope="session")
-def _finished_experiment_template(tmp_path_factory) -> Path:
+def _finished_experiment_template(tmp_path_factory, mnist) -> Path:
     """Trained once per session; tests get their own copy through ``finished_experiment``."""
     if not _template:
-        root = mnist_dir()
-        data = snn.make_splits(snn.read_dataset(root, download=False), limit_train=500, limit_test=500)
+        data = snn.make_splits(mnist, limit_train=500, limit_test=500)
         folder = tmp_path_factory.mktemp("template") / "fc-fixture"
         retrained = {seed: train_retrain_seed(folder, data, seed) for seed in RETRAIN_SEEDS}
         _template.append(write_experiment(folder, retrained))

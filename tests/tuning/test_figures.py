@@ -5,12 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from report_fixture import (  # noqa: F401  (fixtures)
+
+from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
     _finished_experiment_template,
+    accuracy_curve,
     finished_experiment,
     half_finished_experiment,
 )
-
 from tuning import figures
 from tuning.experiment_files import MissingData, read_experiment
 
@@ -23,7 +24,7 @@ def test_learning_curves_show_train_and_test_accuracy_and_loss_of_the_best_trial
     fig = figures.learning_curves(finished_experiment)
     lines = {(t.name, t.yaxis): list(t.y) for t in fig.data}
     assert set(lines) == {("train", "y"), ("test", "y"), ("train", "y2"), ("test", "y2")}
-    assert lines[("test", "y")] == pytest.approx([0.905 * (1 - 0.3 * 2.718281828 ** -e) for e in range(4)], rel=1e-6)
+    assert lines[("test", "y")] == pytest.approx(accuracy_curve(0.905, 4))
     assert "t0003" in fig.layout.title.text
 
 

@@ -1,0 +1,97 @@
+"""report.html from an experiment folder: what the page says, what it holds, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from plotly.offline import get_plotlyjs
+
+from tests.tuning.helpers import REPO
+from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
+    _finished_experiment_template,
+    finished_experiment,
+    half_finished_experiment,
+)
+from tuning.report import SECTIONS, build_report, main
+
+
+def attribute(page: str, name: str) -> int:
+    return int(re.search(rf'{name}="(\d+)"', page).group(1))
+
+
+def test_report_of_a_finished_experiment_holds_every_figure_and_the_header(finished_experiment):
+    path = build_report(finished_experiment)
+    page = path.read_text()
+    assert path == finished_experiment / "report.html"
+    assert attribute(page, "data-figure-count") == len(SECTIONS) == page.count('class="plotly-graph-div"')
+    assert attribute(page, "data-missing-count") == 0 and "Missing or incomplete" not in page
+    summary = json.loads((finished_experiment / "summary.json").read_text())
+    retrain = summary["retrain"]
+    for text in ("FC-SNN (fc)", "mnist", "<b>test_acc</b>", "8 run, 7 finished, 4 stopped early by ASHA, 1 errored",
+                 "12 min 34 s", "t0003: test_acc 90.50%", "92.89%", f"{retrain['max_test_acc_mean']:.2%}",
+                 f"{retrain['final_test_acc_mean']:.2%}", "2 seed(s) (0, 1)", "at the high edge of its range",
+                 "searched: float in [0.0001, 0.01], log scale"):
+        assert text in page, text
+
+
+def test_report_is_self_contained_and_embeds_plotly_once(finished_experiment):
+    page = build_report(finished_experiment).read_text()
+    assert page.count(get_plotlyjs()[:200]) == 1  # plotly.js's own banner and first lines
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=|<iframe|@import", page)
+    assert '"typesetMath": false' in page  # plotly.js must not look for MathJax
+
+
+def test_report_of_a_half_finished_search_says_what_is_missing(half_finished_experiment):
+    page = build_report(half_finished_experiment).read_text()
+    assert attribute(page, "data-figure-count") == len(SECTIONS) - 3
+    for text in ("the search is not finished (summary.json status: searching)",
+                 "retrain/ holds no metrics: the best configuration was not retrained (yet)",
+                 "No retrain yet", "Retrain of the best configuration: retrain/metrics.csv",
+                 "Predictions on test images: retrain/seed-&lt;s&gt;/checkpoint.pt",
+                 "8 run, 5 finished, 3 stopped early by ASHA, 1 errored"):
+        assert text in page, text
+    assert page.count('<p class="absent">Not drawn:') == 3
+
+
+def test_report_tolerates_missing_and_unreadable_files(finished_experiment):
+    (finished_experiment / "summary.json").unlink()
+    (finished_experiment / "trials.csv").write_text("")
+    page = build_report(finished_experiment).read_text()
+    assert "summary.json is missing" in page
+    assert "trials.csv is unreadable" in page
+    assert "Retrained test accuracy" in page and "2 seed(s) (0, 1)" in page  # from retrain/metrics.csv instead
+    assert attribute(page, "data-figure-count") == len(SECTIONS) - 4  # history, parallel, importance, per-param
+
+
+def test_report_without_mnist_files_still_builds_and_says_so(finished_experiment, tmp_path):
+    page = build_report(finished_experiment, data_dir=tmp_path / "nowhere").read_text()
+    assert page.count("cannot evaluate the retrained model: mnist files not found in") == 2 * 2  # list and place
+    assert page.count('<p class="absent">Not drawn:') == 2
+    assert attribute(page, "data-figure-count") == len(SECTIONS) - 2
+
+
+def test_cli_prints_the_report_path(half_finished_experiment, capsys):
+    assert main([str(half_finished_experiment)]) == 0
+    assert capsys.readouterr().out.strip() == str(half_finished_experiment / "report.html")
+
+
+def test_cli_refuses_a_folder_that_does_not_exist_with_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tuning.report", str(tmp_path / "absent")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"python -m tuning.report: error: {tmp_path / 'absent'}: no such folder\n"
+
+
+def test_cli_refuses_a_folder_without_result_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a result file")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"python -m tuning.report: error: {tmp_path}: not an experiment folder "
+                    f"(none of summary.json, trials.csv, trial_metrics.csv, best_config.json, retrain is there)")
+    assert not (tmp_path / "report.html").exists()

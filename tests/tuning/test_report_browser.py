@@ -1,0 +1,72 @@
+"""report.html opened in headless Chromium: every figure renders, no JS error, no network request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
+from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
+    _finished_experiment_template,
+    finished_experiment,
+    half_finished_experiment,
+)
+from tuning.report import SECTIONS, build_report
+
+pytestmark = [
+    pytest.mark.skipif(chromium_path() is None,
+                       reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"),
+]
+pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[dev]')")
+
+# A plot has rendered when plotly.js has laid it out and drawn its SVG with every trace.
+RENDERED_PLOTS = """Array.from(document.querySelectorAll('.js-plotly-plot')).filter(
+    d => d._fullLayout && d.querySelector('.main-svg') && d._fullData.length === d.data.length
+         && d.data.length > 0).length"""
+
+
+def open_report(report: Path, profile: Path, screenshot: Path) -> tuple[int, int, HeadlessChromium]:
+    """Load the report, wait for its plots, save a screenshot; (figures it says it holds, rendered, browser)."""
+    with HeadlessChromium(profile) as browser:
+        browser.navigate(report.as_uri())
+        expected = int(browser.evaluate("document.getElementById('report').dataset.figureCount"))
+        browser.wait_for(f"({RENDERED_PLOTS}) >= {expected}", timeout=30)
+        rendered = browser.evaluate("document.querySelectorAll('.js-plotly-plot').length")
+        browser.screenshot(screenshot)
+    return expected, rendered, browser
+
+
+def network_requests(browser: HeadlessChromium, report: Path) -> list[str]:
+    """Requests other than the page itself; data: URLs (plotly draws heatmaps as inline images) fetch nothing."""
+    return [url for url in browser.requests if url != report.as_uri() and not url.startswith("data:")]
+
+
+def test_full_report_renders_every_figure_offline_without_errors(finished_experiment, tmp_path):
+    report = build_report(finished_experiment)
+    expected, rendered, browser = open_report(report, tmp_path / "profile", tmp_path / "report.png")
+    assert expected == len(SECTIONS)
+    assert rendered == expected
+    assert browser.errors == []
+    assert network_requests(browser, report) == []
+    assert browser.requests[0] == report.as_uri()
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_half_finished_report_renders_what_there_is(half_finished_experiment, tmp_path):
+    report = build_report(half_finished_experiment)
+    expected, rendered, browser = open_report(report, tmp_path / "profile", tmp_path / "report-half.png")
+    assert expected == rendered == len(SECTIONS) - 3
+    assert browser.errors == []
+    assert network_requests(browser, report) == []
+    assert (tmp_path / "report-half.png").stat().st_size > 10_000
+
+
+def test_the_browser_checks_catch_an_error_and_a_request(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<html><body><img src="http://127.0.0.1:9/x.png">'
+                    '<script>console.error("logged"); throw new Error("boom")</script></body></html>')
+    with HeadlessChromium(tmp_path / "profile") as browser:
+        browser.navigate(page.as_uri())
+    assert network_requests(browser, page) == ["http://127.0.0.1:9/x.png"]
+    assert any("boom" in e for e in browser.errors) and any("logged" in e for e in browser.errors)

@@ -1,0 +1,87 @@
+"""Interrupted and failing searches: kill the CLI mid-search and --resume; a crashing trial is retried."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from tests.tuning.helpers import search_command, start_search
+from tuning.trial import FAULT_ENV
+
+QUICK = ("--preset", "smoke", "--no-retrain", "--no-report", "--no-dashboard", "--max-concurrent", "1")
+
+
+def finished_in_study(folder, name: str) -> list[optuna.trial.FrozenTrial]:
+    journal = folder / "optuna.journal"
+    if not journal.exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return []
+    return [t for t in study.trials if t.state.is_finished()]
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, mnist_root):
+    trials = 5
+    command = search_command("fc", tmp_path, "cut", *QUICK, "--trials", str(trials))
+    process = start_search(command, mnist_root, tmp_path / "first.log")
+    deadline = time.time() + 300
+    while len(finished_in_study(tmp_path / "cut", "cut")) < 2 and time.time() < deadline:
+        assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.5)
+    kill_group(process)
+    before = {t.number: t for t in finished_in_study(tmp_path / "cut", "cut")}
+    assert 2 <= len(before) < trials
+    assert not (tmp_path / "cut" / "summary.json").exists()
+
+    resumed = start_search(command + ["--resume"], mnist_root, tmp_path / "second.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+
+    table = pd.read_csv(tmp_path / "cut" / "trials.csv")
+    assert len(table) == trials  # the total stays what was asked
+    assert set(table["status"]) == {"TERMINATED"}
+    after = {t.number: t for t in finished_in_study(tmp_path / "cut", "cut")}
+    for number, trial in before.items():  # finished trials are kept as they were, not run again
+        assert after[number].state == trial.state and after[number].value == trial.value
+        assert after[number].intermediate_values == trial.intermediate_values
+
+
+def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, mnist_root):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    command = search_command("fc", tmp_path, "crash", *QUICK, "--trials", "2", "--grace-period", "3",
+                             "--max-failures", "2")
+    process = start_search(command, mnist_root, tmp_path / "crash.log", **{FAULT_ENV: f"2:{markers}"})
+    assert process.wait(timeout=600) == 0, (tmp_path / "crash.log").read_text()[-3000:]
+    crashed = sorted(p.name.removeprefix("crashed-") for p in markers.iterdir())
+    assert len(crashed) == 2  # every trial crashed once at epoch 2 ...
+    table = pd.read_csv(tmp_path / "crash" / "trials.csv")
+    assert set(table["status"]) == {"TERMINATED"} and set(table["epochs"]) == {3}  # ... and finished all epochs
+    metrics = pd.read_csv(tmp_path / "crash" / "trial_metrics.csv")
+    for trial_id, rows in metrics.groupby("trial_id"):
+        assert rows["epoch"].tolist() == [1, 2, 3]  # resumed after epoch 1's checkpoint, no epoch lost or repeated
+
+
+def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, mnist_root):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    command = search_command("fc", tmp_path, "fails", *QUICK, "--trials", "1", "--max-failures", "0")
+    process = start_search(command, mnist_root, tmp_path / "fails.log", **{FAULT_ENV: f"1:{markers}"})
+    assert process.wait(timeout=600) == 0, (tmp_path / "fails.log").read_text()[-3000:]
+    table = pd.read_csv(tmp_path / "fails" / "trials.csv")
+    assert table["status"].tolist() == ["ERROR"]
