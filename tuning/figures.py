@@ -155,12 +155,14 @@ def optimisation_history(exp: ExperimentLike) -> go.Figure:
     if scored.empty:
         raise MissingData(f"trials.csv has no trial with a best_{exp.metric} yet")
     fig = go.Figure()
-    for label, rows, symbol in (("ran to the last epoch", scored[~scored["stopped_early"]], "circle"),
-                                ("stopped early by ASHA (truncated)", scored[scored["stopped_early"]], "x")):
+    for label, rows, symbol, colour in (
+            ("ran to the last epoch", scored[~scored["stopped_early"]], "circle", "#1f77b4"),
+            ("stopped early by ASHA (truncated)", scored[scored["stopped_early"]], "x", "#9467bd"),
+            ("best trial", scored[scored["trial_id"] == exp.best_trial_id], "star", BEST_COLOUR)):
         if not rows.empty:
             fig.add_trace(go.Scatter(x=rows["number"], y=rows["result"], mode="markers", name=label,
-                                     marker=dict(symbol=symbol, size=9), text=rows["trial_id"],
-                                     hovertemplate="trial %{text}<br>%{y:.4f}"))
+                                     marker=dict(symbol=symbol, size=14 if symbol == "star" else 9, color=colour),
+                                     text=rows["trial_id"], hovertemplate="trial %{text}<br>%{y:.4f}"))
     best_so_far = scored["result"].cummax()
     fig.add_trace(go.Scatter(x=scored["number"], y=best_so_far, mode="lines", name="best so far",
                              line=dict(color=BEST_COLOUR, shape="hv")))
@@ -430,7 +432,7 @@ def firing_rates(exp: ExperimentLike) -> go.Figure:
                         subplot_titles=("At the last epoch", "Per epoch"))
     fig.add_trace(go.Bar(x=labels, y=means, error_y=dict(type="data", array=stds, visible=len(last) > 1),
                          marker_color="#1f77b4", text=[f"{m:.3f}" for m in means], textposition="inside",
-                         insidetextanchor="end", textfont=dict(color="white"), showlegend=False,
+                         insidetextanchor="middle", textfont=dict(color="white"), showlegend=False,
                          hovertemplate="%{x}: %{y:.4f} spikes per neuron per step<extra></extra>"), row=1, col=1)
     per_epoch = table.groupby("epoch")[columns].mean()
     for column, label in zip(columns, labels, strict=True):
@@ -545,12 +547,11 @@ def confusion_matrix(exp: ExperimentLike, data_dir: Path | str | None = None) ->
     digits = [str(d) for d in range(10)]
     fig = go.Figure(go.Heatmap(z=share, x=digits, y=digits, text=counts, texttemplate="%{text}",
                                colorscale="Blues", zmin=0, zmax=1,
-                               colorbar=dict(title=dict(text="share of<br>true class"), tickformat=".0%"),
+                               colorbar=dict(title=dict(text="share of<br>true class"), tickformat=".0%", x=0.82),
                                hovertemplate="true %{y}, predicted %{x}: %{text} images<extra></extra>"))
-    fig.update_xaxes(title_text="predicted digit", type="category", side="bottom", constrain="domain",
-                     showgrid=False)
-    fig.update_yaxes(title_text="true digit", type="category", autorange="reversed", scaleanchor="x",
-                     constrain="domain", showgrid=False)
+    fig.update_xaxes(title_text="predicted digit", type="category", side="bottom", showgrid=False,
+                     domain=[0.12, 0.78])
+    fig.update_yaxes(title_text="true digit", type="category", autorange="reversed", showgrid=False)
     return _style(fig, f"Confusion matrix of the retrained model on {len(result.labels)} test images "
                        f"(accuracy {result.accuracy:.2%})", 560)
 

@@ -24,12 +24,13 @@ from snn.io import write_csv, write_json
 from snn.training import RunState, resolve_device, train
 
 from . import results
-from .search import TUNE_FOLDER, ResourceError, Settings
+from .settings import ResourceError, Settings
 from .searcher import EPOCH, PruneAwareOptunaSearch
 from .space import SearchSpace
 from .trial import TrialSetup, run_trial
 
 STUDY_FILE = "optuna.journal"
+TUNE_FOLDER = "tune"  # the Ray Tune experiment inside the experiment folder
 # Ray's newer console output ignores CLIReporter; the classic one prints the compact live table.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # A forced experiment snapshot per checkpoint is what makes --resume exact; don't warn about it.

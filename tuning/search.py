@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from snn.cli import Parser, fail
 from snn.config import MODELS, ConfigError
 from snn.data import DataError, default_data_dir, read_dataset
 
+from .settings import ResourceError, Settings
 from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 
 METRICS = ("test_acc", "val_acc")
 DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no val_size
-TUNE_FOLDER = "tune"  # the Ray Tune experiment inside the experiment folder
 STATE_FILE = "search.json"  # the settings a --resume continues with
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
@@ -31,22 +30,6 @@ SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in abou
                "csnn": {"T": {"type": "int", "low": 2, "high": 3},
                         "channels": {"type": "categorical", "choices": [4, 8]}}},
 }
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a search needs besides the space; saved so --resume continues alike."""
-
-    model: str
-    metric: str
-    seed: int
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_concurrent: int
-    max_failures: int
-    retrain_seeds: int
-    retrain: bool
-    device: str
 
 
 def build_parser() -> Parser:
@@ -87,10 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (SpaceError, ConfigError, DataError, ResourceError) as e:
         fail(f"python -m tuning.search: error: {e}")
-
-
-class ResourceError(ValueError):
-    """A resource request no node can satisfy."""
 
 
 def run(args: argparse.Namespace) -> int:
