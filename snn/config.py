@@ -8,6 +8,7 @@ take the seed report's default for the chosen model (``SEED_DEFAULTS``), so
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,8 @@ def _check_number(name: str, value: Any, kind: type) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
         raise ConfigError(name, f"must be {'an integer' if kind is int else 'a number'}", value)
+    if kind is float and math.isinf(value):  # lr=inf passes "> 0" and turns every weight into NaN
+        raise ConfigError(name, "must be a finite number", value)
 
 
 def _validate(c: RunConfig) -> None:

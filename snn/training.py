@@ -133,11 +133,12 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     for epoch in range(len(state.history.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
         record = {"epoch": epoch, **_train_epoch(state, data.train, device, on_batch)}
-        if math.isfinite(record["train_loss"]):
+        finite = math.isfinite(record["train_loss"]) and _parameters_are_finite(state.model)
+        if finite:
             record.update(_evaluate_splits(state, data))
         record["epoch_seconds"] = time.perf_counter() - start
         state.history.epochs.append(record)
-        if not math.isfinite(record["train_loss"]):
+        if not finite:
             state.history.status = "diverged"
         elif epoch == config.epochs:
             state.history.status = "completed"
@@ -173,7 +174,7 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
         seen += len(index)
         if on_batch is not None:
             on_batch(i, n_batches, loss.item())
-        if (i + 1) % _NAN_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+        if (i + 1) % _NAN_CHECK_EVERY == 0 and not (torch.isfinite(loss_sum) and _parameters_are_finite(model)):
             break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -187,6 +188,12 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
         "train_images_per_s": seen / seconds,
         "lr": lr,
     }
+
+
+def _parameters_are_finite(model: nn.Module) -> bool:
+    """False once a weight is NaN or infinite. The loss alone misses it: a NaN membrane never
+    reaches threshold, so a NaN network outputs finite (zero) rates and a finite loss."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 def _evaluate_splits(state: RunState, data: Dataset) -> EpochRecord:

@@ -1,0 +1,104 @@
+"""Checkpoints: a weights-only round trip, and a resumed run that equals an unbroken one."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from snn.checkpoint import CheckpointError, read_checkpoint
+from snn.config import RunConfig
+from snn.data import Dataset, make_splits
+from snn.training import History, train
+
+TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "train_images_per_s"}
+SMALL = {
+    "fc": dict(model="fc", T=5, limit_train=500, limit_test=200, device="cpu"),
+    "csnn": dict(model="csnn", T=2, channels=4, limit_train=256, limit_test=100, device="cpu"),
+}
+
+
+def subset(mnist: Dataset, config: RunConfig) -> Dataset:
+    return make_splits(mnist, limit_train=config.limit_train, limit_test=config.limit_test)
+
+
+def without_timing(history: History) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in history.epochs]
+
+
+def save_every_epoch(folder):
+    """on_epoch that keeps a copy of the checkpoint of every epoch: folder/epoch-N.pt."""
+    def on_epoch(record, state):
+        state.save(folder / "checkpoint.pt")
+        shutil.copy(folder / "checkpoint.pt", folder / f"epoch-{record['epoch']}.pt")
+    return on_epoch
+
+
+@pytest.mark.parametrize("model", ["fc", "csnn"])
+def test_resuming_after_one_epoch_matches_an_unbroken_run(mnist, tmp_path, model):
+    config = RunConfig(**SMALL[model], epochs=2)
+    data = subset(mnist, config)
+    straight = train(config, data, on_epoch=save_every_epoch(tmp_path))
+    torch.manual_seed(12345)  # whatever the process did in between does not leak into the resumed run
+    weights = {}
+    resumed = train(config, data, resume_from=tmp_path / "epoch-1.pt",
+                    on_epoch=lambda record, state: weights.update(state.model.state_dict()))
+    assert resumed.status == straight.status == "completed"
+    assert without_timing(resumed) == without_timing(straight)
+    for name, tensor in read_checkpoint(tmp_path / "epoch-2.pt")["model"].items():
+        assert torch.equal(weights[name], tensor), name  # and the same final weights
+
+
+def test_one_epoch_then_one_more_by_raising_epochs_matches_two_straight(mnist, tmp_path):
+    config = RunConfig(**SMALL["fc"], epochs=2)
+    data = subset(mnist, config)
+    straight = train(config, data)
+    first = train(config.replace(epochs=1), data, on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    assert first.status == "completed" and len(first.epochs) == 1
+    resumed = train(config, data, resume_from=tmp_path / "c.pt")
+    assert resumed.status == "completed"
+    assert without_timing(resumed) == without_timing(straight)
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_the_run(mnist, tmp_path):
+    config = RunConfig(**SMALL["csnn"], epochs=1)
+    history = train(config, subset(mnist, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    saved = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 1
+    assert saved["config"] == config.to_dict()
+    assert RunConfig.from_dict(saved["config"]) == config
+    assert saved["history"] == history.epochs
+    assert saved["status"] == "completed"
+    assert set(saved["model"]) >= {"encoder.0.weight", "encoder.1.running_mean", "fc1.weight", "fc2.weight"}
+    assert saved["optimizer"]["state"], "SGD momentum buffers are saved"
+    assert isinstance(saved["rng"]["shuffle"], torch.Tensor)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*")), "no temporary file left behind"
+
+
+def test_resuming_a_finished_run_trains_no_more(mnist, tmp_path):
+    config = RunConfig(**SMALL["fc"], epochs=1)
+    data = subset(mnist, config)
+    first = train(config, data, on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    calls = []
+    again = train(config, data, resume_from=tmp_path / "c.pt", on_batch=lambda *a: calls.append(a))
+    assert calls == [] and again.status == "completed"
+    assert again.epochs == first.epochs
+
+
+def test_a_checkpoint_of_another_config_is_refused_by_field(mnist, tmp_path):
+    config = RunConfig(**SMALL["fc"], epochs=1)
+    train(config, subset(mnist, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    with pytest.raises(CheckpointError, match=r"saved for lr=0\.001, this run has lr=0\.01"):
+        train(config.replace(lr=0.01), subset(mnist, config), resume_from=tmp_path / "c.pt")
+
+
+def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r"no checkpoint there"):
+        read_checkpoint(tmp_path / "absent.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match=r"junk\.pt: not a readable checkpoint"):
+        read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"x": torch.zeros(1), "code": print}, tmp_path / "code.pt")
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint"):
+        read_checkpoint(tmp_path / "code.pt")  # weights_only refuses pickled code

@@ -1,0 +1,146 @@
+"""``python -m snn.train``: result files, resume, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import snn.training
+from snn.train import main
+from tests.idx_files import write_synthetic_dataset
+
+TINY = ["--T", "3", "--epochs", "1", "--limit-train", "300", "--limit-test", "200", "--device", "cpu", "--quiet"]
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_images_per_s"]
+
+
+def snn_train(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}
+    return subprocess.run([sys.executable, "-m", "snn.train", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def read_metrics(out: Path) -> list[dict[str, str]]:
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(mnist_root, tmp_path):
+    out = tmp_path / "run"
+    result = snn_train("fc", *TINY, "--data-dir", mnist_root, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "epoch   1/1" in result.stdout and "best test acc" in result.stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert (config["model"], config["T"], config["epochs"], config["limit_train"], config["tau"]) == ("fc", 3, 1, 300, 2.0)
+    rows = read_metrics(out)
+    assert len(rows) == 1
+    assert list(rows[0])[:3] == ["epoch", "train_loss", "train_acc"]
+    assert set(METRIC_COLUMNS) <= set(rows[0])
+    assert rows[0]["epoch"] == "1" and 0 <= float(rows[0]["test_acc"]) <= 1
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["config"] == config
+    first_row = (out / "metrics.csv").read_text().splitlines()[1]
+
+    result = snn_train("fc", "--out", out, "--resume", "--epochs", "2", "--quiet", "--data-dir", mnist_root)
+    assert result.returncode == 0, result.stderr
+    rows = read_metrics(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert (out / "metrics.csv").read_text().splitlines()[1] == first_row, "epoch 1 is kept as it was"
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_an_unknown_flag_is_one_line_and_exit_2(tmp_path):
+    result = snn_train("fc", "--learning-rate", "0.1", "--out", tmp_path / "run")
+    assert_one_line_error(result, "unrecognized arguments: --learning-rate")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_value_is_one_line_and_exit_2(tmp_path):
+    result = snn_train("fc", "--tau", "0.5", "--out", tmp_path / "run")
+    assert_one_line_error(result, "tau: must be > 1", "0.5")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_is_one_line_naming_folder_and_files_and_exit_2(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = snn_train("fc", *TINY, "--data-dir", empty, "--no-download", "--out", tmp_path / "run")
+    assert_one_line_error(result, str(empty / "MNIST" / "raw"), "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    assert not (tmp_path / "run").exists(), "nothing is written before the data is read"
+
+
+def test_an_existing_out_without_resume_is_refused_and_left_untouched(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("epoch,test_acc\n1,0.5\n")
+    (out / "config.json").write_text("{}\n")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    result = snn_train("fc", *TINY, "--out", out)
+    assert_one_line_error(result, str(out), "--resume")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+
+
+# In-process (same code path as the command, without paying the import of torch again).
+
+def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_resume_without_a_checkpoint_is_exit_2(capsys, tmp_path):
+    code, _, err = run_main(capsys, "fc", "--out", tmp_path / "none", "--resume")
+    assert code == 2 and "no checkpoint at" in err and len(err.splitlines()) == 1
+
+
+def test_resume_refuses_a_changed_config_field(capsys, tmp_path, mnist_root):
+    out = tmp_path / "run"
+    assert main(["fc", *TINY, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
+    code, _, err = run_main(capsys, "fc", "--out", out, "--resume", "--lr", "0.5", "--data-dir", mnist_root)
+    assert code == 2 and "only --epochs may change" in err and "lr=0.001" in err
+    code, _, err = run_main(capsys, "csnn", "--out", out, "--resume", "--data-dir", mnist_root)
+    assert code == 2 and "model='fc'" in err
+    assert len(read_metrics(out)) == 1
+
+
+def test_a_diverged_run_exits_1_with_one_line(capsys, tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setattr(snn.training, "make_optimizer", lambda config, params: torch.optim.SGD(params, lr=float("inf")))
+    code, _, err = run_main(capsys, "fc", *TINY, "--data-dir", mnist_root, "--out", tmp_path / "run")
+    assert code == 1 and err.strip().startswith("diverged at epoch 1") and len(err.splitlines()) == 1
+    assert len(read_metrics(tmp_path / "run")) == 1, "the diverged epoch is recorded"
+
+
+def test_fashion_mnist_is_read_from_its_own_folder(capsys, tmp_path):
+    write_synthetic_dataset(tmp_path / "data", folder="FashionMNIST")
+    out = tmp_path / "run"
+    assert main(["fc", "--dataset", "fashion-mnist", *TINY, "--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 0
+    assert "fc on fashion-mnist: 300 train / 200 test images" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["dataset"] == "fashion-mnist"
+    code, _, err = run_main(capsys, "fc", *TINY, "--data-dir", tmp_path / "data", "--no-download",
+                            "--out", tmp_path / "mnist-run")  # MNIST is not there
+    assert code == 2 and str(tmp_path / "data" / "MNIST" / "raw") in err
+
+
+def test_missing_fashion_mnist_names_its_folder(capsys, tmp_path):
+    code, _, err = run_main(capsys, "fc", "--dataset", "fashion-mnist", "--data-dir", tmp_path, "--no-download",
+                            "--out", tmp_path / "run")
+    assert code == 2 and str(tmp_path / "FashionMNIST" / "raw") in err and "t10k-images-idx3-ubyte" in err

@@ -1,0 +1,216 @@
+"""The IDX loader on the real MNIST files and on broken copies of them; splits, limits and batches."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snn.data import FILES, VAL_SPLIT_SEED, DataError, Dataset, Split, batches, default_data_dir, make_splits, raw_folder, read_dataset
+from tests.idx_files import IMAGES_MAGIC, synthetic_images, synthetic_labels, write_bytes, write_idx, write_synthetic_dataset
+
+# ../shared/datasets/README.md
+TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+# --- the real files -------------------------------------------------------------------------------
+
+def test_reads_the_real_mnist_files(mnist):
+    assert mnist.train.images.shape == (60_000, 28, 28)
+    assert mnist.test.images.shape == (10_000, 28, 28)
+    assert mnist.train.images.dtype == torch.uint8 and mnist.train.labels.dtype == torch.int64
+    assert torch.bincount(mnist.train.labels).tolist() == TRAIN_LABEL_COUNTS
+    assert torch.bincount(mnist.test.labels).tolist() == TEST_LABEL_COUNTS
+    assert mnist.train.labels[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first digits, in file order
+    assert mnist.test.labels[:5].tolist() == [7, 2, 1, 0, 4]
+    assert int(mnist.train.images.min()) == 0 and int(mnist.train.images.max()) == 255
+    assert mnist.val is None
+
+
+def test_float_images_are_intensities_in_0_1(mnist):
+    x = mnist.test.float_images(slice(0, 100))
+    assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert torch.equal(x[3, 0] * 255, mnist.test.images[3].float())
+
+
+def test_gzip_files_read_the_same_as_plain_ones(mnist, mnist_copy):
+    raw = raw_folder(mnist_copy)
+    for key in ("test_images", "test_labels"):
+        plain = raw / FILES[key]
+        write_bytes(raw / f"{FILES[key]}.gz", plain.read_bytes())
+        plain.unlink()
+    data = read_dataset(mnist_copy, download=False)
+    assert torch.equal(data.test.images, mnist.test.images)
+    assert torch.equal(data.test.labels, mnist.test.labels)
+
+
+# --- broken copies ----------------------------------------------------------------------------------
+
+def test_missing_files_name_the_folder_and_all_four_files(tmp_path):
+    with pytest.raises(DataError) as error:
+        read_dataset(tmp_path, download=False)
+    message = str(error.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in FILES.values():
+        assert name in message
+    assert "\n" not in message
+
+
+def test_one_missing_file_is_named(mnist_copy):
+    (raw_folder(mnist_copy) / FILES["test_labels"]).unlink()
+    with pytest.raises(DataError, match=r"\(missing: t10k-labels-idx1-ubyte\)"):
+        read_dataset(mnist_copy, download=False)
+
+
+@pytest.mark.parametrize("keep_bytes", [16 + 5000 * 784, 16 + 5000 * 784 + 300, 7, 0])
+def test_a_truncated_images_file_is_rejected(mnist_copy, mnist_root, keep_bytes):
+    name = FILES["test_images"]
+    write_bytes(raw_folder(mnist_copy) / name, (raw_folder(mnist_root) / name).read_bytes()[:keep_bytes])
+    with pytest.raises(DataError, match=r"truncated") as error:
+        read_dataset(mnist_copy, download=False)
+    assert name in str(error.value)
+
+
+def test_a_truncated_gzip_file_is_rejected(mnist_copy, mnist_root):
+    name = FILES["test_images"]
+    compressed = gzip.compress((raw_folder(mnist_root) / name).read_bytes(), compresslevel=1)
+    (raw_folder(mnist_copy) / name).unlink()
+    (raw_folder(mnist_copy) / f"{name}.gz").write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: cannot be read"):
+        read_dataset(mnist_copy, download=False)
+
+
+def test_a_wrong_magic_number_is_rejected(mnist_copy, mnist_root):
+    name = FILES["test_labels"]
+    raw = bytearray((raw_folder(mnist_root) / name).read_bytes())
+    raw[:4] = IMAGES_MAGIC.to_bytes(4, "big")  # an images header on a labels file
+    write_bytes(raw_folder(mnist_copy) / name, bytes(raw))
+    with pytest.raises(DataError, match=r"magic number 2051, expected 2049") as error:
+        read_dataset(mnist_copy, download=False)
+    assert name in str(error.value)
+
+
+def test_a_label_count_mismatch_is_rejected(mnist_copy, mnist):
+    write_idx(raw_folder(mnist_copy) / FILES["test_labels"], mnist.test.labels[:9_999].numpy())
+    with pytest.raises(DataError, match=r"9999 labels for 10000 images; the files do not match"):
+        read_dataset(mnist_copy, download=False)
+
+
+def test_swapped_train_and_test_labels_are_rejected(mnist_copy, mnist_root):
+    raw = raw_folder(mnist_copy)
+    (raw / FILES["test_labels"]).unlink()
+    (raw / FILES["test_labels"]).symlink_to(raw_folder(mnist_root) / FILES["train_labels"])
+    with pytest.raises(DataError, match=r"60000 labels for 10000 images"):
+        read_dataset(mnist_copy, download=False)
+
+
+def test_a_label_out_of_range_is_rejected(mnist_copy, mnist):
+    labels = mnist.test.labels.numpy().copy()
+    labels[123] = 11
+    write_idx(raw_folder(mnist_copy) / FILES["test_labels"], labels)
+    with pytest.raises(DataError, match=r"label 11 out of range 0\.\.9"):
+        read_dataset(mnist_copy, download=False)
+
+
+def test_a_small_but_consistent_dataset_is_not_accepted_as_mnist(tmp_path):
+    write_synthetic_dataset(tmp_path, n_train=600, n_test=100)
+    with pytest.raises(DataError, match=r"600 train examples, expected 60000"):
+        read_dataset(tmp_path, download=False)
+
+
+# --- fashion-mnist and the data root ----------------------------------------------------------------
+
+def test_fashion_mnist_is_read_from_fashionmnist_raw(tmp_path):
+    raw = write_synthetic_dataset(tmp_path, folder="FashionMNIST", gz=True)
+    assert raw == raw_folder(tmp_path, "fashion-mnist") == tmp_path / "FashionMNIST" / "raw"
+    data = read_dataset(tmp_path, "fashion-mnist", download=False)
+    assert len(data.train) == 60_000 and len(data.test) == 10_000
+    assert torch.equal(data.train.labels, torch.from_numpy(synthetic_labels(60_000).astype(np.int64)))
+    assert torch.equal(data.test.images, torch.from_numpy(synthetic_images(10_000)))
+    with pytest.raises(DataError, match=r"mnist files not found in .*/MNIST/raw"):
+        read_dataset(tmp_path, "mnist", download=False)  # the MNIST folder is not the Fashion-MNIST one
+
+
+def test_missing_fashion_mnist_names_its_folder(tmp_path):
+    with pytest.raises(DataError, match=r"fashion-mnist files not found in .*/FashionMNIST/raw"):
+        read_dataset(tmp_path, "fashion-mnist", download=False)
+
+
+def test_default_data_dir_is_the_environment_variable_else_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("SNN_DATA_DIR", str(tmp_path))
+    assert default_data_dir() == tmp_path
+    monkeypatch.delenv("SNN_DATA_DIR")
+    assert default_data_dir() == Path("data")
+
+
+# --- splits, limits, batches -----------------------------------------------------------------------
+
+def indexed_dataset() -> Dataset:
+    """A dataset whose labels are the images' positions, so a split shows which images it holds."""
+    return Dataset(train=Split(torch.zeros(60_000, 28, 28, dtype=torch.uint8), torch.arange(60_000)),
+                   test=Split(torch.zeros(10_000, 28, 28, dtype=torch.uint8), torch.arange(10_000)))
+
+
+def test_validation_split_is_disjoint_from_train_and_covers_it():
+    data = make_splits(indexed_dataset(), val_size=5_000)
+    val, train = data.val.labels, data.train.labels
+    assert len(val) == 5_000 and len(train) == 55_000
+    assert len(set(val.tolist()) | set(train.tolist())) == 60_000  # disjoint and complete
+    assert torch.equal(train, train.sort().values), "training images keep their file order"
+    assert len(data.test) == 10_000
+    assert sorted(data.splits()) == ["test", "train", "val"]
+
+
+def test_validation_split_is_fixed_across_calls_and_seeds(mnist):
+    first = make_splits(mnist, val_size=1_000)
+    torch.manual_seed(999)  # the global seed (a run's seed) does not move the split
+    second = make_splits(mnist, val_size=1_000)
+    assert torch.equal(first.val.images, second.val.images)
+    assert torch.equal(first.val.labels, second.val.labels)
+    expected = torch.randperm(60_000, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))[:1_000]
+    assert torch.equal(first.val.labels, mnist.train.labels[expected])
+    assert len(first.train) == 59_000
+
+
+def test_a_smaller_validation_split_is_a_prefix_of_a_larger_one():
+    small, large = make_splits(indexed_dataset(), val_size=100), make_splits(indexed_dataset(), val_size=1_000)
+    assert torch.equal(small.val.labels, large.val.labels[:100])
+
+
+def test_limits_keep_the_first_images(mnist):
+    data = make_splits(mnist, limit_train=3_000, limit_test=500)
+    assert len(data.train) == 3_000 and len(data.test) == 500 and data.val is None
+    assert torch.equal(data.train.images, mnist.train.images[:3_000])
+    assert torch.equal(data.test.labels, mnist.test.labels[:500])
+
+
+def test_limit_train_applies_after_the_validation_split():
+    data = make_splits(indexed_dataset(), val_size=2_000, limit_train=100)
+    assert len(data.train) == 100 and len(data.val) == 2_000
+    assert not set(data.train.labels.tolist()) & set(data.val.labels.tolist())
+
+
+def test_batches_cover_every_index_once():
+    ordered = list(batches(10, 4, shuffle=False))
+    assert [b.tolist() for b in ordered] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    shuffled = torch.cat(list(batches(1000, 128, shuffle=True, generator=torch.Generator().manual_seed(0))))
+    assert sorted(shuffled.tolist()) == list(range(1000))
+    assert not torch.equal(shuffled, torch.arange(1000))
+
+
+def test_shuffled_batches_follow_their_generator():
+    a = torch.cat(list(batches(500, 64, shuffle=True, generator=torch.Generator().manual_seed(7))))
+    b = torch.cat(list(batches(500, 64, shuffle=True, generator=torch.Generator().manual_seed(7))))
+    c = torch.cat(list(batches(500, 64, shuffle=True, generator=torch.Generator().manual_seed(8))))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_pointing_at_the_raw_folder_itself_says_which_folder_to_give(mnist_root):
+    """read_dataset takes the root (the folder holding MNIST/raw), not the raw folder itself."""
+    with pytest.raises(DataError, match=r"set --data-dir or SNN_DATA_DIR to the folder that holds MNIST/raw"):
+        read_dataset(raw_folder(mnist_root), download=False)
