@@ -139,7 +139,7 @@ def _read_csv(path: Path, missing: list[str], required: tuple[str, ...]) -> pd.D
         missing.append(f"{where} is missing")
         return None
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype={"trial_id": str})  # Ray's ids can look like numbers
     except (OSError, ValueError) as e:  # empty file, bad quoting
         missing.append(f"{where} is unreadable ({type(e).__name__}: {e})")
         return None

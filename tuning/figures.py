@@ -92,7 +92,8 @@ def retrain_curves(exp: ExperimentLike) -> go.Figure:
             column = f"{split}_{kind}"
             if column not in table.columns or table[column].isna().all():
                 continue
-            stats = table.groupby("epoch")[column].agg(["mean", "std"]).fillna({"std": 0.0})
+            stats = table.groupby("epoch")[column].agg(["mean", lambda s: s.std(ddof=0)])
+            stats.columns = ["mean", "std"]
             upper, lower = stats["mean"] + stats["std"], stats["mean"] - stats["std"]
             fill = _rgba(colour, 0.2)
             fig.add_trace(go.Scatter(x=stats.index, y=upper, mode="lines", line=dict(width=0), hoverinfo="skip",
@@ -424,7 +425,7 @@ def firing_rates(exp: ExperimentLike) -> go.Figure:
     table, source = _rate_source(exp)
     columns = [c for c in table.columns if c.startswith("rate_")]
     last = table.sort_values("epoch").groupby("seed").tail(1)
-    means, stds = last[columns].mean(), last[columns].std().fillna(0.0)
+    means, stds = last[columns].mean(), last[columns].std(ddof=0)
     names = LAYER_NAMES.get(exp.model or "", {})
     layers = [c.removeprefix("rate_") for c in columns]
     labels = [f"{layer}: {names[layer]}" if layer in names else layer for layer in layers]
@@ -534,7 +535,7 @@ def sample_predictions(exp: ExperimentLike, data_dir: Path | str | None = None, 
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
     correct = int(sum(result.labels[i] == result.predicted[i] for i in picks))
     return _style(fig, f"{len(picks)} random test images: {correct} predicted correctly (wrong ones in red)",
-                  70 + 185 * rows)
+                  60 + 175 * rows)
 
 
 def confusion_matrix(exp: ExperimentLike, data_dir: Path | str | None = None) -> go.Figure:

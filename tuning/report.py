@@ -159,14 +159,15 @@ def _trial_counts(exp: Experiment) -> str:
     counts = (exp.summary or {}).get("trials")
     if not counts and exp.trials is not None:
         t = exp.trials
-        counts = {"total": len(t), "completed": int((t["status"] == "TERMINATED").sum()),
+        counts = {"total": len(t),
+                  "completed": int(((t["status"] == "TERMINATED") & ~t["stopped_early"] & ~t["diverged"]).sum()),
                   "stopped_early": int(t["stopped_early"].sum()), "errored": int((t["status"] == "ERROR").sum()),
                   "diverged": int(t["diverged"].sum())}
     if not counts:
         return "unknown (no summary.json or trials.csv)"
-    text = (f"{counts.get('total', '?')} run, {counts.get('completed', '?')} finished, "
+    text = (f"{counts.get('total', '?')} run: {counts.get('completed', '?')} ran all their epochs, "
             f"{counts.get('stopped_early', '?')} stopped early by ASHA")
-    extra = [f"{counts[k]} {k}" for k in ("errored", "diverged") if counts.get(k)]
+    extra = [f"{counts[k]} {k}" for k in ("errored", "diverged", "unfinished") if counts.get(k)]
     return text + (", " + ", ".join(extra) if extra else "")
 
 
@@ -215,7 +216,7 @@ def _retrain_accuracy(exp: Experiment) -> dict[str, Any] | None:
         return None
     per_seed = table.groupby("seed")
     best, final = per_seed["test_acc"].max(), per_seed.apply(lambda t: t.sort_values("epoch")["test_acc"].iloc[-1])
-    spread = (lambda s: float(s.std()) if len(s) > 1 else 0.0)  # noqa: E731
+    spread = (lambda s: float(s.std(ddof=0)))  # noqa: E731  (population std, as summary.json has it)
     return {"seeds": best.index.tolist(), "epochs": int(table["epoch"].max()),
             "max_test_acc_mean": float(best.mean()), "max_test_acc_std": spread(best),
             "final_test_acc_mean": float(final.mean()), "final_test_acc_std": spread(final)}

@@ -100,9 +100,11 @@ def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> P
     summary = {
         "experiment": folder.name, "model": "fc", "dataset": "mnist", "metric": "test_acc", "mode": "max",
         "status": "complete" if retrained else "searching", "wall_seconds": 754.2,
-        "trials": {"total": len(trials), "completed": sum(t["status"] == "TERMINATED" for t in trials),
+        "trials": {"total": len(trials),
+                   "completed": sum(t["status"] == "TERMINATED" and not t["stopped_early"] for t in trials),
                    "stopped_early": sum(t["stopped_early"] for t in trials),
-                   "errored": sum(t["status"] == "ERROR" for t in trials), "diverged": 0},
+                   "errored": sum(t["status"] == "ERROR" for t in trials), "diverged": 0,
+                   "unfinished": sum(t["status"] in ("RUNNING", "PENDING") for t in trials)},
         "space": SPACE, "fixed": FIXED,
         "best_trial": {"trial_id": "t0003", "metric_value": 0.905, "config": best_config},
         "retrain": None, "versions": {"torch": "x", "spikingjelly": "y"}, "git_commit": "0123abc",
@@ -111,7 +113,7 @@ def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> P
         max_acc = [max(r["test_acc"] for r in rows) for rows in retrained.values()]
         final_acc = [rows[-1]["test_acc"] for rows in retrained.values()]
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        std = lambda xs: (sum((x - mean(xs)) ** 2 for x in xs) / max(len(xs) - 1, 1)) ** 0.5  # noqa: E731
+        std = lambda xs: (sum((x - mean(xs)) ** 2 for x in xs) / len(xs)) ** 0.5  # noqa: E731  (pstdev)
         summary["retrain"] = {
             "epochs": RETRAIN_EPOCHS, "seeds": list(retrained), "max_test_acc": max_acc, "final_test_acc": final_acc,
             "max_test_acc_mean": mean(max_acc), "max_test_acc_std": std(max_acc),

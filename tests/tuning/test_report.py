@@ -31,8 +31,9 @@ def test_report_of_a_finished_experiment_holds_every_figure_and_the_header(finis
     assert attribute(page, "data-missing-count") == 0 and "Missing or incomplete" not in page
     summary = json.loads((finished_experiment / "summary.json").read_text())
     retrain = summary["retrain"]
-    for text in ("FC-SNN (fc)", "mnist", "<b>test_acc</b>", "8 run, 7 finished, 4 stopped early by ASHA, 1 errored",
-                 "12 min 34 s", "t0003: test_acc 90.50%", "92.89%", f"{retrain['max_test_acc_mean']:.2%}",
+    for text in ("FC-SNN (fc)", "mnist", "<b>test_acc</b>", "12 min 34 s",
+                 "8 run: 3 ran all their epochs, 4 stopped early by ASHA, 1 errored", "t0003: test_acc 90.50%",
+                 "92.89%", f"{retrain['max_test_acc_mean']:.2%}",
                  f"{retrain['final_test_acc_mean']:.2%}", "2 seed(s) (0, 1)", "at the high edge of its range",
                  "searched: float in [0.0001, 0.01], log scale"):
         assert text in page, text
@@ -52,7 +53,7 @@ def test_report_of_a_half_finished_search_says_what_is_missing(half_finished_exp
                  "retrain/ holds no metrics: the best configuration was not retrained (yet)",
                  "No retrain yet", "Retrain of the best configuration: retrain/metrics.csv",
                  "Predictions on test images: retrain/seed-&lt;s&gt;/checkpoint.pt",
-                 "8 run, 5 finished, 3 stopped early by ASHA, 1 errored"):
+                 "8 run: 2 ran all their epochs, 3 stopped early by ASHA, 1 errored, 2 unfinished"):
         assert text in page, text
     assert page.count('<p class="absent">Not drawn:') == 3
 

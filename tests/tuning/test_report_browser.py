@@ -10,7 +10,6 @@ from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
 from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
     _finished_experiment_template,
     finished_experiment,
-    half_finished_experiment,
 )
 from tuning.report import SECTIONS, build_report
 
@@ -51,15 +50,6 @@ def test_full_report_renders_every_figure_offline_without_errors(finished_experi
     assert network_requests(browser, report) == []
     assert browser.requests[0] == report.as_uri()
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_half_finished_report_renders_what_there_is(half_finished_experiment, tmp_path):
-    report = build_report(half_finished_experiment)
-    expected, rendered, browser = open_report(report, tmp_path / "profile", tmp_path / "report-half.png")
-    assert expected == rendered == len(SECTIONS) - 3
-    assert browser.errors == []
-    assert network_requests(browser, report) == []
-    assert (tmp_path / "report-half.png").stat().st_size > 10_000
 
 
 def test_the_browser_checks_catch_an_error_and_a_request(tmp_path):
