@@ -70,6 +70,11 @@ def start_ray(args) -> None:
                   f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
 
 
+def stop_ray() -> None:
+    """Shut down the local Ray instance (or disconnect from the cluster)."""
+    ray.shutdown()
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -219,7 +224,7 @@ def _progress_bar():
 
 
 def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, settings: Settings, *,
-           wall_seconds: float) -> None:
+           wall_seconds: float, status: str = "complete") -> None:
     """Write summary.json and print the outcome."""
     counts = results.trial_counts(outcome.rows)
     best = outcome.best_row
@@ -229,7 +234,7 @@ def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, setting
         "dataset": space.fixed.get("dataset", "mnist"),
         "metric": settings.metric,
         "mode": "max",
-        "status": "complete",
+        "status": status,
         "wall_seconds": wall_seconds,
         "search_seconds": outcome.search_seconds,
         "trial_training_seconds": outcome.trial_seconds,

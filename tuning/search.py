@@ -89,12 +89,23 @@ def run(args: argparse.Namespace) -> int:
     from . import runner  # Ray is imported only once the input is known to be good
 
     runner.start_ray(args)
+    try:
+        _search_and_retrain(args, experiment, space, settings, data, start)
+    finally:
+        runner.stop_ray()
+    return 0
+
+
+def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float) -> None:
+    from . import runner
+
     runner.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if not args.resume:
         experiment.mkdir(parents=True)
         _save_state(experiment, space, settings)
     outcome = runner.search(experiment, space, settings, data, resume=args.resume)
     if outcome.interrupted:
+        runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
         fail(f"search interrupted; continue with: python -m tuning.search {space.model} "
              f"--results-dir {args.results_dir} --name {experiment.name} --resume", 130)
     if settings.retrain and outcome.best_config is not None:
@@ -102,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
     runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
     if not args.no_report:
         runner.build_report(experiment, args.data_dir)
-    return 0
 
 
 def check_resource_request(cpus: float, gpus: float) -> None:
