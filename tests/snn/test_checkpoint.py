@@ -48,7 +48,7 @@ def test_resuming_after_one_epoch_matches_an_unbroken_run(mnist, tmp_path, model
     assert without_timing(resumed) == without_timing(straight)
     for name, tensor in read_checkpoint(tmp_path / "epoch-2.pt")["model"].items():
         # and the same final weights, to float rounding: the FC-SNN's sparse Poisson matmul may round in
-        # another order between processes' allocations (measured: at most 7e-9 apart, metrics identical)
+        # another order from one run to the next (measured: at most 7e-9 apart, metrics identical)
         assert torch.allclose(weights[name], tensor, rtol=0, atol=1e-6), name
 
 
