@@ -238,6 +238,8 @@ def param_importances(exp: ExperimentLike) -> go.Figure:
     fig.update_layout(barmode="group", showlegend=True)
     fig.update_xaxes(title_text="importance (sums to 1 per evaluator)", range=[0, 1])
     skipped = f"; not run: {'; '.join(failures)}" if failures else ""
+    if len(used) < 10:
+        note += ", too few to rank reliably"
     if "fANOVA" not in results and not failures:
         skipped = " (fANOVA and mean decrease impurity need scikit-learn)"
     return _style(fig, f"Hyperparameter importance over {len(used)} trials{note}{skipped}",
@@ -385,13 +387,14 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
 
 
 def _numeric_axis(spec: dict[str, Any]) -> dict[str, Any]:
-    """A log axis labelled at powers of ten (or 1-2-5 within two decades), else a linear one."""
+    """A log axis labelled at powers of ten (at 1, 2, 5 times them within two decades), else a linear one."""
     low, high = float(spec["low"]), float(spec["high"])
     if not (spec.get("log") and low > 0):
         return dict(type="linear")
-    decades = math.log10(high / low)
-    return dict(type="log", dtick=1 if decades >= 2 else "D2", exponentformat="power" if high < 0.1 else "none",
-                showexponent="all")
+    steps = (1,) if math.log10(high / low) >= 2 else (1, 2, 5)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in steps if low <= m * 10.0 ** e <= high]
+    return dict(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
 
 
 def _draw_range(fig: go.Figure, name: str, spec: dict[str, Any], edge: str | None, y: tuple[float, float],

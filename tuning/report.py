@@ -136,6 +136,8 @@ def _header(exp: Experiment) -> str:
         ("Wall time", _duration(summary.get("wall_seconds"))),
         ("Best trial", _best_trial(exp)),
     ]
+    if summary.get("budget"):
+        rows.insert(5, ("Search budget", _budget(summary["budget"])))
     table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{v if k == 'Metric tuned' else html.escape(str(v))}</td></tr>"
                       for k, v in rows)
     return f"""<section class="header">
@@ -169,6 +171,17 @@ def _trial_counts(exp: Experiment) -> str:
             f"{counts.get('stopped_early', '?')} stopped early by ASHA")
     extra = [f"{counts[k]} {k}" for k in ("errored", "diverged", "unfinished") if counts.get(k)]
     return text + (", " + ", ".join(extra) if extra else "")
+
+
+def _budget(budget: dict[str, Any]) -> str:
+    """summary.json's budget, when the search records one (it is not part of the folder's contract)."""
+    parts = [f"{budget.get('trials', '?')} trials of up to {budget.get('epochs_per_trial', '?')} epochs"]
+    if "grace_period" in budget:
+        parts.append(f"ASHA grace period {budget['grace_period']}, reduction factor "
+                     f"{budget.get('reduction_factor', '?')}")
+    if "retrain_epochs" in budget:
+        parts.append(f"retrain {budget['retrain_epochs']} epochs")
+    return "; ".join(parts)
 
 
 def _best_trial(exp: Experiment) -> str:
