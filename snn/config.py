@@ -19,6 +19,7 @@ NEURONS = ("lif", "if", "plif")
 SURROGATES = ("atan", "sigmoid")
 LR_SCHEDULES = ("none", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "triton", "cuda")  # snn.fastpath.BACKENDS
 
 # The seed report's settings, per model (see README "The seed report").
 SEED_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -72,6 +73,10 @@ class RunConfig:
     limit_test: int | None = field(default=None, metadata=_doc("use only the first N test images"))
     device: str = field(default="auto", metadata=_doc("auto (cuda when present), cpu or cuda", choices=DEVICES))
     amp: bool = field(default=False, metadata=_doc("bfloat16 autocast on CUDA (ignored on CPU, which stays fp32)"))
+    backend: str = field(default="auto", metadata=_doc(
+        "neuron implementation: auto (fused CPU kernels on CPU, spikingjelly's fastest CUDA kernels on GPU), "
+        "torch (spikingjelly's Torch reference and dense Poisson input everywhere), triton or cuda (that "
+        "spikingjelly CUDA provider; needs a GPU)", choices=BACKENDS))
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -122,6 +127,7 @@ def _validate(c: RunConfig) -> None:
         ("optimizer", OPTIMIZERS),
         ("lr_schedule", LR_SCHEDULES),
         ("device", DEVICES),
+        ("backend", BACKENDS),
     ):
         _check_choice(name, getattr(c, name), choices)
     for name in ("T", "channels", "batch_size", "epochs", "seed", "val_size"):
@@ -154,3 +160,5 @@ def _validate(c: RunConfig) -> None:
                 raise ConfigError(name, "must be >= 1 image (or unset)", value)
     if not isinstance(c.amp, bool):
         raise ConfigError("amp", "must be true or false", c.amp)
+    if c.backend in ("triton", "cuda") and c.device == "cpu":
+        raise ConfigError("backend", "triton and cuda need device cuda (or auto on a GPU machine)", c.backend)

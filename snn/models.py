@@ -17,6 +17,7 @@ from spikingjelly.activation_based.neuron.base_node import BaseNode
 from torch import nn
 
 from .config import RunConfig
+from .fastpath import FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
 
 _SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 
@@ -28,12 +29,16 @@ def make_surrogate(name: str, alpha: float | None) -> surrogate.SurrogateFunctio
 
 
 def make_neuron(kind: str, tau: float, spike_fn: surrogate.SurrogateFunctionBase) -> BaseNode:
-    """A multi-step spiking neuron layer: lif, if, or plif (tau is PLIF's initial value)."""
+    """A multi-step spiking neuron layer: lif, if, or plif (tau is PLIF's initial value).
+
+    lif and if are spikingjelly's LIFNode and IFNode with the fused CPU multi-step path of
+    ``snn.fastpath`` (same spikes, same gradients; ``set_fused(model, False)`` turns it off).
+    """
     if kind == "lif":
-        return neuron.LIFNode(tau=float(tau), surrogate_function=spike_fn, step_mode="m")
+        return FusedLIFNode(tau=float(tau), surrogate_function=spike_fn, step_mode="m")
     if kind == "plif":
         return neuron.ParametricLIFNode(init_tau=float(tau), surrogate_function=spike_fn, step_mode="m")
-    return neuron.IFNode(surrogate_function=spike_fn, step_mode="m")
+    return FusedIFNode(surrogate_function=spike_fn, step_mode="m")
 
 
 def poisson_encode(images: torch.Tensor, T: int) -> torch.Tensor:
@@ -57,14 +62,17 @@ class FCSNN(nn.Module):
                  spike_fn: surrogate.SurrogateFunctionBase | None = None):
         super().__init__()
         self.T = T
+        self.sparse_input = True  # poisson_input_current (same spike law, fewer draws), else poisson_encode
         self.fc = layer.Linear(28 * 28, 10, bias=False, step_mode="m")
         self.sn = make_neuron(neuron_kind, tau, spike_fn or surrogate.ATan())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         functional.reset_net(self)
-        spikes = poisson_encode(images.flatten(1), self.T)  # [T, N, 784]
-        out = self.sn(self.fc(spikes))  # [T, N, 10]
-        return out.mean(0)  # [N, 10] firing rate
+        if self.sparse_input:
+            current = poisson_input_current(images.flatten(1), self.fc.weight, self.T)  # [T, N, 10]
+        else:
+            current = self.fc(poisson_encode(images.flatten(1), self.T))  # [T, N, 784] -> [T, N, 10]
+        return self.sn(current).mean(0)  # [N, 10] firing rate
 
 
 class CSNN(nn.Module):
@@ -112,9 +120,13 @@ def build_model(config: RunConfig) -> nn.Module:
     """The network a config describes, on the CPU."""
     spike_fn = make_surrogate(config.surrogate, config.surrogate_alpha)
     if config.model == "fc":
-        return FCSNN(T=config.T, tau=config.tau, neuron_kind=config.neuron, spike_fn=spike_fn)
-    return CSNN(T=config.T, channels=config.channels, neuron_kind=config.neuron, tau=config.tau,
-                spike_fn=spike_fn)
+        model = FCSNN(T=config.T, tau=config.tau, neuron_kind=config.neuron, spike_fn=spike_fn)
+        model.sparse_input = config.backend != "torch"
+    else:
+        model = CSNN(T=config.T, channels=config.channels, neuron_kind=config.neuron, tau=config.tau,
+                     spike_fn=spike_fn)
+    set_fused(model, config.backend != "torch")
+    return model
 
 
 def spiking_layers(model: nn.Module) -> dict[str, BaseNode]:

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import Dataset, Split, batches
+from .fastpath import CUDA_ONLY_BACKENDS, select_cuda_backend
 from .models import build_model, record_firing_rates
 
 NUM_CLASSES = 10
-EVAL_BATCH_SIZE = 1000
+EVAL_BATCH_SIZE = 256  # images per evaluation batch: larger ones only add memory (the FC-SNN's [T, N, 784] spikes)
 _NAN_CHECK_EVERY = 20  # batches; a host sync, so not every batch on a GPU
 
 EpochRecord = dict[str, Any]
@@ -69,6 +70,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_backend(backend: str, device: torch.device) -> None:
+    """Make spikingjelly's CUDA neurons use ``backend``; a CUDA-only backend on a CPU is a ConfigError."""
+    if backend in CUDA_ONLY_BACKENDS and device.type != "cuda":
+        raise ConfigError("backend", f"{backend} runs on CUDA only, and the device is {device}", backend)
+    if device.type == "cuda":
+        select_cuda_backend(backend)
+
+
 def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -85,7 +94,7 @@ def _autocast(config: RunConfig, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, Any]:
     """Loss, accuracy and per-layer firing rates of ``model`` on one split."""
     model.eval()
@@ -119,6 +128,7 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     Stops early with ``status == "diverged"`` when the loss becomes NaN or infinite.
     """
     device = resolve_device(config.device)
+    use_backend(config.backend, device)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     if device.type == "cuda":

@@ -1,0 +1,251 @@
+"""Faster ways to compute exactly what the seed's networks compute, and the neuron backend choice.
+
+Two things make an SNN epoch slow on a CPU, and both are rewritten here without changing
+the model:
+
+* spikingjelly 2.0's multi-step IF/LIF neurons run on the CPU as its Torch reference: about
+  ten autograd-recorded tensor ops per time step, each a full pass over ``[N, ...]``.
+  ``FusedIFNode`` / ``FusedLIFNode`` are spikingjelly's own ``IFNode`` / ``LIFNode`` with a
+  multi-step forward of three to five in-place ops per step and a hand-written backward
+  (the one of spikingjelly's ``_ops/*/cpu.py``, with the surrogate gradient evaluated once for
+  all steps). The spikes are bit-identical to spikingjelly's; gradients agree to float
+  rounding (tests/snn/test_fast_paths.py). Anything outside the fused profile (CUDA, other
+  dtypes, soft reset, ``detach_reset``, custom surrogates) runs spikingjelly's own path.
+* The FC-SNN's Poisson input draws T x N x 784 uniform numbers per batch, and most MNIST
+  pixels are 0 (never spike). ``poisson_input_current`` draws uniform numbers only for
+  the fractional pixels and feeds only their spikes through the linear layer; every pixel
+  still spikes at every step with probability equal to its intensity.
+
+``backend`` (a config field) picks the neuron implementation: ``auto`` (the fused CPU
+neurons on a CPU, spikingjelly's fastest CUDA kernels on a GPU), ``torch`` (spikingjelly's
+Torch reference everywhere, and the dense Poisson encoder: the seed's computation, op for
+op), or ``triton`` / ``cuda`` (force that spikingjelly CUDA provider; a GPU is required).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+
+import torch
+from spikingjelly.activation_based import neuron
+
+try:  # spikingjelly 2.x internals: the surrogate ids and gradients its own kernels use
+    from spikingjelly._ops.surrogate import _surrogate_gradient, _surrogate_spec
+except ImportError:  # another spikingjelly layout: every neuron takes spikingjelly's own path
+    _surrogate_gradient = _surrogate_spec = None
+
+BACKENDS = ("auto", "torch", "triton", "cuda")
+CUDA_ONLY_BACKENDS = ("triton", "cuda")
+# spikingjelly's per-neuron CUDA provider switches (read once at import, so also set below)
+_SJ_OPS = {"if": ("if_", "SJ_IF_CUDA_IMPLEMENTATION"), "lif": ("lif", "SJ_LIF_CUDA_IMPLEMENTATION"),
+           "plif": ("plif", "SJ_PLIF_CUDA_IMPLEMENTATION")}
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+def _multi_step_if_lif(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
+                       keep_charge: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Forward of IF (tau None) or LIF (decay_input, v_reset 0) over [T, ...] without autograd.
+
+    Same float ops as spikingjelly's reference: H = V + X (IF) or V + (X - V) / tau (LIF),
+    S = (H >= threshold), V = S * 0 + (1 - S) * H, written here as H - H * S (equal bits).
+    Returns spikes [T, ...], the last V [...], and H [T, ...] when ``keep_charge``.
+    """
+    spikes = torch.empty_strided(x_seq.shape, _dense_strides(x_seq), dtype=x_seq.dtype, device=x_seq.device)
+    charge = torch.empty_like(spikes) if keep_charge else None
+    h = None if keep_charge else torch.empty_like(spikes[0])
+    v_next = torch.empty_like(spikes[0])
+    for t in range(x_seq.shape[0]):
+        if keep_charge:
+            h = charge[t]
+        if tau is None:
+            torch.add(v, x_seq[t], out=h)
+        else:
+            torch.sub(x_seq[t], v, out=h).div_(tau).add_(v)
+        torch.ge(h, threshold, out=spikes[t])
+        v, v_next = torch.addcmul(h, h, spikes[t], value=-1.0, out=v_next), v
+        if t == 0:
+            v_next = torch.empty_like(v)  # never write into the caller's initial state
+    return spikes, v, charge
+
+
+def _dense_strides(x_seq: torch.Tensor) -> tuple[int, ...]:
+    """Strides of a dense [T, ...] tensor whose steps keep the memory layout of ``x_seq[0]``.
+
+    Keeps channels_last activations channels_last (also when x_seq is an expanded view).
+    """
+    step = x_seq[0]
+    if step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = step.shape
+        inner = (h * w * c, 1, w * c, c)
+    else:
+        inner, size = [], 1
+        for extent in reversed(step.shape):
+            inner.insert(0, size)
+            size *= extent
+    return (step.numel(), *inner)
+
+
+def _surrogate_gradient_(x: torch.Tensor, alpha: float, surrogate_id: int) -> torch.Tensor:
+    """spikingjelly's ``_surrogate_gradient`` (same float ops), computed in place in ``x``."""
+    if surrogate_id == 1:  # ATan: (alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)
+        x.mul_(math.pi / 2 * alpha)
+        return x.mul_(x).add_(1).reciprocal_().mul_(alpha / 2)
+    if surrogate_id == 0:  # Sigmoid: (1 - s) * s * alpha, s = sigmoid(alpha * x)
+        sig = x.mul_(alpha).sigmoid_()
+        return torch.sub(1, sig).mul_(sig).mul_(alpha)
+    return _surrogate_gradient(x, alpha, surrogate_id)
+
+
+class _FusedIFLIF(torch.autograd.Function):
+    """IF/LIF multi-step neuron with spikingjelly's hand-written backward (``_ops/lif/cpu.py``)."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v_init, tau, threshold, alpha, surrogate_id):
+        spikes, v, charge = _multi_step_if_lif(x_seq, v_init, tau, threshold, keep_charge=True)
+        ctx.save_for_backward(charge, spikes)
+        ctx.params = (tau, threshold, alpha, surrogate_id)
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v):
+        charge, spikes = ctx.saved_tensors
+        tau, threshold, alpha, surrogate_id = ctx.params
+        sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
+        # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH
+        reset_grad = torch.sub(1.0, spikes).addcmul_(charge, sg, value=-1.0)
+        grad_h = sg.zero_() if grad_spikes is None else sg.mul_(grad_spikes)
+        carry = None if grad_v is None else grad_v
+        for t in range(grad_h.shape[0] - 1, -1, -1):
+            if carry is not None:
+                grad_h[t].addcmul_(carry, reset_grad[t])
+            carry = grad_h[t] if tau is None else grad_h[t] - grad_h[t] / tau
+        grad_v_init = carry.clone() if ctx.needs_input_grad[1] else None
+        grad_x = grad_h if tau is None else grad_h.div_(tau)
+        return grad_x, grad_v_init, None, None, None, None
+
+
+class _FusedMultiStep:
+    """Mixin: run spikingjelly's IF/LIF multi-step forward through the fused CPU kernels."""
+
+    fused = True  # set False (backend "torch") to keep spikingjelly's own path
+
+    def _fused_tau(self) -> float | None:
+        return None
+
+    def _fused_profile(self, x_seq: torch.Tensor) -> tuple[int, float] | None:
+        """(surrogate id, alpha) when the fused kernels compute exactly this neuron, else None."""
+        if not (self.fused and _surrogate_spec is not None and x_seq.device.type == "cpu"
+                and x_seq.dtype == torch.float32 and x_seq.dim() >= 2 and x_seq.shape[0] >= 1):
+            return None
+        if (self.v_reset != 0.0 or self.detach_reset or self.store_v_seq
+                or self._neuron_precision is not None or not getattr(self, "decay_input", True)):
+            return None
+        return _surrogate_spec(self.surrogate_function)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if self.fused and x_seq.dtype in (torch.float16, torch.bfloat16):
+            # autocast hands the neuron half-precision currents: keep its state and dynamics in
+            # float32 (spikingjelly's fast kernels need a float32 state); spikes are exact anyway
+            x_seq = x_seq.float()
+        profile = self._fused_profile(x_seq) if not args and not kwargs else None
+        if profile is None:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        v = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
+        if v.dtype != torch.float32:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        surrogate_id, alpha = profile
+        threshold = float(self.v_threshold)
+        if torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad):
+            spikes, v = _FusedIFLIF.apply(x_seq, v, self._fused_tau(), threshold, alpha, surrogate_id)
+        else:
+            spikes, v, _ = _multi_step_if_lif(x_seq, v, self._fused_tau(), threshold, keep_charge=False)
+        self._memories["v"] = v
+        return spikes
+
+
+class FusedIFNode(_FusedMultiStep, neuron.IFNode):
+    """spikingjelly's IFNode; multi-step on the CPU runs the fused kernels."""
+
+
+class FusedLIFNode(_FusedMultiStep, neuron.LIFNode):
+    """spikingjelly's LIFNode; multi-step on the CPU runs the fused kernels."""
+
+    def _fused_tau(self) -> float | None:
+        return float(self.tau)
+
+
+def set_fused(model: torch.nn.Module, enabled: bool) -> None:
+    """Switch every fused neuron of ``model`` between the fused path and spikingjelly's own."""
+    for m in model.modules():
+        if isinstance(m, _FusedMultiStep):
+            m.fused = enabled
+
+
+# ----------------------------------------------------------------------------- Poisson input
+
+
+def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) -> torch.Tensor:
+    """``Linear(poisson_encode(images, T))`` drawing uniform numbers only for pixels that can vary.
+
+    images: [N, P] intensities in [0, 1]; weight: [O, P]  ->  input current [T, N, O].
+
+    A pixel spikes at a step when a uniform number in [0, 1) is below its intensity, exactly
+    as in ``poisson_encode``: intensity 0 never spikes and intensity 1 always does. So the
+    always-on pixels add a constant current, and uniforms are drawn only for the K fractional
+    pixels of each image (about 145 of 784 on MNIST; K padded to the batch's largest with
+    probability 0), whose spikes [N, K, T] go through the weight by one batched matmul.
+    Every pixel keeps its spike law; only the summation order of the current differs.
+    """
+    n, p = images.shape
+    always = images >= 1.0  # [N, P]
+    fractional = (images > 0.0) & ~always  # [N, P]
+    constant = always.to(weight.dtype) @ weight.t()  # [N, O]
+    k = int(fractional.sum(1).max()) if n else 0
+    if k == 0:
+        return constant.unsqueeze(0).expand(T, n, weight.shape[0])
+    # each image's fractional pixel columns first, in pixel order; the padding after them gets p = 0
+    order = torch.sort(fractional.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :k]  # [N, K]
+    probs = images.gather(1, order).masked_fill_(~fractional.gather(1, order), 0.0)  # [N, K]
+    spikes = torch.rand((n, k, T), device=images.device, dtype=images.dtype).lt_(probs.unsqueeze(2))  # [N, K, T]
+    current = torch.bmm(weight[:, order].transpose(0, 1), spikes)  # [N, O, K] @ [N, K, T] -> [N, O, T]
+    return (current + constant.unsqueeze(2)).permute(2, 0, 1)  # [T, N, O]
+
+
+# ----------------------------------------------------------------------------- CUDA backends
+
+
+def select_cuda_backend(backend: str) -> None:
+    """Point spikingjelly's CUDA neuron dispatch at ``backend`` (auto, torch, triton or cuda).
+
+    spikingjelly reads ``SJ_<NEURON>_CUDA_IMPLEMENTATION`` once, at import; this sets the
+    variables (for worker processes) and the already-imported selections, and drops their
+    cached choice so the next CUDA call selects again. No effect on CPU tensors.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    for package, variable in _SJ_OPS.values():
+        os.environ[variable] = backend
+        try:
+            selection = importlib.import_module(f"spikingjelly._ops.{package}")._selection
+        except (ImportError, AttributeError):
+            continue
+        if selection._requested != backend:
+            selection._requested = backend
+            selection._selections.clear()
+            selection._compiled_selections.clear()
+
+
+def neuron_implementation(kind: str, device: torch.device | str, backend: str = "auto") -> str:
+    """Name of the implementation a ``kind`` neuron runs on ``device`` under ``backend``."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        if backend == "torch" or kind == "plif" or _surrogate_spec is None:
+            return "spikingjelly-torch-reference"
+        return "snn-fused-cpu"
+    from spikingjelly.activation_based.functional import neuron_implementation as sj_implementation
+
+    return "spikingjelly-" + str(sj_implementation(kind, device)["implementation"])

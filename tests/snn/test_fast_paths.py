@@ -1,0 +1,265 @@
+"""The fast paths compute what the seed's networks compute: spikingjelly's neurons, the same Poisson law.
+
+Correctness only; speed is measured by ``python -m benchmarks.train_speed``, never here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron, surrogate
+
+from snn import fastpath
+from snn.config import ConfigError, RunConfig
+from snn.data import Dataset, Split, make_splits
+from snn.fastpath import FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
+from snn.models import FCSNN, build_model, poisson_encode
+from snn.training import rate_loss, train, use_backend
+
+SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
+
+
+def pair(kind: str, surrogate_name: str, alpha: float | None = None, tau: float = 2.0):
+    """(fused node, spikingjelly's node) of one kind with the same parameters, multi-step."""
+    fn = SURROGATES[surrogate_name]() if alpha is None else SURROGATES[surrogate_name](alpha=alpha)
+    if kind == "lif":
+        return (FusedLIFNode(tau=tau, surrogate_function=fn, step_mode="m"),
+                neuron.LIFNode(tau=tau, surrogate_function=fn, step_mode="m"))
+    return FusedIFNode(surrogate_function=fn, step_mode="m"), neuron.IFNode(surrogate_function=fn, step_mode="m")
+
+
+def run(node, x_seq: torch.Tensor, upstream: torch.Tensor):
+    """Spikes, last voltage and the input gradient of ``node`` for a loss sum(spikes * upstream)."""
+    x = x_seq.detach().clone().requires_grad_()
+    spikes = node(x)
+    (grad,) = torch.autograd.grad((spikes * upstream).sum(), x)
+    return spikes.detach(), node.v.detach(), grad
+
+
+@pytest.mark.parametrize("kind,tau", [("if", 2.0), ("lif", 2.0), ("lif", 3.5)])
+@pytest.mark.parametrize("surrogate_name,alpha", [("atan", None), ("atan", 4.0), ("sigmoid", None)])
+@pytest.mark.parametrize("shape", [(20, 16, 10), (4, 3, 5, 6, 6)])
+def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, surrogate_name, alpha, shape):
+    torch.manual_seed(0)
+    x_seq = torch.randn(shape) * 1.5 + 0.4  # [T, N, ...] currents around the threshold
+    upstream = torch.randn(shape)
+    fused, reference = pair(kind, surrogate_name, alpha, tau)
+    spikes, v, grad = run(fused, x_seq, upstream)
+    ref_spikes, ref_v, ref_grad = run(reference, x_seq, upstream)
+    assert 0.05 < spikes.mean() < 0.95  # the comparison exercises both spiking and silent neurons
+    assert torch.equal(spikes, ref_spikes)
+    assert torch.equal(v, ref_v)
+    # the hand-written backward groups the same terms differently: float rounding apart only
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
+    torch.manual_seed(1)
+    image_current = (torch.randn(6, 8, 7, 7) * 0.8 + 0.5).contiguous(memory_format=torch.channels_last)
+    x_seq = image_current.unsqueeze(0).expand(4, *image_current.shape)  # [T, N, C, H, W], stride 0 over T
+    fused, reference = pair("if", "atan")
+    spikes = fused(x_seq)
+    assert spikes[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(spikes, reference(x_seq))
+
+
+def test_fused_neuron_state_carries_over_and_resets_like_spikingjelly():
+    torch.manual_seed(2)
+    fused, reference = pair("lif", "atan")
+    first, second = torch.randn(5, 4, 3), torch.randn(5, 4, 3) + 0.5
+    for x in (first, second):  # no reset between: the second call starts from the first's voltage
+        assert torch.equal(fused(x), reference(x))
+    functional.reset_net(fused)
+    functional.reset_net(reference)
+    assert torch.equal(fused(first), reference(first))
+
+
+@pytest.mark.parametrize("options", [dict(detach_reset=True), dict(v_reset=None), dict(v_threshold=0.5)])
+def test_neurons_outside_the_fused_profile_still_match_spikingjelly(options):
+    torch.manual_seed(3)
+    x_seq, upstream = torch.randn(6, 5, 4), torch.randn(6, 5, 4)
+    fused = FusedIFNode(surrogate_function=surrogate.ATan(), step_mode="m", **options)
+    reference = neuron.IFNode(surrogate_function=surrogate.ATan(), step_mode="m", **options)
+    spikes, v, grad = run(fused, x_seq, upstream)
+    ref_spikes, ref_v, ref_grad = run(reference, x_seq, upstream)
+    assert torch.equal(spikes, ref_spikes) and torch.equal(v, ref_v)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_currents_run_the_neuron_in_float32():
+    """What autocast hands a neuron on a GPU: its state and dynamics stay float32."""
+    torch.manual_seed(4)
+    x_seq = (torch.randn(4, 8, 6) * 1.5).to(torch.bfloat16)
+    fused, reference = pair("lif", "atan")
+    spikes = fused(x_seq)
+    assert spikes.dtype == torch.float32 and fused.v.dtype == torch.float32
+    assert torch.equal(spikes, reference(x_seq.float()))
+
+
+def test_backend_torch_turns_the_fused_path_off():
+    model = build_model(RunConfig(model="csnn", channels=4, backend="torch"))
+    assert not any(m.fused for m in model.modules() if isinstance(m, fastpath._FusedMultiStep))
+    assert not build_model(RunConfig(model="fc", backend="torch")).sparse_input
+    assert build_model(RunConfig(model="fc")).sparse_input
+
+
+def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients():
+    torch.manual_seed(5)
+    fast = build_model(RunConfig(model="csnn", channels=8))
+    reference = build_model(RunConfig(model="csnn", channels=8, backend="torch"))
+    reference.load_state_dict(fast.state_dict())
+    images, labels = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    out, ref_out = fast(images), reference(images)
+    assert torch.equal(out, ref_out)
+    rate_loss(out, labels).backward()
+    rate_loss(ref_out, labels).backward()
+    for (name, p), q in zip(fast.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------- Poisson input
+
+
+def test_poisson_input_current_spikes_each_pixel_at_its_intensity():
+    """With an identity weight the current is each pixel's spike train: rates match intensities."""
+    torch.manual_seed(6)
+    images = torch.rand(4, 100)
+    images[:, :20] = 0.0
+    images[:, 20:30] = 1.0
+    T = 4000
+    spikes = poisson_input_current(images, torch.eye(100), T)  # [T, N, 100]
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    rate = spikes.mean(0)
+    assert torch.equal(rate[:, :20], torch.zeros(4, 20)) and torch.equal(rate[:, 20:30], torch.ones(4, 10))
+    bound = 5 * torch.sqrt(images * (1 - images) / T) + 1e-6  # five standard deviations
+    assert ((rate - images).abs() <= bound).all()
+    # and steps are independent: the lag-1 autocorrelation of the spike trains is ~0
+    centred = spikes[:, :, 30:] - images[:, 30:]
+    lag1 = (centred[1:] * centred[:-1]).mean() / (images[:, 30:] * (1 - images[:, 30:])).mean()
+    assert abs(lag1) < 5 / math.sqrt(T * 4 * 70)
+
+
+def test_poisson_input_current_equals_the_dense_layer_on_binary_images():
+    """Binary images have no randomness: the current is exactly Linear(poisson_encode(...))."""
+    torch.manual_seed(7)
+    images = (torch.rand(5, 784) < 0.3).float()
+    weight = torch.randn(10, 784, requires_grad=True)
+    current = poisson_input_current(images, weight, 3)
+    dense = poisson_encode(images, 3) @ weight.t()
+    torch.testing.assert_close(current, dense)
+    (grad,) = torch.autograd.grad(current.square().sum(), weight)
+    (dense_grad,) = torch.autograd.grad(dense.square().sum(), weight)
+    torch.testing.assert_close(grad, dense_grad)
+
+
+def test_poisson_input_current_matches_the_dense_encoder_in_mean_and_variance():
+    torch.manual_seed(8)
+    images = torch.rand(3, 784) * (torch.rand(3, 784) < 0.25)
+    weight = torch.randn(10, 784) * 0.1
+    T = 3000
+    fast = poisson_input_current(images, weight, T)
+    dense = poisson_encode(images, T) @ weight.t()
+    expected_mean = images @ weight.t()
+    expected_var = (images * (1 - images)) @ weight.t().square()
+    for current in (fast, dense):
+        assert ((current.mean(0) - expected_mean).abs() <= 5 * (expected_var / T).sqrt()).all()
+        assert ((current.var(0) / expected_var - 1).abs() < 0.15).all()
+
+
+def test_fc_model_sparse_and_dense_inputs_agree_on_binary_images():
+    torch.manual_seed(9)
+    fast = FCSNN(T=20)
+    reference = FCSNN(T=20)
+    reference.load_state_dict(fast.state_dict())
+    reference.sparse_input = False
+    set_fused(reference, False)
+    images = (torch.rand(8, 1, 28, 28) < 0.2).float()
+    torch.testing.assert_close(fast(images), reference(images))
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+@pytest.fixture
+def restore_cuda_backend():
+    saved = {var: os.environ.get(var) for _, var in fastpath._SJ_OPS.values()}
+    yield
+    fastpath.select_cuda_backend("auto")
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
+def test_select_cuda_backend_sets_spikingjelly_dispatch(restore_cuda_backend):
+    import spikingjelly._ops.if_ as sj_if
+    import spikingjelly._ops.lif as sj_lif
+
+    fastpath.select_cuda_backend("triton")
+    assert sj_if._selection._requested == sj_lif._selection._requested == "triton"
+    assert os.environ["SJ_LIF_CUDA_IMPLEMENTATION"] == "triton"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fastpath.select_cuda_backend("inductor")
+
+
+def test_backend_is_a_validated_config_field():
+    assert RunConfig().backend == "auto"
+    with pytest.raises(ConfigError, match="backend: must be one of auto, torch, triton, cuda"):
+        RunConfig(backend="cupy")
+    with pytest.raises(ConfigError, match="backend: triton and cuda need device cuda"):
+        RunConfig(backend="triton", device="cpu")
+    with pytest.raises(ConfigError, match="backend: cuda runs on CUDA only"):
+        use_backend("cuda", torch.device("cpu"))
+
+
+def test_neuron_implementation_names_the_cpu_paths():
+    assert fastpath.neuron_implementation("lif", "cpu") == "snn-fused-cpu"
+    assert fastpath.neuron_implementation("lif", "cpu", "torch") == "spikingjelly-torch-reference"
+    assert fastpath.neuron_implementation("plif", "cpu") == "spikingjelly-torch-reference"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_cuda_training_step_with_amp_runs_spikingjelly_kernels(backend, restore_cuda_backend):
+    config = RunConfig(model="csnn", channels=8, T=2, device="cuda", amp=True, backend=backend)
+    use_backend(config.backend, torch.device("cuda"))
+    model = build_model(config).cuda()
+    images, labels = torch.rand(4, 1, 28, 28, device="cuda"), torch.randint(0, 10, (4,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(images).float()
+    rate_loss(out, labels).backward()
+    assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _synthetic(n: int) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, 28, 28, generator=g) * 300).clamp(max=255).to(torch.uint8)
+    return Dataset(Split(images, torch.randint(0, 10, (n,), generator=g)), Split(images[:64], torch.arange(64) % 10))
+
+
+def test_same_seed_same_metrics_with_the_fast_paths():
+    data = _synthetic(256)
+    for model in ("fc", "csnn"):
+        config = RunConfig(model=model, T=4, channels=4, epochs=1, device="cpu", seed=3)
+        first, second = train(config, data), train(config, data)
+        keep = ("train_loss", "train_acc", "test_loss", "test_acc")
+        assert [{k: r[k] for k in keep} for r in first.epochs] == [{k: r[k] for k in keep} for r in second.epochs]
+
+
+def test_fc_accuracy_after_one_epoch_matches_the_reference_path(mnist):
+    """5,000 real training images, 2,000 test images: fast path and spikingjelly/dense path alike."""
+    data = make_splits(mnist, limit_train=5000, limit_test=2000)
+    accuracy = {}
+    for backend in ("auto", "torch"):
+        config = RunConfig(model="fc", T=20, epochs=1, device="cpu", backend=backend)  # T=20 keeps it fast
+        accuracy[backend] = train(config, data).last("test_acc")
+    assert accuracy["auto"] > 0.65 and accuracy["torch"] > 0.65  # measured: 0.72 for both (chance 0.1)
+    # two runs with different Poisson draws: 2,000 test images give a standard error of ~0.7 points
+    assert abs(accuracy["auto"] - accuracy["torch"]) < 0.03, accuracy
