@@ -263,9 +263,13 @@ def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, setting
 
 
 def build_report(experiment: Path, data_dir: Path | None) -> None:
+    """Write report.html; a failure here must not cost the results already on disk."""
+    from .report import build_report as build
+
     try:
-        from .report import build_report as build
-    except ImportError:
+        path = build(experiment, data_dir=data_dir)
+    except Exception as e:  # the report can be rebuilt later from the files alone
+        print(f"warning: the report could not be built ({type(e).__name__}: {e}); rebuild it with "
+              f"python -m tuning.report {experiment}", file=sys.stderr)
         return
-    path = build(experiment, data_dir=data_dir)
     print(f"report: {path}")

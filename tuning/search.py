@@ -26,7 +26,8 @@ STATE_FILE = "search.json"  # the settings a --resume continues with
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
     "budget": {"trials": 6, "epochs_per_trial": 3, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 3},
-    "params": {"fc": {"T": {"type": "int", "low": 8, "high": 24}},
+    "params": {"fc": {"T": {"type": "int", "low": 8, "high": 24},
+                      "lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}},
                "csnn": {"T": {"type": "int", "low": 2, "high": 3},
                         "channels": {"type": "categorical", "choices": [4, 8]}}},
 }

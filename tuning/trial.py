@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from .searcher import DIVERGED
 from .space import SearchSpace
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# Test hook: a trial crashes once at this epoch (a marker file records that it did).
+# Test hooks: a trial crashes once at this epoch (a marker file records that it did);
+# trials wait at their start while this file exists (so a test can look at a live search).
 FAULT_ENV = "SNN_TUNE_CRASH_ONCE_AT_EPOCH"
+PAUSE_ENV = "SNN_TUNE_PAUSE_WHILE_EXISTS"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class TrialSetup:
 
 def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None:
     """Ray function trainable: train one sampled config for the budget's epochs per trial."""
+    _wait_while_paused()
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     config = setup.space.config_for(sampled, epochs=setup.space.budget.epochs_per_trial, device=setup.device)
     splits = make_splits(data, val_size=config.val_size, limit_train=config.limit_train,
@@ -63,6 +67,13 @@ def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def _wait_while_paused(limit_seconds: float = 600) -> None:
+    pause = os.environ.get(PAUSE_ENV)
+    deadline = time.monotonic() + limit_seconds
+    while pause and Path(pause).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _maybe_crash(epoch: int) -> None:

@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 
 from snn import RunConfig
+from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
 from tests.tuning.helpers import free_port, search_command, start_search
+from tuning.trial import PAUSE_ENV
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 SMOKE_TRIALS, SMOKE_EPOCHS = 6, 3
@@ -38,25 +40,48 @@ def dashboard_actors(port: int) -> tuple[int, list[dict]]:
         return 0, []
 
 
+def screenshot_dashboard(port: int, folder: Path) -> dict:
+    """Sign in to the dashboard with the token (its cookie), open the actors page, save a PNG."""
+    with HeadlessChromium(folder / "chromium-profile", width=1400, height=900) as browser:
+        if TOKEN_FILE.exists():
+            browser.send("Network.setCookie", name="ray-authentication-token", value=TOKEN_FILE.read_text().strip(),
+                         url=f"http://127.0.0.1:{port}/")
+        browser.navigate(f"http://127.0.0.1:{port}/#/actors")
+        browser.wait_for("document.body.innerText.includes('ImplicitFunc')", timeout=30)
+        text = browser.evaluate("document.body.innerText")
+        path = browser.screenshot(folder / "dashboard.png", full_page=False)
+    return {"path": path, "text": text}
+
+
 @pytest.fixture(scope="module")
 def smoke(mnist_root, tmp_path_factory):
-    """Run the smoke search once; record what the dashboard said while it ran."""
+    """Run the smoke search once; record what the dashboard said (and showed) while it ran."""
     folder = tmp_path_factory.mktemp("smoke")
     port = free_port()
     log = folder / "search.log"
-    process = start_search(search_command("fc", folder, "smoke", "--preset", "smoke", "--dashboard-port", str(port)),
-                           mnist_root, log)
+    # One trial at a time makes the search deterministic (seeded TPE, seeded trials), so ASHA's stops are too.
+    command = search_command("fc", folder, "smoke", "--preset", "smoke", "--max-concurrent", "1",
+                             "--dashboard-port", str(port))
+    pause = folder / "pause"  # the first trial waits until the dashboard has been looked at
+    pause.touch()
+    process = start_search(command, mnist_root, log, **{PAUSE_ENV: str(pause)})
     seen: dict = {"status": None, "trial_actors": 0}
-    deadline = time.time() + 600
+    deadline = time.time() + 240
     while process.poll() is None and time.time() < deadline:
         status, actors = dashboard_actors(port)
-        trial_actors = [a for a in actors if a.get("class_name") == "ImplicitFunc"]
+        # Ray Tune runs a function trainable in an actor of class wrap_function.<locals>.ImplicitFunc
+        trial_actors = [a for a in actors if "ImplicitFunc" in a.get("class_name", "")]
         if status == 200 and trial_actors:
             seen = {"status": status, "trial_actors": len(trial_actors)}
             break
         time.sleep(1)
-    code = process.wait(timeout=max(1, deadline - time.time()))
-    return {"dir": folder / "smoke", "code": code, "log": log.read_text(), "dashboard": seen, "port": port}
+    try:
+        page = screenshot_dashboard(port, folder) if chromium_path() and process.poll() is None else None
+    finally:
+        pause.unlink()
+    code = process.wait(timeout=600)
+    return {"dir": folder / "smoke", "code": code, "log": log.read_text(), "dashboard": seen, "port": port,
+            "page": page}
 
 
 def test_the_search_finishes_and_prints_the_dashboard_url_and_how_to_authenticate(smoke):
@@ -69,6 +94,13 @@ def test_the_search_finishes_and_prints_the_dashboard_url_and_how_to_authenticat
 def test_the_dashboard_answered_with_the_token_and_listed_the_trial_actors(smoke):
     assert smoke["dashboard"]["status"] == 200
     assert smoke["dashboard"]["trial_actors"] >= 1
+
+
+def test_the_dashboard_page_loads_in_chromium_and_shows_the_trial_actors(smoke):
+    if smoke["page"] is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    assert "ImplicitFunc" in smoke["page"]["text"]
+    assert smoke["page"]["path"].stat().st_size > 10_000  # a real screenshot, not an empty page
 
 
 def test_trials_ran_and_asha_stopped_some(smoke):
