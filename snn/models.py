@@ -108,6 +108,11 @@ class CSNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         functional.reset_net(self)
+        if not torch.is_grad_enabled():
+            # inference: channels_last activations make oneDNN's convolutions and pooling ~1.5x
+            # faster on CPU (the fused neurons keep the layout); training stays NCHW on CPU, where
+            # channels_last batch-norm backward is slower than what the forward gains
+            images = images.contiguous(memory_format=torch.channels_last)
         current = self.encoder(images)  # [N, C, 28, 28]
         current = current.unsqueeze(0).expand(self.T, *current.shape)  # [T, N, C, 28, 28]
         x = self.pool1(self.sn1(current))  # [T, N, C, 14, 14]

@@ -24,7 +24,7 @@ from .fastpath import CUDA_ONLY_BACKENDS, select_cuda_backend
 from .models import build_model, record_firing_rates
 
 NUM_CLASSES = 10
-EVAL_BATCH_SIZE = 256  # images per evaluation batch: larger ones only add memory (the FC-SNN's [T, N, 784] spikes)
+EVAL_BATCH_SIZE = 128  # images per evaluation batch, as in training: larger ones only add memory
 _NAN_CHECK_EVERY = 20  # batches; a host sync, so not every batch on a GPU
 
 EpochRecord = dict[str, Any]
