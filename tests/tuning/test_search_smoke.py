@@ -149,6 +149,12 @@ def test_the_optuna_study_opens_with_optuna_and_matches_trials_csv(smoke):
     assert completed == pytest.approx(sorted(trials.loc[~trials["stopped_early"], "last_test_acc"]))
 
 
+def test_the_search_built_its_report(smoke):
+    html = (smoke["dir"] / "report.html").read_text()
+    assert 'data-figure-count="10"' in html and 'data-missing-count="0"' in html
+    assert "smoke" in html and "92.89%" in html  # the experiment, next to the seed's FC-SNN figure
+
+
 def test_an_existing_experiment_is_refused_without_resume(smoke, mnist_root):
     before = (smoke["dir"] / "summary.json").read_bytes()
     log = smoke["dir"].parent / "again.log"
