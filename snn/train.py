@@ -57,6 +57,8 @@ def _config_for(args, out: Path) -> RunConfig:
 
 
 def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        fail(f"python -m snn.train: error: --out {out} is a file, not a folder")
     if resume and not (out / "checkpoint.pt").exists():
         fail(f"python -m snn.train: error: --resume: no checkpoint at {out / 'checkpoint.pt'}")
     if not resume and out.exists() and any(out.iterdir()):
@@ -103,7 +105,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         fail(f"interrupted; continue with: python -m snn.train {config.model} --out {out} --resume", 130)
     if history.status == "diverged":
-        fail(f"diverged at epoch {len(history.epochs)}: the training loss is not finite; "
+        fail(f"diverged at epoch {len(history.epochs)}: the training loss or the weights are no longer finite; "
              f"try a smaller --lr", 1)
     print(f"best test acc {history.best():.2%}, final {history.last():.2%} ({len(history.epochs)} epochs) -> {out}")
     return 0
