@@ -35,7 +35,7 @@ from . import seed_reference
 
 BATCH = 128
 T_OF = {"fc": 100, "csnn": 4}
-DEFAULT_BATCHES = {"fc": 30, "csnn": 6}  # timed training batches (also test batches)
+DEFAULT_BATCHES = {"fc": 20, "csnn": 4}  # timed training batches (also test batches) per repeat
 CONCURRENT_TRIALS = (1, 2, 4, 8)
 
 
@@ -264,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=("fc", "csnn", "both"), default="both")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batches", type=int, default=None,
-                        help="timed training (and test) batches per repeat (default: fc 30, csnn 6)")
+                        help="timed training (and test) batches per repeat (default: fc 20, csnn 4)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training batches first (>= 1)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory phases")
     parser.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
