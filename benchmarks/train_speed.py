@@ -29,6 +29,7 @@ import torch
 
 from snn.config import RunConfig
 from snn.data import default_data_dir, make_splits, read_dataset
+from snn.models import build_model
 from snn.training import EVAL_BATCH_SIZE, evaluate, train
 
 from . import seed_reference
@@ -122,11 +123,8 @@ def run_phase(model: str, side: str, phase: str, device: torch.device, root: str
             timer(model, loader, device, T_OF[model], 1, batches)
         elif phase == "train":
             project_training(model, data, device, 1, batches)
-        else:
-            net = project_training(model, data, device, 1, 1)[2]
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
+        else:  # an untrained network, as the reference's evaluation uses: same work, no training peak
+            net = build_model(_project_config(model, device, BATCH)).to(device)
             project_evaluation(model, net, data, device, batches)
     if device.type == "cuda":
         return {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
@@ -145,8 +143,8 @@ def peak_memory(model: str, side: str, phase: str, device: torch.device, root: s
 # ----------------------------------------------------------------------------- concurrent GPU trials
 
 
-def _concurrent_worker(model, root, batches, barrier, results):
-    device = torch.device("cuda")
+def _concurrent_worker(model, root, batches, barrier, results, device_name="cuda"):
+    device = torch.device(device_name)
     data = read_dataset(root, download=False)
     config = _project_config(model, device, (2 + batches) * BATCH)
     splits = make_splits(data, limit_train=config.limit_train, limit_test=1, device=device)
@@ -154,22 +152,22 @@ def _concurrent_worker(model, root, batches, barrier, results):
 
     def on_batch(i, _n, _loss):
         if i == 1:
-            torch.cuda.synchronize()
+            _sync(device)
             barrier.wait()
             stamps["start"] = time.time()
         if i == 1 + batches:
-            torch.cuda.synchronize()
+            _sync(device)
             stamps["end"] = time.time()
 
     train(config, splits, on_batch=on_batch)
     results.put((stamps["start"], stamps["end"], batches * BATCH))
 
 
-def concurrent_images_per_s(model: str, root: str, trials: int, batches: int) -> float:
-    """Aggregate training images/s of ``trials`` processes training at once on one GPU."""
+def concurrent_images_per_s(model: str, root: str, trials: int, batches: int, device: str = "cuda") -> float:
+    """Aggregate training images/s of ``trials`` processes training at once on one GPU (or ``device``)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(trials), ctx.Queue()
-    procs = [ctx.Process(target=_concurrent_worker, args=(model, root, batches, barrier, results))
+    procs = [ctx.Process(target=_concurrent_worker, args=(model, root, batches, barrier, results, device))
              for _ in range(trials)]
     for p in procs:
         p.start()
