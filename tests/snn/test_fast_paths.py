@@ -260,6 +260,6 @@ def test_fc_accuracy_after_one_epoch_matches_the_reference_path(mnist):
     for backend in ("auto", "torch"):
         config = RunConfig(model="fc", T=20, epochs=1, device="cpu", backend=backend)  # T=20 keeps it fast
         accuracy[backend] = train(config, data).last("test_acc")
-    assert accuracy["auto"] > 0.65 and accuracy["torch"] > 0.65  # measured: 0.72 for both (chance 0.1)
+    assert accuracy["auto"] > 0.65 and accuracy["torch"] > 0.65  # measured: 0.7145 and 0.7140 (chance 0.1)
     # two runs with different Poisson draws: 2,000 test images give a standard error of ~0.7 points
     assert abs(accuracy["auto"] - accuracy["torch"]) < 0.03, accuracy
