@@ -1,0 +1,61 @@
+"""trials.csv rows, counts and the best trial, from synthetic trial histories (no Ray, no torch)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from tuning.results import TrialOutcome, best_trial, retrain_summary, trial_counts, trial_metric_rows, trial_rows
+
+MAX_EPOCHS = 3
+
+
+def outcome(trial_id: str, accs: list[float], status: str = "TERMINATED", diverged_at: int | None = None):
+    records = [{"epoch": e + 1, "test_acc": a, "train_loss": 0.05, "diverged": False} for e, a in enumerate(accs)]
+    if diverged_at is not None:
+        records.append({"epoch": diverged_at, "train_loss": math.nan, "diverged": True})
+    return TrialOutcome(trial_id=trial_id, status=status, config={"lr": 0.01, "T": 4},
+                        history=pd.DataFrame(records), error=status == "ERROR")
+
+
+@pytest.fixture
+def rows():
+    outcomes = [
+        outcome("full", [0.5, 0.7, 0.8]),
+        outcome("stopped", [0.3]),
+        outcome("nan", [0.4], diverged_at=2),
+        outcome("crashed", [0.2], status="ERROR"),
+    ]
+    return trial_rows(outcomes, "test_acc", MAX_EPOCHS), outcomes
+
+
+def test_each_trial_row_says_how_it_ended(rows):
+    table = {r["trial_id"]: r for r in rows[0]}
+    assert (table["full"]["stopped_early"], table["full"]["epochs"], table["full"]["best_test_acc"]) == (False, 3, 0.8)
+    assert table["stopped"]["stopped_early"] and table["stopped"]["epochs"] == 1
+    assert table["nan"]["diverged"] and not table["nan"]["stopped_early"] and table["nan"]["last_test_acc"] == 0.4
+    assert table["crashed"]["status"] == "ERROR" and not table["crashed"]["stopped_early"]
+    assert table["full"]["config/lr"] == 0.01 and table["full"]["config/T"] == 4
+
+
+def test_counts_and_the_best_trial(rows):
+    assert trial_counts(rows[0]) == {"total": 4, "completed": 1, "stopped_early": 1, "errored": 1, "diverged": 1,
+                                     "unfinished": 0}
+    assert best_trial(rows[0], "test_acc")["trial_id"] == "full"
+
+
+def test_the_long_table_has_one_row_per_trial_and_epoch(rows):
+    long = trial_metric_rows(rows[1])
+    assert [(r["trial_id"], r["epoch"]) for r in long][:4] == [("full", 1), ("full", 2), ("full", 3), ("stopped", 1)]
+    assert len(long) == 3 + 1 + 2 + 1
+
+
+def test_retrain_summary_over_seeds():
+    histories = {0: [{"test_acc": 0.90}, {"test_acc": 0.92}, {"test_acc": 0.91}],
+                 1: [{"test_acc": 0.93}, {"test_acc": 0.92}]}
+    summary = retrain_summary(histories, epochs=3, checkpoint="retrain/seed-0/checkpoint.pt")
+    assert summary["max_test_acc"] == [0.92, 0.93] and summary["final_test_acc"] == [0.91, 0.92]
+    assert summary["max_test_acc_mean"] == pytest.approx(0.925) and summary["max_test_acc_std"] == pytest.approx(0.005)
+    assert summary["final_test_acc_mean"] == pytest.approx(0.915)
