@@ -41,9 +41,8 @@ class TrialOutcome:
     error: bool
 
 
-def trial_outcomes(grid) -> list[TrialOutcome]:
-    """Read each trial of a Ray ResultGrid: its status, sampled config and per-epoch records."""
-    statuses = {t.trial_id: t.status for t in getattr(grid, "_trials", [])}
+def trial_outcomes(grid, statuses: dict[str, str]) -> list[TrialOutcome]:
+    """Read each trial of a Ray ResultGrid: its status (from ``statuses``), config and per-epoch records."""
     outcomes = []
     for result in grid:
         frame = result.metrics_dataframe
@@ -54,7 +53,7 @@ def trial_outcomes(grid) -> list[TrialOutcome]:
         keep = [c for c in frame.columns if c not in _RAY_COLUMNS and not c.startswith("config/")]
         outcomes.append(TrialOutcome(
             trial_id=trial_id,
-            status=statuses.get(trial_id, "ERROR" if result.error else "TERMINATED"),
+            status=statuses.get(trial_id, "ERROR" if result.error else "UNKNOWN"),
             config=dict(result.config or {}),
             history=frame[keep].drop(columns=["trial_id"], errors="ignore").reset_index(drop=True),
             error=result.error is not None,

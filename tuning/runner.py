@@ -153,7 +153,8 @@ def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tun
 
 
 def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> SearchOutcome:
-    outcomes = results.trial_outcomes(grid)
+    analysis = tune.ExperimentAnalysis(str(experiment / TUNE_FOLDER))
+    outcomes = results.trial_outcomes(grid, {t.trial_id: t.status for t in analysis.trials})
     rows = results.trial_rows(outcomes, settings.metric, space.budget.epochs_per_trial)
     metric_rows = results.trial_metric_rows(outcomes)
     results.write_trial_files(experiment, rows, metric_rows)
