@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from snn.checkpoint import CheckpointError
 from snn.cli import Parser, fail
 from snn.config import MODELS, ConfigError
 from snn.data import DataError, default_data_dir, read_dataset
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (SpaceError, ConfigError, DataError, ResourceError) as e:
+    except (SpaceError, ConfigError, DataError, ResourceError, CheckpointError) as e:
         fail(f"python -m tuning.search: error: {e}")
 
 
