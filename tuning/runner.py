@@ -162,7 +162,8 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> S
     best_config = None
     if best is not None:
         sampled = {k.removeprefix("config/"): v for k, v in best.items() if k.startswith("config/")}
-        best_config = space.config_for(sampled, device=settings.device).to_dict()
+        # the config to train in full: what the retrain runs, and `python -m snn.train` can rerun
+        best_config = space.config_for(sampled, device=settings.device, epochs=space.budget.retrain_epochs).to_dict()
         write_json(experiment / "best_config.json", best_config)
     interrupted = any(r["status"] not in ("TERMINATED", "ERROR") for r in rows) or len(rows) < space.budget.trials
     trial_seconds = sum(r.get("epoch_seconds", 0.0) for r in metric_rows)
