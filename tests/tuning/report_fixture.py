@@ -15,6 +15,7 @@ import pytest
 
 import snn
 from snn.io import write_csv, write_json
+from snn.training import train
 
 SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -56,7 +57,7 @@ def train_retrain_seed(folder: Path, data: snn.Dataset, seed: int) -> list[dict]
         write_csv(out / "metrics.csv", state.history.epochs)
         state.save(out / "checkpoint.pt")
 
-    return snn.train(config, data, on_epoch=on_epoch).epochs
+    return train(config, data, on_epoch=on_epoch).epochs
 
 
 def accuracy_curve(final: float, epochs: int) -> list[float]:
