@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
@@ -30,10 +29,18 @@ def finished_in_study(folder, name: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state.is_finished()]
 
 
-def kill_group(process: subprocess.Popen) -> None:
+def kill_group(process: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL the CLI and the local Ray it started (same process group); other Ray instances live on."""
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True, timeout=120)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers: Ray workers forked before the kill
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"processes of group {process.pid} still alive after {timeout} s")
 
 
 def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, mnist_root):
