@@ -40,6 +40,13 @@ def test_shipped_spaces_load_into_optuna_distributions(model):
     assert not set(space.params) & set(space.fixed)
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_space_file_is_valid(path):
+    space = load_space(path)
+    assert space.params and space.budget.trials >= 1
+
+
 def test_a_good_space_gives_distributions_fixed_values_and_budget(tmp_path):
     space = load_space(write(tmp_path, GOOD))
     assert space.params["T"] == optuna.distributions.IntDistribution(2, 8)
