@@ -174,14 +174,20 @@ def optimisation_history(exp: ExperimentLike) -> go.Figure:
     return _style(fig, f"Optimisation history: {len(scored)} trials{note}", 420)
 
 
-def parallel_coordinates(exp: ExperimentLike) -> go.Figure:
-    """All trials' searched hyperparameters, one axis each, lines coloured by the tuned metric."""
-    exp = _experiment(exp)
+def _scored_trials(exp: Experiment) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Trials with a result and their searched values, and the space of the parameters they show."""
     values = searched_values(exp)
     values = values[values["result"].notna()]
     space = {name: spec for name, spec in exp.space.items() if name in values.columns}
     if values.empty or not space:
         raise MissingData("trials.csv has no finished trial with its searched parameters")
+    return values, space
+
+
+def parallel_coordinates(exp: ExperimentLike) -> go.Figure:
+    """All trials' searched hyperparameters, one axis each, lines coloured by the tuned metric."""
+    exp = _experiment(exp)
+    values, space = _scored_trials(exp)
     dimensions = [_axis(name, spec, values[name]) for name, spec in space.items()]
     dimensions.append(dict(label=_metric_label(exp.metric), values=values["result"], tickformat=".1%"))
     fig = go.Figure(go.Parcoords(
@@ -337,11 +343,7 @@ def params_at_edge(exp: ExperimentLike) -> dict[str, str]:
 def param_vs_result(exp: ExperimentLike) -> go.Figure:
     """One panel per searched parameter: each trial's value against its result; edges flagged."""
     exp = _experiment(exp)
-    values = searched_values(exp)
-    values = values[values["result"].notna()]
-    space = {name: spec for name, spec in exp.space.items() if name in values.columns}
-    if values.empty or not space:
-        raise MissingData("trials.csv has no finished trial with its searched parameters")
+    values, space = _scored_trials(exp)
     edges = params_at_edge(exp)
     best_id, best = exp.best_trial_id, exp.best_config or {}
     cols = min(3, len(space))
