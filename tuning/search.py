@@ -38,7 +38,7 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m tuning.search", description=__doc__.splitlines()[0])
     p.add_argument("model", choices=MODELS)
     p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml)")
-    p.add_argument("--preset", choices=("smoke",), help="smoke: a few 2-epoch trials on a small subset")
+    p.add_argument("--preset", choices=("smoke",), help="smoke: 6 trials of up to 3 epochs on a 2,000-image subset")
     p.add_argument("--metric", choices=METRICS, default="test_acc",
                    help="test_acc (as the seed reports) or val_acc (a held-out training split; keeps test unbiased)")
     p.add_argument("--trials", type=int, help="number of trials (default: the space's budget)")
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         space, settings = _space_from_args(args), _settings_from_args(args)
     check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
     if not args.address:
-        check_local_gpus(settings.gpus_per_trial)
+        check_local_gpus(settings.gpus_per_trial, settings.device)
     data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
 
     from . import runner  # Ray is imported only once the input is known to be good
@@ -127,11 +127,13 @@ def check_resource_request(cpus: float, gpus: float) -> None:
         raise ResourceError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {gpus:g}")
 
 
-def check_local_gpus(gpus: float) -> None:
+def check_local_gpus(gpus: float, device: str) -> None:
     """A local Ray instance has this machine's GPUs and no more."""
     import torch
 
     available = torch.cuda.device_count()
+    if device == "cuda" and available == 0:
+        raise ResourceError("--device cuda cannot be met: this machine has no GPU")
     if gpus > available:
         have = "no GPU" if available == 0 else f"{available} GPU(s)"
         raise ResourceError(f"--gpus-per-trial {gpus:g} cannot be met: this machine has {have}")

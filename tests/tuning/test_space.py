@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from tuning.space import SpaceError, default_space_path, load_space, with_overrides
 
@@ -107,6 +108,8 @@ def test_overrides_replace_fixed_params_and_budget(tmp_path):
     (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number"),
     (["--gpus-per-trial", "64"], "--gpus-per-trial 64 cannot be met"),
     (["--metric", "loss"], "argument --metric: invalid choice"),
+    pytest.param(["--device", "cuda"], "--device cuda cannot be met: this machine has no GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_the_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path, flags, expected):
     bad = write(tmp_path, GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"))
