@@ -49,6 +49,7 @@ class SearchOutcome:
     interrupted: bool
     trial_seconds: float  # the trials' own epochs (training + evaluation), summed
     search_seconds: float = 0.0
+    max_concurrent: int = 1
     retrain: dict[str, Any] | None = None
 
 
@@ -121,6 +122,7 @@ def search(experiment: Path, space: SearchSpace, settings: Settings, data: Datas
     grid = tuner.fit()
     outcome = collect(experiment, grid, space, settings)
     outcome.search_seconds = time.time() - start
+    outcome.max_concurrent = _max_concurrent(settings)
     return outcome
 
 
@@ -240,7 +242,7 @@ def finish(experiment: Path, outcome: SearchOutcome, space: SearchSpace, setting
         "wall_seconds": wall_seconds,
         "search_seconds": outcome.search_seconds,
         "trial_training_seconds": outcome.trial_seconds,
-        "max_concurrent": _max_concurrent(settings),
+        "max_concurrent": outcome.max_concurrent,
         "trials": counts,
         "budget": space.budget.__dict__,
         "space": space.describe(),

@@ -110,6 +110,7 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
         runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
         fail(f"search interrupted; continue with: python -m tuning.search {space.model} "
              f"--results-dir {args.results_dir} --name {experiment.name} --resume", 130)
+    runner.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
     if settings.retrain and outcome.best_config is not None:
         runner.retrain(experiment, outcome, space, settings, data)
     runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
