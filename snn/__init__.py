@@ -1,18 +1,33 @@
 """Spiking networks for MNIST: the seed's FC-SNN and CSNN, their data, one trainer, one evaluator.
 
-The trainer is ``snn.training.train``: ``snn.train`` is the command-line module
-(``python -m snn.train``), and a package attribute of that name would be replaced by the
-module as soon as anything imports it.
+``import snn`` is light: the names below load their module (and torch) on first use, so a
+program that only needs ``snn.RunConfig`` does not pay for torch and spikingjelly. The
+trainer is ``snn.training.train``: ``snn.train`` is the command-line module
+(``python -m snn.train``).
 """
 
-from .checkpoint import CheckpointError, read_checkpoint
-from .config import SEED_DEFAULTS, ConfigError, RunConfig
-from .data import DataError, Dataset, Split, default_data_dir, make_splits, read_dataset
-from .models import CSNN, FCSNN, build_model, poisson_encode, record_firing_rates
-from .training import History, evaluate, predict
+from __future__ import annotations
 
-__all__ = [
-    "CSNN", "FCSNN", "SEED_DEFAULTS", "CheckpointError", "ConfigError", "DataError", "Dataset", "History",
-    "RunConfig", "Split", "build_model", "default_data_dir", "evaluate", "make_splits", "poisson_encode",
-    "predict", "read_checkpoint", "read_dataset", "record_firing_rates",
-]
+import importlib
+from typing import Any
+
+from .config import SEED_DEFAULTS, ConfigError, RunConfig
+
+_LAZY = {
+    "CheckpointError": "checkpoint", "History": "checkpoint", "read_checkpoint": "checkpoint",
+    "DataError": "data", "Dataset": "data", "Split": "data", "default_data_dir": "data", "make_splits": "data",
+    "read_dataset": "data",
+    "CSNN": "models", "FCSNN": "models", "build_model": "models", "poisson_encode": "models",
+    "record_firing_rates": "models",
+    "evaluate": "training", "predict": "training",
+}
+
+__all__ = ["SEED_DEFAULTS", "ConfigError", "RunConfig", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'snn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

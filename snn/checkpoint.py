@@ -1,20 +1,57 @@
-"""Checkpoints: everything needed to continue a run, written atomically, loaded weights-only."""
+"""A run's live state and its checkpoints: written atomically, loaded weights-only.
+
+``RunState`` is what ``snn.training.train`` hands to ``on_epoch``; ``RunState.save`` writes
+everything needed to continue the run, and ``load_checkpoint`` restores it, so a resumed run
+matches an unbroken one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
+from torch import nn
 
+from .config import RunConfig
 from .io import torch_save
 
-if TYPE_CHECKING:
-    from .training import RunState
+EpochRecord = dict[str, Any]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or belongs to another configuration."""
+
+
+@dataclass
+class History:
+    """What a run produced: one record per epoch and how it ended."""
+
+    config: RunConfig
+    epochs: list[EpochRecord] = field(default_factory=list)
+    status: str = "running"  # running | completed | diverged | silent
+
+    def best(self, metric: str = "test_acc") -> float:
+        return max(r[metric] for r in self.epochs)
+
+    def last(self, metric: str = "test_acc") -> float:
+        return self.epochs[-1][metric]
+
+
+@dataclass
+class RunState:
+    """The live objects of a run, handed to ``on_epoch`` so it can checkpoint them."""
+
+    config: RunConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    shuffle_rng: torch.Generator
+    history: History
+
+    def save(self, path: Path | str) -> None:
+        save_checkpoint(path, self)
 
 
 def save_checkpoint(path: Path | str, state: RunState) -> None:
@@ -39,11 +76,19 @@ def save_checkpoint(path: Path | str, state: RunState) -> None:
 def read_checkpoint(path: Path | str) -> dict:
     """The checkpoint's contents, loaded with ``weights_only=True``; CheckpointError if unreadable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint there") from None
-    except Exception as e:  # truncated, not a torch file, or holds code objects
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint") from None
+    except Exception as e:  # truncated, not a torch file, or holds code objects (refused, never run)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason[:200]})") from None
+    missing = [key for key in ("model", "optimizer", "config", "history", "rng") if not isinstance(saved, dict)
+               or key not in saved]
+    if missing:
+        raise CheckpointError(f"{path}: a torch file but not an snn-tune checkpoint (no {', '.join(missing)})")
+    return saved
 
 
 def load_checkpoint(path: Path | str, state: RunState) -> None:
@@ -54,10 +99,14 @@ def load_checkpoint(path: Path | str, state: RunState) -> None:
     if differing:
         k = differing[0]
         raise CheckpointError(f"{path}: saved for {k}={theirs.get(k)!r}, this run has {k}={ours[k]!r}")
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    if state.scheduler is not None and saved["scheduler"] is not None:
-        state.scheduler.load_state_dict(saved["scheduler"])
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if state.scheduler is not None and saved["scheduler"] is not None:
+            state.scheduler.load_state_dict(saved["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as e:  # weights of another shape, a foreign optimizer state
+        reason = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its weights do not fit this model ({reason[:200]})") from None
     state.history.epochs[:] = saved["history"]
     state.history.status = saved.get("status", "running")
     if state.history.status == "completed" and len(saved["history"]) < state.config.epochs:

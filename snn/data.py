@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import RunConfig
+
 # torchvision's layout: ROOT/<folder>/raw/<file>
 _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 FILES = {
@@ -100,9 +102,25 @@ def read_dataset(root: Path | str, name: str = "mnist", download: bool = True) -
     return Dataset(train=train, test=test)
 
 
-def make_splits(data: Dataset, *, val_size: int = 0, limit_train: int | None = None,
-                limit_test: int | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Hold out ``val_size`` training images (fixed seed), apply the limits, move to device."""
+def resolve_device(name: str) -> torch.device:
+    """The torch device a config's ``device`` names: ``auto`` is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_splits(data: Dataset, config: RunConfig | None = None, *, val_size: int = 0,
+                limit_train: int | None = None, limit_test: int | None = None,
+                device: torch.device | str | None = None) -> Dataset:
+    """The splits one run trains on: ``config``'s val_size, limits and device (keywords without one).
+
+    Holds out ``val_size`` training images (a fixed seed, so every run holds out the same
+    images), keeps the first ``limit_train`` / ``limit_test`` images and moves all to the device.
+    """
+    if config is not None:
+        val_size, limit_train, limit_test = config.val_size, config.limit_train, config.limit_test
+        device = resolve_device(config.device) if device is None else device
+    device = device or "cpu"
     train, val = data.train, None
     if val_size:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))

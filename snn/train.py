@@ -14,9 +14,10 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, read_checkpoint
 from .cli import Parser, add_config_flags, config_overrides, fail
 from .config import MODELS, ConfigError, RunConfig
-from .data import DataError, default_data_dir, make_splits, read_dataset
-from .io import write_csv, write_json
-from .training import EpochRecord, RunState, resolve_device, train
+from .data import DataError, default_data_dir, make_splits, read_dataset, resolve_device
+from .io import write_json
+from .run_folder import RunFolder
+from .training import EpochRecord, RunState, train
 
 
 def build_parser() -> Parser:
@@ -47,7 +48,7 @@ def _config_for(args, out: Path) -> RunConfig:
     overrides = config_overrides(args)
     if not args.resume:
         return RunConfig(model=args.model, **overrides)
-    saved = RunConfig.from_dict(read_checkpoint(out / "checkpoint.pt")["config"])
+    saved = RunConfig.from_dict(read_checkpoint(RunFolder(out).checkpoint)["config"])
     changed = {k: v for k, v in overrides.items() if k != "epochs" and getattr(saved, k) != v}
     if changed or saved.model != args.model:
         key = next(iter(changed), "model")
@@ -59,8 +60,8 @@ def _config_for(args, out: Path) -> RunConfig:
 def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         fail(f"python -m snn.train: error: --out {out} is a file, not a folder")
-    if resume and not (out / "checkpoint.pt").exists():
-        fail(f"python -m snn.train: error: --resume: no checkpoint at {out / 'checkpoint.pt'}")
+    if resume and RunFolder(out).resume_point() is None:
+        fail(f"python -m snn.train: error: --resume: no checkpoint at {RunFolder(out).checkpoint}")
     if not resume and out.exists() and any(out.iterdir()):
         fail(f"python -m snn.train: error: {out} already holds a run; pass --resume to continue it "
              f"or choose another --out")
@@ -74,9 +75,9 @@ def run(args) -> int:
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
         fail("python -m snn.train: error: --device cuda but no CUDA device is available")
     data = make_splits(read_dataset(args.data_dir or default_data_dir(), config.dataset, download=not args.no_download),
-                       val_size=config.val_size, limit_train=config.limit_train, limit_test=config.limit_test,
-                       device=device)
-    write_json(out / "config.json", config.to_dict())
+                       config)
+    folder = RunFolder(out)
+    write_json(folder.config, config.to_dict())
     bar = None
 
     def on_batch(i: int, n: int, loss: float) -> None:
@@ -93,15 +94,14 @@ def run(args) -> int:
         if bar is not None:
             bar.close()
             bar = None
-        write_csv(out / "metrics.csv", state.history.epochs)
-        state.save(out / "checkpoint.pt")
+        folder.on_epoch(record, state)
         tqdm.write(format_epoch(record, config.epochs))
 
     print(f"{config.model} on {config.dataset}: {len(data.train)} train / {len(data.test)} test images, "
           f"device {device}, writing {out}")
     try:
         history = train(config, data, on_epoch=on_epoch, on_batch=on_batch,
-                        resume_from=out / "checkpoint.pt" if args.resume else None)
+                        resume_from=folder.checkpoint if args.resume else None)
     except KeyboardInterrupt:
         fail(f"interrupted; continue with: python -m snn.train {config.model} --out {out} --resume", 130)
     if history.status == "diverged":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import EpochRecord, History, RunState, load_checkpoint
 from .config import ConfigError, RunConfig
-from .data import Dataset, Split, batches
+from .data import Dataset, Split, batches, resolve_device
 from .fastpath import CUDA_ONLY_BACKENDS, select_cuda_backend
 from .models import build_model, record_firing_rates
 
@@ -27,47 +26,8 @@ NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 128  # images per evaluation batch, as in training: larger ones only add memory
 _NAN_CHECK_EVERY = 20  # batches; a host sync, so not every batch on a GPU
 
-EpochRecord = dict[str, Any]
-
-
-@dataclass
-class History:
-    """What a run produced: one record per epoch and how it ended."""
-
-    config: RunConfig
-    epochs: list[EpochRecord] = field(default_factory=list)
-    status: str = "running"  # completed | diverged | stopped
-
-    def best(self, metric: str = "test_acc") -> float:
-        return max(r[metric] for r in self.epochs)
-
-    def last(self, metric: str = "test_acc") -> float:
-        return self.epochs[-1][metric]
-
-
-@dataclass
-class RunState:
-    """The live objects of a run, handed to ``on_epoch`` so it can checkpoint them."""
-
-    config: RunConfig
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    shuffle_rng: torch.Generator
-    history: History
-
-    def save(self, path: Path | str) -> None:
-        save_checkpoint(path, self)
-
-
 OnEpoch = Callable[[EpochRecord, RunState], None]
 OnBatch = Callable[[int, int, float], None]  # (batch index, batches per epoch, loss)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def use_backend(backend: str, device: torch.device) -> None:
@@ -122,7 +82,7 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
           resume_from: Path | str | None = None) -> History:
     """Train the model ``config`` describes on ``data`` for ``config.epochs`` epochs.
 
-    ``data`` must already sit on the config's device (``make_splits(..., device=...)``).
+    ``data`` must already sit on the config's device (``make_splits(data, config)`` puts it there).
     ``resume_from`` continues a checkpoint written by ``RunState.save``: same config, model,
     optimizer, scheduler, RNG states and history, so the resumed run matches an unbroken one.
     Stops early with ``status == "diverged"`` when the loss becomes NaN or infinite.
