@@ -1,4 +1,10 @@
-"""Shared fixtures: the real MNIST files, skipped with a stated reason when no data folder is found."""
+"""Shared fixtures: the data a test reads.
+
+Tests of mechanics (reading, splitting, training, checkpoints, the CLI) take ``data_root`` /
+``dataset``: the real MNIST when it is found, else a synthetic stand-in in the same IDX files,
+so they run on a machine without MNIST. Tests of accuracy on real digits take ``mnist_root`` /
+``mnist`` and skip, with the reason, when the real files are absent.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from snn.data import FILES, Dataset, default_data_dir, raw_folder, read_dataset
+from tests.idx_files import write_synthetic_digits
 
 
 def _has_mnist(root: Path) -> bool:
@@ -16,7 +23,7 @@ def _has_mnist(root: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    """The folder holding MNIST/raw ($SNN_DATA_DIR, else ./data); skips the test when absent."""
+    """The folder holding the real MNIST/raw ($SNN_DATA_DIR, else ./data); skips the test when absent."""
     root = default_data_dir().resolve()
     if not _has_mnist(root):
         pytest.skip(f"real MNIST not found in {raw_folder(root, 'mnist')}: set SNN_DATA_DIR to the folder "
@@ -30,14 +37,35 @@ def mnist(mnist_root: Path) -> Dataset:
     return read_dataset(mnist_root, download=False)
 
 
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root whose MNIST/raw holds ``tests.idx_files.synthetic_digits`` (60,000 + 10,000), written once."""
+    root = tmp_path_factory.mktemp("synthetic-data")
+    write_synthetic_digits(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_root(request: pytest.FixtureRequest) -> Path:
+    """The folder holding MNIST/raw for tests of mechanics: the real MNIST when found, else synthetic digits."""
+    root = default_data_dir().resolve()
+    return root if _has_mnist(root) else request.getfixturevalue("synthetic_root")
+
+
+@pytest.fixture(scope="session")
+def dataset(data_root: Path) -> Dataset:
+    """The splits under ``data_root``, read once per session; tests must treat it as read-only."""
+    return read_dataset(data_root, download=False)
+
+
 @pytest.fixture
-def mnist_copy(tmp_path: Path, mnist_root: Path) -> Path:
-    """A fresh root in tmp_path whose MNIST/raw links to the real files; a test replaces one with write_bytes."""
+def data_copy(tmp_path: Path, data_root: Path) -> Path:
+    """A fresh root in tmp_path whose MNIST/raw links to data_root's files; a test replaces one with write_bytes."""
     raw = tmp_path / "copy" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in FILES.values():
-        real = raw_folder(mnist_root) / name
-        if not real.exists():
-            pytest.skip(f"{real} is stored gzip-compressed; these tests need the plain IDX files")
-        (raw / name).symlink_to(real)
+        source = raw_folder(data_root) / name
+        if not source.exists():
+            pytest.skip(f"{source} is stored gzip-compressed; these tests need the plain IDX files")
+        (raw / name).symlink_to(source)
     return tmp_path / "copy"

@@ -19,8 +19,8 @@ SMALL = {
 }
 
 
-def subset(mnist: Dataset, config: RunConfig) -> Dataset:
-    return make_splits(mnist, limit_train=config.limit_train, limit_test=config.limit_test)
+def subset(dataset: Dataset, config: RunConfig) -> Dataset:
+    return make_splits(dataset, limit_train=config.limit_train, limit_test=config.limit_test)
 
 
 def without_timing(history: History) -> list[dict]:
@@ -36,9 +36,9 @@ def save_every_epoch(folder):
 
 
 @pytest.mark.parametrize("model", ["fc", "csnn"])
-def test_resuming_after_one_epoch_matches_an_unbroken_run(mnist, tmp_path, model):
+def test_resuming_after_one_epoch_matches_an_unbroken_run(dataset, tmp_path, model):
     config = RunConfig(**SMALL[model], epochs=2)
-    data = subset(mnist, config)
+    data = subset(dataset, config)
     straight = train(config, data, on_epoch=save_every_epoch(tmp_path))
     torch.manual_seed(12345)  # whatever the process did in between does not leak into the resumed run
     weights = {}
@@ -52,9 +52,9 @@ def test_resuming_after_one_epoch_matches_an_unbroken_run(mnist, tmp_path, model
         assert torch.allclose(weights[name], tensor, rtol=0, atol=1e-6), name
 
 
-def test_one_epoch_then_one_more_by_raising_epochs_matches_two_straight(mnist, tmp_path):
+def test_one_epoch_then_one_more_by_raising_epochs_matches_two_straight(dataset, tmp_path):
     config = RunConfig(**SMALL["fc"], epochs=2)
-    data = subset(mnist, config)
+    data = subset(dataset, config)
     straight = train(config, data)
     first = train(config.replace(epochs=1), data, on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
     assert first.status == "completed" and len(first.epochs) == 1
@@ -63,9 +63,9 @@ def test_one_epoch_then_one_more_by_raising_epochs_matches_two_straight(mnist, t
     assert without_timing(resumed) == without_timing(straight)
 
 
-def test_checkpoint_loads_with_weights_only_and_holds_the_run(mnist, tmp_path):
+def test_checkpoint_loads_with_weights_only_and_holds_the_run(dataset, tmp_path):
     config = RunConfig(**SMALL["csnn"], epochs=1)
-    history = train(config, subset(mnist, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    history = train(config, subset(dataset, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
     saved = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1
     assert saved["config"] == config.to_dict()
@@ -78,9 +78,9 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_run(mnist, tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*")), "no temporary file left behind"
 
 
-def test_resuming_a_finished_run_trains_no_more(mnist, tmp_path):
+def test_resuming_a_finished_run_trains_no_more(dataset, tmp_path):
     config = RunConfig(**SMALL["fc"], epochs=1)
-    data = subset(mnist, config)
+    data = subset(dataset, config)
     first = train(config, data, on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
     calls = []
     again = train(config, data, resume_from=tmp_path / "c.pt", on_batch=lambda *a: calls.append(a))
@@ -88,11 +88,11 @@ def test_resuming_a_finished_run_trains_no_more(mnist, tmp_path):
     assert again.epochs == first.epochs
 
 
-def test_a_checkpoint_of_another_config_is_refused_by_field(mnist, tmp_path):
+def test_a_checkpoint_of_another_config_is_refused_by_field(dataset, tmp_path):
     config = RunConfig(**SMALL["fc"], epochs=1)
-    train(config, subset(mnist, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    train(config, subset(dataset, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
     with pytest.raises(CheckpointError, match=r"saved for lr=0\.001, this run has lr=0\.01"):
-        train(config.replace(lr=0.01), subset(mnist, config), resume_from=tmp_path / "c.pt")
+        train(config.replace(lr=0.01), subset(dataset, config), resume_from=tmp_path / "c.pt")
 
 
 def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path):

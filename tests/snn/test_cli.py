@@ -40,9 +40,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0]
 
 
-def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(mnist_root, tmp_path):
+def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(data_root, tmp_path):
     out = tmp_path / "run"
-    result = snn_train("fc", *TINY, "--data-dir", mnist_root, "--out", out)
+    result = snn_train("fc", *TINY, "--data-dir", data_root, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "epoch   1/1" in result.stdout and "best test acc" in result.stdout
 
@@ -57,7 +57,7 @@ def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(mnist_root, tmp
     assert saved["epoch"] == 1 and saved["config"] == config
     first_row = (out / "metrics.csv").read_text().splitlines()[1]
 
-    result = snn_train("fc", "--out", out, "--resume", "--epochs", "2", "--quiet", "--data-dir", mnist_root)
+    result = snn_train("fc", "--out", out, "--resume", "--epochs", "2", "--quiet", "--data-dir", data_root)
     assert result.returncode == 0, result.stderr
     rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -112,19 +112,19 @@ def test_resume_without_a_checkpoint_is_exit_2(capsys, tmp_path):
     assert code == 2 and "no checkpoint at" in err and len(err.splitlines()) == 1
 
 
-def test_resume_refuses_a_changed_config_field(capsys, tmp_path, mnist_root):
+def test_resume_refuses_a_changed_config_field(capsys, tmp_path, data_root):
     out = tmp_path / "run"
-    assert main(["fc", *TINY, "--data-dir", str(mnist_root), "--out", str(out)]) == 0
-    code, _, err = run_main(capsys, "fc", "--out", out, "--resume", "--lr", "0.5", "--data-dir", mnist_root)
+    assert main(["fc", *TINY, "--data-dir", str(data_root), "--out", str(out)]) == 0
+    code, _, err = run_main(capsys, "fc", "--out", out, "--resume", "--lr", "0.5", "--data-dir", data_root)
     assert code == 2 and "only --epochs may change" in err and "lr=0.001" in err
-    code, _, err = run_main(capsys, "csnn", "--out", out, "--resume", "--data-dir", mnist_root)
+    code, _, err = run_main(capsys, "csnn", "--out", out, "--resume", "--data-dir", data_root)
     assert code == 2 and "model='fc'" in err
     assert len(read_metrics(out)) == 1
 
 
-def test_a_diverged_run_exits_1_with_one_line(capsys, tmp_path, mnist_root, monkeypatch):
+def test_a_diverged_run_exits_1_with_one_line(capsys, tmp_path, data_root, monkeypatch):
     monkeypatch.setattr(snn.training, "make_optimizer", lambda config, params: torch.optim.SGD(params, lr=float("inf")))
-    code, _, err = run_main(capsys, "fc", *TINY, "--data-dir", mnist_root, "--out", tmp_path / "run")
+    code, _, err = run_main(capsys, "fc", *TINY, "--data-dir", data_root, "--out", tmp_path / "run")
     assert code == 1 and err.strip().startswith("diverged at epoch 1") and len(err.splitlines()) == 1
     assert len(read_metrics(tmp_path / "run")) == 1, "the diverged epoch is recorded"
 

@@ -1,4 +1,4 @@
-"""The IDX loader on the real MNIST files and on broken copies of them; splits, limits and batches."""
+"""The IDX loader on the real MNIST files and on broken copies of the data; splits, limits and batches."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-# --- the real files -------------------------------------------------------------------------------
+# --- the files --------------------------------------------------------------------------------------
 
 def test_reads_the_real_mnist_files(mnist):
     assert mnist.train.images.shape == (60_000, 28, 28)
@@ -31,22 +31,22 @@ def test_reads_the_real_mnist_files(mnist):
     assert mnist.val is None
 
 
-def test_float_images_are_intensities_in_0_1(mnist):
-    x = mnist.test.float_images(slice(0, 100))
+def test_float_images_are_intensities_in_0_1(dataset):
+    x = dataset.test.float_images(slice(0, 100))
     assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32
     assert x.min() == 0.0 and x.max() == 1.0
-    assert torch.equal(x[3, 0] * 255, mnist.test.images[3].float())
+    assert torch.equal(x[3, 0] * 255, dataset.test.images[3].float())
 
 
-def test_gzip_files_read_the_same_as_plain_ones(mnist, mnist_copy):
-    raw = raw_folder(mnist_copy)
+def test_gzip_files_read_the_same_as_plain_ones(dataset, data_copy):
+    raw = raw_folder(data_copy)
     for key in ("test_images", "test_labels"):
         plain = raw / FILES[key]
         write_bytes(raw / f"{FILES[key]}.gz", plain.read_bytes())
         plain.unlink()
-    data = read_dataset(mnist_copy, download=False)
-    assert torch.equal(data.test.images, mnist.test.images)
-    assert torch.equal(data.test.labels, mnist.test.labels)
+    data = read_dataset(data_copy, download=False)
+    assert torch.equal(data.test.images, dataset.test.images)
+    assert torch.equal(data.test.labels, dataset.test.labels)
 
 
 # --- broken copies ----------------------------------------------------------------------------------
@@ -61,60 +61,60 @@ def test_missing_files_name_the_folder_and_all_four_files(tmp_path):
     assert "\n" not in message
 
 
-def test_one_missing_file_is_named(mnist_copy):
-    (raw_folder(mnist_copy) / FILES["test_labels"]).unlink()
+def test_one_missing_file_is_named(data_copy):
+    (raw_folder(data_copy) / FILES["test_labels"]).unlink()
     with pytest.raises(DataError, match=r"\(missing: t10k-labels-idx1-ubyte\)"):
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
 
 
 @pytest.mark.parametrize("keep_bytes", [16 + 5000 * 784, 16 + 5000 * 784 + 300, 7, 0])
-def test_a_truncated_images_file_is_rejected(mnist_copy, mnist_root, keep_bytes):
+def test_a_truncated_images_file_is_rejected(data_copy, data_root, keep_bytes):
     name = FILES["test_images"]
-    write_bytes(raw_folder(mnist_copy) / name, (raw_folder(mnist_root) / name).read_bytes()[:keep_bytes])
+    write_bytes(raw_folder(data_copy) / name, (raw_folder(data_root) / name).read_bytes()[:keep_bytes])
     with pytest.raises(DataError, match=r"truncated") as error:
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
     assert name in str(error.value)
 
 
-def test_a_truncated_gzip_file_is_rejected(mnist_copy, mnist_root):
+def test_a_truncated_gzip_file_is_rejected(data_copy, data_root):
     name = FILES["test_images"]
-    compressed = gzip.compress((raw_folder(mnist_root) / name).read_bytes(), compresslevel=1)
-    (raw_folder(mnist_copy) / name).unlink()
-    (raw_folder(mnist_copy) / f"{name}.gz").write_bytes(compressed[: len(compressed) // 2])
+    compressed = gzip.compress((raw_folder(data_root) / name).read_bytes(), compresslevel=1)
+    (raw_folder(data_copy) / name).unlink()
+    (raw_folder(data_copy) / f"{name}.gz").write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: cannot be read"):
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
 
 
-def test_a_wrong_magic_number_is_rejected(mnist_copy, mnist_root):
+def test_a_wrong_magic_number_is_rejected(data_copy, data_root):
     name = FILES["test_labels"]
-    raw = bytearray((raw_folder(mnist_root) / name).read_bytes())
+    raw = bytearray((raw_folder(data_root) / name).read_bytes())
     raw[:4] = IMAGES_MAGIC.to_bytes(4, "big")  # an images header on a labels file
-    write_bytes(raw_folder(mnist_copy) / name, bytes(raw))
+    write_bytes(raw_folder(data_copy) / name, bytes(raw))
     with pytest.raises(DataError, match=r"magic number 2051, expected 2049") as error:
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
     assert name in str(error.value)
 
 
-def test_a_label_count_mismatch_is_rejected(mnist_copy, mnist):
-    write_idx(raw_folder(mnist_copy) / FILES["test_labels"], mnist.test.labels[:9_999].numpy())
+def test_a_label_count_mismatch_is_rejected(data_copy, dataset):
+    write_idx(raw_folder(data_copy) / FILES["test_labels"], dataset.test.labels[:9_999].numpy())
     with pytest.raises(DataError, match=r"9999 labels for 10000 images; the files do not match"):
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
 
 
-def test_swapped_train_and_test_labels_are_rejected(mnist_copy, mnist_root):
-    raw = raw_folder(mnist_copy)
+def test_swapped_train_and_test_labels_are_rejected(data_copy, data_root):
+    raw = raw_folder(data_copy)
     (raw / FILES["test_labels"]).unlink()
-    (raw / FILES["test_labels"]).symlink_to(raw_folder(mnist_root) / FILES["train_labels"])
+    (raw / FILES["test_labels"]).symlink_to(raw_folder(data_root) / FILES["train_labels"])
     with pytest.raises(DataError, match=r"60000 labels for 10000 images"):
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
 
 
-def test_a_label_out_of_range_is_rejected(mnist_copy, mnist):
-    labels = mnist.test.labels.numpy().copy()
+def test_a_label_out_of_range_is_rejected(data_copy, dataset):
+    labels = dataset.test.labels.numpy().copy()
     labels[123] = 11
-    write_idx(raw_folder(mnist_copy) / FILES["test_labels"], labels)
+    write_idx(raw_folder(data_copy) / FILES["test_labels"], labels)
     with pytest.raises(DataError, match=r"label 11 out of range 0\.\.9"):
-        read_dataset(mnist_copy, download=False)
+        read_dataset(data_copy, download=False)
 
 
 def test_a_small_but_consistent_dataset_is_not_accepted_as_mnist(tmp_path):
@@ -166,14 +166,14 @@ def test_validation_split_is_disjoint_from_train_and_covers_it():
     assert sorted(data.splits()) == ["test", "train", "val"]
 
 
-def test_validation_split_is_fixed_across_calls_and_seeds(mnist):
-    first = make_splits(mnist, val_size=1_000)
+def test_validation_split_is_fixed_across_calls_and_seeds(dataset):
+    first = make_splits(dataset, val_size=1_000)
     torch.manual_seed(999)  # the global seed (a run's seed) does not move the split
-    second = make_splits(mnist, val_size=1_000)
+    second = make_splits(dataset, val_size=1_000)
     assert torch.equal(first.val.images, second.val.images)
     assert torch.equal(first.val.labels, second.val.labels)
     expected = torch.randperm(60_000, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))[:1_000]
-    assert torch.equal(first.val.labels, mnist.train.labels[expected])
+    assert torch.equal(first.val.labels, dataset.train.labels[expected])
     assert len(first.train) == 59_000
 
 
@@ -182,11 +182,11 @@ def test_a_smaller_validation_split_is_a_prefix_of_a_larger_one():
     assert torch.equal(small.val.labels, large.val.labels[:100])
 
 
-def test_limits_keep_the_first_images(mnist):
-    data = make_splits(mnist, limit_train=3_000, limit_test=500)
+def test_limits_keep_the_first_images(dataset):
+    data = make_splits(dataset, limit_train=3_000, limit_test=500)
     assert len(data.train) == 3_000 and len(data.test) == 500 and data.val is None
-    assert torch.equal(data.train.images, mnist.train.images[:3_000])
-    assert torch.equal(data.test.labels, mnist.test.labels[:500])
+    assert torch.equal(data.train.images, dataset.train.images[:3_000])
+    assert torch.equal(data.test.labels, dataset.test.labels[:500])
 
 
 def test_limit_train_applies_after_the_validation_split():
@@ -210,7 +210,7 @@ def test_shuffled_batches_follow_their_generator():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_pointing_at_the_raw_folder_itself_says_which_folder_to_give(mnist_root):
+def test_pointing_at_the_raw_folder_itself_says_which_folder_to_give(data_root):
     """read_dataset takes the root (the folder holding MNIST/raw), not the raw folder itself."""
     with pytest.raises(DataError, match=r"set --data-dir or SNN_DATA_DIR to the folder that holds MNIST/raw"):
-        read_dataset(raw_folder(mnist_root), download=False)
+        read_dataset(raw_folder(data_root), download=False)
