@@ -17,8 +17,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def search_command(model: str, results_dir: Path, name: str, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "tuning.search", model, "--results-dir", str(results_dir), "--name", name, *flags]
+FAULTY_SEARCH = "tests.tuning.search.faulty_search"  # the CLI with a trial that can crash or pause on request
+
+
+def search_command(model: str, results_dir: Path, name: str, *flags: str, module: str = "tuning.search") -> list[str]:
+    return [sys.executable, "-m", module, model, "--results-dir", str(results_dir), "--name", name, *flags]
 
 
 def start_search(command: list[str], data_root: Path, log: Path, **env: str) -> subprocess.Popen:

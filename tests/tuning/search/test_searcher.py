@@ -6,7 +6,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from tuning.searcher import PruneAwareOptunaSearch
+from tuning.search.searcher import PruneAwareOptunaSearch
 
 SPACE = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
 MAX_EPOCHS = 4
@@ -85,3 +85,33 @@ def test_tpe_learns_from_pruned_trials_over_a_synthetic_search():
     study = searcher._ot_study
     assert TrialState.PRUNED in states(searcher) and TrialState.COMPLETE in states(searcher)
     assert abs(__import__("math").log10(study.best_params["lr"]) + 2) < 0.5
+
+
+def run_trial_as_ray_does(searcher, trial_id: str, epochs: int) -> None:
+    """Ray hands every result but the last to on_trial_result, and the last to on_trial_complete only."""
+    lr = searcher.suggest(trial_id)["lr"]
+    results = [{"epoch": e, "training_iteration": e, "test_acc": objective(lr, e)} for e in range(1, epochs + 1)]
+    for result in results[:-1]:
+        searcher.on_trial_result(trial_id, result)
+    searcher.on_trial_complete(trial_id, results[-1])
+
+
+def test_every_epoch_reaches_the_study_once_with_its_step_including_the_last():
+    searcher = new_searcher()
+    run_trial_as_ray_does(searcher, "full", MAX_EPOCHS)
+    run_trial_as_ray_does(searcher, "stopped", 2)
+    full, stopped = searcher._ot_study.get_trials()
+    assert full.intermediate_values == {e: objective(full.params["lr"], e) for e in range(1, MAX_EPOCHS + 1)}
+    assert stopped.state == TrialState.PRUNED
+    assert stopped.intermediate_values == {1: objective(stopped.params["lr"], 1), 2: objective(stopped.params["lr"], 2)}
+
+
+def test_the_ray_attributes_the_searcher_relies_on_exist_and_mean_what_it_assumes():
+    """OptunaSearch has no public hook for how a trial is told; pin the three attributes used instead."""
+    searcher = new_searcher()
+    searcher.suggest("a")
+    assert isinstance(searcher._ot_study, optuna.Study)
+    assert isinstance(searcher._ot_trials["a"], optuna.Trial)
+    assert searcher._completed_trials == set()
+    run_trial_as_ray_does(searcher, "b", 1)
+    assert searcher._completed_trials == {"b"}

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
-from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
+from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
     _finished_experiment_template,
     finished_experiment,
 )
-from tuning.report import SECTIONS, build_report
+from tuning.report.build import SECTIONS, build_report
 
 pytestmark = [
     pytest.mark.skipif(chromium_path() is None,

@@ -1,32 +1,25 @@
-"""The HTML report of one experiment: ``python -m tuning.report results/<experiment>``.
+"""The report's HTML: the header (facts, accuracy card, best configuration), one section per figure.
 
-Built from the experiment folder's result files alone (see ``tuning.experiment_files``), so
-it can be rebuilt at any time, also while a search runs or after it was cut short: a file
-that is missing becomes a note in the page, not an error. The page is one self-contained
-file: plotly.js is embedded once in its head, and nothing is fetched from anywhere.
+Everything here formats what ``tuning.report.folder`` read; no figure is drawn and no file
+is read in this module.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from snn.cli import Parser, fail
-from snn.io import write_text
+from .. import experiment as files
+from .figures import params_at_edge
+from .folder import Experiment
 
-from . import figures
-from .experiment_files import Experiment, ExperimentError, MissingData, read_experiment
-
-REPORT_NAME = "report.html"
 # The seed report's best test accuracy, per model (README, "The networks").
 SEED_TEST_ACC = {"fc": 0.9289, "csnn": 0.9933}
 # Offline: no MathJax (plotly.js would look for it), no link to plotly's cloud, no logo link.
@@ -41,66 +34,7 @@ class Section:
     anchor: str
     heading: str
     caption: str
-    draw: Callable[[Experiment, Path | None], go.Figure]
-
-
-SECTIONS = (
-    Section("learning-curves", "Best trial: learning curves",
-            "Accuracy and loss per epoch of the trial the search ranked best, as the seed report plots them.",
-            lambda exp, _: figures.learning_curves(exp)),
-    Section("retrain-curves", "Retrain of the best configuration",
-            "The best configuration trained again for the full epochs; the band spans mean ± std across seeds.",
-            lambda exp, _: figures.retrain_curves(exp)),
-    Section("trial-curves", "Every trial",
-            "Each trial's tuned metric per epoch. Lines that end in an x were stopped early by ASHA.",
-            lambda exp, _: figures.trial_curves(exp)),
-    Section("history", "Optimisation history",
-            "Each trial's best result and the best so far: a flat line at the end means more trials "
-            "were unlikely to help.", lambda exp, _: figures.optimisation_history(exp)),
-    Section("parallel", "Hyperparameters of all trials",
-            "One axis per searched hyperparameter (categoricals as their choices, log-scale ones on a log axis); "
-            "drag along an axis to select a range.", lambda exp, _: figures.parallel_coordinates(exp)),
-    Section("importance", "Hyperparameter importance",
-            "Optuna's importance evaluators over the trials that finished, from a study rebuilt from trials.csv.",
-            lambda exp, _: figures.param_importances(exp)),
-    Section("param-vs-result", "Each hyperparameter against the result",
-            "A red panel title and band: the best value sits within 5% of an end of its range "
-            "(on a log scale for log-scale parameters), so the range should be widened.",
-            lambda exp, _: figures.param_vs_result(exp)),
-    Section("firing-rates", "Firing rates",
-            "Mean spikes per neuron per time step of each spiking layer, on the test set.",
-            lambda exp, _: figures.firing_rates(exp)),
-    Section("samples", "Predictions on test images",
-            "Ten random test images with their true and predicted labels (the seed's figure).",
-            lambda exp, data_dir: figures.sample_predictions(exp, data_dir)),
-    Section("confusion", "Confusion matrix",
-            "The retrained model on the test set: counts, coloured by the share of each true digit.",
-            lambda exp, data_dir: figures.confusion_matrix(exp, data_dir)),
-)
-
-
-def build_report(experiment_dir: Path | str, data_dir: Path | str | None = None) -> Path:
-    """Write ``<experiment_dir>/report.html`` from the folder's result files and return its path.
-
-    ``data_dir`` is the MNIST root for the figures that run the retrained model on test
-    images (default: $SNN_DATA_DIR, else ./data); without the files those figures are
-    replaced by a note. Raises ExperimentError when the folder is not an experiment.
-    """
-    exp = read_experiment(experiment_dir)
-    drawn, notes = [], []
-    for section in SECTIONS:
-        try:
-            drawn.append((section, section.draw(exp, Path(data_dir) if data_dir else None)))
-        except MissingData as e:
-            notes.append((section, str(e)))
-            drawn.append((section, None))
-        except Exception as e:  # a figure's bug must not cost the user the rest of the report
-            print(f"tuning.report: warning: {section.heading}: {type(e).__name__}: {e}", file=sys.stderr)
-            notes.append((section, f"could not be drawn ({type(e).__name__}: {e})"))
-            drawn.append((section, None))
-    path = exp.path / REPORT_NAME
-    write_text(path, render_page(exp, drawn, notes))
-    return path
+    draw: Callable[[Experiment], go.Figure]
 
 
 def render_page(exp: Experiment, drawn: list[tuple[Section, go.Figure | None]],
@@ -160,11 +94,7 @@ def _metric_meaning(metric: str) -> str:
 def _trial_counts(exp: Experiment) -> str:
     counts = (exp.summary or {}).get("trials")
     if not counts and exp.trials is not None:
-        t = exp.trials
-        counts = {"total": len(t),
-                  "completed": int(((t["status"] == "TERMINATED") & ~t["stopped_early"] & ~t["diverged"]).sum()),
-                  "stopped_early": int(t["stopped_early"].sum()), "errored": int((t["status"] == "ERROR").sum()),
-                  "diverged": int(t["diverged"].sum())}
+        counts = files.trial_counts(exp.trials.to_dict("records"))
     if not counts:
         return "unknown (no summary.json or trials.csv)"
     text = (f"{counts.get('total', '?')} run: {counts.get('completed', '?')} ran all their epochs, "
@@ -220,19 +150,15 @@ def _accuracy_card(exp: Experiment) -> str:
 
 
 def _retrain_accuracy(exp: Experiment) -> dict[str, Any] | None:
-    """summary.json's retrain block, else the same numbers from retrain/metrics.csv."""
+    """summary.json's retrain block, else the same figures computed from retrain/metrics.csv."""
     retrain = (exp.summary or {}).get("retrain")
     if retrain and retrain.get("max_test_acc_mean") is not None:
         return retrain
     table = exp.retrain_metrics
     if table is None or "test_acc" not in table.columns or table.empty:
         return None
-    per_seed = table.groupby("seed")
-    best, final = per_seed["test_acc"].max(), per_seed.apply(lambda t: t.sort_values("epoch")["test_acc"].iloc[-1])
-    spread = (lambda s: float(s.std(ddof=0)))  # noqa: E731  (population std, as summary.json has it)
-    return {"seeds": best.index.tolist(), "epochs": int(table["epoch"].max()),
-            "max_test_acc_mean": float(best.mean()), "max_test_acc_std": spread(best),
-            "final_test_acc_mean": float(final.mean()), "final_test_acc_std": spread(final)}
+    histories = {int(seed): rows.sort_values(files.EPOCH).to_dict("records") for seed, rows in table.groupby("seed")}
+    return files.retrain_summary(histories, int(table[files.EPOCH].max()), checkpoint="")
 
 
 def _config_table(exp: Experiment) -> str:
@@ -240,7 +166,7 @@ def _config_table(exp: Experiment) -> str:
     if not config:
         return '<section class="config"><h2>Best configuration</h2><p class="absent">Not known yet.</p></section>'
     space, fixed = exp.space, (exp.summary or {}).get("fixed") or {}
-    edges = figures.params_at_edge(exp)
+    edges = params_at_edge(exp)
     rows = []
     for name, spec in space.items():
         flag = (f'<span class="edge">at the {edges[name]} edge of its range: widen it</span>'
@@ -367,21 +293,3 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="python -m tuning.report",
-                    description="Build results/<experiment>/report.html from an experiment folder's result files.")
-    parser.add_argument("experiment", type=Path, help="the experiment folder, e.g. results/fc-search")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="MNIST root for the figures that run the retrained model (default: $SNN_DATA_DIR, "
-                             "else ./data)")
-    args = parser.parse_args(argv)
-    try:
-        path = build_report(args.experiment, args.data_dir)
-    except ExperimentError as e:
-        fail(f"python -m tuning.report: error: {e}")
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,8 +11,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.tuning.helpers import search_command, start_search
-from tuning.trial import FAULT_ENV
+from tests.tuning.helpers import FAULTY_SEARCH, search_command, start_search
+from tests.tuning.search.faulty_search import CRASH_ENV
 
 QUICK = ("--preset", "smoke", "--no-retrain", "--no-report", "--no-dashboard", "--max-concurrent", "1")
 
@@ -72,8 +72,8 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, mnist_root):
     markers = tmp_path / "markers"
     markers.mkdir()
     command = search_command("fc", tmp_path, "crash", *QUICK, "--trials", "2", "--grace-period", "3",
-                             "--max-failures", "2")
-    process = start_search(command, mnist_root, tmp_path / "crash.log", **{FAULT_ENV: f"2:{markers}"})
+                             "--max-failures", "2", module=FAULTY_SEARCH)
+    process = start_search(command, mnist_root, tmp_path / "crash.log", **{CRASH_ENV: f"2:{markers}"})
     assert process.wait(timeout=600) == 0, (tmp_path / "crash.log").read_text()[-3000:]
     crashed = sorted(p.name.removeprefix("crashed-") for p in markers.iterdir())
     assert len(crashed) == 2  # every trial crashed once at epoch 2 ...
@@ -87,8 +87,9 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, mnist_root):
 def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, mnist_root):
     markers = tmp_path / "markers"
     markers.mkdir()
-    command = search_command("fc", tmp_path, "fails", *QUICK, "--trials", "1", "--max-failures", "0")
-    process = start_search(command, mnist_root, tmp_path / "fails.log", **{FAULT_ENV: f"1:{markers}"})
+    command = search_command("fc", tmp_path, "fails", *QUICK, "--trials", "1", "--max-failures", "0",
+                             module=FAULTY_SEARCH)
+    process = start_search(command, mnist_root, tmp_path / "fails.log", **{CRASH_ENV: f"1:{markers}"})
     assert process.wait(timeout=600) == 0, (tmp_path / "fails.log").read_text()[-3000:]
     table = pd.read_csv(tmp_path / "fails" / "trials.csv")
     assert table["status"].tolist() == ["ERROR"]

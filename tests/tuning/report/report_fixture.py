@@ -11,11 +11,15 @@ import math
 import shutil
 from pathlib import Path
 
+import optuna
 import pytest
 
 import snn
 from snn.io import write_csv, write_json
+from snn.run_folder import RunFolder
 from snn.training import train
+from tuning.experiment import PREDICTIONS, STUDY
+from tuning.search.retrain import write_predictions
 
 SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
@@ -49,15 +53,40 @@ def retrain_config(seed: int) -> snn.RunConfig:
 
 
 def train_retrain_seed(folder: Path, data: snn.Dataset, seed: int) -> list[dict]:
-    """Train one retrain seed into folder/retrain/seed-<seed>/ the way the search does."""
+    """Train one retrain seed into folder/retrain/seed-<seed>/ the way the search does (seed 0: predictions too)."""
     config = retrain_config(seed)
-    out = folder / "retrain" / f"seed-{seed}"
+    run = RunFolder(folder / "retrain" / f"seed-{seed}")
+    states = []
 
     def on_epoch(record, state) -> None:
-        write_csv(out / "metrics.csv", state.history.epochs)
-        state.save(out / "checkpoint.pt")
+        run.on_epoch(record, state)
+        states[:] = [state]
 
-    return train(config, data, on_epoch=on_epoch).epochs
+    history = train(config, data, on_epoch=on_epoch).epochs
+    if seed == RETRAIN_SEEDS[0]:
+        write_predictions(folder / PREDICTIONS, states[0].model, data.test)
+    return history
+
+
+def write_study(folder: Path, trials: list[dict], metrics: list[dict]) -> None:
+    """optuna.journal as the search leaves it: full trials COMPLETE, ASHA-stopped ones PRUNED, errors FAIL."""
+    distributions = {
+        name: optuna.distributions.CategoricalDistribution(spec["choices"]) if spec["type"] == "categorical"
+        else (optuna.distributions.IntDistribution if spec["type"] == "int" else optuna.distributions.FloatDistribution)(
+            spec["low"], spec["high"], log=spec["log"])
+        for name, spec in SPACE.items()}
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / STUDY)))
+    study = optuna.create_study(study_name=folder.name, storage=storage, direction="maximize")
+    for row in trials:
+        curve = {m["epoch"]: m["test_acc"] for m in metrics if m["trial_id"] == row["trial_id"]}
+        state = (optuna.trial.TrialState.FAIL if row["status"] == "ERROR" else optuna.trial.TrialState.RUNNING
+                 if row["status"] in ("RUNNING", "PENDING") else optuna.trial.TrialState.PRUNED
+                 if row["stopped_early"] else optuna.trial.TrialState.COMPLETE)
+        value = curve[max(curve)] if state == optuna.trial.TrialState.COMPLETE else None
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, intermediate_values=curve if state != optuna.trial.TrialState.RUNNING else None,
+            params={k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")},
+            distributions=distributions))
 
 
 def accuracy_curve(final: float, epochs: int) -> list[float]:
@@ -96,6 +125,7 @@ def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> P
         metrics = [m for m in metrics if m["trial_id"] not in ("t0007", "t0008")]
     write_csv(folder / "trials.csv", trials)
     write_csv(folder / "trial_metrics.csv", metrics)
+    write_study(folder, trials, metrics)
     best_config = retrain_config(0).replace(epochs=MAX_EPOCHS).to_dict()
     write_json(folder / "best_config.json", best_config)
     summary = {

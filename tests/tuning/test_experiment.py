@@ -1,13 +1,12 @@
-"""trials.csv rows, counts and the best trial, from synthetic trial histories (no Ray, no torch)."""
+"""trials.csv rows, counts, the best trial and the retrain summary, from synthetic histories (no Ray, no torch)."""
 
 from __future__ import annotations
 
 import math
 
-import pandas as pd
 import pytest
 
-from tuning.results import TrialOutcome, best_trial, retrain_summary, trial_counts, trial_metric_rows, trial_rows
+from tuning.experiment import best_trial, retrain_summary, trial_counts, trial_row
 
 MAX_EPOCHS = 3
 
@@ -16,23 +15,21 @@ def outcome(trial_id: str, accs: list[float], status: str = "TERMINATED", diverg
     records = [{"epoch": e + 1, "test_acc": a, "train_loss": 0.05, "diverged": False} for e, a in enumerate(accs)]
     if diverged_at is not None:
         records.append({"epoch": diverged_at, "train_loss": math.nan, "diverged": True})
-    return TrialOutcome(trial_id=trial_id, status=status, config={"lr": 0.01, "T": 4},
-                        history=pd.DataFrame(records), error=status == "ERROR")
+    return trial_row(trial_id, status, {"lr": 0.01, "T": 4}, records, "test_acc", MAX_EPOCHS)
 
 
 @pytest.fixture
 def rows():
-    outcomes = [
+    return [
         outcome("full", [0.5, 0.7, 0.8]),
         outcome("stopped", [0.3]),
         outcome("nan", [0.4], diverged_at=2),
         outcome("crashed", [0.2], status="ERROR"),
     ]
-    return trial_rows(outcomes, "test_acc", MAX_EPOCHS), outcomes
 
 
 def test_each_trial_row_says_how_it_ended(rows):
-    table = {r["trial_id"]: r for r in rows[0]}
+    table = {r["trial_id"]: r for r in rows}
     assert (table["full"]["stopped_early"], table["full"]["epochs"], table["full"]["best_test_acc"]) == (False, 3, 0.8)
     assert table["stopped"]["stopped_early"] and table["stopped"]["epochs"] == 1
     assert table["nan"]["diverged"] and not table["nan"]["stopped_early"] and table["nan"]["last_test_acc"] == 0.4
@@ -41,15 +38,14 @@ def test_each_trial_row_says_how_it_ended(rows):
 
 
 def test_counts_and_the_best_trial(rows):
-    assert trial_counts(rows[0]) == {"total": 4, "completed": 1, "stopped_early": 1, "errored": 1, "diverged": 1,
+    assert trial_counts(rows) == {"total": 4, "completed": 1, "stopped_early": 1, "errored": 1, "diverged": 1,
                                      "unfinished": 0}
-    assert best_trial(rows[0], "test_acc")["trial_id"] == "full"
+    assert best_trial(rows, "test_acc")["trial_id"] == "full"
 
 
-def test_the_long_table_has_one_row_per_trial_and_epoch(rows):
-    long = trial_metric_rows(rows[1])
-    assert [(r["trial_id"], r["epoch"]) for r in long][:4] == [("full", 1), ("full", 2), ("full", 3), ("stopped", 1)]
-    assert len(long) == 3 + 1 + 2 + 1
+def test_flags_read_from_csv_text_count_alike(rows):
+    as_text = [{k: str(v) for k, v in r.items()} for r in rows]
+    assert trial_counts(as_text) == trial_counts(rows)
 
 
 def test_retrain_summary_over_seeds():

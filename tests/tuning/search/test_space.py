@@ -11,7 +11,7 @@ import optuna
 import pytest
 import torch
 
-from tuning.space import SpaceError, default_space_path, load_space, with_overrides
+from tuning.search.space import SPACES_DIR, SpaceError, default_space_path, load_space, with_overrides
 
 GOOD = """
 model: csnn
@@ -41,7 +41,7 @@ def test_shipped_spaces_load_into_optuna_distributions(model):
     assert not set(space.params) & set(space.fixed)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "search_spaces").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted(SPACES_DIR.glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_shipped_space_file_is_valid(path):
     space = load_space(path)
@@ -104,7 +104,7 @@ def test_overrides_replace_fixed_params_and_budget(tmp_path):
 
 @pytest.mark.parametrize("flags, expected", [
     (["--space", "{bad}"], "search.lr: `low <= high` must hold"),
-    (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be a number > 0"),
     (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number"),
     (["--gpus-per-trial", "64"], "--gpus-per-trial 64 cannot be met"),
     (["--metric", "loss"], "argument --metric: invalid choice"),

@@ -18,7 +18,7 @@ import yaml
 
 from snn.config import MODELS, ConfigError, RunConfig, field_names
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 _TOP_KEYS = ("model", "search", "fixed", "budget")
 _PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
                "categorical": {"type", "choices"}}

@@ -6,14 +6,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
+from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
     _finished_experiment_template,
     accuracy_curve,
     finished_experiment,
     half_finished_experiment,
 )
-from tuning import figures
-from tuning.experiment_files import MissingData, read_experiment
+from tuning.report import figures
+from tuning.report.folder import MissingData, read_experiment
 
 
 def names(fig: go.Figure) -> list[str]:
@@ -64,6 +64,9 @@ def test_parallel_coordinates_encode_categoricals_and_log_scales(finished_experi
 
 
 def test_param_importances_rank_every_searched_parameter(finished_experiment):
+    info = figures.importance_info(finished_experiment)
+    assert info.trials == 3  # the study's COMPLETE trials: t0001, t0003, t0007 ran all 4 epochs
+    assert set(info.by_evaluator["PED-ANOVA"]) == {"lr", "tau", "T", "neuron", "batch_size"}
     fig = figures.param_importances(finished_experiment)
     assert "PED-ANOVA" in names(fig)
     for trace in fig.data:
@@ -115,16 +118,18 @@ def test_confusion_matrix_counts_every_test_image_the_run_used(finished_experime
     fig = figures.confusion_matrix(exp)
     counts = fig.data[0].text
     assert sum(map(sum, counts)) == 500  # the retrain's limit_test
-    predictions = figures.predict_test_set(exp)
+    predictions = figures.predictions(exp)
     assert f"accuracy {predictions.accuracy:.2%}" in fig.layout.title.text
     # Poisson input, seeded: the report's accuracy is close to the one the trainer measured
     final = pd.read_csv(finished_experiment / "retrain" / "seed-0" / "metrics.csv")["test_acc"].iloc[-1]
     assert predictions.accuracy == pytest.approx(final, abs=0.05)
 
 
-def test_figures_of_the_retrained_model_say_when_mnist_is_absent(finished_experiment, tmp_path):
-    with pytest.raises(MissingData, match=r"MNIST/raw"):
-        figures.sample_predictions(finished_experiment, data_dir=tmp_path / "no-data")
+def test_importance_comes_from_the_journal_and_says_when_it_is_absent(finished_experiment):
+    (finished_experiment / "optuna.journal").unlink()
+    with pytest.raises(MissingData, match=r"optuna.journal is missing"):
+        figures.param_importances(finished_experiment)
+    assert not (finished_experiment / "optuna.journal").exists()  # reading never creates the file
 
 
 def test_figures_that_need_the_retrain_say_it_is_missing(half_finished_experiment):

@@ -19,8 +19,8 @@ import pytest
 
 from snn import RunConfig
 from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
-from tests.tuning.helpers import free_port, search_command, start_search
-from tuning.trial import PAUSE_ENV
+from tests.tuning.helpers import FAULTY_SEARCH, free_port, search_command, start_search
+from tests.tuning.search.faulty_search import PAUSE_ENV
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 SMOKE_TRIALS, SMOKE_EPOCHS = 6, 3
@@ -61,7 +61,7 @@ def smoke(mnist_root, tmp_path_factory):
     log = folder / "search.log"
     # One trial at a time makes the search deterministic (seeded TPE, seeded trials), so ASHA's stops are too.
     command = search_command("fc", folder, "smoke", "--preset", "smoke", "--max-concurrent", "1",
-                             "--dashboard-port", str(port))
+                             "--dashboard-port", str(port), module=FAULTY_SEARCH)
     pause = folder / "pause"  # the first trial waits until the dashboard has been looked at
     pause.touch()
     process = start_search(command, mnist_root, log, **{PAUSE_ENV: str(pause)})

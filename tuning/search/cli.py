@@ -13,17 +13,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+import os
+import sys
+
 from snn.checkpoint import CheckpointError
 from snn.cli import Parser, fail
 from snn.config import MODELS, ConfigError
 from snn.data import DataError, default_data_dir, read_dataset
+from snn.io import write_json
 
-from .settings import ResourceError, Settings
+from .. import experiment as files
+from .settings import ResourceError, Settings, check_local_gpus, check_resource_request
 from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 
 METRICS = ("test_acc", "val_acc")
 DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no val_size
-STATE_FILE = "search.json"  # the settings a --resume continues with
+# Ray's newer console output ignores CLIReporter; the classic one prints the compact live table.
+# A forced experiment snapshot per checkpoint is what makes --resume exact: no warning about it.
+_RAY_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
     "budget": {"trials": 6, "epochs_per_trial": 3, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 3},
@@ -66,15 +73,18 @@ def build_parser() -> Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, trainable=None) -> int:
+    """The command line; ``trainable`` replaces the trial function (tests inject faults through it)."""
     args = build_parser().parse_args(argv)
+    for name, value in _RAY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     try:
-        return run(args)
+        return run(args, trainable)
     except (SpaceError, ConfigError, DataError, ResourceError, CheckpointError) as e:
         fail(f"python -m tuning.search: error: {e}")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, trainable=None) -> int:
     start = time.time()
     experiment = (args.results_dir / (args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")).resolve()
     if args.resume:
@@ -88,56 +98,81 @@ def run(args: argparse.Namespace) -> int:
         check_local_gpus(settings.gpus_per_trial, settings.device)
     data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
 
-    from . import runner  # Ray is imported only once the input is known to be good
+    from . import ray_cluster  # Ray is imported only once the input is known to be good
 
-    runner.start_ray(args)
+    ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
+                          dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
     try:
-        _search_and_retrain(args, experiment, space, settings, data, start)
+        _search_and_retrain(args, experiment, space, settings, data, start, trainable)
     finally:
-        runner.stop_ray()
+        ray_cluster.stop_ray()
     return 0
 
 
-def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float) -> None:
-    from . import runner
+def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
+                        trainable) -> None:
+    from . import ray_cluster, tuner
+    from .retrain import retrain
 
-    runner.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    ray_cluster.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if not args.resume:
         experiment.mkdir(parents=True)
         _save_state(experiment, space, settings)
-    outcome = runner.search(experiment, space, settings, data, resume=args.resume)
+    outcome = tuner.run_search(experiment, space, settings, data, resume=args.resume,
+                               **({"trainable": trainable} if trainable else {}))
     if outcome.interrupted:
-        runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
+        _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
         fail(f"search interrupted; continue with: python -m tuning.search {space.model} "
              f"--results-dir {args.results_dir} --name {experiment.name} --resume", 130)
-    runner.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
+    ray_cluster.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
     if settings.retrain and outcome.best_config is not None:
-        runner.retrain(experiment, outcome, space, settings, data)
-    runner.finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
+        outcome.retrain = retrain(experiment, outcome.best_config, space.budget.retrain_epochs,
+                                  settings.retrain_seeds, data)
+    _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
     if not args.no_report:
-        runner.build_report(experiment, args.data_dir)
+        _build_report(experiment)
 
 
-def check_resource_request(cpus: float, gpus: float) -> None:
-    """Reject requests no machine can satisfy, before Ray starts."""
-    if not cpus > 0:
-        raise ResourceError(f"--cpus-per-trial must be > 0, got {cpus:g}")
-    if gpus < 0:
-        raise ResourceError(f"--gpus-per-trial must be >= 0, got {gpus:g}")
-    if gpus > 1 and not float(gpus).is_integer():
-        raise ResourceError(f"--gpus-per-trial above 1 must be a whole number of GPUs, got {gpus:g}")
+def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *, wall_seconds: float,
+            status: str = "complete") -> None:
+    """Write summary.json and print the outcome."""
+    from .results import write_summary
+
+    counts = files.trial_counts(outcome.rows)
+    best = outcome.best_row
+    write_summary(experiment, {
+        "experiment": experiment.name, "model": space.model, "dataset": space.fixed.get("dataset", "mnist"),
+        "metric": settings.metric, "mode": "max", "status": status, "wall_seconds": wall_seconds,
+        "search_seconds": outcome.search_seconds, "trial_training_seconds": outcome.trial_seconds,
+        "max_concurrent": outcome.max_concurrent, "trials": counts, "budget": space.budget.__dict__,
+        "space": space.describe(), "fixed": space.fixed,
+        "best_trial": None if best is None else {
+            "trial_id": best["trial_id"], "metric_value": best[f"best_{settings.metric}"],
+            "config": outcome.best_config},
+        "retrain": outcome.retrain, "settings": settings.__dict__,
+    })
+    print(f"{counts['total']} trials ({counts['stopped_early']} stopped early by ASHA, {counts['errored']} errored, "
+          f"{counts['diverged']} diverged) in {outcome.search_seconds:.0f} s")
+    if best is not None:
+        print(f"best trial {best['trial_id']}: {settings.metric} {best[f'best_{settings.metric}']:.2%}")
+    if outcome.retrain:
+        r = outcome.retrain
+        print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc max "
+              f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%}, final {r['final_test_acc_mean']:.2%}")
+    print(f"results: {experiment}")
 
 
-def check_local_gpus(gpus: float, device: str) -> None:
-    """A local Ray instance has this machine's GPUs and no more."""
-    import torch
+def _build_report(experiment: Path) -> None:
+    """Write report.html; a failure here must not cost the results already on disk."""
+    from ..report import build_report
 
-    available = torch.cuda.device_count()
-    if device == "cuda" and available == 0:
-        raise ResourceError("--device cuda cannot be met: this machine has no GPU")
-    if gpus > available:
-        have = "no GPU" if available == 0 else f"{available} GPU(s)"
-        raise ResourceError(f"--gpus-per-trial {gpus:g} cannot be met: this machine has {have}")
+    try:
+        path = build_report(experiment)
+    except Exception as e:  # the report can be rebuilt later from the files alone
+        print(f"warning: the report could not be built ({type(e).__name__}: {e}); rebuild it with "
+              f"python -m tuning.report {experiment}", file=sys.stderr)
+        return
+    print(f"report: {path}")
 
 
 def _space_from_args(args: argparse.Namespace) -> SearchSpace:
@@ -171,16 +206,14 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:
-    from snn.io import write_json
-
     raw = {"model": space.model, "search": space.describe(), "fixed": space.fixed, "budget": space.budget.__dict__}
-    write_json(experiment / STATE_FILE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
+    write_json(experiment / files.STATE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
 
 
 def _load_state(experiment: Path, args: argparse.Namespace) -> tuple[SearchSpace, Settings]:
-    state_file = experiment / STATE_FILE
+    state_file = experiment / files.STATE
     if not state_file.exists():
-        raise SpaceError(f"--resume: {experiment} holds no search to resume (no {STATE_FILE})")
+        raise SpaceError(f"--resume: {experiment} holds no search to resume (no {files.STATE})")
     state = json.loads(state_file.read_text())
     space = parse_space(state["space"], Path(state["space_file"]), args.model)
     return space, Settings(**state["settings"])

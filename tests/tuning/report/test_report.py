@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -11,12 +13,12 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from tests.tuning.helpers import REPO
-from tests.tuning.report_fixture import (  # noqa: F401  (fixtures)
+from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
     _finished_experiment_template,
     finished_experiment,
     half_finished_experiment,
 )
-from tuning.report import SECTIONS, build_report, main
+from tuning.report.build import SECTIONS, build_report, main
 
 
 def attribute(page: str, name: str) -> int:
@@ -52,7 +54,7 @@ def test_report_of_a_half_finished_search_says_what_is_missing(half_finished_exp
     for text in ("the search is not finished (summary.json status: searching)",
                  "retrain/ holds no metrics: the best configuration was not retrained (yet)",
                  "No retrain yet", "Retrain of the best configuration: retrain/metrics.csv",
-                 "Predictions on test images: retrain/seed-&lt;s&gt;/checkpoint.pt",
+                 "Predictions on test images: retrain/predictions.npz",
                  "8 run: 2 ran all their epochs, 3 stopped early by ASHA, 1 errored, 2 unfinished"):
         assert text in page, text
     assert page.count('<p class="absent">Not drawn:') == 3
@@ -65,14 +67,22 @@ def test_report_tolerates_missing_and_unreadable_files(finished_experiment):
     assert "summary.json is missing" in page
     assert "trials.csv is unreadable" in page
     assert "Retrained test accuracy" in page and "2 seed(s) (0, 1)" in page  # from retrain/metrics.csv instead
-    assert attribute(page, "data-figure-count") == len(SECTIONS) - 4  # history, parallel, importance, per-param
+    assert attribute(page, "data-figure-count") == len(SECTIONS) - 3  # history, parallel, per-param (importance: journal)
 
 
-def test_report_without_mnist_files_still_builds_and_says_so(finished_experiment, tmp_path):
-    page = build_report(finished_experiment, data_dir=tmp_path / "nowhere").read_text()
-    assert page.count("cannot evaluate the retrained model: mnist files not found in") == 2 * 2  # list and place
-    assert page.count('<p class="absent">Not drawn:') == 2
-    assert attribute(page, "data-figure-count") == len(SECTIONS) - 2
+def test_the_report_builds_from_a_copied_folder_without_ray_torch_or_mnist(finished_experiment, tmp_path):
+    """Another machine: the folder copied elsewhere, no data folder, and the report imports neither Ray nor torch."""
+    copy = shutil.copytree(finished_experiment, tmp_path / "elsewhere" / "copy")
+    shutil.rmtree(finished_experiment)
+    script = ("import sys; from tuning.report.build import main; code = main([sys.argv[1]]); "
+              "print(sorted(m for m in ('ray', 'torch', 'spikingjelly', 'snn.training') if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}
+    result = subprocess.run([sys.executable, "-c", script, str(copy)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[]"
+    page = (copy / "report.html").read_text()
+    assert attribute(page, "data-figure-count") == len(SECTIONS)
 
 
 def test_cli_prints_the_report_path(half_finished_experiment, capsys):

@@ -1,9 +1,9 @@
 """An experiment folder as the search leaves it, read back for the report and for notebooks.
 
-``read_experiment("results/x")`` reads only the files of the folder's contract
-(``summary.json``, ``trials.csv``, ``trial_metrics.csv``, ``best_config.json``,
-``retrain/``); a file that is missing or unreadable becomes a line in ``missing``
-instead of an error, so a half-finished or resumed experiment still reads.
+``read_experiment("results/x")`` reads only the result files named in ``tuning.experiment``
+(the tables, JSON files, ``retrain/`` and the Optuna journal); a file that is missing or
+unreadable becomes a line in ``missing`` instead of an error, so a half-finished or resumed
+experiment still reads. Nothing here imports Ray or torch, or runs a model.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import optuna
 import pandas as pd
 
-CONTRACT_FILES = ("summary.json", "trials.csv", "trial_metrics.csv", "best_config.json", "retrain")
-TRIAL_STATUSES = ("TERMINATED", "ERROR", "RUNNING", "PENDING")
+from .. import experiment as files
 
 
 class ExperimentError(ValueError):
@@ -38,9 +39,9 @@ class Experiment:
     trial_metrics: pd.DataFrame | None = None
     best_config: dict[str, Any] | None = None
     retrain_metrics: pd.DataFrame | None = None  # every seed's epochs, with a ``seed`` column
-    checkpoint: Path | None = None
+    predictions: dict[str, np.ndarray] | None = None  # retrain/predictions.npz: labels, predicted, samples
     missing: list[str] = field(default_factory=list)
-    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # figures share costly evaluations here
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # the study, loaded once
 
     @property
     def name(self) -> str:
@@ -77,6 +78,12 @@ class Experiment:
                 return str(table.loc[table[column].idxmax(), "trial_id"])
         return None
 
+    def study(self) -> optuna.Study:
+        """The search's Optuna study, loaded from optuna.journal (read only); MissingData when absent."""
+        if "study" not in self.cache:
+            self.cache["study"] = _load_study(self.path / files.STUDY)
+        return self.cache["study"]
+
     def require(self, what: str) -> Any:
         """The attribute ``what``, or MissingData naming the file it comes from."""
         value = getattr(self, what)
@@ -86,12 +93,12 @@ class Experiment:
 
 
 _SOURCES = {
-    "summary": "summary.json",
-    "trials": "trials.csv",
-    "trial_metrics": "trial_metrics.csv",
-    "best_config": "best_config.json",
-    "retrain_metrics": "retrain/metrics.csv (the retrain of the best configuration)",
-    "checkpoint": "retrain/seed-<s>/checkpoint.pt (the retrained model)",
+    "summary": files.SUMMARY,
+    "trials": files.TRIALS,
+    "trial_metrics": files.TRIAL_METRICS,
+    "best_config": files.BEST_CONFIG,
+    "retrain_metrics": f"{files.RETRAIN_METRICS} (the retrain of the best configuration)",
+    "predictions": f"{files.PREDICTIONS} (the retrained model's test predictions)",
 }
 
 
@@ -100,17 +107,17 @@ def read_experiment(path: Path | str) -> Experiment:
     path = Path(path)
     if not path.is_dir():
         raise ExperimentError(f"{path}: no such folder")
-    if not any((path / name).exists() for name in CONTRACT_FILES):
-        raise ExperimentError(f"{path}: not an experiment folder (none of {', '.join(CONTRACT_FILES)} is there)")
+    if not any((path / name).exists() for name in files.RESULT_FILES):
+        raise ExperimentError(f"{path}: not an experiment folder (none of {', '.join(files.RESULT_FILES)} is there)")
     exp = Experiment(path=path)
-    exp.summary = _read_json(path / "summary.json", exp.missing)
-    exp.best_config = _read_json(path / "best_config.json", exp.missing)
+    exp.summary = _read_json(path / files.SUMMARY, exp.missing)
+    exp.best_config = _read_json(path / files.BEST_CONFIG, exp.missing)
     if exp.best_config is None and exp.summary:
         exp.best_config = (exp.summary.get("best_trial") or {}).get("config")
-    exp.trials = _read_csv(path / "trials.csv", exp.missing, required=("trial_id",))
-    exp.trial_metrics = _read_csv(path / "trial_metrics.csv", exp.missing, required=("trial_id", "epoch"))
-    exp.retrain_metrics = _read_retrain_metrics(path / "retrain", exp.missing)
-    exp.checkpoint = _find_checkpoint(path, exp.summary, exp.missing)
+    exp.trials = _read_csv(path / files.TRIALS, exp.missing, required=("trial_id",))
+    exp.trial_metrics = _read_csv(path / files.TRIAL_METRICS, exp.missing, required=("trial_id", files.EPOCH))
+    exp.retrain_metrics = _read_retrain_metrics(path / files.RETRAIN, exp.missing)
+    exp.predictions = _read_predictions(path / files.PREDICTIONS, exp.missing)
     if exp.trials is not None:
         exp.trials = _normalise_trials(exp.trials, exp.metric)
     if exp.summary is not None and exp.summary.get("status") not in (None, "complete"):
@@ -168,14 +175,37 @@ def _read_retrain_metrics(folder: Path, missing: list[str]) -> pd.DataFrame | No
     return pd.concat(per_seed, ignore_index=True)
 
 
-def _find_checkpoint(path: Path, summary: dict[str, Any] | None, missing: list[str]) -> Path | None:
-    named = ((summary or {}).get("retrain") or {}).get("checkpoint")
-    candidates = ([path / named] if named else []) + sorted((path / "retrain").glob("seed-*/checkpoint.pt"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    missing.append("retrain/seed-<s>/checkpoint.pt is missing: no retrained model to evaluate")
-    return None
+def _read_predictions(path: Path, missing: list[str]) -> dict[str, np.ndarray] | None:
+    """retrain/predictions.npz as plain arrays (``allow_pickle=False``: no object arrays, no code)."""
+    if not path.exists():
+        missing.append(f"{files.PREDICTIONS} is missing: the retrained model's predictions were not written (yet)")
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {name: saved[name] for name in ("labels", "predicted", "sample_index", "sample_images")}
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        missing.append(f"{files.PREDICTIONS} is unreadable ({type(e).__name__}: {e})")
+        return None
+    if arrays["labels"].shape != arrays["predicted"].shape:
+        missing.append(f"{files.PREDICTIONS}: labels and predictions differ in length")
+        return None
+    return arrays
+
+
+def _load_study(journal: Path) -> optuna.Study:
+    """The one study in the journal, loaded without writing to the folder."""
+    if not journal.is_file():
+        raise MissingData(f"{files.STUDY} is missing: the search's Optuna study is not there")
+    try:
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        names = optuna.get_all_study_names(storage)
+        if len(names) != 1:
+            raise MissingData(f"{files.STUDY} holds {len(names)} studies, expected one")
+        return optuna.load_study(study_name=names[0], storage=storage)
+    except MissingData:
+        raise
+    except Exception as e:  # a damaged journal
+        raise MissingData(f"{files.STUDY} is unreadable ({type(e).__name__}: {e})") from None
 
 
 def _normalise_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:

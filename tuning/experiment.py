@@ -1,0 +1,138 @@
+"""The experiment folder: its file names, its columns and the figures derived from them.
+
+The search (``tuning.search``) writes an experiment folder and the report (``tuning.report``)
+reads it; both take every name and every derived count from here, so the folder's layout is
+written down once. This module imports neither Ray nor torch (nor pandas): the records it
+works on are plain dicts, as they stand in the CSV and JSON files.
+
+    RESULTS/NAME/
+      search.json          the space and settings a --resume continues with
+      tune/                the Ray Tune experiment (checkpoints of the trials)
+      optuna.journal       the Optuna study (JournalFileBackend)
+      trials.csv           one row per trial (TRIAL_COLUMNS, then config/<param>)
+      trial_metrics.csv    one row per trial and epoch: trial_id and the trainer's record
+      best_config.json     the RunConfig the retrain trains
+      retrain/seed-<s>/    config.json, metrics.csv, checkpoint.pt of each retrain seed
+      retrain/metrics.csv  every seed's epochs, with a seed column
+      retrain/predictions.npz  the retrained model's test predictions (for the report)
+      summary.json         counts, the best trial, the retrain's figures, versions
+      report.html          the report
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from statistics import mean, pstdev
+from typing import Any
+
+STATE = "search.json"
+TUNE = "tune"
+STUDY = "optuna.journal"
+TRIALS = "trials.csv"
+TRIAL_METRICS = "trial_metrics.csv"
+BEST_CONFIG = "best_config.json"
+RETRAIN = "retrain"
+RETRAIN_METRICS = f"{RETRAIN}/metrics.csv"
+PREDICTIONS = f"{RETRAIN}/predictions.npz"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+# The files a report is built from; a folder with none of them is not an experiment.
+RESULT_FILES = (SUMMARY, TRIALS, TRIAL_METRICS, BEST_CONFIG, RETRAIN)
+
+# What every trial reports each epoch besides the trainer's record.
+EPOCH = "epoch"  # the time attribute ASHA counts in
+DIVERGED = "diverged"  # true in the record of the epoch whose loss or weights turned NaN
+NODE_ID = "node_id"  # the Ray node the trial ran on
+CONFIG_PREFIX = "config/"  # trials.csv's columns of the sampled values
+
+# Ray's trial statuses; a finished trial is one of FINISHED.
+TERMINATED, ERROR = "TERMINATED", "ERROR"
+FINISHED = (TERMINATED, ERROR)
+
+COUNT_KEYS = ("total", "completed", "stopped_early", "errored", "diverged", "unfinished")
+
+
+def retrain_folder(seed: int) -> str:
+    """The run folder of one retrain seed, relative to the experiment folder."""
+    return f"{RETRAIN}/seed-{seed}"
+
+
+def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: list[dict[str, Any]],
+              metric: str, max_epochs: int) -> dict[str, Any]:
+    """One row of trials.csv: how the trial ended, its best and last figures, its sampled values."""
+    epochs = max((int(r[EPOCH]) for r in history if _number(r.get(EPOCH)) is not None), default=0)
+    diverged = any(_flag(r.get(DIVERGED)) for r in history)
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "status": status,
+        "stopped_early": status == TERMINATED and not diverged and epochs < max_epochs,
+        "diverged": diverged,
+        "epochs": epochs,
+    }
+    for name in dict.fromkeys([metric, "test_acc"]):
+        values = [v for v in (_number(r.get(name)) for r in history) if v is not None]
+        row[f"best_{name}"] = max(values) if values else math.nan
+        row[f"last_{name}"] = values[-1] if values else math.nan
+    nodes = [r[NODE_ID] for r in history if r.get(NODE_ID)]
+    if nodes:
+        row[NODE_ID] = nodes[-1]
+    row.update({f"{CONFIG_PREFIX}{k}": v for k, v in config.items()})
+    return row
+
+
+def sampled_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampled hyperparameters of a trials.csv row, without the ``config/`` prefix."""
+    return {k.removeprefix(CONFIG_PREFIX): v for k, v in row.items() if k.startswith(CONFIG_PREFIX)}
+
+
+def trial_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many trials ran to their last epoch, were stopped early, errored, diverged, are unfinished."""
+    rows = list(rows)
+    stopped = [_flag(r.get("stopped_early")) for r in rows]
+    diverged = [_flag(r.get("diverged")) for r in rows]
+    return {
+        "total": len(rows),
+        "completed": sum(r.get("status") == TERMINATED and not s and not d
+                         for r, s, d in zip(rows, stopped, diverged, strict=True)),
+        "stopped_early": sum(stopped),
+        "errored": sum(r.get("status") == ERROR for r in rows),
+        "diverged": sum(diverged),
+        "unfinished": sum(r.get("status") not in FINISHED for r in rows),
+    }
+
+
+def best_trial(rows: Iterable[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
+    """The trial with the highest ``best_<metric>`` (NaN-free), or None when no trial has one."""
+    scored = [r for r in rows if _number(r.get(f"best_{metric}")) is not None]
+    return max(scored, key=lambda r: float(r[f"best_{metric}"])) if scored else None
+
+
+def retrain_summary(histories: Mapping[int, list[dict[str, Any]]], epochs: int, checkpoint: str) -> dict[str, Any]:
+    """The retrain's test accuracy per seed, at its last epoch and its maximum, with mean and std over seeds."""
+    seeds = sorted(histories)
+    best = [max(_number(r.get("test_acc")) or 0.0 for r in histories[s]) for s in seeds]
+    final = [_number(histories[s][-1].get("test_acc")) if histories[s] else None for s in seeds]
+    final = [math.nan if v is None else v for v in final]
+    return {
+        "epochs": epochs, "seeds": seeds, "max_test_acc": best, "final_test_acc": final,
+        "max_test_acc_mean": mean(best), "max_test_acc_std": pstdev(best),
+        "final_test_acc_mean": mean(final), "final_test_acc_std": pstdev(final),
+        "checkpoint": checkpoint,
+    }
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from a record's value (CSV text, NaN or None give None)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _flag(value: Any) -> bool:
+    """A boolean from a record's value, as JSON, pandas or a CSV file hold it."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) and not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,90 @@
+"""The HTML report of one experiment: ``python -m tuning.report results/<experiment>``.
+
+Built from the experiment folder's result files alone (``tuning.report.folder``), so it can be
+rebuilt at any time, on any machine, also while a search runs or after it was cut short: a
+file that is missing becomes a note in the page, not an error. The page is one self-contained
+file: plotly.js is embedded once in its head, and nothing is fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from snn.cli import Parser, fail
+from snn.io import write_text
+
+from .. import experiment as files
+from . import figures
+from .folder import ExperimentError, MissingData, read_experiment
+from .page import Section, render_page
+
+SECTIONS = (
+    Section("learning-curves", "Best trial: learning curves",
+            "Accuracy and loss per epoch of the trial the search ranked best, as the seed report plots them.",
+            figures.learning_curves),
+    Section("retrain-curves", "Retrain of the best configuration",
+            "The best configuration trained again for the full epochs; the band spans mean ± std across seeds.",
+            figures.retrain_curves),
+    Section("trial-curves", "Every trial",
+            "Each trial's tuned metric per epoch. Lines that end in an x were stopped early by ASHA.",
+            figures.trial_curves),
+    Section("history", "Optimisation history",
+            "Each trial's best result and the best so far: a flat line at the end means more trials "
+            "were unlikely to help.", figures.optimisation_history),
+    Section("parallel", "Hyperparameters of all trials",
+            "One axis per searched hyperparameter (categoricals as their choices, log-scale ones on a log axis); "
+            "drag along an axis to select a range.", figures.parallel_coordinates),
+    Section("importance", "Hyperparameter importance",
+            "Optuna's importance evaluators over the trials that ran to their last epoch, from the search's own study "
+            "(optuna.journal).",
+            figures.param_importances),
+    Section("param-vs-result", "Each hyperparameter against the result",
+            "A red panel title and band: the best value sits within 5% of an end of its range "
+            "(on a log scale for log-scale parameters), so the range should be widened.",
+            figures.param_vs_result),
+    Section("firing-rates", "Firing rates",
+            "Mean spikes per neuron per time step of each spiking layer, on the test set.",
+            figures.firing_rates),
+    Section("samples", "Predictions on test images",
+            "Ten random test images with their true and predicted labels (the seed's figure).",
+            figures.sample_predictions),
+    Section("confusion", "Confusion matrix",
+            "The retrained model on the test set: counts, coloured by the share of each true digit.",
+            figures.confusion_matrix),
+)
+
+
+def build_report(experiment_dir: Path | str) -> Path:
+    """Write ``<experiment_dir>/report.html`` from the folder's result files and return its path.
+
+    Raises ExperimentError when the folder is not an experiment.
+    """
+    exp = read_experiment(experiment_dir)
+    drawn, notes = [], []
+    for section in SECTIONS:
+        try:
+            drawn.append((section, section.draw(exp)))
+        except MissingData as e:
+            notes.append((section, str(e)))
+            drawn.append((section, None))
+        except Exception as e:  # a figure's bug must not cost the user the rest of the report
+            print(f"tuning.report: warning: {section.heading}: {type(e).__name__}: {e}", file=sys.stderr)
+            notes.append((section, f"could not be drawn ({type(e).__name__}: {e})"))
+            drawn.append((section, None))
+    path = exp.path / files.REPORT
+    write_text(path, render_page(exp, drawn, notes))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m tuning.report",
+                    description="Build results/<experiment>/report.html from an experiment folder's result files.")
+    parser.add_argument("experiment", type=Path, help="the experiment folder, e.g. results/fc-search")
+    args = parser.parse_args(argv)
+    try:
+        path = build_report(args.experiment)
+    except ExperimentError as e:
+        fail(f"python -m tuning.report: error: {e}")
+    print(path)
+    return 0

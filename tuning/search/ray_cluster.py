@@ -1,0 +1,73 @@
+"""Ray's lifecycle for one search: start a local instance (services on loopback) or join a cluster.
+
+Also the checks that need a running Ray: that some node can host one trial, and how many
+trials fit at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+import ray
+
+from .settings import ResourceError, Settings
+
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int) -> None:
+    """Join ``address``, or start a local Ray with its dashboard on ``dashboard_host`` (loopback by default)."""
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        print(f"joined the Ray cluster at {address}")
+        return
+    if dashboard and not is_loopback(dashboard_host):
+        print(f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
+              f"it can run code through Ray's job API", file=sys.stderr)
+    context = ray.init(include_dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+                       logging_level=logging.WARNING, log_to_driver=False)
+    if dashboard and context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}")
+        if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
+            print(f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
+                  f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
+
+
+def stop_ray() -> None:
+    """Shut down the local Ray instance (or disconnect from the cluster)."""
+    ray.shutdown()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_cluster_resources(cpus: float, gpus: float) -> None:
+    """Fail fast when no single node can host one trial (instead of trials PENDING forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    if cpus > most_cpus:
+        raise ResourceError(f"--cpus-per-trial {cpus:g} exceeds the largest node's {most_cpus:g} CPUs")
+    if gpus > most_gpus:
+        what = "has no GPU" if most_gpus == 0 else f"has at most {most_gpus:g} GPUs on one node"
+        raise ResourceError(f"--gpus-per-trial {gpus:g} cannot be met: the cluster {what}")
+
+
+def max_concurrent(settings: Settings) -> int:
+    """Trials at once: ``--max-concurrent``, else as many as the cluster's CPUs and GPUs hold."""
+    if settings.max_concurrent:
+        return settings.max_concurrent
+    total = ray.cluster_resources()
+    by_cpu = int(total.get("CPU", 1) // settings.cpus_per_trial)
+    by_gpu = int(total.get("GPU", 0) // settings.gpus_per_trial) if settings.gpus_per_trial else by_cpu
+    return max(1, min(by_cpu, by_gpu))

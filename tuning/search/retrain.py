@@ -1,0 +1,97 @@
+"""The retrain: the best configuration trained for the full epochs, once per retrain seed.
+
+Each seed is a run folder (``retrain/seed-<s>/``, ``snn.run_folder``) that an interrupted
+search continues from its checkpoint. The first seed's model also leaves its test-set
+predictions in ``retrain/predictions.npz``, so the report shows them without running a model.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from snn.checkpoint import read_checkpoint
+from snn.config import RunConfig
+from snn.data import Dataset, Split, batches, make_splits, resolve_device
+from snn.io import atomic_write_bytes, write_csv
+from snn.models import build_model
+from snn.run_folder import RunFolder
+from snn.training import EVAL_BATCH_SIZE, RunState, predict, train
+
+from .. import experiment as files
+
+SAMPLE_IMAGES = 10  # test images the report shows with their predictions
+
+
+def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: int, data: Dataset) -> dict[str, Any]:
+    """Train ``best_config`` for ``epochs`` with ``seeds`` seeds; return the summary of their test accuracy."""
+    base = RunConfig.from_dict(best_config).replace(epochs=epochs)
+    splits = make_splits(data, base)
+    histories: dict[int, list[dict[str, Any]]] = {}
+    first_model = None
+    for seed in range(base.seed, base.seed + seeds):
+        config = base.replace(seed=seed)
+        folder = RunFolder(experiment / files.retrain_folder(seed))
+        print(f"retraining the best config for {config.epochs} epochs (seed {seed}) -> {folder.path}")
+        final: list[RunState] = []
+
+        def on_epoch(record: dict[str, Any], state: RunState, folder: RunFolder = folder) -> None:
+            folder.on_epoch(record, state)
+            final[:] = [state]
+            tqdm.write(f"  retrain epoch {record['epoch']}/{epochs}: test acc {record.get('test_acc', math.nan):.2%}, "
+                       f"train loss {record['train_loss']:.4f}, {record['train_images_per_s']:.0f} img/s")
+
+        history = train(config, splits, on_epoch=on_epoch, on_batch=_progress_bar(),
+                        resume_from=folder.resume_point())
+        histories[seed] = history.epochs
+        if first_model is None:
+            first_model = final[0].model if final else _saved_model(folder, config)
+    write_csv(experiment / files.RETRAIN_METRICS, [{"seed": s, **r} for s, h in histories.items() for r in h])
+    if first_model is not None:
+        write_predictions(experiment / files.PREDICTIONS, first_model, splits.test)
+    checkpoint = f"{files.retrain_folder(base.seed)}/{folder.checkpoint.name}"
+    return files.retrain_summary(histories, epochs, checkpoint)
+
+
+def _saved_model(folder: RunFolder, config: RunConfig) -> torch.nn.Module:
+    """The model of a retrain that had already finished before this run (nothing left to train)."""
+    model = build_model(config).to(resolve_device(config.device))
+    model.load_state_dict(read_checkpoint(folder.checkpoint)["model"])
+    return model
+
+
+def write_predictions(path: Path, model: torch.nn.Module, test: Split) -> None:
+    """The model's predicted digit for every test image, and a few images to show (uint8 [n, 28, 28])."""
+    torch.manual_seed(0)  # Poisson input: the same predictions for the same model
+    predicted = torch.cat([predict(model, test.float_images(index)).cpu()
+                           for index in batches(len(test), EVAL_BATCH_SIZE, shuffle=False,
+                                                device=test.labels.device)])
+    picks = np.random.default_rng(0).choice(len(test), size=min(SAMPLE_IMAGES, len(test)), replace=False)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, labels=test.labels.cpu().numpy(), predicted=predicted.numpy(),
+                        sample_index=picks, sample_images=test.images[torch.from_numpy(picks)].cpu().numpy())
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _progress_bar():
+    """A tqdm bar over each epoch's batches (``train``'s ``on_batch``)."""
+    bar = None
+
+    def on_batch(i: int, n: int, loss: float) -> None:
+        nonlocal bar
+        if bar is None or i == 0:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=n, desc="  retrain", unit="batch", leave=False)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if i == n - 1:
+            bar.close()
+            bar = None
+    return on_batch

@@ -1,0 +1,100 @@
+"""The Ray Tune part of a search: Optuna's TPE behind Ray's OptunaSearch, ASHA, one Tuner.
+
+``run_search`` runs (or resumes) the Tuner and leaves trials.csv, trial_metrics.csv and
+best_config.json in the experiment folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from snn.data import Dataset
+from snn.io import write_json
+
+from .. import experiment as files
+from . import ray_cluster, results
+from .results import SearchOutcome
+from .searcher import PruneAwareOptunaSearch
+from .settings import Settings
+from .space import SearchSpace
+from .trial import TrialSetup, run_trial
+
+Trainable = Callable[..., None]  # run_trial's signature: (sampled, setup=..., data=...)
+
+
+def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: Dataset, *, resume: bool,
+               trainable: Trainable = run_trial) -> SearchOutcome:
+    """Run (or resume) the Tuner, then write the trial tables and best_config.json."""
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable, setup=TrialSetup(space, settings.cpus_per_trial, settings.device), data=data),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    start = time.time()
+    if resume:
+        tuner = tune.Tuner.restore(str(experiment / files.TUNE), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
+                           run_config=_run_config(experiment, space, settings))
+    grid = tuner.fit()
+    outcome = collect(experiment, grid, space, settings)
+    outcome.search_seconds = time.time() - start
+    outcome.max_concurrent = ray_cluster.max_concurrent(settings)
+    return outcome
+
+
+def study_storage(experiment: Path) -> optuna.storages.JournalStorage:
+    """The Optuna study's storage: the journal file in the experiment folder."""
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / files.STUDY)))
+
+
+def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.TuneConfig:
+    searcher = PruneAwareOptunaSearch(space=space.params, metric=settings.metric, mode="max",
+                                      sampler=optuna.samplers.TPESampler(seed=settings.seed),
+                                      storage=study_storage(experiment), study_name=experiment.name,
+                                      max_epochs=space.budget.epochs_per_trial)
+    scheduler = ASHAScheduler(time_attr=files.EPOCH, metric=settings.metric, mode="max",
+                              max_t=space.budget.epochs_per_trial, grace_period=space.budget.grace_period,
+                              reduction_factor=space.budget.reduction_factor)
+    return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings)),
+                           scheduler=scheduler, num_samples=space.budget.trials, reuse_actors=True)
+
+
+def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=files.TUNE,
+        storage_path=str(experiment),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        progress_reporter=tune.CLIReporter(
+            metric_columns={files.EPOCH: "epoch", settings.metric: settings.metric, "train_loss": "loss"},
+            parameter_columns=list(space.params), max_report_frequency=10, sort_by_metric=True,
+            metric=settings.metric, mode="max",
+        ),
+        verbose=1,
+    )
+
+
+def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> SearchOutcome:
+    """Write trials.csv, trial_metrics.csv and best_config.json from the Tuner's results."""
+    analysis = tune.ExperimentAnalysis(str(experiment / files.TUNE))
+    outcomes = results.trial_outcomes(grid, {t.trial_id: t.status for t in analysis.trials})
+    rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial)
+    best = files.best_trial(rows, settings.metric)
+    best_config = None
+    if best is not None:
+        # the config to train in full: what the retrain runs, and `python -m snn.train` can rerun
+        best_config = space.config_for(files.sampled_values(best), device=settings.device,
+                                       epochs=space.budget.retrain_epochs).to_dict()
+        write_json(experiment / files.BEST_CONFIG, best_config)
+    interrupted = any(r["status"] not in files.FINISHED for r in rows) or len(rows) < space.budget.trials
+    trial_seconds = sum(r.get("epoch_seconds", 0.0) for t in outcomes for r in t.history)
+    return SearchOutcome(rows=rows, best_row=best, best_config=best_config, interrupted=interrupted,
+                         trial_seconds=trial_seconds)
