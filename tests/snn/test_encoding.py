@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from snn.fastpath import poisson_input_current
 from snn.models import poisson_encode
 
 
@@ -42,3 +43,17 @@ def test_spikes_are_independent_across_time_steps():
     spikes = poisson_encode(torch.full((4000,), p), T=2)  # [2, 4000]
     both = (spikes[0] * spikes[1]).mean()  # P(spike at t and t+1) = p^2 if independent
     assert both.item() == pytest.approx(p * p, abs=5 * (p * p * (1 - p * p) / 4000) ** 0.5)
+
+
+def test_the_fc_models_fast_input_spikes_mnist_levels_at_their_rates_independently():
+    """``poisson_input_current`` (16-bit lanes, only fractional pixels drawn) keeps this law."""
+    levels = torch.arange(256, dtype=torch.float32).div_(255.0)  # every uint8 intensity k/255
+    images = levels.repeat(4, 1)  # [4 images, 256 pixels]
+    T = 3000
+    torch.manual_seed(3)
+    spikes = poisson_input_current(images, torch.eye(256), T)  # identity weight: [T, 4, 256] spikes
+    rate = spikes.mean(dim=(0, 1))  # [256], each from 4 * T steps
+    assert (rate - levels).abs().le(five_sigma(levels, 4 * T) + 1e-4).all()  # + the 7.6e-6 lane bias
+    assert rate[0] == 0.0 and rate[-1] == 1.0
+    both = (spikes[1:] * spikes[:-1]).mean(dim=(0, 1))  # P(spike at t and t+1) = p^2 if independent
+    assert (both - levels**2).abs().le(five_sigma(levels**2, 4 * (T - 1)) + 1e-4).all()

@@ -15,7 +15,8 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from snn import fastpath
 from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, Split, make_splits
-from snn.fastpath import FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
+from snn.fastpath import (FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
+                          spike_thresholds, uniform_lanes)
 from snn.models import FCSNN, build_model, poisson_encode
 from snn.training import rate_loss, train, use_backend
 
@@ -178,6 +179,70 @@ def test_fc_model_sparse_and_dense_inputs_agree_on_binary_images():
     set_fused(reference, False)
     images = (torch.rand(8, 1, 28, 28) < 0.2).float()
     torch.testing.assert_close(fast(images), reference(images))
+
+
+def test_spike_thresholds_are_within_the_stated_bias_of_every_mnist_level():
+    levels = torch.arange(256, dtype=torch.float32).div_(255.0)  # what snn.data hands the model
+    p = (spike_thresholds(levels).long() + 32768).double() / 65536  # the probability a lane spikes
+    bias = (p - torch.arange(256, dtype=torch.float64) / 255).abs()
+    assert bias[:255].max() <= 127 / 255 / 65536 + 1e-12  # 7.6e-6, below 2^-17
+    assert bias.max() <= 2.0**-16  # 255/255 is capped at 65535/65536 (the caller handles p = 1)
+    assert p[0] == 0.0, "intensity 0 never spikes"
+    anywhere = torch.rand(100_000)
+    assert ((spike_thresholds(anywhere).long() + 32768) / 65536 - anywhere).abs().max() <= 2.0**-16
+
+
+def test_uniform_lanes_are_uniform_and_the_lanes_of_one_draw_uncorrelated():
+    torch.manual_seed(10)
+    n = 250_000
+    lanes = uniform_lanes((n, 4), "cpu").long() + 32768  # [64-bit draw, its four 16-bit lanes]
+    u = (lanes.double() + 0.5) / 65536  # uniform on (0, 1)
+    assert ((u.mean(0) - 0.5).abs() < 5 * math.sqrt(1 / 12 / n)).all()
+    assert ((u.var(0) * 12 - 1).abs() < 0.02).all()
+    counts = torch.bincount(lanes.flatten() >> 12, minlength=16).double()  # top 4 bits: 16 bins
+    chi2 = ((counts - 4 * n / 16) ** 2 / (4 * n / 16)).sum()
+    assert chi2 < 50  # 15 degrees of freedom: P(chi2 > 50) < 1e-5
+    corr = torch.corrcoef(u.t())  # [4, 4]
+    off_diagonal = corr[~torch.eye(4, dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 5 / math.sqrt(n), corr
+    # nor do the spikes that four lanes of one draw decide depend on each other
+    spikes = (u < 0.3).double()
+    both = (spikes[:, :, None] * spikes[:, None, :]).mean(0)[~torch.eye(4, dtype=torch.bool)]
+    assert ((both - 0.09).abs() < 5 * math.sqrt(0.09 * 0.91 / n)).all()
+
+
+def test_bernoulli_spikes_rate_and_independence_across_steps_and_pixels():
+    torch.manual_seed(11)
+    probs = torch.arange(256, dtype=torch.float32).div_(255.0).repeat(8)  # [2048] pixels, MNIST levels
+    T = 2000
+    spikes = bernoulli_spikes(spike_thresholds(probs), T)  # [2048, T]
+    assert spikes.dtype == torch.float32 and set(spikes.unique().tolist()) <= {0.0, 1.0}
+    rate = spikes.view(8, 256, T).mean(dim=(0, 2))  # [256 levels], each from 8 * T steps
+    level = torch.arange(256, dtype=torch.float32) / 255
+    assert ((rate - level).abs() <= 5 * (level * (1 - level) / (8 * T)).sqrt() + 1e-4).all()
+    centred = spikes - probs.unsqueeze(1)
+    variance = (probs * (1 - probs)).mean()
+    # consecutive steps (often lanes of one 64-bit draw) and neighbouring pixels are uncorrelated
+    lag1 = (centred[:, 1:] * centred[:, :-1]).mean() / variance
+    neighbours = (centred[1:] * centred[:-1]).mean() / variance
+    bound = 5 / math.sqrt(2048 * T)
+    assert abs(lag1) < bound and abs(neighbours) < bound, (lag1, neighbours)
+
+
+def test_the_poisson_draw_is_reproducible_from_the_seed():
+    images = torch.rand(6, 784) * (torch.rand(6, 784) < 0.3)
+    weight = torch.randn(10, 784)
+    torch.manual_seed(12)
+    first = poisson_input_current(images, weight, 50)
+    torch.manual_seed(12)
+    assert torch.equal(poisson_input_current(images, weight, 50), first)
+    assert not torch.equal(poisson_input_current(images, weight, 50), first)  # the generator moved on
+
+
+def test_uniform_lanes_of_any_count():
+    torch.manual_seed(13)
+    lanes = uniform_lanes((3, 5, 7), "cpu")  # 105 lanes: not a multiple of four
+    assert lanes.shape == (3, 5, 7) and lanes.dtype == torch.int16 and lanes.is_contiguous()
 
 
 # ----------------------------------------------------------------------------- backends
