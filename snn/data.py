@@ -2,21 +2,31 @@
 
 Files are read once (``read_dataset``) into uint8 tensors; ``make_splits`` carves the
 validation split and the size limits and moves everything to the training device;
-``batches`` draws index batches of a shuffled permutation on that device.
+``batches`` draws index batches of a shuffled permutation on that device. Missing files
+are downloaded from torchvision's mirrors (its URLs and checksums) into torchvision's layout.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.client
+import io
 import os
+import sys
+import urllib.error
+import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .config import RunConfig
+from .io import atomic_write_bytes
 
 # torchvision's layout: ROOT/<folder>/raw/<file>
 _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -29,6 +39,8 @@ FILES = {
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 _EXPECTED_COUNT = {"train": 60_000, "test": 10_000}
 VAL_SPLIT_SEED = 12345  # fixed, so every run and trial holds out the same validation images
+DOWNLOAD_TIMEOUT_S = 60.0  # a download gives up after this many seconds without receiving a byte
+_DOWNLOAD_CHUNK = 1 << 16
 
 
 class DataError(RuntimeError):
@@ -80,26 +92,34 @@ def raw_folder(root: Path | str, name: str = "mnist") -> Path:
     return Path(root) / _FOLDERS[name] / "raw"
 
 
-def read_dataset(root: Path | str, name: str = "mnist", download: bool = True) -> Dataset:
+def read_dataset(root: Path | str, name: str = "mnist", download: bool = True, *,
+                 download_timeout: float = DOWNLOAD_TIMEOUT_S) -> Dataset:
     """Read the four IDX files of ``name`` under ``root`` (train and test, on the CPU).
 
-    Missing files are fetched with torchvision's download when ``download`` is true;
-    if they are still missing, or any file is truncated or corrupt, raises DataError
-    with one line that names the folder and the files.
+    Missing files are downloaded into ``raw_folder(root, name)`` when ``download`` is true
+    (``download_timeout``: seconds without data before giving up). If files are still missing,
+    or any file is truncated or corrupt, raises DataError with one line that names the folder
+    and the files (and, when a download failed, why).
     """
     folder = raw_folder(root, name)
-    if _missing(folder) and download:
-        _try_download(root, name)
     missing = _missing(folder)
+    if missing and download:
+        try:
+            _download(folder, name, missing, timeout=download_timeout)
+        except _DownloadFailed as e:
+            raise DataError(_missing_message(name, folder, missing, f"the download failed ({e})")) from None
+        missing = _missing(folder)
     if missing:
-        raise DataError(
-            f"{name} files not found in {folder}: expected {', '.join(FILES.values())} "
-            f"(missing: {', '.join(missing)}); set --data-dir or SNN_DATA_DIR to the folder that holds "
-            f"{_FOLDERS[name]}/raw"
-        )
+        raise DataError(_missing_message(name, folder, missing))
     train = _read_pair(folder, "train")
     test = _read_pair(folder, "test")
     return Dataset(train=train, test=test)
+
+
+def _missing_message(name: str, folder: Path, missing: list[str], why: str = "") -> str:
+    return (f"{name} files not found in {folder}: expected {', '.join(FILES.values())} "
+            f"(missing: {', '.join(missing)}){'; ' + why if why else ''}; set --data-dir or SNN_DATA_DIR "
+            f"to the folder that holds {_FOLDERS[name]}/raw")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,15 +164,100 @@ def _missing(folder: Path) -> list[str]:
     return [f for f in FILES.values() if not (folder / f).exists() and not (folder / f"{f}.gz").exists()]
 
 
-def _try_download(root: Path | str, name: str) -> None:
-    import torchvision
+class _DownloadFailed(Exception):
+    """No mirror gave a file; the message says, per mirror, why."""
 
-    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
-    for train in (True, False):
+
+def _download(folder: Path, name: str, files: list[str], *, timeout: float) -> None:
+    """Fetch ``files`` (plain IDX names) from torchvision's mirrors for ``name`` into ``folder``.
+
+    Each file is fetched gzip-compressed, checked against torchvision's MD5, decompressed and
+    written atomically, so an interrupted download leaves no partial file; folders it made for
+    nothing are removed again. A line on stderr says where the files go once a mirror answers.
+    """
+    import torchvision  # only here: reading files that are present does not need it
+
+    source = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    checksums = dict(source.resources)  # {"train-images-idx3-ubyte.gz": md5, ...}
+    announced: list[str] = []
+
+    def announce(mirror: str) -> None:
+        if not announced:
+            print(f"downloading {name} into {folder} from {mirror}", file=sys.stderr, flush=True)
+            announced.append(mirror)
+
+    made = _make_folders(folder)
+    try:
+        for file in files:
+            content = _fetch(f"{file}.gz", list(source.mirrors), checksums[f"{file}.gz"], timeout, announce)
+            try:
+                atomic_write_bytes(folder / file, content)
+            except OSError as e:
+                raise _DownloadFailed(f"cannot write {folder / file}: {e.strerror or e}") from None
+    finally:
+        for made_folder in reversed(made):
+            if not any(made_folder.iterdir()):
+                made_folder.rmdir()
+
+
+def _fetch(file: str, mirrors: list[str], md5: str, timeout: float, on_connect) -> bytes:
+    """The unpacked content of the gzip file ``file`` from the first mirror that serves it intact."""
+    failures = []
+    for mirror in mirrors:
+        url = f"{mirror}{file}"
         try:
-            cls(str(root), train=train, download=True)
-        except Exception:  # offline or unwritable: the caller reports the missing files
-            return
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "snn-tune"}),
+                                        timeout=timeout) as response:
+                on_connect(mirror)
+                return _checked_and_unpacked(_receive(response, file), md5)
+        except (OSError, http.client.HTTPException, _DownloadFailed) as e:
+            failures.append(f"{url}: {_describe(e, timeout)}")
+    raise _DownloadFailed("; ".join(failures) or "no mirror known")
+
+
+def _receive(response, label: str) -> bytes:
+    """The whole body of an HTTP response, with a progress bar on a terminal."""
+    size = int(response.headers.get("Content-Length") or 0) or None
+    buffer = io.BytesIO()
+    with tqdm(total=size, desc=label, unit="B", unit_scale=True, file=sys.stderr, disable=None, leave=False) as bar:
+        while chunk := response.read(_DOWNLOAD_CHUNK):
+            buffer.write(chunk)
+            bar.update(len(chunk))
+    if size is not None and buffer.tell() != size:
+        raise _DownloadFailed(f"connection closed after {buffer.tell()} of {size} bytes")
+    return buffer.getvalue()
+
+
+def _checked_and_unpacked(payload: bytes, md5: str) -> bytes:
+    found = hashlib.md5(payload, usedforsecurity=False).hexdigest()
+    if found != md5:
+        raise _DownloadFailed(f"MD5 {found}, expected {md5}: not the file torchvision knows")
+    try:
+        return gzip.decompress(payload)
+    except (OSError, EOFError, zlib.error) as e:
+        raise _DownloadFailed(f"not a readable gzip file ({e})") from None
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    """Why a fetch failed, in a few words."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, TimeoutError):
+        return f"no data for {timeout:g} s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create folder and its missing parents; returns those it created, outermost first."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _DownloadFailed(f"cannot create {folder}: {e.strerror or e}") from None
+    return made
 
 
 def _read_pair(folder: Path, split: str) -> Split:

@@ -1,13 +1,20 @@
-"""The IDX loader on the real MNIST files and on broken copies of the data; splits, limits and batches."""
+"""The IDX loader on the real MNIST files and on broken copies of the data; the download; splits, limits, batches."""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import http.server
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from snn.data import FILES, VAL_SPLIT_SEED, DataError, Dataset, Split, batches, default_data_dir, make_splits, raw_folder, read_dataset
 from tests.idx_files import IMAGES_MAGIC, synthetic_images, synthetic_labels, write_bytes, write_idx, write_synthetic_dataset
@@ -214,3 +221,104 @@ def test_pointing_at_the_raw_folder_itself_says_which_folder_to_give(data_root):
     """read_dataset takes the root (the folder holding MNIST/raw), not the raw folder itself."""
     with pytest.raises(DataError, match=r"set --data-dir or SNN_DATA_DIR to the folder that holds MNIST/raw"):
         read_dataset(raw_folder(data_root), download=False)
+
+
+# --- the download ------------------------------------------------------------------------------------
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """A local HTTP mirror, torchvision's only one for MNIST: put a file in it with ``serve(name, content)``.
+
+    ``serve`` gzips the content under NAME.gz and records its MD5 as torchvision's checksum.
+    """
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
+    checksums = dict(torchvision.datasets.MNIST.resources)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", checksums)
+
+    def serve(name: str, content: bytes, md5: str | None = None) -> None:
+        packed = gzip.compress(content, compresslevel=1)
+        (folder / f"{name}.gz").write_bytes(packed)
+        checksums[f"{name}.gz"] = md5 or hashlib.md5(packed).hexdigest()
+
+    serve.url = url
+    yield serve
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_missing_files_are_downloaded_into_the_root_in_torchvisions_layout(mirror, synthetic_root, tmp_path, capsys):
+    for name in FILES.values():
+        mirror(name, (raw_folder(synthetic_root) / name).read_bytes())
+    root = tmp_path / "data"  # does not exist yet
+    data = read_dataset(root)
+    assert sorted(p.name for p in raw_folder(root).iterdir()) == sorted(FILES.values())
+    assert torch.equal(data.test.images, read_dataset(synthetic_root, download=False).test.images)
+    assert capsys.readouterr().err.splitlines()[0] == f"downloading mnist into {root / 'MNIST' / 'raw'} from {mirror.url}"
+
+
+def test_only_the_missing_file_is_downloaded_and_a_dead_mirror_is_skipped(mirror, data_copy, monkeypatch):
+    name = FILES["test_labels"]
+    content = (raw_folder(data_copy) / name).read_bytes()
+    (raw_folder(data_copy) / name).unlink()
+    mirror(name, content)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{closed_port()}/", mirror.url])
+    read_dataset(data_copy)
+    assert (raw_folder(data_copy) / name).read_bytes() == content
+    assert (raw_folder(data_copy) / FILES["train_images"]).is_symlink(), "present files are left alone"
+
+
+def test_offline_the_download_fails_fast_with_one_line_and_leaves_nothing(monkeypatch, tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/"
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
+    started = time.monotonic()
+    with pytest.raises(DataError) as error:
+        read_dataset(tmp_path / "data")
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"not found in {tmp_path / 'data' / 'MNIST' / 'raw'}" in message
+    assert all(name in message for name in FILES.values())
+    assert f"the download failed ({url}train-images-idx3-ubyte.gz: Connection refused)" in message
+    assert "set --data-dir or SNN_DATA_DIR to the folder that holds MNIST/raw" in message
+    assert list(tmp_path.iterdir()) == [], "no folder or partial file is left behind"
+
+
+def test_a_mirror_that_stops_sending_times_out(monkeypatch, tmp_path):
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
+        started = time.monotonic()
+        with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: no data for 0\.5 s\)"):
+            read_dataset(tmp_path / "data", download_timeout=0.5)
+        assert time.monotonic() - started < 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_download_is_refused_by_its_checksum_and_not_written(mirror, data_copy):
+    name = FILES["test_labels"]
+    (raw_folder(data_copy) / name).unlink()
+    mirror(name, b"\x00\x00\x08\x01 not the labels", md5="ec29112dd5afa0611ce80d1b7f02629c")
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: MD5 [0-9a-f]{32}, expected ec2911"):
+        read_dataset(data_copy)
+    assert sorted(p.name for p in raw_folder(data_copy).iterdir()) == sorted(set(FILES.values()) - {name})
