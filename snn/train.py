@@ -1,7 +1,8 @@
-"""Train one network: ``python -m snn.train fc|csnn [flags]``.
+"""Train one network: ``python -m snn.train fc|csnn [flags]`` or ``python -m snn.train --config FILE [flags]``.
 
 Writes OUT/config.json, OUT/metrics.csv (one row per epoch) and OUT/checkpoint.pt after
-every epoch; ``--resume`` continues OUT from its checkpoint.
+every epoch; ``--resume`` continues OUT from its checkpoint. ``--config`` starts from a saved
+RunConfig (a search's best_config.json, a run's config.json); flags beside it override its fields.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint
-from .cli import Parser, add_config_flags, config_overrides, fail
+from .cli import ConfigFileError, Parser, add_config_flags, config_overrides, fail, load_config_file
 from .config import MODELS, ConfigError, RunConfig
 from .data import DataError, default_data_dir, make_splits, read_dataset, resolve_device
 from .io import write_json
@@ -22,10 +23,15 @@ from .training import EpochRecord, RunState, train
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m snn.train", description="Train the seed's FC-SNN or CSNN on MNIST.")
-    parser.add_argument("model", choices=MODELS, help="fc (FC-SNN) or csnn")
+    parser.add_argument("model", nargs="?", choices=MODELS, default=None,
+                        help="fc (FC-SNN) or csnn; may be left out with --config or --resume")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="start from the RunConfig in this JSON file (results/NAME/best_config.json, "
+                             "OUT/config.json); flags given beside it override its fields")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder holding MNIST/raw (default: $SNN_DATA_DIR, else ./data)")
-    parser.add_argument("--no-download", action="store_true", help="never try torchvision's download")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download missing files (default: fetch them from torchvision's mirrors)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/runs/MODEL-TIME)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -44,17 +50,39 @@ def format_epoch(record: EpochRecord, epochs: int) -> str:
     return " | ".join(parts)
 
 
-def _config_for(args, out: Path) -> RunConfig:
-    overrides = config_overrides(args)
-    if not args.resume:
-        return RunConfig(model=args.model, **overrides)
+def _file_config(args) -> RunConfig | None:
+    """The --config file's RunConfig, its model checked against the positional one; None without --config."""
+    if args.config is None:
+        return None
+    config = load_config_file(args.config, model=args.model)
+    if args.model is not None and config.model != args.model:
+        fail(f"python -m snn.train: error: model {args.model} does not match {args.config}, which has "
+             f"model {config.model!r}; leave the model out or give {config.model}")
+    return config
+
+
+def _new_config(args) -> RunConfig:
+    """A new run's config: the --config file (else the model's seed defaults) with the flags on top."""
+    base = _file_config(args)
+    if base is not None:
+        return base.replace(**config_overrides(args))
+    if args.model is None:
+        fail("python -m snn.train: error: give a model (fc or csnn) or --config FILE (see --help)")
+    return RunConfig(model=args.model, **config_overrides(args))
+
+
+def _resumed_config(args, out: Path) -> RunConfig:
+    """The saved config of the run in ``out``; what the command asks for must match it, except epochs."""
     saved = RunConfig.from_dict(read_checkpoint(RunFolder(out).checkpoint)["config"])
-    changed = {k: v for k, v in overrides.items() if k != "epochs" and getattr(saved, k) != v}
-    if changed or saved.model != args.model:
-        key = next(iter(changed), "model")
+    base = _file_config(args)
+    asked = {**(base.to_dict() if base is not None else {}), **config_overrides(args)}
+    if args.model is not None:
+        asked["model"] = args.model
+    changed = [k for k, v in asked.items() if k != "epochs" and getattr(saved, k) != v]
+    if changed:
         fail(f"python -m snn.train: error: --resume keeps the saved config; it has "
-             f"{key}={getattr(saved, key)!r} (only --epochs may change)")
-    return saved.replace(epochs=overrides.get("epochs", saved.epochs))
+             f"{changed[0]}={getattr(saved, changed[0])!r} (only --epochs may change)")
+    return saved.replace(epochs=asked.get("epochs", saved.epochs))
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -68,9 +96,16 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def run(args) -> int:
-    out = args.out or Path("results") / "runs" / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    _check_out(out, args.resume)
-    config = _config_for(args, out)
+    if args.resume:
+        if args.out is None:
+            fail("python -m snn.train: error: --resume needs --out, the folder of the run to continue")
+        out = args.out
+        _check_out(out, resume=True)
+        config = _resumed_config(args, out)
+    else:
+        config = _new_config(args)  # every check of the config comes before anything is written
+        out = args.out or Path("results") / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        _check_out(out, resume=False)
     device = resolve_device(config.device)
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
         fail("python -m snn.train: error: --device cuda but no CUDA device is available")
@@ -115,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, ConfigFileError, DataError, CheckpointError) as e:
         fail(f"python -m snn.train: error: {e}")
 
 

@@ -1,4 +1,4 @@
-"""``python -m snn.train``: result files, resume, and one-line errors with exit code 2."""
+"""``python -m snn.train``: result files, resume, --config files, and one-line errors with exit code 2."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import snn.training
+from snn.config import RunConfig
 from snn.train import main
 from tests.idx_files import write_synthetic_dataset
 
@@ -119,6 +120,10 @@ def test_resume_refuses_a_changed_config_field(capsys, tmp_path, data_root):
     assert code == 2 and "only --epochs may change" in err and "lr=0.001" in err
     code, _, err = run_main(capsys, "csnn", "--out", out, "--resume", "--data-dir", data_root)
     assert code == 2 and "model='fc'" in err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads((out / "config.json").read_text()), "T": 5}))
+    code, _, err = run_main(capsys, "--config", other, "--out", out, "--resume", "--data-dir", data_root)
+    assert code == 2 and "it has T=3 (only --epochs may change)" in err
     assert len(read_metrics(out)) == 1
 
 
@@ -144,3 +149,79 @@ def test_missing_fashion_mnist_names_its_folder(capsys, tmp_path):
     code, _, err = run_main(capsys, "fc", "--dataset", "fashion-mnist", "--data-dir", tmp_path, "--no-download",
                             "--out", tmp_path / "run")
     assert code == 2 and str(tmp_path / "FashionMNIST" / "raw") in err and "t10k-images-idx3-ubyte" in err
+
+
+# --config FILE: a saved RunConfig (best_config.json, OUT/config.json), flags on top.
+
+def config_file(path: Path, **changes) -> Path:
+    """A config JSON as a search's best_config.json holds it: every field of a tiny CPU run."""
+    values = RunConfig(model="fc", T=3, epochs=1, limit_train=300, limit_test=200, device="cpu", lr=2e-3).to_dict()
+    path.write_text(json.dumps({**values, **changes}))
+    return path
+
+
+def test_a_config_file_is_the_run_and_flags_beside_it_override_its_fields(capsys, tmp_path, data_root):
+    best = config_file(tmp_path / "best_config.json")
+    out = tmp_path / "run"
+    assert main(["--config", str(best), "--T", "4", "--quiet", "--data-dir", str(data_root), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text()) == {**json.loads(best.read_text()), "T": 4}
+    # a run's own config.json reruns it; the model may be given when it is the file's
+    again = tmp_path / "again"
+    assert main(["fc", "--config", str(out / "config.json"), "--quiet", "--data-dir", str(data_root),
+                 "--out", str(again)]) == 0
+    assert (again / "config.json").read_text() == (out / "config.json").read_text()
+
+
+def test_a_config_file_without_some_fields_takes_their_defaults(capsys, tmp_path, data_root):
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"model": "csnn", "T": 2, "channels": 4, "epochs": 1, "limit_train": 64, "limit_test": 32}')
+    out = tmp_path / "run"
+    assert main(["--config", str(partial), "--device", "cpu", "--quiet", "--data-dir", str(data_root), "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["T"], saved["channels"], saved["optimizer"], saved["lr"]) == (2, 4, "sgd", 0.1)  # the CSNN seed's
+
+
+def test_a_model_other_than_the_files_is_one_line_and_exit_2(capsys, tmp_path):
+    best = config_file(tmp_path / "best_config.json")
+    code, _, err = run_main(capsys, "csnn", "--config", best, "--out", tmp_path / "run")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"model csnn does not match {best}, which has model 'fc'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (None, "cannot be read (No such file or directory)"),
+    ('{"model": "fc", "T": 3,', "not JSON (Expecting"),
+    ("[1, 2]", "holds an array, expected a JSON object of config fields"),
+    ('{"model": "fc", "learning_rate": 0.1}', "learning_rate: is not a config field"),
+    ('{"model": "fc", "tau": 0.5}', "tau: must be > 1 (spikingjelly's LIF rule), got 0.5"),
+    ('{"model": "fc", "T": "20"}', "T: must be an integer, got '20'"),
+    ('{"model": "resnet"}', "model: must be one of fc, csnn, got 'resnet'"),
+    ('{"T": 20}', "has no model field"),
+])
+def test_a_bad_config_file_is_one_line_naming_it_and_exit_2(capsys, tmp_path, content, fragment):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = run_main(capsys, "--config", path, "--out", tmp_path / "run")
+    assert code == 2 and len(err.splitlines()) == 1 and out == ""
+    assert err.startswith(f"python -m snn.train: error: {path}: ") and fragment in err, err
+    assert not (tmp_path / "run").exists(), "nothing is written"
+
+
+def test_a_bad_config_file_from_the_command_line_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "best_config.json").write_text("not json")
+    result = snn_train("--config", tmp_path / "best_config.json", "--out", tmp_path / "run")
+    assert_one_line_error(result, f"{tmp_path / 'best_config.json'}: not JSON")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_flag_beside_a_good_file_names_the_flags_field(capsys, tmp_path):
+    code, _, err = run_main(capsys, "--config", config_file(tmp_path / "c.json"), "--tau", "0.5", "--out", tmp_path / "run")
+    assert code == 2 and "tau: must be > 1 (spikingjelly's LIF rule), got 0.5" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_neither_model_nor_config_is_one_line_and_exit_2(capsys, tmp_path):
+    code, _, err = run_main(capsys, "--out", tmp_path / "run")
+    assert code == 2 and "give a model (fc or csnn) or --config FILE" in err and len(err.splitlines()) == 1
