@@ -2,21 +2,33 @@
 
 Also the checks that need a running Ray: that some node can host one trial, and how many
 trials fit at once.
+
+A local search is a one-machine Ray cluster, so nothing of it listens beyond loopback: Ray
+2.60 binds its GCS server, raylet (node and object manager), dashboard agent, runtime-env
+agent and every worker to the node's IP address, and ``start_ray`` makes that 127.0.0.1. Only
+the dashboard has its own host (``--dashboard-host``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import ray
+import ray._private.ray_constants as ray_constants
 
 from .settings import ResourceError, Settings
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+LOOPBACK = "127.0.0.1"
+# Ray's switch between a one-machine instance (node IP on loopback; its default on macOS and
+# Windows) and a cluster node (node IP = the address other machines reach). Set by the user, it wins.
+SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 
 
 def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int) -> None:
@@ -28,13 +40,35 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
     if dashboard and not is_loopback(dashboard_host):
         print(f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
               f"it can run code through Ray's job API", file=sys.stderr)
-    context = ray.init(include_dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-                       logging_level=logging.WARNING, log_to_driver=False)
+    with _node_on_loopback() as node_ip:
+        context = ray.init(include_dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
+                           _node_ip_address=node_ip, logging_level=logging.WARNING, log_to_driver=False)
     if dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
             print(f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
                   f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
+
+
+@contextlib.contextmanager
+def _node_on_loopback() -> Iterator[str | None]:
+    """Start the local node on 127.0.0.1 (yields the node IP for ``ray.init``), unless the user set Ray's switch.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: on Linux Ray replaces a
+    loopback address by the machine's outward one (``services.resolve_ip_for_localhost``)
+    unless it runs as one machine (``ray_constants.ENABLE_RAY_CLUSTER`` false), a constant read
+    from SINGLE_MACHINE_ENV when Ray was imported. So the constant is switched for the start
+    (the services Ray starts are handed the node IP on their command lines) and put back.
+    """
+    if SINGLE_MACHINE_ENV in os.environ:
+        yield None  # the user chose; Ray decides the node IP as it always does
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield LOOPBACK
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def stop_ray() -> None:
