@@ -17,6 +17,7 @@ DATASETS = ("mnist", "fashion-mnist")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 NEURONS = ("lif", "if", "plif")
 SURROGATES = ("atan", "sigmoid")
+SURROGATE_DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0}  # spikingjelly's ATan() and Sigmoid() defaults
 LR_SCHEDULES = ("none", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "triton", "cuda")  # snn.fastpath.BACKENDS

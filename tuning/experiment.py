@@ -43,14 +43,16 @@ RESULT_FILES = (SUMMARY, TRIALS, TRIAL_METRICS, BEST_CONFIG, RETRAIN)
 # What every trial reports each epoch besides the trainer's record.
 EPOCH = "epoch"  # the time attribute ASHA counts in
 DIVERGED = "diverged"  # true in the record of the epoch whose loss or weights turned NaN
+SILENT = "silent"  # true in the record of the epoch in which the network was found silent
 NODE_ID = "node_id"  # the Ray node the trial ran on
 CONFIG_PREFIX = "config/"  # trials.csv's columns of the sampled values
+RAY_TRIAL_ID = "ray_trial_id"  # the user attribute of each Optuna trial that names its Ray trial
+SEED_TRIAL = "seed_trial"  # trials.csv: true for the trial that ran the seed's configuration
 
 # Ray's trial statuses; a finished trial is one of FINISHED.
 TERMINATED, ERROR = "TERMINATED", "ERROR"
 FINISHED = (TERMINATED, ERROR)
 
-COUNT_KEYS = ("total", "completed", "stopped_early", "errored", "diverged", "unfinished")
 
 
 def retrain_folder(seed: int) -> str:
@@ -59,16 +61,23 @@ def retrain_folder(seed: int) -> str:
 
 
 def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: list[dict[str, Any]],
-              metric: str, max_epochs: int) -> dict[str, Any]:
-    """One row of trials.csv: how the trial ended, its best and last figures, its sampled values."""
+              metric: str, max_epochs: int, seed_trial: bool = False) -> dict[str, Any]:
+    """One row of trials.csv: how the trial ended, its best and last figures, its sampled values.
+
+    ``last_<metric>`` (the metric at the last epoch the trial ran) is what ranks trials;
+    ``best_<metric>`` (the maximum over its epochs) is kept beside it.
+    """
     epochs = max((int(r[EPOCH]) for r in history if _number(r.get(EPOCH)) is not None), default=0)
     diverged = any(_flag(r.get(DIVERGED)) for r in history)
+    silent = any(_flag(r.get(SILENT)) for r in history)
     row: dict[str, Any] = {
         "trial_id": trial_id,
         "status": status,
-        "stopped_early": status == TERMINATED and not diverged and epochs < max_epochs,
+        "stopped_early": status == TERMINATED and not diverged and not silent and epochs < max_epochs,
         "diverged": diverged,
+        SILENT: silent,
         "epochs": epochs,
+        SEED_TRIAL: seed_trial,
     }
     for name in dict.fromkeys([metric, "test_acc"]):
         values = [v for v in (_number(r.get(name)) for r in history) if v is not None]
@@ -91,21 +100,36 @@ def trial_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     rows = list(rows)
     stopped = [_flag(r.get("stopped_early")) for r in rows]
     diverged = [_flag(r.get("diverged")) for r in rows]
+    silent = [_flag(r.get(SILENT)) for r in rows]
     return {
         "total": len(rows),
-        "completed": sum(r.get("status") == TERMINATED and not s and not d
-                         for r, s, d in zip(rows, stopped, diverged, strict=True)),
+        "completed": sum(r.get("status") == TERMINATED and not (s or d or q)
+                         for r, s, d, q in zip(rows, stopped, diverged, silent, strict=True)),
         "stopped_early": sum(stopped),
         "errored": sum(r.get("status") == ERROR for r in rows),
         "diverged": sum(diverged),
+        SILENT: sum(silent),
         "unfinished": sum(r.get("status") not in FINISHED for r in rows),
     }
 
 
+def ran_to_the_end(row: Mapping[str, Any]) -> bool:
+    """Whether a trial ran all its epochs (not stopped by ASHA, not diverged, silent or errored)."""
+    return (row.get("status") == TERMINATED and not _flag(row.get("stopped_early")) and not _flag(row.get("diverged"))
+            and not _flag(row.get(SILENT)))
+
+
 def best_trial(rows: Iterable[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
-    """The trial with the highest ``best_<metric>`` (NaN-free), or None when no trial has one."""
-    scored = [r for r in rows if _number(r.get(f"best_{metric}")) is not None]
-    return max(scored, key=lambda r: float(r[f"best_{metric}"])) if scored else None
+    """The best trial: the highest metric at its last epoch, among the trials that ran to the end if any did.
+
+    Ranking by the last epoch rather than the maximum over epochs does not reward one lucky
+    epoch, and it is the figure the trial's configuration delivers when trained that long.
+    """
+    rows = list(rows)
+    scored = [r for r in rows if _number(r.get(f"last_{metric}")) is not None]
+    finished = [r for r in scored if ran_to_the_end(r)]
+    pool = finished or scored
+    return max(pool, key=lambda r: float(r[f"last_{metric}"])) if pool else None
 
 
 def retrain_summary(histories: Mapping[int, list[dict[str, Any]]], epochs: int, checkpoint: str) -> dict[str, Any]:

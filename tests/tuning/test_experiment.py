@@ -39,7 +39,7 @@ def test_each_trial_row_says_how_it_ended(rows):
 
 def test_counts_and_the_best_trial(rows):
     assert trial_counts(rows) == {"total": 4, "completed": 1, "stopped_early": 1, "errored": 1, "diverged": 1,
-                                     "unfinished": 0}
+                                  "silent": 0, "unfinished": 0}
     assert best_trial(rows, "test_acc")["trial_id"] == "full"
 
 
@@ -55,3 +55,24 @@ def test_retrain_summary_over_seeds():
     assert summary["max_test_acc"] == [0.92, 0.93] and summary["final_test_acc"] == [0.91, 0.92]
     assert summary["max_test_acc_mean"] == pytest.approx(0.925) and summary["max_test_acc_std"] == pytest.approx(0.005)
     assert summary["final_test_acc_mean"] == pytest.approx(0.915)
+
+
+def test_the_best_trial_is_ranked_by_its_last_epoch_not_a_lucky_one():
+    """'lucky' peaked at 0.95 in epoch 2 and ended at 0.80; 'steady' ended at 0.90: max-over-epochs would pick lucky."""
+    rows = [trial_row("lucky", "TERMINATED", {}, curve([0.6, 0.95, 0.80]), "test_acc", MAX_EPOCHS),
+            trial_row("steady", "TERMINATED", {}, curve([0.7, 0.85, 0.90]), "test_acc", MAX_EPOCHS),
+            trial_row("stopped", "TERMINATED", {}, curve([0.97]), "test_acc", MAX_EPOCHS)]
+    assert max(rows, key=lambda r: r["best_test_acc"])["trial_id"] == "stopped"
+    best = best_trial(rows, "test_acc")
+    assert best["trial_id"] == "steady" and best["best_test_acc"] == 0.90 and rows[0]["best_test_acc"] == 0.95
+
+
+def test_silent_trials_are_counted_and_not_called_stopped_early():
+    records = [{"epoch": 1, "test_acc": 0.098, "silent": True}]
+    row = trial_row("dead", "TERMINATED", {}, records, "test_acc", MAX_EPOCHS)
+    assert row["silent"] and not row["stopped_early"]
+    assert trial_counts([row])["silent"] == 1 and trial_counts([row])["completed"] == 0
+
+
+def curve(accs: list[float]) -> list[dict]:
+    return [{"epoch": e + 1, "test_acc": a} for e, a in enumerate(accs)]

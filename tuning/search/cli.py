@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ _RAY_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_C
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
     "budget": {"trials": 6, "epochs_per_trial": 3, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 3},
-    "params": {"fc": {"T": {"type": "int", "low": 8, "high": 24},
+    "params": {"fc": {"T": {"type": "int", "low": 8, "high": 100, "log": True},  # holds the seed's 100
                       "lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}},
                "csnn": {"T": {"type": "int", "low": 2, "high": 3},
                         "channels": {"type": "categorical", "choices": [4, 8]}}},
@@ -53,9 +54,17 @@ def build_parser() -> Parser:
     p.add_argument("--grace-period", type=int)
     p.add_argument("--reduction-factor", type=int)
     p.add_argument("--retrain-epochs", type=int)
-    p.add_argument("--retrain-seeds", type=int, default=1, help="retrain the best config with K seeds")
+    p.add_argument("--retrain-seeds", type=int,
+                   help="retrain the best config with K seeds (default 3; 1 with --preset smoke)")
     p.add_argument("--no-retrain", action="store_true")
-    p.add_argument("--seed", type=int, default=0, help="seed of Optuna's TPE sampler")
+    p.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
+                   help="stop starting trials after this long (e.g. 90s, 30m, 2h, 1h30m), stop the running ones, "
+                        "then retrain and report as usual")
+    p.add_argument("--no-seed-trial", action="store_true",
+                   help="do not run the seed's configuration as trial 0")
+    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+                   help="Optuna's TPE (default) or random search (a baseline)")
+    p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional: 0.25 runs four trials per GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
@@ -71,6 +80,21 @@ def build_parser() -> Parser:
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     return p
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like 90s, 30m, 2h or 1h30m (a bare number is minutes)."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", text)
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text):
+        seconds = float(text) * 60
+    elif match and any(match.groups()):
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    else:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 2h or 1h30m")
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a time budget must be longer than 0")
+    return seconds
 
 
 def main(argv: list[str] | None = None, *, trainable=None) -> int:
@@ -92,7 +116,8 @@ def run(args: argparse.Namespace, trainable=None) -> int:
     else:
         if experiment.exists():
             raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
-        space, settings = _space_from_args(args), _settings_from_args(args)
+        space = _space_from_args(args)
+        settings = _settings_from_args(args, space)
     check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
     if not args.address:
         check_local_gpus(settings.gpus_per_trial, settings.device)
@@ -147,19 +172,35 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
         "max_concurrent": outcome.max_concurrent, "trials": counts, "budget": space.budget.__dict__,
         "space": space.describe(), "fixed": space.fixed,
         "best_trial": None if best is None else {
-            "trial_id": best["trial_id"], "metric_value": best[f"best_{settings.metric}"],
+            "trial_id": best["trial_id"], "metric_value": best[f"last_{settings.metric}"],
+            "max_metric_value": best[f"best_{settings.metric}"], "seed_trial": bool(best.get(files.SEED_TRIAL)),
             "config": outcome.best_config},
+        "seed_trial": _seed_trial_summary(outcome.rows, settings.metric),
+        "ended_by": "time budget" if outcome.ended_by_time_budget else "trials done" if status == "complete" else status,
         "retrain": outcome.retrain, "settings": settings.__dict__,
     })
+    budget = " (the time budget ended the search)" if outcome.ended_by_time_budget else ""
     print(f"{counts['total']} trials ({counts['stopped_early']} stopped early by ASHA, {counts['errored']} errored, "
-          f"{counts['diverged']} diverged) in {outcome.search_seconds:.0f} s")
+          f"{counts['diverged']} diverged, {counts['silent']} silent) in {outcome.search_seconds:.0f} s{budget}")
     if best is not None:
-        print(f"best trial {best['trial_id']}: {settings.metric} {best[f'best_{settings.metric}']:.2%}")
+        seed = ", the seed's configuration" if best.get(files.SEED_TRIAL) else ""
+        print(f"best trial {best['trial_id']}{seed}: {settings.metric} {best[f'last_{settings.metric}']:.2%} at its "
+              f"last epoch (max {best[f'best_{settings.metric}']:.2%})")
     if outcome.retrain:
         r = outcome.retrain
-        print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc max "
-              f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%}, final {r['final_test_acc_mean']:.2%}")
+        print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc final "
+              f"{r['final_test_acc_mean']:.2%} +- {r['final_test_acc_std']:.2%} (max over epochs "
+              f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%})")
     print(f"results: {experiment}")
+
+
+def _seed_trial_summary(rows: list[dict], metric: str) -> dict | None:
+    """How the seed's configuration did as trial 0, for the summary."""
+    seed = next((r for r in rows if r.get(files.SEED_TRIAL)), None)
+    if seed is None:
+        return None
+    return {"trial_id": seed["trial_id"], "metric_value": seed[f"last_{metric}"], "epochs": seed["epochs"],
+            "stopped_early": seed["stopped_early"]}
 
 
 def _build_report(experiment: Path) -> None:
@@ -194,7 +235,15 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     return space
 
 
-def _settings_from_args(args: argparse.Namespace) -> Settings:
+def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Settings:
+    if args.retrain_seeds is None:
+        args.retrain_seeds = 1 if args.preset == "smoke" else 3
+    seed_trial = not args.no_seed_trial
+    outside = space.seed_point()[1]
+    if seed_trial and outside:
+        print(f"note: the seed's configuration lies outside this space ({', '.join(outside)}), so it is not "
+              f"trial 0; widen the ranges to include it", file=sys.stderr)
+        seed_trial = False
     for flag in ("retrain_seeds", "max_failures", "max_concurrent"):
         value = getattr(args, flag)
         if value < (1 if flag == "retrain_seeds" else 0):
@@ -202,7 +251,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(model=args.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                     max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
-                    device=args.device)
+                    device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget)
 
 
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:

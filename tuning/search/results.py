@@ -46,6 +46,7 @@ class SearchOutcome:
     trial_seconds: float  # the trials' own epochs (training + evaluation), summed
     search_seconds: float = 0.0
     max_concurrent: int = 1
+    ended_by_time_budget: bool = False
     retrain: dict[str, Any] | None = field(default=None)
 
 
@@ -64,10 +65,11 @@ def trial_outcomes(grid, statuses: dict[str, str]) -> list[TrialOutcome]:
     return outcomes
 
 
-def write_trial_files(folder: Path, outcomes: list[TrialOutcome], metric: str,
-                      max_epochs: int) -> list[dict[str, Any]]:
+def write_trial_files(folder: Path, outcomes: list[TrialOutcome], metric: str, max_epochs: int,
+                      seed_trial: str | None = None) -> list[dict[str, Any]]:
     """Write trials.csv and trial_metrics.csv; return trials.csv's rows."""
-    rows = [files.trial_row(t.trial_id, t.status, t.config, t.history, metric, max_epochs) for t in outcomes]
+    rows = [files.trial_row(t.trial_id, t.status, t.config, t.history, metric, max_epochs,
+                            seed_trial=t.trial_id == seed_trial) for t in outcomes]
     write_csv(folder / files.TRIALS, rows)
     write_csv(folder / files.TRIAL_METRICS, [{"trial_id": t.trial_id, **r} for t in outcomes for r in t.history])
     return rows

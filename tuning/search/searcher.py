@@ -24,9 +24,7 @@ import math
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from ..experiment import DIVERGED, EPOCH
-
-SILENT = "silent"  # true in a trial's last result when its network stopped firing
+from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -36,6 +34,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._reported_steps: dict[str, set[int]] = {}  # saved with the searcher, so resume keeps it
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Ray's suggestion, with the Ray trial id recorded on the Optuna trial (links the study to trials.csv)."""
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)

@@ -24,6 +24,9 @@ class Settings:
     retrain_seeds: int
     retrain: bool
     device: str
+    seed_trial: bool = True  # the seed's configuration is trial 0
+    sampler: str = "tpe"  # tpe | random (the baseline of benchmarks/search_quality.py)
+    time_budget_s: float | None = None  # no new trials after this many seconds of searching
 
 
 def check_resource_request(cpus: float, gpus: float) -> None:

@@ -2,7 +2,12 @@
 
 A space file has four top-level keys: ``model`` (fc or csnn), ``search`` (the parameters
 TPE samples, each with a type and bounds or choices), ``fixed`` (RunConfig values held
-constant) and ``budget`` (trials, ASHA's epochs and rungs, retrain epochs).
+constant) and ``budget`` (trials, ASHA's epochs and rungs, retrain epochs, the silence rule).
+
+A searched parameter may hold ``when: {other: [values]}``: it is sampled only in trials whose
+``other`` (a searched categorical without a condition of its own) took one of the values, so
+TPE only sees what a trial uses (tau for LIF/PLIF neurons, momentum for SGD). Sampling is
+define-by-run (``SearchSpace.sample``), as in Ray's and Optuna's define-by-run examples.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from typing import Any
 import optuna
 import yaml
 
-from snn.config import MODELS, ConfigError, RunConfig, field_names
+from snn.config import MODELS, SURROGATE_DEFAULT_ALPHA, ConfigError, RunConfig, field_names
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 _TOP_KEYS = ("model", "search", "fixed", "budget")
-_PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
-               "categorical": {"type", "choices"}}
+_PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
+               "categorical": {"type", "choices", "when"}}
 # Fields a search never samples: they name the run, not a hyperparameter.
 _NOT_SEARCHABLE = ("model", "epochs", "device", "seed")
 
@@ -50,6 +55,32 @@ class SearchSpace:
     params: dict[str, optuna.distributions.BaseDistribution]
     fixed: dict[str, Any]
     budget: Budget = field(default_factory=Budget)
+    conditions: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # param -> {other: values}
+
+    def applies(self, name: str, values: dict[str, Any]) -> bool:
+        """Whether parameter ``name`` is sampled in a trial whose other values are ``values``."""
+        return all(values.get(other) in allowed for other, allowed in self.conditions.get(name, {}).items())
+
+    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Define-by-run sampling: every unconditional parameter, then each conditional one that applies."""
+        values: dict[str, Any] = {}
+        for name in sorted(self.params, key=lambda n: n in self.conditions):
+            if self.applies(name, values):
+                values[name] = _suggest(trial, name, self.params[name])
+        return values
+
+    def seed_point(self) -> tuple[dict[str, Any], list[str]]:
+        """The seed configuration's value of each parameter it uses, and the ones the ranges exclude.
+
+        The seed's values are those of ``RunConfig(model=...)`` with this space's fixed values.
+        """
+        seed = RunConfig.from_dict({"model": self.model, **self.fixed}).to_dict()
+        if seed["surrogate_alpha"] is None:  # spikingjelly's default for the surrogate
+            seed["surrogate_alpha"] = SURROGATE_DEFAULT_ALPHA[seed["surrogate"]]
+        point = {name: seed[name] for name in self.params if name not in self.conditions}
+        point.update({name: seed[name] for name in self.conditions if self.applies(name, point)})
+        outside = [f"{name}={value!r}" for name, value in point.items() if not _contains(self.params[name], value)]
+        return point, outside
 
     def config_for(self, sampled: dict[str, Any], **overrides: Any) -> RunConfig:
         """The RunConfig of one trial: fixed values, then the sampled ones, then overrides."""
@@ -64,6 +95,8 @@ class SearchSpace:
             else:
                 kind = "int" if isinstance(d, optuna.distributions.IntDistribution) else "float"
                 out[name] = {"type": kind, "low": d.low, "high": d.high, "log": d.log}
+            if name in self.conditions:
+                out[name]["when"] = copy.deepcopy(self.conditions[name])
         return out
 
 
@@ -123,7 +156,10 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None) -> SearchS
     for name, dist in params.items():
         for value in _extremes(dist):
             _check_value(space_model, fixed, {name: value}, f"search.{name}", fail)
-    return SearchSpace(path=path, model=space_model, params=params, fixed=dict(fixed), budget=budget)
+    conditions = {name: _condition(name, spec["when"], params, search, fail)
+                  for name, spec in search.items() if "when" in spec}
+    return SearchSpace(path=path, model=space_model, params=params, fixed=dict(fixed), budget=budget,
+                       conditions=conditions)
 
 
 def with_overrides(space: SearchSpace, *, fixed: dict[str, Any] | None = None,
@@ -195,6 +231,42 @@ def _distribution(name: str, spec: Any, fail) -> optuna.distributions.BaseDistri
     if kind == "int":
         return optuna.distributions.IntDistribution(int(low), int(high), log=log)
     return optuna.distributions.FloatDistribution(float(low), float(high), log=log)
+
+
+def _condition(name: str, when: Any, params: dict, search: dict, fail) -> dict[str, list[Any]]:
+    """``when: {other: [values]}``: other is a searched categorical without a condition, values among its choices."""
+    key = f"search.{name}.when"
+    if not isinstance(when, dict) or not when:
+        raise fail(key, f"must be a mapping like {{neuron: [lif, plif]}}, got {when!r}")
+    condition = {}
+    for other, values in when.items():
+        if other not in params:
+            raise fail(f"{key}.{other}", f"names no searched parameter; searched: {', '.join(params)}")
+        if not isinstance(params[other], optuna.distributions.CategoricalDistribution):
+            raise fail(f"{key}.{other}", "a condition must name a categorical parameter")
+        if other == name or "when" in search[other]:
+            raise fail(f"{key}.{other}", "a condition must name a parameter without a condition of its own")
+        values = values if isinstance(values, list) else [values]
+        unknown = [v for v in values if v not in params[other].choices]
+        if not values or unknown:
+            raise fail(f"{key}.{other}", f"values must be among {other}'s choices {list(params[other].choices)}, "
+                                         f"got {unknown or values!r}")
+        condition[other] = values
+    return condition
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+
+def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return value in dist.choices
+    return isinstance(value, (int, float)) and dist.low <= value <= dist.high
 
 
 def _extremes(dist: optuna.distributions.BaseDistribution) -> list[Any]:

@@ -44,7 +44,7 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
         tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
                            run_config=_run_config(experiment, space, settings))
     grid = tuner.fit()
-    outcome = collect(experiment, grid, space, settings)
+    outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start)
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
     return outcome
@@ -55,16 +55,21 @@ def study_storage(experiment: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / files.STUDY)))
 
 
+SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+
+
 def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.TuneConfig:
-    searcher = PruneAwareOptunaSearch(space=space.params, metric=settings.metric, mode="max",
-                                      sampler=optuna.samplers.TPESampler(seed=settings.seed),
+    searcher = PruneAwareOptunaSearch(space=space.sample, metric=settings.metric, mode="max",
+                                      sampler=SAMPLERS[settings.sampler](seed=settings.seed),
+                                      points_to_evaluate=[space.seed_point()[0]] if settings.seed_trial else None,
                                       storage=study_storage(experiment), study_name=experiment.name,
                                       max_epochs=space.budget.epochs_per_trial)
     scheduler = ASHAScheduler(time_attr=files.EPOCH, metric=settings.metric, mode="max",
                               max_t=space.budget.epochs_per_trial, grace_period=space.budget.grace_period,
                               reduction_factor=space.budget.reduction_factor)
     return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings)),
-                           scheduler=scheduler, num_samples=space.budget.trials, reuse_actors=True)
+                           scheduler=scheduler, num_samples=space.budget.trials, reuse_actors=True,
+                           time_budget_s=settings.time_budget_s)
 
 
 def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.RunConfig:
@@ -75,18 +80,26 @@ def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tun
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         progress_reporter=tune.CLIReporter(
             metric_columns={files.EPOCH: "epoch", settings.metric: settings.metric, "train_loss": "loss"},
-            parameter_columns=list(space.params), max_report_frequency=10, sort_by_metric=True,
+            # a conditional parameter is absent from the trials that do not use it, which CLIReporter cannot show
+            parameter_columns=[p for p in space.params if p not in space.conditions], max_report_frequency=10,
+            sort_by_metric=True,
             metric=settings.metric, mode="max",
         ),
         verbose=1,
     )
 
 
-def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> SearchOutcome:
-    """Write trials.csv, trial_metrics.csv and best_config.json from the Tuner's results."""
+def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float) -> SearchOutcome:
+    """Write trials.csv, trial_metrics.csv and best_config.json from the Tuner's results.
+
+    The search is ``interrupted`` when a trial is unfinished or fewer trials ran than asked
+    for, unless ``--time-budget`` ran out (Ray then starts no more trials and stops the
+    running ones): that ends the search as planned, and the retrain follows.
+    """
     analysis = tune.ExperimentAnalysis(str(experiment / files.TUNE))
     outcomes = results.trial_outcomes(grid, {t.trial_id: t.status for t in analysis.trials})
-    rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial)
+    seed_trial = _seed_trial_id(experiment) if settings.seed_trial else None
+    rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial, seed_trial)
     best = files.best_trial(rows, settings.metric)
     best_config = None
     if best is not None:
@@ -94,7 +107,19 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings) -> S
         best_config = space.config_for(files.sampled_values(best), device=settings.device,
                                        epochs=space.budget.retrain_epochs).to_dict()
         write_json(experiment / files.BEST_CONFIG, best_config)
-    interrupted = any(r["status"] not in files.FINISHED for r in rows) or len(rows) < space.budget.trials
+    budget_ended = settings.time_budget_s is not None and searched_seconds >= settings.time_budget_s
+    interrupted = (any(r["status"] not in files.FINISHED for r in rows)
+                   or (len(rows) < space.budget.trials and not budget_ended))
     trial_seconds = sum(r.get("epoch_seconds", 0.0) for t in outcomes for r in t.history)
     return SearchOutcome(rows=rows, best_row=best, best_config=best_config, interrupted=interrupted,
-                         trial_seconds=trial_seconds)
+                         trial_seconds=trial_seconds, ended_by_time_budget=budget_ended)
+
+
+def _seed_trial_id(experiment: Path) -> str | None:
+    """The Ray trial that ran the enqueued seed configuration: the study's trial number 0."""
+    try:
+        study = optuna.load_study(study_name=experiment.name, storage=study_storage(experiment))
+    except KeyError:
+        return None
+    first = [t for t in study.get_trials(deepcopy=False) if t.number == 0]
+    return first[0].user_attrs.get(files.RAY_TRIAL_ID) if first else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.tuning.helpers import FAULTY_SEARCH, search_command, start_search
-from tests.tuning.search.faulty_search import CRASH_ENV
+from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
 
 QUICK = ("--preset", "smoke", "--no-retrain", "--no-report", "--no-dashboard", "--max-concurrent", "1")
 
@@ -93,3 +94,19 @@ def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, m
     assert process.wait(timeout=600) == 0, (tmp_path / "fails.log").read_text()[-3000:]
     table = pd.read_csv(tmp_path / "fails" / "trials.csv")
     assert table["status"].tolist() == ["ERROR"]
+
+
+def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_still_runs(tmp_path, mnist_root):
+    """Ten trials of three 4-second epochs would take 2 minutes; a 20 s budget ends the search, then it retrains."""
+    command = search_command("fc", tmp_path, "budget", "--preset", "smoke", "--no-report", "--no-dashboard",
+                             "--max-concurrent", "1", "--trials", "10", "--time-budget", "20s", module=FAULTY_SEARCH)
+    start = time.time()
+    process = start_search(command, mnist_root, tmp_path / "budget.log", **{SLOW_ENV: "4"})
+    assert process.wait(timeout=600) == 0, (tmp_path / "budget.log").read_text()[-3000:]
+    summary = json.loads((tmp_path / "budget" / "summary.json").read_text())
+    assert summary["ended_by"] == "time budget" and summary["status"] == "complete"
+    assert summary["search_seconds"] < 20 + 15  # the budget, plus the time to stop the running trial
+    assert 1 <= summary["trials"]["total"] < 10
+    assert (tmp_path / "budget" / "retrain" / "seed-0" / "checkpoint.pt").exists()
+    assert "the time budget ended the search" in (tmp_path / "budget.log").read_text()
+    assert time.time() - start < 180

@@ -118,7 +118,8 @@ def test_trials_ran_and_asha_stopped_some(smoke):
 def test_best_config_parses_and_is_the_best_trial(smoke):
     config = RunConfig.from_dict(json.loads((smoke["dir"] / "best_config.json").read_text()))
     trials = pd.read_csv(smoke["dir"] / "trials.csv")
-    best = trials.loc[trials["best_test_acc"].idxmax()]
+    ran_to_the_end = trials[~trials["stopped_early"] & ~trials["diverged"]]
+    best = ran_to_the_end.loc[ran_to_the_end["last_test_acc"].idxmax()]  # ranked by the last epoch, not the max
     assert config.model == "fc" and config.limit_train == 2000
     assert math.isclose(config.lr, best["config/lr"]) and config.T == best["config/T"]
 
@@ -147,6 +148,31 @@ def test_the_optuna_study_opens_with_optuna_and_matches_trials_csv(smoke):
     assert states.count(optuna.trial.TrialState.COMPLETE) == (~trials["stopped_early"]).sum()
     completed = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     assert completed == pytest.approx(sorted(trials.loc[~trials["stopped_early"], "last_test_acc"]))
+
+
+def load_study(smoke) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(smoke["dir"] / "optuna.journal")))
+    return optuna.load_study(study_name="smoke", storage=storage)
+
+
+def test_every_epoch_a_trial_ran_reaches_the_study_once_with_its_step(smoke):
+    metrics = pd.read_csv(smoke["dir"] / "trial_metrics.csv", dtype={"trial_id": str})
+    study = load_study(smoke)
+    assert len(study.trials) == metrics["trial_id"].nunique()
+    for trial in study.trials:
+        rows = metrics[metrics["trial_id"] == trial.user_attrs["ray_trial_id"]]
+        assert trial.intermediate_values == pytest.approx(dict(zip(rows["epoch"], rows["test_acc"], strict=True)))
+
+
+def test_the_seed_configuration_is_trial_0_and_marked(smoke):
+    trials = pd.read_csv(smoke["dir"] / "trials.csv", dtype={"trial_id": str})
+    seed = trials[trials["seed_trial"]]
+    assert len(seed) == 1
+    seed = seed.iloc[0]
+    assert (seed["config/lr"], seed["config/T"]) == (1e-3, 100)  # the seed's FC-SNN: Adam 1e-3, T 100
+    assert load_study(smoke).trials[0].user_attrs["ray_trial_id"] == seed["trial_id"]
+    assert json.loads((smoke["dir"] / "summary.json").read_text())["seed_trial"]["trial_id"] == seed["trial_id"]
 
 
 def test_the_search_built_its_report(smoke):

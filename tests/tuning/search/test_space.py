@@ -73,6 +73,14 @@ BAD = {
     "both searched and fixed": (GOOD.replace("batch_size: 128", "T: 4"), "search.T: is also in fixed"),
     "bad budget": (GOOD.replace("trials: 4", "trials: 0"), "budget.trials: must be an integer >= 1"),
     "wrong model": (GOOD.replace("model: csnn", "model: resnet"), "model: must be one of fc, csnn"),
+    "condition on an unknown parameter": (GOOD.replace("high: 8}", "high: 8, when: {neuron: [lif]}}"),
+                                          "search.T.when.neuron: names no searched parameter"),
+    "condition on a numeric parameter": (GOOD.replace("high: 8}", "high: 8, when: {lr: [0.01]}}"),
+                                         "search.T.when.lr: a condition must name a categorical parameter"),
+    "condition on a value not among the choices": (GOOD.replace("high: 8}", "high: 8, when: {channels: [99]}}"),
+                                                   "search.T.when.channels: values must be among"),
+    "condition that is not a mapping": (GOOD.replace("high: 8}", "high: 8, when: channels}"),
+                                        "search.T.when: must be a mapping"),
 }
 
 
@@ -121,3 +129,37 @@ def test_the_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path, flags
     assert len(lines) == 1 and expected in lines[0], run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "r").exists()  # nothing started, nothing written
+
+
+CONDITIONAL = """
+model: fc
+search:
+  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+  optimizer: {type: categorical, choices: [adam, sgd]}
+  momentum: {type: float, low: 0.5, high: 0.99, when: {optimizer: [sgd]}}
+  neuron: {type: categorical, choices: [if, lif]}
+  tau: {type: float, low: 1.2, high: 8.0, log: true, when: {neuron: [lif]}}
+"""
+
+
+def test_a_conditional_parameter_is_sampled_only_where_its_condition_holds(tmp_path):
+    space = load_space(write(tmp_path, CONDITIONAL))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    samples = [space.sample(study.ask()) for _ in range(40)]
+    for values in samples:
+        assert ("momentum" in values) == (values["optimizer"] == "sgd")
+        assert ("tau" in values) == (values["neuron"] == "lif")
+    assert {v["optimizer"] for v in samples} == {"adam", "sgd"} and {v["neuron"] for v in samples} == {"if", "lif"}
+    assert space.describe()["tau"]["when"] == {"neuron": ["lif"]}
+    assert load_space(write(tmp_path, CONDITIONAL)).conditions == with_overrides(space, budget={"trials": 2}).conditions
+
+
+def test_the_seed_point_holds_the_seeds_values_of_the_parameters_it_uses(tmp_path):
+    point, outside = load_space(write(tmp_path, CONDITIONAL)).seed_point()
+    assert point == {"lr": 1e-3, "optimizer": "adam", "neuron": "lif", "tau": 2.0} and outside == []
+    assert load_space(write(tmp_path, GOOD)).seed_point()[1] == ["channels=64"]  # C 64 is not among [16, 32]
+
+
+@pytest.mark.parametrize("path", sorted(SPACES_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_holds_the_seed_configuration(path):
+    assert load_space(path).seed_point()[1] == []
