@@ -58,7 +58,7 @@ def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(data_root, tmp_
     assert saved["epoch"] == 1 and saved["config"] == config
     first_row = (out / "metrics.csv").read_text().splitlines()[1]
 
-    result = snn_train("fc", "--out", out, "--resume", "--epochs", "2", "--quiet", "--data-dir", data_root)
+    result = snn_train("--out", out, "--resume", "--epochs", "2", "--quiet", "--data-dir", data_root)  # the model is saved
     assert result.returncode == 0, result.stderr
     rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]
