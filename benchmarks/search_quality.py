@@ -1,0 +1,157 @@
+"""Does the search find a better network than the seed's? One command, three arms, one table.
+
+    python -m benchmarks.search_quality fc --trials 16 --epochs-per-trial 4 --retrain-epochs 20 --seeds 3
+    python -m benchmarks.search_quality csnn --space search_spaces/csnn-cpu.yaml --seeds 3
+
+For one model, space and budget it runs, each in its own experiment folder under --out:
+
+1. ``tpe``: the search (Optuna's TPE with ASHA, selection on ``val_acc``) and the retrain of the
+   configuration it picked, over ``--seeds`` seeds;
+2. ``random``: the same search with Optuna's ``RandomSampler`` (same trials, same ASHA) and its retrain;
+3. ``seed``: the seed's own configuration retrained with exactly the same epochs, data (the same
+   validation split and subset) and seeds.
+
+Selection is on the validation split, so every test figure is unbiased. It prints and writes
+(``--out``/quality.json and quality.md) one table: final-epoch test accuracy mean ± std over
+seeds, the maximum over epochs, SynOps per image when the trainer reports them, and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from snn.cli import Parser, fail
+from snn.config import MODELS, RunConfig
+from snn.data import default_data_dir, read_dataset
+from snn.io import write_json, write_text
+from tuning import experiment as files
+from tuning.search.cli import DEFAULT_VAL_SIZE
+from tuning.search.retrain import retrain
+from tuning.search.space import SpaceError, default_space_path, load_space
+
+DATA_FIELDS = ("dataset", "limit_train", "limit_test", "val_size")  # what the seed arm takes from the space
+SYNOPS = "test_synops_per_image"
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m benchmarks.search_quality", description=__doc__.splitlines()[0])
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml)")
+    p.add_argument("--trials", type=int, help="trials per search (default: the space's)")
+    p.add_argument("--epochs-per-trial", type=int, help="ASHA's max_t (default: the space's)")
+    p.add_argument("--retrain-epochs", type=int, help="epochs of every retrain (default: the space's)")
+    p.add_argument("--seeds", type=int, default=3, help="retrain seeds per arm")
+    p.add_argument("--arms", default="tpe,random,seed", help="which arms to run, comma-separated")
+    p.add_argument("--out", type=Path, default=Path("results/search-quality"))
+    p.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    arms = args.arms.split(",")
+    if unknown := set(arms) - {"tpe", "random", "seed"}:
+        fail(f"python -m benchmarks.search_quality: error: --arms: unknown arm(s) {', '.join(sorted(unknown))}")
+    try:
+        space = load_space(args.space or default_space_path(args.model), args.model)
+    except SpaceError as e:
+        fail(f"python -m benchmarks.search_quality: error: {e}")
+    epochs = args.retrain_epochs or space.budget.retrain_epochs
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for arm in arms:
+        start = time.time()
+        folder = args.out / arm
+        if arm == "seed":
+            summary = _retrain_seed_configuration(args, space, epochs, folder)
+        else:
+            summary = _search(args, arm, epochs)
+        rows.append(_row(arm, folder, summary, time.time() - start, shown=list(space.params)))
+        _write_table(args.out, rows, args, epochs)
+    return 0
+
+
+def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
+    """One search arm through the real CLI, selecting on val_acc; its summary.json."""
+    command = [sys.executable, "-m", "tuning.search", args.model, "--metric", "val_acc", "--sampler", sampler,
+               "--results-dir", str(args.out), "--name", sampler, "--retrain-epochs", str(epochs),
+               "--retrain-seeds", str(args.seeds), "--no-dashboard", "--no-report"]
+    for flag in ("space", "trials", "epochs_per_trial", "data_dir"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    print("$", " ".join(command), flush=True)
+    if subprocess.run(command).returncode != 0:
+        fail(f"python -m benchmarks.search_quality: error: the {sampler} search failed (its output is above)", 1)
+    return json.loads((args.out / sampler / files.SUMMARY).read_text())
+
+
+def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[str, Any]:
+    """The seed's configuration on the searches' data (same subset, same validation split), ``--seeds`` seeds."""
+    data_fields = {k: v for k, v in space.fixed.items() if k in DATA_FIELDS}
+    data_fields.setdefault("val_size", DEFAULT_VAL_SIZE)
+    config = RunConfig(model=args.model, **data_fields, epochs=epochs)
+    print(f"retraining the seed's configuration: {config.to_dict()}", flush=True)
+    data = read_dataset(args.data_dir or default_data_dir(), config.dataset)
+    result = retrain(folder, config.to_dict(), epochs, args.seeds, data)
+    summary = {"retrain": result, "best_trial": {"config": config.to_dict()}}
+    write_json(folder / files.SUMMARY, summary)
+    return summary
+
+
+def _row(arm: str, folder: Path, summary: dict[str, Any], seconds: float, shown: list[str]) -> dict[str, Any]:
+    retrained = summary["retrain"]
+    synops = _final_synops(folder)
+    return {
+        "arm": arm,
+        "config": {k: v for k, v in (summary.get("best_trial") or {}).get("config", {}).items() if k in shown},
+        "final_test_acc_mean": retrained["final_test_acc_mean"], "final_test_acc_std": retrained["final_test_acc_std"],
+        "max_test_acc_mean": retrained["max_test_acc_mean"], "max_test_acc_std": retrained["max_test_acc_std"],
+        "seeds": retrained["seeds"], "epochs": retrained["epochs"], "synops_per_image": synops,
+        "search_seconds": summary.get("search_seconds"), "wall_seconds": seconds,
+    }
+
+
+def _final_synops(folder: Path) -> float | None:
+    """Mean over seeds of the last epoch's SynOps per image, when the trainer recorded them."""
+    path = folder / files.RETRAIN_METRICS
+    if not path.exists():
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    if SYNOPS not in table.columns:
+        return None
+    return float(table.sort_values(files.EPOCH).groupby("seed").tail(1)[SYNOPS].mean())
+
+
+def _write_table(out: Path, rows: list[dict[str, Any]], args, epochs: int) -> None:
+    lines = [f"{args.model}: retrain {epochs} epochs x {args.seeds} seeds; selection on val_acc "
+             f"(test figures unbiased)", "",
+             "| arm | final-epoch test acc (mean ± std) | max over epochs (mean ± std) | SynOps/image | "
+             "search s | arm wall s | configuration |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        synops = f"{r['synops_per_image']:,.0f}" if r["synops_per_image"] is not None else "n/a"
+        search = f"{r['search_seconds']:.0f}" if r["search_seconds"] is not None else "-"
+        lines.append(f"| {r['arm']} | {r['final_test_acc_mean']:.2%} ± {r['final_test_acc_std']:.2%} | "
+                     f"{r['max_test_acc_mean']:.2%} ± {r['max_test_acc_std']:.2%} | {synops} | {search} | "
+                     f"{r['wall_seconds']:.0f} | {_short(r['config'])} |")
+    table = "\n".join(lines)
+    print(table, flush=True)
+    write_text(out / "quality.md", table + "\n")
+    write_json(out / "quality.json", rows)
+
+
+def _short(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
