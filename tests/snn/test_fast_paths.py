@@ -42,7 +42,8 @@ def run(node, x_seq: torch.Tensor, upstream: torch.Tensor):
 
 @pytest.mark.parametrize("kind,tau", [("if", 2.0), ("lif", 2.0), ("lif", 3.5)])
 @pytest.mark.parametrize("surrogate_name,alpha", [("atan", None), ("atan", 4.0), ("sigmoid", None)])
-@pytest.mark.parametrize("shape", [(20, 16, 10), (4, 3, 5, 6, 6)])
+# steps of up to 16,384 neurons run the time loop in numpy, larger ones in torch: both are checked
+@pytest.mark.parametrize("shape", [(20, 16, 10), (4, 3, 5, 6, 6), (6, 2, 64, 12, 12)])
 def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, surrogate_name, alpha, shape):
     torch.manual_seed(0)
     x_seq = torch.randn(shape) * 1.5 + 0.4  # [T, N, ...] currents around the threshold
@@ -65,6 +66,11 @@ def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
     spikes = fused(x_seq)
     assert spikes[0].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(spikes, reference(x_seq))
+
+
+def test_both_time_loops_are_chosen_by_step_size():
+    """The numpy and torch loops are only picked by size: each must be the one that ran."""
+    assert 16 * 10 <= fastpath._NUMPY_MAX_STEP_NUMEL < 2 * 64 * 12 * 12
 
 
 def test_fused_neuron_state_carries_over_and_resets_like_spikingjelly():
