@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,17 @@ import os
 import sys
 
 from snn.checkpoint import CheckpointError
-from snn.cli import Parser, fail
-from snn.config import MODELS, ConfigError
+from snn.cli import Parser, device_memory, fail, unwritable
+from snn.config import MAX_SEED, MODELS, ConfigError, ConfigTooLarge, check_fits
 from snn.data import DataError, default_data_dir, read_dataset
 from snn.io import write_json
 
 from .. import experiment as files
-from .settings import ResourceError, Settings, check_local_gpus, check_resource_request
+from .settings import ClusterError, ResourceError, Settings, check_local_gpus, check_resource_request
 from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 
 METRICS = ("test_acc", "val_acc")
+TUNER_STATE = "tuner.pkl"  # what Tuner.restore reads first in tune/ (ray.tune.impl.tuner_internal._TUNER_PKL)
 DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no val_size
 # Ray's newer console output ignores CLIReporter; the classic one prints the compact live table.
 # A forced experiment snapshot per checkpoint is what makes --resume exact: no warning about it.
@@ -76,7 +78,7 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
     p.add_argument("--dashboard-host", default="127.0.0.1")
-    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument("--dashboard-port", type=int, help="default 8265, or the next free port when it is taken")
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     return p
@@ -102,26 +104,28 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
     args = build_parser().parse_args(argv)
     for name, value in _RAY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live table says what happens, not Optuna's log
     try:
         return run(args, trainable)
-    except (SpaceError, ConfigError, DataError, ResourceError, CheckpointError) as e:
+    except (SpaceError, ConfigError, ConfigTooLarge, DataError, ResourceError, CheckpointError, InputError,
+            ClusterError) as e:
         fail(f"python -m tuning.search: error: {e}")
+
+
+class InputError(ValueError):
+    """A flag or a saved search that breaks a rule; the message names the flag or file and the rule."""
 
 
 def run(args: argparse.Namespace, trainable=None) -> int:
     start = time.time()
-    experiment = (args.results_dir / (args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")).resolve()
-    if args.resume:
-        space, settings = _load_state(experiment, args)
-    else:
-        if experiment.exists():
-            raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
-        space = _space_from_args(args)
-        settings = _settings_from_args(args, space)
-    check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
-    if not args.address:
-        check_local_gpus(settings.gpus_per_trial, settings.device)
-    data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
+    # Warnings (Optuna's, about the space) wait until the input passed every check: a bad input is one line
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        experiment, space, settings, data = _checked_input(args)
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     from . import ray_cluster  # Ray is imported only once the input is known to be good
 
@@ -134,6 +138,81 @@ def run(args: argparse.Namespace, trainable=None) -> int:
     return 0
 
 
+def _checked_input(args: argparse.Namespace):
+    """Every check of the input that needs no Ray; (experiment folder, space, settings, dataset). Writes nothing."""
+    _check_flags(args)
+    experiment = (args.results_dir / (args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")).resolve()
+    if args.resume:
+        space, settings = _load_state(experiment, args)
+    else:
+        if experiment.exists():
+            raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
+        space = _space_from_args(args)
+        settings = _settings_from_args(args, space)
+    check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
+    if not args.address:
+        check_local_gpus(settings.gpus_per_trial, settings.device)
+    _check_memory(space, settings)
+    data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
+    return experiment, space, settings, data
+
+
+BUDGET_FLAGS = {"trials": 1, "epochs_per_trial": 1, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 1}
+MEMORY_PARAMS = ("T", "channels", "batch_size")  # what training_memory_bytes grows with
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The flags' own rules, before any file is read; InputError names the flag."""
+    if args.name is not None:
+        problem = _not_a_folder_name(args.name)
+        if problem:
+            raise InputError(f"--name {args.name!r}: {problem}; a name is one folder name inside --results-dir")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}")
+    for key, least in BUDGET_FLAGS.items():
+        value = getattr(args, key)
+        if value is not None and value < least:
+            raise InputError(f"--{key.replace('_', '-')} must be an integer >= {least}, got {value}")
+    if not args.no_dashboard and args.dashboard_port is not None and not 1 <= args.dashboard_port <= 65535:
+        raise InputError(f"--dashboard-port must be a port number in [1, 65535], got {args.dashboard_port}")
+    if args.address and args.address != "auto" and "://" not in args.address:
+        host, _, port = args.address.rpartition(":")
+        if not host or not port.isdigit() or not 1024 <= int(port) <= 65535:
+            raise InputError(f"--address must be HOST:PORT with a port in [1024, 65535] (Ray's rule), or auto; "
+                             f"got {args.address!r}")
+    reason = unwritable(args.results_dir)
+    if reason:
+        raise InputError(f"--results-dir {args.results_dir}: {reason}")
+
+
+def _not_a_folder_name(name: str) -> str | None:
+    """Why ``name`` is not a single folder name (a path, empty, . or ..), or None."""
+    if not name.strip():
+        return "is empty"
+    if "/" in name or (os.altsep and os.altsep in name) or os.sep in name:
+        return "is a path"
+    if name in (".", ".."):
+        return "names no folder of its own"
+    return None
+
+
+def _check_memory(space: SearchSpace, settings: Settings) -> None:
+    """Refuse a space whose largest trial (largest T, channels, batch size) cannot fit in one device's memory."""
+    largest: dict[str, Any] = {}
+    for name in MEMORY_PARAMS:
+        dist = space.params.get(name)
+        values = [] if dist is None else getattr(dist, "choices", None) or [dist.low, dist.high]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers:
+            largest[name] = max(numbers)
+    config = space.config_for(largest, device=settings.device)
+    available, where = device_memory(settings.device)
+    try:
+        check_fits(config, available, where)
+    except ConfigTooLarge as e:
+        raise ConfigTooLarge(f"{space.path}: the largest trial of this space: {e}") from None
+
+
 def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
                         trainable) -> None:
     from . import ray_cluster, tuner
@@ -141,8 +220,12 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
 
     ray_cluster.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if not args.resume:
+        from .cost import estimate
+
+        print(estimate(space, settings, data, ray_cluster.max_concurrent(settings)), flush=True)
         experiment.mkdir(parents=True)
         _save_state(experiment, space, settings)
+    print(f"experiment: {experiment}", flush=True)
     outcome = tuner.run_search(experiment, space, settings, data, resume=args.resume,
                                **({"trainable": trainable} if trainable else {}))
     if outcome.interrupted:
@@ -228,11 +311,31 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     for key in ("trials", "epochs_per_trial", "grace_period", "reduction_factor", "retrain_epochs"):
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
+    _check_budget_flags(args, space, budget)
     if args.metric == "val_acc" and not space.fixed.get("val_size"):
         fixed["val_size"] = DEFAULT_VAL_SIZE
     if fixed or params or budget:
         space = with_overrides(space, fixed=fixed, params=params, budget=budget)
     return space
+
+
+def _check_budget_flags(args: argparse.Namespace, space: SearchSpace, budget: dict[str, int]) -> None:
+    """`grace_period <= epochs_per_trial` when a flag set either: the message names where each value came from."""
+    if args.grace_period is None and args.epochs_per_trial is None:
+        return  # the space file's own budget: its checks name the file
+    effective = {**space.budget.__dict__, **budget}
+    if effective["grace_period"] <= effective["epochs_per_trial"]:
+        return
+
+    def source(key: str) -> str:
+        if getattr(args, key) is not None:
+            return f"--{key.replace('_', '-')} {getattr(args, key)}"
+        if key in budget:
+            return f"--preset {args.preset}'s {key} {budget[key]}"
+        return f"{space.path}'s budget.{key} {effective[key]}"
+
+    raise InputError(f"`grace_period <= epochs_per_trial` must hold, got {source('grace_period')} > "
+                     f"{source('epochs_per_trial')}")
 
 
 def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Settings:
@@ -260,12 +363,27 @@ def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> Non
 
 
 def _load_state(experiment: Path, args: argparse.Namespace) -> tuple[SearchSpace, Settings]:
+    """The space and settings of the search to resume, once its folder is known to be safe to unpickle from."""
+    from .trust import UntrustedExperiment, check_resumable
+
     state_file = experiment / files.STATE
     if not state_file.exists():
         raise SpaceError(f"--resume: {experiment} holds no search to resume (no {files.STATE})")
-    state = json.loads(state_file.read_text())
-    space = parse_space(state["space"], Path(state["space_file"]), args.model)
-    return space, Settings(**state["settings"])
+    try:
+        check_resumable(experiment)
+    except UntrustedExperiment as e:
+        raise InputError(str(e)) from None
+    try:
+        state = json.loads(state_file.read_bytes())
+        space = parse_space(state["space"], Path(state["space_file"]), args.model)
+        settings = Settings(**state["settings"])
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, not UTF-8, keys missing or unknown, a bad space
+        raise InputError(f"--resume: {state_file} is damaged ({type(e).__name__}: {e}); "
+                         f"it is written by the search that started the experiment") from None
+    if not (experiment / files.TUNE / TUNER_STATE).is_file():
+        raise InputError(f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
+                         f"cannot be restored (python -m tuning.report {experiment} still reports what is there)")
+    return space, settings
 
 
 if __name__ == "__main__":

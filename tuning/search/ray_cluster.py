@@ -15,39 +15,99 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import ray
 import ray._private.ray_constants as ray_constants
 
-from .settings import ResourceError, Settings
+from .settings import ClusterError, ResourceError, Settings
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 LOOPBACK = "127.0.0.1"
+CLUSTER_TIMEOUT_S = 30  # --address: seconds to wait for the cluster before giving up
 # Ray's switch between a one-machine instance (node IP on loopback; its default on macOS and
 # Windows) and a cluster node (node IP = the address other machines reach). Set by the user, it wins.
 SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 
 
-def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int) -> None:
-    """Join ``address``, or start a local Ray with its dashboard on ``dashboard_host`` (loopback by default)."""
+def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int | None) -> None:
+    """Join ``address``, or start a local Ray with its dashboard on ``dashboard_host`` (loopback by default).
+
+    ``dashboard_port`` None: Ray's 8265, or the next free port when another Ray holds it.
+
+    Raises ClusterError (one line) when Ray cannot start or the cluster does not answer within
+    CLUSTER_TIMEOUT_S; nothing of the search has been written then.
+    """
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        _join(address)
         print(f"joined the Ray cluster at {address}")
         return
     if dashboard and not is_loopback(dashboard_host):
         print(f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
               f"it can run code through Ray's job API", file=sys.stderr)
-    with _node_on_loopback() as node_ip:
-        context = ray.init(include_dashboard=dashboard, dashboard_host=dashboard_host, dashboard_port=dashboard_port,
-                           _node_ip_address=node_ip, logging_level=logging.WARNING, log_to_driver=False)
+    if dashboard and dashboard_port is not None:
+        _check_port_free(dashboard_host, dashboard_port)
+    try:
+        with _node_on_loopback() as node_ip:
+            context = ray.init(include_dashboard=dashboard, dashboard_host=dashboard_host,
+                               dashboard_port=dashboard_port, _node_ip_address=node_ip,
+                               logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as e:  # Ray's own start-up failures arrive as tracebacks of any type
+        raise ClusterError(f"Ray did not start: {_first_line(e)}") from None
     if dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
             print(f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
                   f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
+
+
+def _join(address: str) -> None:
+    """``ray.init(address=...)``, given up on after CLUSTER_TIMEOUT_S (Ray itself retries for many minutes)."""
+    if address != "auto" and "://" not in address:  # host:port of a GCS: is anything listening at all?
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CLUSTER_TIMEOUT_S).close()
+        except OSError as e:
+            why = f"no answer within {CLUSTER_TIMEOUT_S} s" if isinstance(e, TimeoutError) else e.strerror or str(e)
+            raise ClusterError(f"--address {address}: no Ray cluster there ({why})") from None
+    # A port that answers but is no Ray GCS (or a cluster that stalls) would keep ray.init waiting:
+    # the watchdog ends the command; nothing has been written yet, so there is nothing to clean up.
+    watchdog = threading.Timer(CLUSTER_TIMEOUT_S, _give_up, args=(address,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as e:
+        raise ClusterError(f"--address {address}: cannot join the Ray cluster ({_first_line(e)})") from None
+    finally:
+        watchdog.cancel()
+
+
+def _give_up(address: str) -> None:
+    print(f"python -m tuning.search: error: --address {address}: the Ray cluster did not answer within "
+          f"{CLUSTER_TIMEOUT_S} s", file=sys.stderr, flush=True)
+    os._exit(2)  # ray.init cannot be interrupted from another thread
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """The dashboard's port must be free (Ray's own check fails with a traceback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Ray's own test of the port
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ClusterError(f"--dashboard-port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
+                               f"choose another port or --no-dashboard") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
 
 
 @contextlib.contextmanager

@@ -10,6 +10,10 @@ class ResourceError(ValueError):
     """A resource request no node can satisfy."""
 
 
+class ClusterError(RuntimeError):
+    """Ray could not be started, or the cluster of --address did not answer in time."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a search needs besides the space; saved so --resume continues alike."""

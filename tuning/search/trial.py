@@ -15,6 +15,7 @@ import ray
 import torch
 from ray import tune
 
+from snn.checkpoint import read_checkpoint
 from snn.data import Dataset, make_splits
 from snn.run_folder import CHECKPOINT_FILE
 from snn.training import RunState, train
@@ -30,6 +31,7 @@ class TrialSetup:
     space: SearchSpace
     cpus_per_trial: float
     device: str
+    progress_board: Any = None  # a progress.ProgressBoard actor, or None
 
 
 def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None:
@@ -38,16 +40,25 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
     config = setup.space.config_for(sampled, epochs=setup.space.budget.epochs_per_trial, device=setup.device)
     splits = make_splits(data, config)
     node_id = ray.get_runtime_context().get_node_id()
+    epochs_reported = [0]
 
     def report(record: dict[str, Any], state: RunState) -> None:
+        epochs_reported[0] = record["epoch"]
         metrics = {**record, DIVERGED: state.history.status == "diverged", NODE_ID: node_id}
         with tempfile.TemporaryDirectory() as folder:
             state.save(Path(folder) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    def post_progress(i: int, n: int, _loss: float) -> None:
+        if setup.progress_board is not None and (i % max(1, n // 20) == 0 or i == n - 1):
+            setup.progress_board.update.remote(trial_id, epochs_reported[0] + 1, i + 1, n)
+
+    trial_id = tune.get_context().get_trial_id()
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        train(config, splits, on_epoch=report)
+        train(config, splits, on_epoch=report, on_batch=post_progress)
         return
     with checkpoint.as_directory() as folder:
-        train(config, splits, on_epoch=report, resume_from=Path(folder) / CHECKPOINT_FILE)
+        resume_from = Path(folder) / CHECKPOINT_FILE
+        epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
+        train(config, splits, on_epoch=report, on_batch=post_progress, resume_from=resume_from)

@@ -22,6 +22,7 @@ from snn.io import write_json
 from .. import experiment as files
 from . import ray_cluster, results
 from .results import SearchOutcome
+from .progress import LiveTable, hide_ray_restore_advice, start_board
 from .searcher import PruneAwareOptunaSearch
 from .settings import Settings
 from .space import SearchSpace
@@ -33,10 +34,13 @@ Trainable = Callable[..., None]  # run_trial's signature: (sampled, setup=..., d
 def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: Dataset, *, resume: bool,
                trainable: Trainable = run_trial) -> SearchOutcome:
     """Run (or resume) the Tuner, then write the trial tables and best_config.json."""
+    board = start_board()
+    setup = TrialSetup(space, settings.cpus_per_trial, settings.device, progress_board=board)
     trainable = tune.with_resources(
-        tune.with_parameters(trainable, setup=TrialSetup(space, settings.cpus_per_trial, settings.device), data=data),
+        tune.with_parameters(trainable, setup=setup, data=data),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
+    hide_ray_restore_advice()
     start = time.time()
     if resume:
         tuner = tune.Tuner.restore(str(experiment / files.TUNE), trainable, resume_unfinished=True,
@@ -92,13 +96,8 @@ def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tun
         storage_path=str(experiment),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        progress_reporter=tune.CLIReporter(
-            metric_columns={files.EPOCH: "epoch", settings.metric: settings.metric, "train_loss": "loss"},
-            # a conditional parameter is absent from the trials that do not use it, which CLIReporter cannot show
-            parameter_columns=[p for p in space.params if p not in space.conditions], max_report_frequency=10,
-            sort_by_metric=True,
-            metric=settings.metric, mode="max",
-        ),
+        progress_reporter=LiveTable(settings.metric, space.budget.trials, space.budget.epochs_per_trial,
+                                    ray_cluster.max_concurrent(settings), list(space.params)),
         verbose=1,
     )
 

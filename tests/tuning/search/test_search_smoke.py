@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import urllib.error
 import urllib.request
@@ -84,11 +85,20 @@ def smoke(mnist_root, tmp_path_factory):
             "page": page}
 
 
+def test_the_search_says_its_cost_and_shows_a_live_table_naming_only_the_experiment_folder(smoke):
+    log = smoke["log"]
+    assert "budget: at most 18 trial-epochs (6 trials x up to 3 epochs, 1 at once)" in log
+    assert "estimate: one epoch of the seed's configuration takes" in log
+    assert f"experiment: {smoke['dir']}" in log
+    assert re.search(r"\] \d of 6 trials done \(\d stopped early by ASHA, \d silent, \d errored\), 1 running", log)
+    assert re.search(r"epoch \d/3 +(\d+%| +-) of it", log)  # a running trial's row
+    assert "Result logdir" not in log and "Tuner.restore" not in log
+
+
 def test_the_search_finishes_and_prints_the_dashboard_url_and_how_to_authenticate(smoke):
     assert smoke["code"] == 0, smoke["log"][-3000:]
     assert f"Ray dashboard: http://127.0.0.1:{smoke['port']}" in smoke["log"]
     assert str(TOKEN_FILE) in smoke["log"] and "RAY_AUTH_MODE=disabled" in smoke["log"]
-    assert "Trial name" in smoke["log"]  # the live trial table
 
 
 def test_the_dashboard_answered_with_the_token_and_listed_the_trial_actors(smoke):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,10 +154,13 @@ def _importance_evaluators() -> dict[str, optuna.importance.BaseImportanceEvalua
 
 @contextlib.contextmanager
 def _quiet_optuna():
+    """Optuna's log and warnings off (a sparse regime's warning is the title's "too few to rank reliably")."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         optuna.logging.set_verbosity(level)
 

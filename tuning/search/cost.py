@@ -1,0 +1,78 @@
+"""What a search will cost, said before it starts: trial-epochs at most, and a time estimate.
+
+The estimate times a few training batches of the seed's configuration (trial 0) on this
+machine with one trial's threads, scales them to an epoch (plus evaluation at the measured
+rate), and multiplies by the most trial-epochs ASHA can run and by the retrain's epochs.
+It is an upper bound for the search (ASHA stops most trials early) and a rough one: other
+configurations in the space are faster or slower than the seed's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from snn.config import RunConfig
+from snn.data import Dataset, batches, make_splits
+from snn.models import build_model
+from snn.training import make_optimizer, rate_loss
+
+from .settings import Settings
+from .space import SearchSpace
+
+_TIMED_BATCHES = 3
+_HOUR = 3600.0
+
+
+def estimate(space: SearchSpace, settings: Settings, data: Dataset, concurrency: int) -> str:
+    """Lines telling the budget and how long it may take here; a warning when that is hours on a CPU."""
+    config = space.config_for(space.seed_point()[0], device=settings.device, epochs=1)
+    epoch_s = _epoch_seconds(config, data, settings.cpus_per_trial)
+    trial_epochs = space.budget.trials * space.budget.epochs_per_trial
+    search_s = trial_epochs * epoch_s / max(1, concurrency)
+    retrain_s = space.budget.retrain_epochs * settings.retrain_seeds * epoch_s if settings.retrain else 0.0
+    lines = [f"budget: at most {trial_epochs} trial-epochs ({space.budget.trials} trials x up to "
+             f"{space.budget.epochs_per_trial} epochs, {concurrency} at once), then "
+             + (f"a retrain of {space.budget.retrain_epochs} epochs x {settings.retrain_seeds} seed(s)"
+                if settings.retrain else "no retrain"),
+             f"estimate: one epoch of the seed's configuration takes ~{_duration(epoch_s)} here "
+             f"({_TIMED_BATCHES} batches timed), so the search takes up to ~{_duration(search_s)}"
+             + (f" and the retrain ~{_duration(retrain_s)}" if retrain_s else "")]
+    if settings.time_budget_s:
+        lines.append(f"the time budget stops the search after {_duration(settings.time_budget_s)}")
+    if not torch.cuda.is_available() and search_s + retrain_s > _HOUR:
+        lines.append(f"warning: this machine has no GPU and this budget takes hours here; faster: "
+                     f"--time-budget 30m, --space search_spaces/{space.model}-cpu.yaml (where there is one), "
+                     f"fewer --trials or --retrain-epochs, or --preset smoke")
+    return "\n".join(lines)
+
+
+def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float) -> float:
+    """Seconds for one epoch of ``config`` on this machine's CPU or GPU, from a few timed batches."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))
+    try:
+        splits = make_splits(data, config)
+        model = build_model(config).to(splits.train.labels.device)
+        optimizer = make_optimizer(config, model.parameters())
+        times = []
+        for index in list(batches(len(splits.train), config.batch_size, shuffle=False,
+                                  device=splits.train.labels.device))[:_TIMED_BATCHES + 1]:
+            start = time.perf_counter()
+            loss = rate_loss(model(splits.train.float_images(index)), splits.train.labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        per_image = min(times[1:] or times) / config.batch_size  # the first batch warms up
+        evaluated = len(splits.test) + (len(splits.val) if splits.val is not None else 0)
+        return per_image * (len(splits.train) + evaluated / 3)  # evaluation: forward only, about a third
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= _HOUR:
+        return f"{seconds / _HOUR:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
