@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_speed                  # both models on the CPU, table
     python -m benchmarks.train_speed --model fc --repeats 5 --json
-    python -m benchmarks.train_speed --device cuda    # adds 1/2/4/8 concurrent trials on one GPU
+    python -m benchmarks.train_speed --device cuda    # adds 1/2/4/8/16 concurrent trials on one GPU
 
 For each model (FC-SNN T=100, CSNN C=64 T=4, batch 128) and each repeat, in turn: the seed's
 loop (``benchmarks.seed_reference``) and the project's ``snn.training.train`` are timed over
@@ -37,7 +37,7 @@ from . import seed_reference
 BATCH = 128
 T_OF = {"fc": 100, "csnn": 4}
 DEFAULT_BATCHES = {"fc": 20, "csnn": 4}  # timed training batches (also test batches) per repeat
-CONCURRENT_TRIALS = (1, 2, 4, 8)
+CONCURRENT_TRIALS = (1, 2, 4, 8, 16)
 
 
 # ----------------------------------------------------------------------------- one measurement
@@ -160,11 +160,16 @@ def _concurrent_worker(model, root, batches, barrier, results, device_name="cuda
             stamps["end"] = time.time()
 
     train(config, splits, on_batch=on_batch)
-    results.put((stamps["start"], stamps["end"], batches * BATCH))
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    results.put((stamps["start"], stamps["end"], batches * BATCH, peak))
 
 
-def concurrent_images_per_s(model: str, root: str, trials: int, batches: int, device: str = "cuda") -> float:
-    """Aggregate training images/s of ``trials`` processes training at once on one GPU (or ``device``)."""
+def concurrent_training(model: str, root: str, trials: int, batches: int, device: str = "cuda") -> dict:
+    """``trials`` processes training at once on one GPU (or ``device``).
+
+    Returns the aggregate training images/s (all images over the span from the first start to
+    the last end) and the largest peak of GPU memory one trial allocated, in MB (0 on a CPU).
+    """
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(trials), ctx.Queue()
     procs = [ctx.Process(target=_concurrent_worker, args=(model, root, batches, barrier, results, device))
@@ -174,7 +179,9 @@ def concurrent_images_per_s(model: str, root: str, trials: int, batches: int, de
     spans = [results.get(timeout=1200) for _ in procs]
     for p in procs:
         p.join()
-    return sum(n for _, _, n in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
+    seconds = max(e for _, e, _, _ in spans) - min(s for s, _, _, _ in spans)
+    return {"images_per_s": sum(n for _, _, n, _ in spans) / seconds,
+            "peak_mb_per_trial": max(peak for *_, peak in spans) / 2**20}
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -224,7 +231,7 @@ def benchmark(models, device: torch.device, root: str, batches: dict, repeats: i
         result["concurrent_trials"] = {}
         for m in models:
             result["concurrent_trials"][m] = {
-                str(k): concurrent_images_per_s(m, root, k, batches[m]) for k in CONCURRENT_TRIALS}
+                str(k): concurrent_training(m, root, k, batches[m]) for k in CONCURRENT_TRIALS}
             log(f"{m}: concurrent trials measured")
     else:
         result["concurrent_trials"] = None
@@ -249,9 +256,11 @@ def format_table(result: dict) -> str:
                 lines.append(f"| {names[m]} | {label} | {fmt.format(v['reference'])} | "
                              f"{fmt.format(v['project'])} | {v['ratio']:.2f}x |")
     if result.get("concurrent_trials"):
-        lines += ["", "| model | concurrent trials on one GPU | aggregate training images/s |", "| --- | ---: | ---: |"]
+        lines += ["", "| model | concurrent trials on one GPU | aggregate training images/s | peak GPU memory per trial (MB) |",
+                  "| --- | ---: | ---: | ---: |"]
         for m, per in result["concurrent_trials"].items():
-            lines += [f"| {names[m]} | {k} | {v:,.0f} |" for k, v in per.items()]
+            lines += [f"| {names[m]} | {k} | {v['images_per_s']:,.0f} | {v['peak_mb_per_trial']:,.0f} |"
+                      for k, v in per.items()]
     elif result["device"] == "cpu":
         lines += ["", "concurrent trials on one GPU: skipped (needs --device cuda)"]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -71,6 +72,29 @@ def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
 def test_both_time_loops_are_chosen_by_step_size():
     """The numpy and torch loops are only picked by size: each must be the one that ran."""
     assert 16 * 10 <= fastpath._NUMPY_MAX_STEP_NUMEL < 2 * 64 * 12 * 12
+
+
+@pytest.mark.parametrize("kind,tau", [("if", 2.0), ("lif", 3.5)])
+def test_compiled_time_loop_equals_spikingjelly(kind, tau, monkeypatch):
+    """The inductor-compiled loop (large steps; here forced on for a small one) computes the same."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("torch.compile's CPU code needs a C++ compiler")
+    monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0)
+    torch.manual_seed(14)
+    x_seq, upstream = torch.randn(4, 3, 5, 6, 6) * 1.5 + 0.4, torch.randn(4, 3, 5, 6, 6)
+    fused, reference = pair(kind, "atan", tau=tau)
+    spikes, v, grad = run(fused, x_seq, upstream)
+    assert fastpath._compiled_loop not in (None, False), "the compiled loop did not run"
+    ref_spikes, ref_v, ref_grad = run(reference, x_seq, upstream)
+    assert torch.equal(spikes, ref_spikes) and torch.equal(v, ref_v)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    expanded = x_seq[0].contiguous(memory_format=torch.channels_last).unsqueeze(0).expand(4, -1, -1, -1, -1)
+    functional.reset_net(fused)
+    functional.reset_net(reference)
+    with torch.no_grad():
+        spikes = fused(expanded)  # inference: no charge kept, layout kept
+    assert spikes[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(spikes, reference(expanded))
 
 
 def test_fused_neuron_state_carries_over_and_resets_like_spikingjelly():
