@@ -7,6 +7,8 @@ matches an unbroken one.
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ from .config import RunConfig
 from .io import torch_save
 
 EpochRecord = dict[str, Any]
+
+
+# The lines of torch's weights-only error that are advice, not the reason
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
 class CheckpointError(RuntimeError):
@@ -82,7 +88,14 @@ def read_checkpoint(path: Path | str) -> dict:
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint") from None
     except Exception as e:  # truncated, not a torch file, or holds code objects (refused, never run)
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = re.search(r"GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if found:
+            raise CheckpointError(f"{path}: refused: it refers to {found.group(1)}, more than tensors and plain data; "
+                                  f"an snn-tune checkpoint never does, and loading it could run code") from None
+        # torch's weights-only message is seven lines of advice around one line of reason
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = next((line for line in lines if not line.startswith(_TORCH_ADVICE)), lines[0] if lines else "")
+        reason = reason or type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason[:200]})") from None
     missing = [key for key in ("model", "optimizer", "config", "history", "rng") if not isinstance(saved, dict)
                or key not in saved]

@@ -21,12 +21,18 @@ SURROGATE_DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0}  # spikingjelly's ATan()
 LR_SCHEDULES = ("none", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "triton", "cuda")  # snn.fastpath.BACKENDS
+TRAIN_IMAGES = 60_000  # MNIST's and Fashion-MNIST's training split
+MAX_SEED = 2**32 - 1  # the largest seed every generator a run or a search seeds accepts (numpy's)
 
 # The seed report's settings, per model (see README "The seed report").
 SEED_DEFAULTS: dict[str, dict[str, Any]] = {
     "fc": dict(T=100, tau=2.0, neuron="lif", optimizer="adam", lr=1e-3, momentum=0.0, epochs=100),
     "csnn": dict(T=4, tau=2.0, neuron="if", optimizer="sgd", lr=0.1, momentum=0.9, epochs=64),
 }
+
+
+class ConfigTooLarge(ValueError):
+    """One training batch of a config would not fit in the memory of the device that runs it."""
 
 
 class ConfigError(ValueError):
@@ -116,7 +122,7 @@ def _check_number(name: str, value: Any, kind: type) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
         raise ConfigError(name, f"must be {'an integer' if kind is int else 'a number'}", value)
-    if kind is float and math.isinf(value):  # lr=inf passes "> 0" and turns every weight into NaN
+    if kind is float and not math.isfinite(value):  # inf passes "> 0" and NaN fails every "<= 0" check
         raise ConfigError(name, "must be a finite number", value)
 
 
@@ -142,9 +148,11 @@ def _validate(c: RunConfig) -> None:
         ("momentum", 0 <= c.momentum < 1, "must be in [0, 1)"),
         ("weight_decay", c.weight_decay >= 0, "must be >= 0"),
         ("channels", c.channels >= 1, "must be >= 1"),
-        ("batch_size", c.batch_size >= 1, "must be >= 1"),
+        ("batch_size", 1 <= c.batch_size <= TRAIN_IMAGES,
+         f"must be in [1, {TRAIN_IMAGES}] (a batch holds at most the {TRAIN_IMAGES:,} training images)"),
+        ("seed", 0 <= c.seed <= MAX_SEED, "must be in [0, 2**32 - 1]"),
         ("epochs", c.epochs >= 1, "must be >= 1"),
-        ("val_size", 0 <= c.val_size < 60_000, "must be in [0, 60000)"),
+        ("val_size", 0 <= c.val_size < TRAIN_IMAGES, f"must be in [0, {TRAIN_IMAGES})"),
     ]
     for name, holds, rule in rules:
         if not holds:
@@ -163,3 +171,54 @@ def _validate(c: RunConfig) -> None:
         raise ConfigError("amp", "must be true or false", c.amp)
     if c.backend in ("triton", "cuda") and c.device == "cpu":
         raise ConfigError("backend", "triton and cuda need device cuda (or auto on a GPU machine)", c.backend)
+
+
+# What ``training_memory_bytes`` counts: float32 values kept per neuron and time step for the
+# backward pass (input current, membrane potential, spike, surrogate input: 4 x 4 bytes), per
+# input spike and step (one float32), and per weight (the weight, its gradient, Adam's two
+# moments: 4 x 4 bytes).
+BYTES_PER_NEURON_STEP = 16
+BYTES_PER_INPUT_STEP = 4
+BYTES_PER_WEIGHT = 16
+
+
+def training_memory_bytes(config: RunConfig) -> int:
+    """A rough estimate of the memory one training batch of ``config`` needs, in bytes.
+
+    T x batch x (BYTES_PER_INPUT_STEP x input spikes + BYTES_PER_NEURON_STEP x units) +
+    BYTES_PER_WEIGHT x weights, with batch = min(batch_size, training images). Per image and
+    step, the FC-SNN has 784 Poisson input spikes (dense, as on a GPU; its CPU path holds fewer)
+    and 10 neurons; the CSNN no input spikes (its first convolution runs once on the image) and
+    C x 28 x 28 + 2 x C x 14 x 14 + C x 7 x 7 + 16 x C + 10 units (spiking layers and pooling).
+    The seed's CSNN comes to 0.7 GB and its FC-SNN to 42 MB (README "Performance" measured
+    1.0 GB and 47 MB on a CPU). It leaves out the dataset, the interpreter and the framework (about 1 GB
+    on a CPU): it is meant to catch configurations that cannot fit, not to plan memory.
+    """
+    available = TRAIN_IMAGES - config.val_size
+    images = min(config.batch_size, available if config.limit_train is None else min(config.limit_train, available))
+    if config.model == "fc":
+        inputs, units, weights = 28 * 28, 10, 28 * 28 * 10
+    else:
+        C = config.channels
+        inputs, units = 0, C * 28 * 28 + 2 * C * 14 * 14 + C * 7 * 7 + 16 * C + 10
+        weights = 9 * C + 4 * C + 9 * C * C + (C * 7 * 7) * (C * 16) + C * 16 * 10  # conv, BN x2, conv, fc1, fc2
+    per_step = BYTES_PER_INPUT_STEP * inputs + BYTES_PER_NEURON_STEP * units
+    return config.T * images * per_step + BYTES_PER_WEIGHT * weights
+
+
+def check_fits(config: RunConfig, available_bytes: int, where: str) -> None:
+    """Refuse a config whose estimated training batch (``training_memory_bytes``) exceeds ``available_bytes``."""
+    need = training_memory_bytes(config)
+    if need > available_bytes:
+        raise ConfigTooLarge(f"one training batch needs about {format_bytes(need)} (T={config.T}, batch_size="
+                             f"{config.batch_size}{f', channels={config.channels}' if config.model == 'csnn' else ''}), "
+                             f"more than the {format_bytes(available_bytes)} of {where}; lower T, batch_size or channels")
+
+
+def format_bytes(n: float) -> str:
+    """A byte count in SI units with 3 significant figures: 650 MB, 1.63 PB."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    i = 0
+    while n >= 999.5 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:.3g} {units[i]}"

@@ -37,6 +37,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+IMAGE_SHAPE = (28, 28)  # pixels, height x width, of every image the models take
 _EXPECTED_COUNT = {"train": 60_000, "test": 10_000}
 VAL_SPLIT_SEED = 12345  # fixed, so every run and trial holds out the same validation images
 DOWNLOAD_TIMEOUT_S = 60.0  # a download gives up after this many seconds without receiving a byte
@@ -262,8 +263,8 @@ def _make_folders(folder: Path) -> list[Path]:
 
 def _read_pair(folder: Path, split: str) -> Split:
     prefix = "train" if split == "train" else "test"
-    images = _read_idx(folder / FILES[f"{prefix}_images"], _IMAGES_MAGIC)
-    labels = _read_idx(folder / FILES[f"{prefix}_labels"], _LABELS_MAGIC)
+    images = _read_idx(folder / FILES[f"{prefix}_images"], _IMAGES_MAGIC, IMAGE_SHAPE)
+    labels = _read_idx(folder / FILES[f"{prefix}_labels"], _LABELS_MAGIC, ())
     where = folder / FILES[f"{prefix}_labels"]
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(labels)} labels for {len(images)} images; the files do not match")
@@ -274,8 +275,8 @@ def _read_pair(folder: Path, split: str) -> Split:
     return Split(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """An IDX file as a uint8 array, checked against its header; DataError if it is not one."""
+def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
+    """An IDX file of uint8 items of ``item_shape`` ([N, *item_shape]), checked against its header; else DataError."""
     raw = _read_bytes(path)
     if len(raw) < 8:
         raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header; the file is truncated")
@@ -285,6 +286,10 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if tuple(dims[1:]) != item_shape:
+        shape = "x".join(map(str, dims[1:])) or "scalars"
+        want = "x".join(map(str, item_shape)) or "scalars"
+        raise DataError(f"{path}: its header declares items of {shape}, expected {want}; not MNIST's format")
     expected = header + int(np.prod(dims))
     if len(raw) != expected:
         raise DataError(f"{path}: {len(raw)} bytes, expected {expected} for shape {dims}; the file is truncated or corrupt")

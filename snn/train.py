@@ -13,8 +13,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint
-from .cli import ConfigFileError, Parser, add_config_flags, config_overrides, fail, load_config_file
-from .config import MODELS, ConfigError, RunConfig
+from .cli import (ConfigFileError, Parser, add_config_flags, check_memory, config_overrides, fail, load_config_file,
+                  unwritable)
+from .config import MODELS, ConfigError, ConfigTooLarge, RunConfig
 from .data import DataError, default_data_dir, make_splits, read_dataset, resolve_device
 from .io import write_json
 from .run_folder import RunFolder
@@ -93,6 +94,9 @@ def _check_out(out: Path, resume: bool) -> None:
     if not resume and out.exists() and any(out.iterdir()):
         fail(f"python -m snn.train: error: {out} already holds a run; pass --resume to continue it "
              f"or choose another --out")
+    reason = unwritable(out)
+    if reason:
+        fail(f"python -m snn.train: error: --out {out}: {reason}")
 
 
 def run(args) -> int:
@@ -109,6 +113,7 @@ def run(args) -> int:
     device = resolve_device(config.device)
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
         fail("python -m snn.train: error: --device cuda but no CUDA device is available")
+    check_memory(config)
     data = make_splits(read_dataset(args.data_dir or default_data_dir(), config.dataset, download=not args.no_download),
                        config)
     folder = RunFolder(out)
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, ConfigFileError, DataError, CheckpointError) as e:
+    except (ConfigError, ConfigFileError, ConfigTooLarge, DataError, CheckpointError) as e:
         fail(f"python -m snn.train: error: {e}")
 
 
