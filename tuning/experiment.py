@@ -17,6 +17,7 @@ works on are plain dicts, as they stand in the CSV and JSON files.
       retrain/predictions.npz  the retrained model's test predictions (for the report)
       summary.json         counts, the best trial, the retrain's figures, versions
       report.html          the report
+      mlflow.db            with --logger mlflow: the MLflow tracking store, one run per trial
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ RETRAIN_METRICS = f"{RETRAIN}/metrics.csv"
 PREDICTIONS = f"{RETRAIN}/predictions.npz"
 SUMMARY = "summary.json"
 REPORT = "report.html"
+MLFLOW = "mlflow.db"  # --logger mlflow: the MLflow tracking store (SQLite)
 # The files a report is built from; a folder with none of them is not an experiment.
 RESULT_FILES = (SUMMARY, TRIALS, TRIAL_METRICS, BEST_CONFIG, RETRAIN)
 

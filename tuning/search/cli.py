@@ -8,7 +8,11 @@ in ``RESULTS/NAME/`` (see README "Results of a search").
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
+import math
 import re
 import time
 import warnings
@@ -29,6 +33,7 @@ from .settings import ClusterError, ResourceError, Settings, check_local_gpus, c
 from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 
 METRICS = ("test_acc", "val_acc")
+LOGGERS = ("mlflow", "tensorboard")
 TUNER_STATE = "tuner.pkl"  # what Tuner.restore reads first in tune/ (ray.tune.impl.tuner_internal._TUNER_PKL)
 DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no val_size
 # Ray's newer console output ignores CLIReporter; the classic one prints the compact live table.
@@ -67,6 +72,9 @@ def build_parser() -> Parser:
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="Optuna's TPE (default) or random search (a baseline)")
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
+    p.add_argument("--logger", action="append", choices=LOGGERS, default=[],
+                   help="also track the trials with MLflow (a file store in the experiment folder: "
+                        "pip install 'snn-tune[mlflow]') or TensorBoard; may be given twice")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional: 0.25 runs four trials per GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
@@ -77,6 +85,8 @@ def build_parser() -> Parser:
     p.add_argument("--name", help="experiment name (default MODEL-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
+    p.add_argument("--join-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up on --address's cluster if it does not answer within this (default 30)")
     p.add_argument("--dashboard-host", default="127.0.0.1")
     p.add_argument("--dashboard-port", type=int, help="default 8265, or the next free port when it is taken")
     p.add_argument("--no-dashboard", action="store_true")
@@ -120,17 +130,20 @@ class InputError(ValueError):
 
 def run(args: argparse.Namespace, trainable=None) -> int:
     start = time.time()
-    # Warnings (Optuna's, about the space) wait until the input passed every check: a bad input is one line
-    with warnings.catch_warnings(record=True) as held:
+    # Notes and warnings (Optuna's, about the space) wait until the input passed every check: a bad
+    # input is one line
+    with warnings.catch_warnings(record=True) as held, contextlib.redirect_stderr(io.StringIO()) as notes:
         warnings.simplefilter("always")
         experiment, space, settings, data = _checked_input(args)
+    sys.stderr.write(notes.getvalue())
     for w in held:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     from . import ray_cluster  # Ray is imported only once the input is known to be good
 
     ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
-                          dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+                          dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                          join_timeout=args.join_timeout)
     try:
         _search_and_retrain(args, experiment, space, settings, data, start, trainable)
     finally:
@@ -150,6 +163,7 @@ def _checked_input(args: argparse.Namespace):
         space = _space_from_args(args)
         settings = _settings_from_args(args, space)
     check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
+    _check_loggers(settings.loggers)
     if not args.address:
         check_local_gpus(settings.gpus_per_trial, settings.device)
     _check_memory(space, settings)
@@ -173,6 +187,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, key)
         if value is not None and value < least:
             raise InputError(f"--{key.replace('_', '-')} must be an integer >= {least}, got {value}")
+    if not (math.isfinite(args.join_timeout) and args.join_timeout > 0):
+        raise InputError(f"--join-timeout must be a number of seconds > 0, got {args.join_timeout:g}")
     if not args.no_dashboard and args.dashboard_port is not None and not 1 <= args.dashboard_port <= 65535:
         raise InputError(f"--dashboard-port must be a port number in [1, 65535], got {args.dashboard_port}")
     if args.address and args.address != "auto" and "://" not in args.address:
@@ -299,6 +315,14 @@ def _build_report(experiment: Path) -> None:
     print(f"report: {path}")
 
 
+def _check_loggers(loggers: tuple[str, ...]) -> None:
+    """A logger whose package is missing is one line naming the extra that installs it."""
+    for logger, module, extra in (("mlflow", "mlflow", "pip install 'snn-tune[mlflow]'"),
+                                  ("tensorboard", "tensorboardX", "pip install tensorboardX")):
+        if logger in loggers and importlib.util.find_spec(module) is None:
+            raise ResourceError(f"--logger {logger} needs the {module} package: {extra}")
+
+
 def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     space = load_space(args.space or default_space_path(args.model), args.model)
     fixed: dict[str, Any] = {}
@@ -354,7 +378,8 @@ def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Setting
     return Settings(model=args.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                     max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
-                    device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget)
+                    device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget,
+                    loggers=tuple(dict.fromkeys(args.logger)))
 
 
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,16 +35,17 @@ CLUSTER_TIMEOUT_S = 30  # --address: seconds to wait for the cluster before givi
 SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 
 
-def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int | None) -> None:
+def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int | None,
+              join_timeout: float = CLUSTER_TIMEOUT_S) -> None:
     """Join ``address``, or start a local Ray with its dashboard on ``dashboard_host`` (loopback by default).
 
     ``dashboard_port`` None: Ray's 8265, or the next free port when another Ray holds it.
 
     Raises ClusterError (one line) when Ray cannot start or the cluster does not answer within
-    CLUSTER_TIMEOUT_S; nothing of the search has been written then.
+    ``join_timeout`` seconds; nothing of the search has been written then.
     """
     if address:
-        _join(address)
+        _join(address, join_timeout)
         print(f"joined the Ray cluster at {address}")
         return
     if dashboard and not is_loopback(dashboard_host):
@@ -65,32 +67,55 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
                   f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
 
 
-def _join(address: str) -> None:
-    """``ray.init(address=...)``, given up on after CLUSTER_TIMEOUT_S (Ray itself retries for many minutes)."""
+def _join(address: str, timeout: float) -> None:
+    """``ray.init(address=...)``, given up on after ``timeout`` seconds (Ray itself retries for many minutes)."""
     if address != "auto" and "://" not in address:  # host:port of a GCS: is anything listening at all?
         host, _, port = address.rpartition(":")
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=CLUSTER_TIMEOUT_S).close()
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
         except OSError as e:
-            why = f"no answer within {CLUSTER_TIMEOUT_S} s" if isinstance(e, TimeoutError) else e.strerror or str(e)
+            why = f"no answer within {timeout:g} s" if isinstance(e, TimeoutError) else e.strerror or str(e)
             raise ClusterError(f"--address {address}: no Ray cluster there ({why})") from None
     # A port that answers but is no Ray GCS (or a cluster that stalls) would keep ray.init waiting:
     # the watchdog ends the command; nothing has been written yet, so there is nothing to clean up.
-    watchdog = threading.Timer(CLUSTER_TIMEOUT_S, _give_up, args=(address,))
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except Exception as e:
-        raise ClusterError(f"--address {address}: cannot join the Ray cluster ({_first_line(e)})") from None
-    finally:
-        watchdog.cancel()
+    # Meanwhile Ray's C++ client logs its retries to file descriptor 2: held back, shown only on success.
+    with _fd2_held() as stderr_fd:
+        message = (f"python -m tuning.search: error: --address {address}: the Ray cluster did not answer within "
+                   f"{timeout:g} s\n")
+        watchdog = threading.Timer(timeout, _give_up, args=(stderr_fd, message))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except Exception as e:
+            raise ClusterError(f"--address {address}: cannot join the Ray cluster ({_first_line(e)})") from None
+        finally:
+            watchdog.cancel()
 
 
-def _give_up(address: str) -> None:
-    print(f"python -m tuning.search: error: --address {address}: the Ray cluster did not answer within "
-          f"{CLUSTER_TIMEOUT_S} s", file=sys.stderr, flush=True)
+def _give_up(stderr_fd: int, message: str) -> None:
+    os.write(stderr_fd, message.encode())
     os._exit(2)  # ray.init cannot be interrupted from another thread
+
+
+@contextlib.contextmanager
+def _fd2_held() -> Iterator[int]:
+    """Send file descriptor 2 to a temporary file; yields the real stderr's descriptor. Replays the file on success."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    held = tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    succeeded = False
+    try:
+        yield real
+        succeeded = True
+    finally:
+        os.dup2(real, 2)
+        os.close(real)
+        if succeeded:
+            held.seek(0)
+            os.write(2, held.read())
+        held.close()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -31,6 +31,7 @@ class Settings:
     seed_trial: bool = True  # the seed's configuration is trial 0
     sampler: str = "tpe"  # tpe | random (the baseline of benchmarks/search_quality.py)
     time_budget_s: float | None = None  # no new trials after this many seconds of searching
+    loggers: tuple[str, ...] = ()  # mlflow, tensorboard: Ray Tune's logger callbacks
 
 
 def check_resource_request(cpus: float, gpus: float) -> None:

@@ -96,10 +96,26 @@ def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tun
         storage_path=str(experiment),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=_logger_callbacks(experiment, settings),
         progress_reporter=LiveTable(settings.metric, space.budget.trials, space.budget.epochs_per_trial,
                                     ray_cluster.max_concurrent(settings), list(space.params)),
         verbose=1,
     )
+
+
+def _logger_callbacks(experiment: Path, settings: Settings) -> list:
+    """Ray Tune's own MLflow and TensorBoard callbacks, writing inside the experiment folder."""
+    callbacks = []
+    if "mlflow" in settings.loggers:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=f"sqlite:///{experiment / files.MLFLOW}",
+                                              experiment_name=experiment.name))
+    if "tensorboard" in settings.loggers:
+        from ray.tune.logger import TBXLoggerCallback  # event files in each trial's folder under tune/
+
+        callbacks.append(TBXLoggerCallback())
+    return callbacks
 
 
 def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float) -> SearchOutcome:
