@@ -18,6 +18,8 @@ from torch import nn
 
 from .config import RunConfig
 from .fastpath import FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
+from .spikes import ANALOG_INPUT, POISSON_INPUT, Synapses, record_activity
+from .spikes import spiking_layers as spiking_layers  # re-exported: its home was here
 
 _SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
 
@@ -58,6 +60,10 @@ class FCSNN(nn.Module):
     Adam lr 1e-3, batch 128, 100 epochs (92.89% best test accuracy reported).
     """
 
+    # what drives each synaptic layer, for snn.spikes' SynOps (the output layer drives nothing)
+    synapses = (Synapses("fc", POISSON_INPUT),)
+    output_layer = "sn"
+
     def __init__(self, T: int = 100, tau: float = 2.0, neuron_kind: str = "lif",
                  spike_fn: surrogate.SurrogateFunctionBase | None = None):
         super().__init__()
@@ -89,6 +95,12 @@ class CSNN(nn.Module):
     output is broadcast to [T, N]: the same values and BN batch statistics as running it
     on T copies (only BN's running-variance unbiasing uses N*H*W instead of T*N*H*W).
     """
+
+    # what drives each synaptic layer, for snn.spikes' SynOps (sn1, sn2 through their max-pools;
+    # the output layer sn4 drives nothing)
+    synapses = (Synapses("encoder", ANALOG_INPUT), Synapses("conv2", "sn1"), Synapses("fc1", "sn2"),
+                Synapses("fc2", "sn3"))
+    output_layer = "sn4"
 
     def __init__(self, T: int = 4, channels: int = 64, neuron_kind: str = "if", tau: float = 2.0,
                  spike_fn: surrogate.SurrogateFunctionBase | None = None):
@@ -136,32 +148,15 @@ def build_model(config: RunConfig) -> nn.Module:
     return model
 
 
-def spiking_layers(model: nn.Module) -> dict[str, BaseNode]:
-    """Every spiking neuron layer of a model, by its attribute name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, BaseNode)}
-
-
 @contextlib.contextmanager
 def record_firing_rates(model: nn.Module) -> Iterator[dict[str, float]]:
     """Collect each spiking layer's mean firing rate (spikes per neuron per step) per forward.
 
     Yields a dict that, once the block has run, maps each layer name to the fraction of
     (neuron, time step) pairs that spiked over all forwards inside the block.
+    (``snn.spikes.record_activity`` counts these and the spikes, SynOps and MACs in one go.)
     """
-    layers = spiking_layers(model)
-    counts = {name: [0.0, 0] for name in layers}  # spikes, neuron-steps
     rates: dict[str, float] = {}
-
-    def hook_for(name: str):
-        def hook(_module, _inputs, spikes):
-            counts[name][0] += spikes.detach().float().sum()
-            counts[name][1] += spikes.numel()
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(name)) for name, m in layers.items()]
-    try:
+    with record_activity(model) as activity:
         yield rates
-        rates.update({name: float(s) / max(n, 1) for name, (s, n) in counts.items()})
-    finally:
-        for h in handles:
-            h.remove()
+    rates.update(activity.rates)

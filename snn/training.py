@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from .checkpoint import EpochRecord, History, RunState, load_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, batches, resolve_device
 from .fastpath import CUDA_ONLY_BACKENDS, select_cuda_backend
-from .models import build_model, record_firing_rates
+from .models import build_model
+from .spikes import QuietOutputCounter, record_activity
 
 NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 128  # images per evaluation batch, as in training: larger ones only add memory
@@ -50,25 +52,113 @@ def rate_loss(rates: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(rates, F.one_hot(labels, NUM_CLASSES).to(rates.dtype))
 
 
+@dataclass(frozen=True)
+class SilenceRule:
+    """When ``train`` stops a run as silent: Firmin et al. 2024 (Neurocomputing), probed early.
+
+    A network is silent when its output layer emits fewer than ``min_spikes`` spikes per image
+    (summed over the T steps and the output neurons) for more than ``max_fraction`` of the
+    training images the probe watches. The probe watches the training forwards of the first
+    epoch's batches ``warmup_batches + 1`` to ``warmup_batches + probe_batches``; a first epoch
+    shorter than that is not judged. The warm-up is there because healthy networks start
+    silent: the seed FC-SNN (Adam 1e-3) emits no output spike for half its images over its
+    first 20 batches and for 11% over the next 20, and fewer than 5 for 2.5% in batches 61-80.
+
+    ``min_spikes`` is Firmin's S for a simulation of ``per_steps`` steps (the seed FC-SNN's T);
+    a shorter one uses S * T / per_steps. The output is a rate over T steps whose optimum under
+    the loss is T spikes (the true class's neuron at every step): at T = 4 the seed CSNN emits
+    about 3 per image while it learns, so the literal S = 5 would call it silent; scaled, an
+    image is silent there when its output emits no spike at all (0.2% of them after 10 batches,
+    100% for the LIF and PLIF CSNN whose deeper layers never fire).
+    """
+
+    min_spikes: float = 5.0  # S: output spikes per image (at per_steps steps) below which an image is silent
+    max_fraction: float = 0.05  # F: the run is silent when more than this fraction of the images is
+    probe_batches: int = 20  # training batches the probe counts over
+    warmup_batches: int = 60  # training batches of the first epoch before the probe starts
+    per_steps: int = 100  # the simulation length at which min_spikes applies unscaled, in time steps
+
+    def __post_init__(self) -> None:
+        rules = [("min_spikes", self.min_spikes > 0, "must be > 0"),
+                 ("max_fraction", 0 <= self.max_fraction <= 1, "must be in [0, 1] (1 never stops a run)"),
+                 ("probe_batches", self.probe_batches >= 1, "must be >= 1"),
+                 ("warmup_batches", self.warmup_batches >= 0, "must be >= 0"),
+                 ("per_steps", self.per_steps >= 1, "must be >= 1")]
+        for name, holds, rule in rules:
+            if not holds:
+                raise ConfigError(f"SilenceRule.{name}", rule, getattr(self, name))
+
+    def min_spikes_at(self, T: int) -> float:
+        """The output spikes per image below which an image is silent, for a simulation of T steps."""
+        return self.min_spikes * min(1.0, T / self.per_steps)
+
+
+FIRMIN_SILENCE = SilenceRule()  # S = 5 spikes, F = 5%
+
+
+class _SilenceProbe:
+    """``SilenceRule`` applied to the training forwards of one epoch."""
+
+    def __init__(self, rule: SilenceRule, model: nn.Module, T: int):
+        self.rule, self.model = rule, model
+        self.min_spikes = rule.min_spikes_at(T)
+        self.fraction: float | None = None  # of the watched images that were silent, once judged
+        self._counter: QuietOutputCounter | None = None
+
+    @property
+    def silent(self) -> bool:
+        return self.fraction is not None and self.fraction > self.rule.max_fraction
+
+    def before_batch(self, i: int) -> None:
+        if i == self.rule.warmup_batches:
+            self._counter = QuietOutputCounter(self.model, self.min_spikes)
+
+    def judged_silent(self, i: int) -> bool:
+        """After batch i: True when the probe ends here and finds the network silent (one host sync)."""
+        if self._counter is None or i + 1 < self.rule.warmup_batches + self.rule.probe_batches:
+            return False
+        quiet, images = self._counter.close()
+        self._counter = None
+        self.fraction = quiet / images
+        return self.silent
+
+    def close(self) -> None:
+        if self._counter is not None:
+            self._counter.close()
+            self._counter = None
+
+    def record(self) -> EpochRecord:
+        if self.fraction is None:
+            return {}
+        return {"silence_fraction": self.fraction, "silence_min_spikes": self.min_spikes}
+
+
 def _autocast(config: RunConfig, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int = EVAL_BATCH_SIZE) -> dict[str, Any]:
-    """Loss, accuracy and per-layer firing rates of ``model`` on one split."""
+    """Loss, accuracy, per-layer firing rates and spike activity of ``model`` on one split.
+
+    Returns ``loss`` and ``acc``; ``rates``: {spiking layer: spikes per neuron per step};
+    ``activity``: flat {name: value} per image, as ``snn.spikes.Activity.metrics`` defines it
+    (spikes_per_image, spikes_<layer>, input_spikes_per_image, synops_per_image,
+    synops_<synaptic layer>, encoder_macs_per_image, dense_macs_per_image, energy_estimate_uj).
+    """
     model.eval()
     device = split.labels.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    with record_firing_rates(model) as rates, _autocast(config, device):
+    with record_activity(model) as activity, _autocast(config, device):
         for index in batches(len(split), batch_size, shuffle=False, device=device):
             labels = split.labels[index]
             out = model(split.float_images(index)).float()
             loss_sum += rate_loss(out, labels) * len(index)
             correct += (out.argmax(1) == labels).sum()
     n = len(split)
-    return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "rates": dict(rates)}
+    return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "rates": dict(activity.rates),
+            "activity": activity.metrics()}
 
 
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -79,13 +169,35 @@ def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, on_batch: OnBatch | None = None,
-          resume_from: Path | str | None = None) -> History:
+          resume_from: Path | str | None = None, silence: SilenceRule | None = FIRMIN_SILENCE) -> History:
     """Train the model ``config`` describes on ``data`` for ``config.epochs`` epochs.
 
     ``data`` must already sit on the config's device (``make_splits(data, config)`` puts it there).
     ``resume_from`` continues a checkpoint written by ``RunState.save``: same config, model,
     optimizer, scheduler, RNG states and history, so the resumed run matches an unbroken one.
-    Stops early with ``status == "diverged"`` when the loss becomes NaN or infinite.
+    Stops early with ``status == "diverged"`` when the loss (or a weight) becomes NaN or
+    infinite, and with ``status == "silent"`` when the first epoch's probe finds the network
+    silent by ``silence`` (a ``SilenceRule``; None never probes). Either way the epoch's record
+    still reaches ``on_epoch``, without evaluation.
+
+    Each epoch's record (``on_epoch``, metrics.csv, trial_metrics.csv) holds, flat:
+    epoch, train_loss, train_acc, train_seconds, train_images_per_s, train_batches, lr,
+    silent (true only in the record of the epoch that stopped as silent), silence_fraction and
+    silence_min_spikes (the first epoch's, once the probe has judged), then per evaluated split
+    (test, and val when held out) <split>_loss, <split>_acc and the ``evaluate`` activity keys
+    with the split's prefix, rate_<layer> of the test split, eval_seconds and epoch_seconds.
+    The activity keys, per image, summed over the T steps and averaged over the split's images
+    (``snn.spikes`` defines them exactly):
+
+    * ``<split>_spikes_per_image``: spikes of all spiking layers (the Poisson input excluded)
+    * ``<split>_spikes_<layer>``: spikes of one spiking layer (fc: sn; csnn: sn1 .. sn4)
+    * ``<split>_input_spikes_per_image``: expected Poisson input spikes, T x summed intensity (csnn: 0)
+    * ``<split>_synops_per_image``: synaptic operations, each spike once per synapse it drives
+    * ``<split>_synops_<layer>``: SynOps into one synaptic layer (fc: fc; csnn: conv2, fc1, fc2)
+    * ``<split>_encoder_macs_per_image``: MACs of the layer the analog image drives (csnn's first conv; fc: 0)
+    * ``<split>_dense_macs_per_image``: MACs of an ANN of the same layers over T steps
+    * ``<split>_energy_estimate_uj``: 0.9 pJ per SynOp + 4.6 pJ per encoder MAC, in µJ; an
+      estimate from Horowitz's 45 nm figures (ISSCC 2014), synaptic arithmetic only
     """
     device = resolve_device(config.device)
     use_backend(config.backend, device)
@@ -102,50 +214,67 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
 
     for epoch in range(len(state.history.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
-        record = {"epoch": epoch, **_train_epoch(state, data.train, device, on_batch)}
+        probe = _SilenceProbe(silence, state.model, config.T) if silence is not None and epoch == 1 else None
+        record = {"epoch": epoch, **_train_epoch(state, data.train, device, on_batch, probe)}
         finite = math.isfinite(record["train_loss"]) and _parameters_are_finite(state.model)
-        if finite:
+        silent = finite and probe is not None and probe.silent
+        record["silent"] = silent
+        if probe is not None:
+            record.update(probe.record())
+        if finite and not silent:
             record.update(_evaluate_splits(state, data))
         record["epoch_seconds"] = time.perf_counter() - start
         state.history.epochs.append(record)
         if not finite:
             state.history.status = "diverged"
+        elif silent:
+            state.history.status = "silent"
         elif epoch == config.epochs:
             state.history.status = "completed"
         if on_epoch is not None:
             on_epoch(record, state)
-        if state.history.status == "diverged":
+        if state.history.status in ("diverged", "silent"):
             break
     if state.history.status == "running":  # resumed a run that had already finished
         state.history.status = "completed"
     return state.history
 
 
-def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: OnBatch | None) -> EpochRecord:
+def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: OnBatch | None,
+                 probe: _SilenceProbe | None = None) -> EpochRecord:
     config, model, optimizer = state.config, state.model, state.optimizer
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     n_batches = math.ceil(len(split) / config.batch_size)
-    seen = 0
+    seen = trained = 0
     lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    for i, index in enumerate(batches(len(split), config.batch_size, shuffle=True,
-                                      generator=state.shuffle_rng, device=device)):
-        labels = split.labels[index]
-        with _autocast(config, device):
-            out = model(split.float_images(index)).float()
-        loss = rate_loss(out, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(index)
-        correct += (out.detach().argmax(1) == labels).sum()
-        seen += len(index)
-        if on_batch is not None:
-            on_batch(i, n_batches, loss.item())
-        if (i + 1) % _NAN_CHECK_EVERY == 0 and not (torch.isfinite(loss_sum) and _parameters_are_finite(model)):
-            break
+    try:
+        for i, index in enumerate(batches(len(split), config.batch_size, shuffle=True,
+                                          generator=state.shuffle_rng, device=device)):
+            if probe is not None:
+                probe.before_batch(i)
+            labels = split.labels[index]
+            with _autocast(config, device):
+                out = model(split.float_images(index)).float()
+            loss = rate_loss(out, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(index)
+            correct += (out.detach().argmax(1) == labels).sum()
+            seen += len(index)
+            trained = i + 1
+            if on_batch is not None:
+                on_batch(i, n_batches, loss.item())
+            if (i + 1) % _NAN_CHECK_EVERY == 0 and not (torch.isfinite(loss_sum) and _parameters_are_finite(model)):
+                break
+            if probe is not None and probe.judged_silent(i):
+                break
+    finally:
+        if probe is not None:
+            probe.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -156,6 +285,7 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
         "train_acc": correct.item() / seen,
         "train_seconds": seconds,
         "train_images_per_s": seen / seconds,
+        "train_batches": trained,
         "lr": lr,
     }
 
@@ -174,6 +304,7 @@ def _evaluate_splits(state: RunState, data: Dataset) -> EpochRecord:
             continue  # train loss/acc come from the epoch itself, as in the seed
         result = evaluate(state.model, split, state.config)
         record[f"{name}_loss"], record[f"{name}_acc"] = result["loss"], result["acc"]
+        record.update({f"{name}_{key}": value for key, value in result["activity"].items()})
         if name == "test":
             record.update({f"rate_{layer}": rate for layer, rate in result["rates"].items()})
     record["eval_seconds"] = time.perf_counter() - start

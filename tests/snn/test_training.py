@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import snn.training
-from snn.config import RunConfig
+from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, make_splits, read_dataset
-from snn.models import build_model
-from snn.training import History, evaluate, predict, rate_loss, train
+from snn.models import build_model, spiking_layers
+from snn.training import History, SilenceRule, evaluate, predict, rate_loss, train
 
 TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "train_images_per_s"}
 
@@ -142,3 +142,103 @@ def test_cosine_schedule_anneals_the_learning_rate(dataset):
     lrs = [r["lr"] for r in train(config, subset(dataset, config)).epochs]
     assert lrs[0] == 0.01
     assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)])
+
+
+ACTIVITY_KEYS = ("spikes_per_image", "input_spikes_per_image", "synops_per_image", "encoder_macs_per_image",
+                 "dense_macs_per_image", "energy_estimate_uj")
+
+
+@pytest.mark.parametrize("model, spiking, synaptic", [("fc", ["sn"], ["fc"]),
+                                                      ("csnn", ["sn1", "sn2", "sn3", "sn4"], ["conv2", "fc1", "fc2"])])
+def test_the_epoch_record_carries_spikes_synops_and_energy_of_test_and_val(dataset, model, spiking, synaptic):
+    config = tiny_fc(model=model, T=3, channels=4, epochs=1, val_size=200, limit_train=256)
+    record = train(config, subset(dataset, config)).epochs[0]
+    for split in ("test", "val"):
+        expected = [*ACTIVITY_KEYS, *(f"spikes_{s}" for s in spiking), *(f"synops_{s}" for s in synaptic)]
+        for key in expected:
+            assert isinstance(record[f"{split}_{key}"], float), (split, key)
+        assert record[f"{split}_spikes_per_image"] == pytest.approx(sum(record[f"{split}_spikes_{s}"] for s in spiking))
+        assert record[f"{split}_synops_per_image"] == pytest.approx(sum(record[f"{split}_synops_{s}"] for s in synaptic))
+        assert record[f"{split}_energy_estimate_uj"] == pytest.approx(
+            0.9e-6 * record[f"{split}_synops_per_image"] + 4.6e-6 * record[f"{split}_encoder_macs_per_image"])
+    dense = 784 * 10 * 3 if model == "fc" else 3 * (28 * 28 * 4 * 9 + 14 * 14 * 4 * 4 * 9 + 196 * 64 + 64 * 10)
+    assert record["test_dense_macs_per_image"] == dense
+    if model == "fc":  # Poisson input: 3 steps x the mean summed intensity of the test images
+        images = subset(dataset, config).test.float_images(slice(None))
+        assert record["test_input_spikes_per_image"] == pytest.approx(3 * images.sum().item() / len(images), rel=1e-6)
+        assert record["test_synops_fc"] == pytest.approx(10 * record["test_input_spikes_per_image"])
+    else:
+        assert record["test_encoder_macs_per_image"] == 28 * 28 * 4 * 9
+
+
+def test_evaluate_spikes_agree_with_the_firing_rates(dataset):
+    config = RunConfig(model="fc", T=10, device="cpu")
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.fc.weight.mul_(30)  # fires at init
+    result = evaluate(model, make_splits(dataset, limit_test=300).test, config)
+    assert 0 < result["rates"]["sn"] < 1
+    assert result["activity"]["spikes_sn"] == pytest.approx(result["rates"]["sn"] * 10 * 10)  # T x 10 neurons
+
+
+def deaf(monkeypatch) -> None:
+    """Every model train builds gets thresholds no input reaches: it never fires."""
+    def build_deaf_model(config):
+        model = build_model(config)
+        for m in spiking_layers(model).values():
+            m.v_threshold = 1e9
+        return model
+    monkeypatch.setattr(snn.training, "build_model", build_deaf_model)
+
+
+@pytest.mark.parametrize("model", ["fc", "csnn"])
+def test_a_network_that_cannot_fire_is_stopped_as_silent_within_its_first_epoch(dataset, monkeypatch, model):
+    deaf(monkeypatch)
+    config = tiny_fc(model=model, T=3, channels=4, epochs=3, limit_train=1_000)  # 8 batches per epoch
+    seen = []
+    history = train(config, subset(dataset, config), silence=SilenceRule(warmup_batches=2, probe_batches=3),
+                    on_epoch=lambda record, state: seen.append((record["epoch"], state.history.status)))
+    assert history.status == "silent"
+    assert seen == [(1, "silent")]
+    record = history.epochs[0]
+    assert record["silent"] is True
+    assert record["train_batches"] == 5 < 8
+    assert record["silence_fraction"] == 1.0
+    assert record["silence_min_spikes"] == pytest.approx(5 * 3 / 100)
+    assert "test_acc" not in record, "no evaluation of a silent model"
+
+
+def test_the_seed_fc_snn_is_not_silent_by_the_default_rule(dataset):
+    """Measured on MNIST (seeds 0-2): 51-55% of the images get no output spike over the first 20
+    batches, 11-12% over batches 21-40, and fewer than 5 spikes 2.2-2.5% over batches 61-80, the
+    default probe."""
+    config = RunConfig(model="fc", epochs=1, limit_train=81 * 128, limit_test=200, device="cpu")
+    history = train(config, subset(dataset, config))
+    assert history.status == "completed"
+    record = history.epochs[0]
+    assert record["silent"] is False and record["train_batches"] == 81
+    assert record["silence_fraction"] < 0.05 and record["silence_min_spikes"] == 5
+    assert record["test_acc"] > 0.5
+
+
+def test_the_probe_changes_nothing_it_watches(dataset):
+    config = tiny_fc(epochs=1, limit_train=1_000)
+    watch_only = SilenceRule(warmup_batches=1, probe_batches=2, max_fraction=1.0)  # never stops
+    probed = train(config, subset(dataset, config), silence=watch_only)
+    unprobed = train(config, subset(dataset, config), silence=None)
+    assert "silence_fraction" in probed.epochs[0] and "silence_fraction" not in unprobed.epochs[0]
+    ignore = TIMING | {"silence_fraction", "silence_min_spikes"}
+    assert [{k: v for k, v in r.items() if k not in ignore} for r in probed.epochs] == \
+        [{k: v for k, v in r.items() if k not in ignore} for r in unprobed.epochs]
+
+
+def test_the_silence_rule_scales_firmins_count_to_short_simulations():
+    rule = SilenceRule()
+    assert (rule.min_spikes, rule.max_fraction) == (5, 0.05)
+    assert rule.min_spikes_at(100) == 5 and rule.min_spikes_at(400) == 5
+    assert rule.min_spikes_at(4) == pytest.approx(0.2)  # below one spike: an image is silent with none at all
+    with pytest.raises(ConfigError, match="SilenceRule.max_fraction: must be in"):
+        SilenceRule(max_fraction=1.5)
+    with pytest.raises(ConfigError, match="SilenceRule.probe_batches"):
+        SilenceRule(probe_batches=0)
