@@ -1,0 +1,82 @@
+"""`python -m snn.train` on bad input: one line on stderr, exit code 2, no OUT/config.json or anything else written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from snn.data import FILES
+from tests.bad_input import Case, assert_refused, run_cases
+from tests.idx_files import write_bytes
+
+TRAIN = "snn.train"
+OUT = ("--out", "{case}/run", "--quiet")
+
+
+def a_file_named_run(folder: Path) -> None:
+    (folder / "run").write_text("not a folder\n")
+
+
+class Marker:
+    """Unpickling this creates the file ``path``: a checkpoint that runs code when loaded without weights_only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+def a_crafted_checkpoint(folder: Path) -> None:
+    (folder / "run").mkdir()
+    torch.save({"model": Marker(folder / "marker"), "optimizer": {}, "config": {}, "history": [], "rng": {}},
+               folder / "run" / "checkpoint.pt")
+
+
+def images_of_32_by_32(folder: Path) -> None:
+    raw = folder / "data" / "MNIST" / "raw"
+    header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (60_000, 32, 32))
+    write_bytes(raw / FILES["train_images"], header + bytes(32 * 32))
+    for key in ("train_labels", "test_images", "test_labels"):
+        write_bytes(raw / FILES[key], b"")
+
+
+CASES = {
+    "T-too-large": Case(TRAIN, ("fc", *OUT, "--T", "1000000000"),
+                        "one training batch needs about 422 TB (T=1000000000, batch_size=128), more than the"),
+    "channels-too-large": Case(TRAIN, ("csnn", *OUT, "--channels", "1000000"), "channels=1000000), more than the"),
+    "batch-too-large": Case(TRAIN, ("fc", *OUT, "--batch-size", "99999999999999999999"),
+                            "batch_size: must be in [1, 60000]"),
+    "surrogate-alpha-nan": Case(TRAIN, ("fc", *OUT, "--surrogate-alpha", "nan"),
+                                "surrogate_alpha: must be a finite number, got nan"),
+    "lr-negative": Case(TRAIN, ("fc", *OUT, "--lr", "-1e-3"), "lr: must be > 0, got -0.001"),
+    "lr-minus-infinity": Case(TRAIN, ("fc", *OUT, "--lr", "-inf"), "lr: must be a finite number"),
+    "seed-negative": Case(TRAIN, ("fc", *OUT, "--seed", "-1"), "seed: must be in [0, 2**32 - 1], got -1"),
+    "seed-too-large": Case(TRAIN, ("fc", *OUT, "--seed", str(2**64)), "seed: must be in [0, 2**32 - 1]"),
+    "out-a-file": Case(TRAIN, ("fc", "--out", "{case}/run"), "is a file, not a folder", a_file_named_run),
+    "out-under-a-file": Case(TRAIN, ("fc", "--out", "{case}/run/deeper"), "run is a file, not a folder",
+                             a_file_named_run),
+    "out-unwritable": Case(TRAIN, ("fc", "--out", "/proc/snn-tune/run"), "no file can be written in /proc"),
+    "crafted-checkpoint": Case(TRAIN, ("fc", *OUT, "--resume"), "refused: it refers to posix.system",
+                               a_crafted_checkpoint),
+    "idx-32x32": Case(TRAIN, ("fc", *OUT, "--data-dir", "{case}/data", "--no-download"),
+                      "its header declares items of 32x32, expected 28x28", images_of_32_by_32),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, data_root):
+    return run_cases(CASES, tmp_path_factory.mktemp("bad-train-input"), {"SNN_DATA_DIR": str(data_root)})
+
+
+@pytest.mark.parametrize("cause", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(outcomes, cause):
+    assert_refused(outcomes[cause], CASES[cause].fragment)
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(outcomes, tmp_path_factory):
+    assert "marker" not in outcomes["crafted-checkpoint"].after  # nothing created it
+    assert "weights_only" not in outcomes["crafted-checkpoint"].stderr  # torch's seven lines of advice, left out
