@@ -180,12 +180,13 @@ def _download(folder: Path, name: str, files: list[str], *, timeout: float) -> N
 
     source = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
     checksums = dict(source.resources)  # {"train-images-idx3-ubyte.gz": md5, ...}
-    announced: list[str] = []
+    announced = False
 
     def announce(mirror: str) -> None:
+        nonlocal announced
         if not announced:
             print(f"downloading {name} into {folder} from {mirror}", file=sys.stderr, flush=True)
-            announced.append(mirror)
+            announced = True
 
     made = _make_folders(folder)
     try:
