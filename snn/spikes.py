@@ -17,8 +17,8 @@ Definitions, all per image (summed over the T time steps, averaged over the imag
   that feeds it (a 2x2 max-pool passes at most one spike per window on).
 * Poisson input (FC-SNN): a pixel of intensity p spikes at each step with probability p, so
   its spikes are counted at their expectation, T·p per pixel. The CPU path never builds the
-  spike tensor (``snn.fastpath.poisson_input_current``); over a test split the expectation
-  and a drawn count differ by a fraction of a percent.
+  spike tensor (``snn.fastpath.poisson_input_current``); on 2,000 MNIST test images at
+  T = 20, a drawn count (``poisson_encode``) was 0.005% above the expectation.
 * analog input (the CSNN's first Conv-BN, the encoder): no spikes; its dense MACs,
   ``encoder_macs_per_image``, counted once per image, as the model computes it: the image is
   the same at every step, so its current is computed once and presented T times.
