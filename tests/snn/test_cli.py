@@ -134,6 +134,14 @@ def test_a_diverged_run_exits_1_with_one_line(capsys, tmp_path, data_root, monke
     assert len(read_metrics(tmp_path / "run")) == 1, "the diverged epoch is recorded"
 
 
+def test_a_silent_run_exits_1_with_one_line_naming_the_rule(capsys, tmp_path, data_root):
+    code, out, err = run_main(capsys, "fc", "--data-dir", data_root, "--lr", "1e-9", "--T", "8", "--limit-train",
+                              "12800", "--limit-test", "100", "--epochs", "2", "--out", tmp_path / "quiet", "--quiet")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("silent: after 80 batches the output layer emitted fewer than") and "Firmin" in err
+    assert len(read_metrics(tmp_path / "quiet")) == 1  # stopped in the first epoch
+
+
 def test_fashion_mnist_is_read_from_its_own_folder(capsys, tmp_path):
     write_synthetic_dataset(tmp_path / "data", folder="FashionMNIST")
     out = tmp_path / "run"

@@ -69,13 +69,17 @@ class Experiment:
 
     @property
     def best_trial_id(self) -> str | None:
-        """summary.json's best trial; else the best by trials.csv, else by trial_metrics.csv."""
+        """summary.json's best trial; else the best by trials.csv (its ranking), else by trial_metrics.csv."""
         best = (self.summary or {}).get("best_trial") or {}
         if best.get("trial_id"):
             return str(best["trial_id"])
-        for table, column in ((self.trials, f"best_{self.metric}"), (self.trial_metrics, self.metric)):
-            if table is not None and column in table.columns and table[column].notna().any():
-                return str(table.loc[table[column].idxmax(), "trial_id"])
+        if self.trials is not None and f"last_{self.metric}" in self.trials.columns:
+            best = files.best_trial(self.trials.to_dict("records"), self.metric)
+            if best is not None:
+                return str(best["trial_id"])
+        metrics = self.trial_metrics
+        if metrics is not None and self.metric in metrics.columns and metrics[self.metric].notna().any():
+            return str(metrics.loc[metrics[self.metric].idxmax(), "trial_id"])
         return None
 
     def study(self) -> optuna.Study:
@@ -212,7 +216,7 @@ def _normalise_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     """trials.csv with booleans as bools and the metric columns as floats, whatever pandas guessed."""
     trials = trials.copy()
     trials["trial_id"] = trials["trial_id"].astype(str)
-    for column in ("stopped_early", "diverged"):
+    for column in ("stopped_early", "diverged", files.SILENT, files.SEED_TRIAL):
         if column in trials.columns:
             trials[column] = trials[column].map(_as_bool)
         else:

@@ -99,7 +99,7 @@ def _trial_counts(exp: Experiment) -> str:
         return "unknown (no summary.json or trials.csv)"
     text = (f"{counts.get('total', '?')} run: {counts.get('completed', '?')} ran all their epochs, "
             f"{counts.get('stopped_early', '?')} stopped early by ASHA")
-    extra = [f"{counts[k]} {k}" for k in ("errored", "diverged", "unfinished") if counts.get(k)]
+    extra = [f"{counts[k]} {k}" for k in ("errored", "diverged", files.SILENT, "unfinished") if counts.get(k)]
     return text + (", " + ", ".join(extra) if extra else "")
 
 

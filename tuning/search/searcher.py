@@ -19,12 +19,53 @@ that.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
+from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT
+from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT, STUDY, TUNE
+
+
+# The experiment folder that searchers and search generators restored within ``resuming_into`` belong to.
+_RESUMED_EXPERIMENT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("resumed_experiment", default=None)
+
+
+@contextlib.contextmanager
+def resuming_into(experiment: Path) -> Iterator[None]:
+    """What is restored inside this block (``Tuner.restore`` and ``fit``) writes into ``experiment`` only.
+
+    Ray pickles two absolute paths of the experiment it started in: OptunaSearch's whole state,
+    the Optuna storage (the journal's path) included, and the search generator's Experiment
+    (where new trials are created). Restored from a copy (or a moved folder) both still point
+    at the original, and the copy would write into it. So PruneAwareOptunaSearch pickles no
+    storage and reopens the study in ``experiment``'s journal, and RelocatingSearchGenerator
+    creates new trials in ``experiment``'s tune/ (as Ray re-points the trials it restores).
+    """
+    token = _RESUMED_EXPERIMENT.set(Path(experiment))
+    try:
+        yield
+    finally:
+        _RESUMED_EXPERIMENT.reset(token)
+
+
+class RelocatingSearchGenerator(SearchGenerator):
+    """Ray's SearchGenerator whose restored Experiment creates new trials where the experiment is now."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        experiment = _RESUMED_EXPERIMENT.get()
+        if experiment is not None and self._experiment is not None:
+            storage = self._experiment.storage  # also the spec's "storage", from which each new trial copies
+            storage.storage_fs_path = str(experiment)
+            storage.experiment_dir_name = TUNE
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -76,6 +117,44 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if step not in reported:
             self._ot_trials[trial_id].report(float(value), step)
             reported.add(step)
+
+
+    # Pickled state: no Optuna storage (see study_storage_for_restore). The study and each Ray
+    # trial's Optuna trial are saved by name and number, and reopened on restore.
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_storage"] = state["_ot_study"] = None
+        state["_ot_trials"] = {rid: t if isinstance(t, int) else t.number for rid, t in self._ot_trials.items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reopen_study()
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+        self._reopen_study()
+
+    def _reopen_study(self) -> None:
+        """Open the study in the storage of the experiment being restored; without one, stay closed."""
+        experiment = _RESUMED_EXPERIMENT.get()
+        if experiment is None:
+            return  # e.g. tuner.pkl read by a tool: the study stays closed rather than open someone else's journal
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / STUDY)))
+        self._storage = storage
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler,
+                                           pruner=optuna.pruners.NopPruner())
+        study_id = storage.get_study_id_from_name(self._study_name)
+        self._ot_trials = {
+            rid: t if not isinstance(t, int) else optuna.trial.Trial(
+                self._ot_study, storage.get_trial_id_from_study_id_trial_number(study_id, t))
+            for rid, t in self._ot_trials.items()}
 
 
 def _is_finite(value) -> bool:

@@ -44,6 +44,9 @@ class Budget:
     grace_period: int = 1  # epochs before ASHA may stop a trial
     reduction_factor: int = 2
     retrain_epochs: int = 64
+    # when a trial stops as silent: snn.training.SilenceRule's fields; {} its defaults (Firmin et al.
+    # 2024: fewer than 5 output spikes for more than 5% of the images), None never
+    silence: dict[str, float] | None = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,9 @@ def _budget(raw: dict, fail) -> Budget:
     for key, value in raw.items():
         if key not in allowed:
             raise fail(f"budget.{key}", f"unknown key; allowed: {', '.join(allowed)}")
+        if key == "silence":
+            values[key] = _silence(value, fail)
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise fail(f"budget.{key}", f"must be an integer >= 1, got {value!r}")
         values[key] = value
@@ -203,6 +209,32 @@ def _budget(raw: dict, fail) -> Budget:
     if budget.reduction_factor < 2:
         raise fail("budget.reduction_factor", f"must be >= 2, got {budget.reduction_factor}")
     return budget
+
+
+_SILENCE_RULES = {  # SilenceRule's fields: (integer?, lowest allowed, highest allowed)
+    "min_spikes": (False, 0.0, math.inf), "max_fraction": (False, 0.0, 1.0),
+    "probe_batches": (True, 1, math.inf), "warmup_batches": (True, 0, math.inf), "per_steps": (True, 1, math.inf),
+}
+
+
+def _silence(value: Any, fail) -> dict[str, float] | None:
+    """``budget.silence``: false/off (never stop a trial as silent), or a mapping of SilenceRule's fields."""
+    if value is False or value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail("budget.silence", f"must be a mapping like {{min_spikes: 5, max_fraction: 0.05}} or off, "
+                                     f"got {value!r}")
+    for key, number in value.items():
+        if key not in _SILENCE_RULES:
+            raise fail(f"budget.silence.{key}", f"unknown key; allowed: {', '.join(_SILENCE_RULES)}")
+        integer, low, high = _SILENCE_RULES[key]
+        ok = isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
+        if not ok or (integer and not float(number).is_integer()) or not low <= number <= high:
+            kind = "an integer" if integer else "a number"
+            raise fail(f"budget.silence.{key}", f"must be {kind} in [{low:g}, {high:g}], got {number!r}")
+        if key == "min_spikes" and number == 0:
+            raise fail(f"budget.silence.{key}", "must be > 0")
+    return dict(value)
 
 
 def _distribution(name: str, spec: Any, fail) -> optuna.distributions.BaseDistribution:

@@ -18,7 +18,7 @@ from ray import tune
 from snn.checkpoint import read_checkpoint
 from snn.data import Dataset, make_splits
 from snn.run_folder import CHECKPOINT_FILE
-from snn.training import RunState, train
+from snn.training import RunState, SilenceRule, train
 
 from ..experiment import DIVERGED, NODE_ID
 from .space import SearchSpace
@@ -54,11 +54,12 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
             setup.progress_board.update.remote(trial_id, epochs_reported[0] + 1, i + 1, n)
 
     trial_id = tune.get_context().get_trial_id()
+    silence = None if setup.space.budget.silence is None else SilenceRule(**setup.space.budget.silence)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        train(config, splits, on_epoch=report, on_batch=post_progress)
+        train(config, splits, on_epoch=report, on_batch=post_progress, silence=silence)
         return
     with checkpoint.as_directory() as folder:
         resume_from = Path(folder) / CHECKPOINT_FILE
         epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
-        train(config, splits, on_epoch=report, on_batch=post_progress, resume_from=resume_from)
+        train(config, splits, on_epoch=report, on_batch=post_progress, resume_from=resume_from, silence=silence)

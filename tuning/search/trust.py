@@ -8,7 +8,9 @@ can have put a file there:
 * the experiment folder and everything in it are owned by you, and none of it is writable by
   others, nor by a group other than your own private group (the group named after you with no
   other members, which a umask of 002 gives every file);
-* nothing in it is a symbolic link (a link could point at a file someone else controls);
+* nothing in it is a symbolic link (a link could point at a file someone else controls), but
+  for the Optuna journal's lock, a link that Optuna makes and never reads through (a killed
+  search leaves it behind);
 * every folder above it is owned by you or root and is not writable by others unless it has
   the sticky bit (as /tmp has), so nobody can swap the experiment folder for another.
 
@@ -23,6 +25,10 @@ import os
 import pwd
 import stat
 from pathlib import Path
+
+from .. import experiment as files
+
+JOURNAL_LOCK = f"{files.STUDY}.lock"  # optuna.storages.journal.JournalFileSymlinkLock's lock: a symbolic link
 
 
 class UntrustedExperiment(ValueError):
@@ -48,6 +54,8 @@ def check_resumable(experiment: Path) -> None:
 def _check_entry(path: Path, uid: int, private_gid: int | None) -> None:
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
+        if path.name == JOURNAL_LOCK and path.parent.joinpath(files.STUDY).exists():
+            return
         _refuse(path, "is a symbolic link")
     if info.st_uid != uid:
         _refuse(path, f"belongs to {_user(info.st_uid)}, not to you")

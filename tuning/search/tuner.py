@@ -23,7 +23,7 @@ from .. import experiment as files
 from . import ray_cluster, results
 from .results import SearchOutcome
 from .progress import LiveTable, hide_ray_restore_advice, start_board
-from .searcher import PruneAwareOptunaSearch
+from .searcher import PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
 from .space import SearchSpace
 from .trial import TrialSetup, run_trial
@@ -42,13 +42,14 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
     )
     hide_ray_restore_advice()
     start = time.time()
-    if resume:
-        tuner = tune.Tuner.restore(str(experiment / files.TUNE), trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
-                           run_config=_run_config(experiment, space, settings))
-    grid = tuner.fit()
+    with resuming_into(experiment):  # restored from a copied or moved folder, the search writes there only
+        if resume:
+            tuner = tune.Tuner.restore(str(experiment / files.TUNE), trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
+                               run_config=_run_config(experiment, space, settings))
+        grid = tuner.fit()
     outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start)
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
@@ -85,7 +86,8 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
     scheduler = ASHAScheduler(time_attr=files.EPOCH, metric=settings.metric, mode="max",
                               max_t=space.budget.epochs_per_trial, grace_period=space.budget.grace_period,
                               reduction_factor=space.budget.reduction_factor)
-    return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings)),
+    limited = ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings))
+    return tune.TuneConfig(search_alg=RelocatingSearchGenerator(limited),
                            scheduler=scheduler, num_samples=space.budget.trials, reuse_actors=True,
                            time_budget_s=settings.time_budget_s)
 
@@ -146,9 +148,10 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, sear
 
 def _seed_trial_id(experiment: Path) -> str | None:
     """The Ray trial that ran the enqueued seed configuration: the study's trial number 0."""
-    try:
-        study = optuna.load_study(study_name=experiment.name, storage=study_storage(experiment))
-    except KeyError:
+    storage = study_storage(experiment)
+    names = optuna.get_all_study_names(storage)  # the one study; named after the folder it began in (a copy keeps it)
+    if not names:
         return None
+    study = optuna.load_study(study_name=names[0], storage=storage)
     first = [t for t in study.get_trials(deepcopy=False) if t.number == 0]
     return first[0].user_attrs.get(files.RAY_TRIAL_ID) if first else None

@@ -81,6 +81,10 @@ BAD = {
                                                    "search.T.when.channels: values must be among"),
     "condition that is not a mapping": (GOOD.replace("high: 8}", "high: 8, when: channels}"),
                                         "search.T.when: must be a mapping"),
+    "silence key unknown": (GOOD + "  silence: {spikes: 5}\n", "budget.silence.spikes: unknown key"),
+    "silence fraction above 1": (GOOD + "  silence: {max_fraction: 1.5}\n",
+                                 "budget.silence.max_fraction: must be a number in [0, 1]"),
+    "silence not a mapping": (GOOD + "  silence: 5\n", "budget.silence: must be a mapping"),
 }
 
 
@@ -163,3 +167,10 @@ def test_the_seed_point_holds_the_seeds_values_of_the_parameters_it_uses(tmp_pat
 @pytest.mark.parametrize("path", sorted(SPACES_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_space_holds_the_seed_configuration(path):
     assert load_space(path).seed_point()[1] == []
+
+
+def test_the_silence_rule_is_firmins_by_default_configurable_and_can_be_turned_off(tmp_path):
+    assert load_space(write(tmp_path, GOOD)).budget.silence == {}
+    tuned = load_space(write(tmp_path, GOOD + "  silence: {min_spikes: 2, max_fraction: 0.1}\n"))
+    assert tuned.budget.silence == {"min_spikes": 2, "max_fraction": 0.1}
+    assert load_space(write(tmp_path, GOOD + "  silence: off\n")).budget.silence is None

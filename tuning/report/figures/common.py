@@ -38,8 +38,8 @@ def metric_label(metric: str) -> str:
 def trial_flags(exp: Experiment) -> dict[str, dict[str, bool]]:
     if exp.trials is None:
         return {}
-    return {row.trial_id: {"stopped_early": bool(row.stopped_early),
-                           "failed": bool(row.diverged) or row.status == "ERROR"}
+    return {row.trial_id: {"stopped_early": bool(row.stopped_early), "silent": bool(row.silent),
+                           "seed_trial": bool(row.seed_trial), "failed": bool(row.diverged) or row.status == "ERROR"}
             for row in exp.trials.itertuples()}
 
 

@@ -73,13 +73,16 @@ def trial_curves(exp: ExperimentLike) -> go.Figure:
     flags = trial_flags(exp)
     best = exp.best_trial_id
     groups = {"ran to the last epoch": "#1f77b4", "stopped early by ASHA": "#9467bd",
-              "errored or diverged": "#7f7f7f", "best trial": BEST_COLOUR}
+              "silent: stopped by the spike probe": "#bcbd22", "errored or diverged": "#7f7f7f",
+              "the seed's configuration": "#2ca02c", "best trial": BEST_COLOUR}
     shown: set[str] = set()
     fig = go.Figure()
     for trial_id, rows in metrics.groupby(metrics["trial_id"].astype(str), sort=False):
         rows = rows.sort_values("epoch")
         flag = flags.get(trial_id, {})
-        group = ("best trial" if trial_id == best else "stopped early by ASHA" if flag.get("stopped_early")
+        group = ("best trial" if trial_id == best else "the seed's configuration" if flag.get("seed_trial")
+                 else "stopped early by ASHA" if flag.get("stopped_early")
+                 else "silent: stopped by the spike probe" if flag.get("silent")
                  else "errored or diverged" if flag.get("failed") else "ran to the last epoch")
         symbols = ["circle"] * (len(rows) - 1) + ["x" if flag.get("stopped_early") else "circle"]
         sizes = [4] * (len(rows) - 1) + [10 if flag.get("stopped_early") else 6]
