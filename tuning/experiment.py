@@ -37,6 +37,7 @@ RETRAIN = "retrain"
 RETRAIN_METRICS = f"{RETRAIN}/metrics.csv"
 PREDICTIONS = f"{RETRAIN}/predictions.npz"
 SUMMARY = "summary.json"
+PARETO = "pareto.csv"  # --objective accuracy,synops|spikes: the finished trials on the Pareto front
 REPORT = "report.html"
 MLFLOW = "mlflow.db"  # --logger mlflow: the MLflow tracking store (SQLite)
 # The files a report is built from; a folder with none of them is not an experiment.
@@ -55,6 +56,16 @@ SEED_TRIAL = "seed_trial"  # trials.csv: true for the trial that ran the seed's 
 TERMINATED, ERROR = "TERMINATED", "ERROR"
 FINISHED = (TERMINATED, ERROR)
 
+
+
+# What a search can optimise besides accuracy: the evaluator's per-image spike costs (snn.spikes).
+OBJECTIVES = {"accuracy": "acc", "synops": "synops_per_image", "spikes": "spikes_per_image"}
+COSTS = ("synops_per_image", "spikes_per_image", "energy_estimate_uj")  # trials.csv keeps their last values
+
+
+def objective_metric(objective: str, metric: str) -> str:
+    """The record key of an objective on the split ``metric`` is measured on: ("synops", "val_acc") -> val_synops_per_image."""
+    return f"{metric.split('_', 1)[0]}_{OBJECTIVES[objective]}"
 
 
 def retrain_folder(seed: int) -> str:
@@ -85,6 +96,11 @@ def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: li
         values = [v for v in (_number(r.get(name)) for r in history) if v is not None]
         row[f"best_{name}"] = max(values) if values else math.nan
         row[f"last_{name}"] = values[-1] if values else math.nan
+    for split in dict.fromkeys([metric.split("_", 1)[0], "test"]):
+        for cost in COSTS:
+            values = [v for v in (_number(r.get(f"{split}_{cost}")) for r in history) if v is not None]
+            if values:
+                row[f"last_{split}_{cost}"] = values[-1]
     nodes = [r[NODE_ID] for r in history if r.get(NODE_ID)]
     if nodes:
         row[NODE_ID] = nodes[-1]
@@ -162,3 +178,63 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
     return bool(value) and not (isinstance(value, float) and math.isnan(value))
+
+
+def pareto_front(rows: Iterable[Mapping[str, Any]], accuracy: str, cost: str) -> list[Mapping[str, Any]]:
+    """The trials that ran to the end and that no other such trial beats on both ``accuracy`` (higher)
+    and ``cost`` (lower), by accuracy; ``accuracy`` and ``cost`` are trials.csv columns."""
+    points = [r for r in rows if ran_to_the_end(r) and _number(r.get(accuracy)) is not None
+              and _number(r.get(cost)) is not None]
+    front = [r for r in points if not any(_dominates(o, r, accuracy, cost) for o in points)]
+    return sorted(front, key=lambda r: -float(r[accuracy]))
+
+
+def _dominates(a: Mapping[str, Any], b: Mapping[str, Any], accuracy: str, cost: str) -> bool:
+    better_or_equal = float(a[accuracy]) >= float(b[accuracy]) and float(a[cost]) <= float(b[cost])
+    return better_or_equal and (float(a[accuracy]) > float(b[accuracy]) or float(a[cost]) < float(b[cost]))
+
+
+def select(front: list[Mapping[str, Any]], rule: str, accuracy: str, cost: str) -> Mapping[str, Any] | None:
+    """The point of the front a ``--select`` rule picks; None when no point meets a bound.
+
+    ``max-accuracy``; ``knee``: the point nearest the ideal (best accuracy, least cost) once
+    both are scaled to [0, 1] over the front, the cost on a log scale; ``<cost><=N``: the most
+    accurate point whose cost is at most N; ``accuracy>=X``: the cheapest point at least that accurate.
+    """
+    if not front:
+        return None
+    if rule == "max-accuracy":
+        return front[0]
+    if rule == "knee":
+        accs = [float(r[accuracy]) for r in front]
+        costs = [math.log10(max(float(r[cost]), 1e-12)) for r in front]
+
+        def scaled(values: list[float], value: float) -> float:
+            span = max(values) - min(values)
+            return 0.0 if span == 0 else (value - min(values)) / span
+        return min(front, key=lambda r: math.hypot(1 - scaled(accs, float(r[accuracy])),
+                                                   scaled(costs, math.log10(max(float(r[cost]), 1e-12)))))
+    name, op, bound = parse_selection(rule)
+    if name == "accuracy":
+        meeting = [r for r in front if float(r[accuracy]) >= bound]
+        return min(meeting, key=lambda r: float(r[cost])) if meeting else None
+    meeting = [r for r in front if float(r[cost]) <= bound]
+    return max(meeting, key=lambda r: float(r[accuracy])) if meeting else None
+
+
+def parse_selection(rule: str) -> tuple[str, str, float]:
+    """``synops<=N``, ``spikes<=N`` or ``accuracy>=X`` (X a fraction or a percentage) as (name, op, bound)."""
+    text = rule.replace(" ", "")
+    for name, op in (("accuracy", ">="), *((cost, "<=") for cost in OBJECTIVES if cost != "accuracy")):
+        if text.startswith(name + op):
+            number = text[len(name + op):]
+            percent = number.endswith("%")
+            try:
+                bound = float(number.rstrip("%")) / (100 if percent else 1)
+            except ValueError:
+                break
+            if math.isfinite(bound) and bound >= 0:
+                return name, op, bound
+            break
+    raise ValueError(f"{rule!r} is not a selection: max-accuracy, knee, accuracy>=X (e.g. 0.99 or 99%), "
+                     f"synops<=N or spikes<=N")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tuning.experiment import best_trial, retrain_summary, trial_counts, trial_row
+from tuning.experiment import best_trial, parse_selection, pareto_front, retrain_summary, select, trial_counts, trial_row
 
 MAX_EPOCHS = 3
 
@@ -76,3 +76,34 @@ def test_silent_trials_are_counted_and_not_called_stopped_early():
 
 def curve(accs: list[float]) -> list[dict]:
     return [{"epoch": e + 1, "test_acc": a} for e, a in enumerate(accs)]
+
+
+def point(trial_id: str, acc: float, synops: float, status: str = "TERMINATED", stopped: bool = False) -> dict:
+    return {"trial_id": trial_id, "status": status, "stopped_early": stopped, "diverged": False, "silent": False,
+            "last_test_acc": acc, "last_test_synops_per_image": synops}
+
+
+FRONT_ROWS = [point("accurate", 0.99, 9e6), point("knee", 0.985, 1e6), point("cheap", 0.90, 1e5),
+              point("dominated", 0.95, 5e6), point("stopped", 0.999, 1e4, stopped=True),
+              point("errored", 0.999, 1e3, status="ERROR")]
+
+
+def test_the_pareto_front_holds_the_undominated_trials_that_ran_to_the_end():
+    front = pareto_front(FRONT_ROWS, "last_test_acc", "last_test_synops_per_image")
+    assert [r["trial_id"] for r in front] == ["accurate", "knee", "cheap"]
+
+
+@pytest.mark.parametrize(("rule", "chosen"), [("max-accuracy", "accurate"), ("knee", "knee"),
+                                              ("synops<=2e6", "knee"), ("synops<=100000", "cheap"),
+                                              ("accuracy>=0.98", "knee"), ("accuracy>=99%", "accurate"),
+                                              ("synops<=10", None), ("accuracy>=0.999", None)])
+def test_select_picks_the_point_each_rule_names(rule, chosen):
+    front = pareto_front(FRONT_ROWS, "last_test_acc", "last_test_synops_per_image")
+    picked = select(front, rule, "last_test_acc", "last_test_synops_per_image")
+    assert (picked or {}).get("trial_id") == chosen
+
+
+@pytest.mark.parametrize("rule", ["fast", "synops>=5", "accuracy<=0.9", "synops<=lots", "accuracy>=-1"])
+def test_a_bad_selection_is_refused(rule):
+    with pytest.raises(ValueError, match="is not a selection"):
+        parse_selection(rule)

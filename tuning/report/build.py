@@ -43,6 +43,16 @@ SECTIONS = (
             "A red panel title and band: the best value sits within 5% of an end of its range "
             "(on a log scale for log-scale parameters), so the range should be widened.",
             figures.param_vs_result),
+    Section("pareto", "Accuracy against synaptic operations",
+            "Every trial at its last epoch; the Pareto front of the trials that ran all their epochs in blue, "
+            "dominated ones in grey, stopped and silent ones as grey crosses; the seed's configuration and the "
+            "retrained choice marked.", figures.pareto),
+    Section("costs", "What the networks spend",
+            "Accuracy, spikes, synaptic operations, the dense equivalent's MACs and an energy estimate, per test "
+            "image, for the seed's configuration and the selected one.", figures.cost_table),
+    Section("spikes-per-layer", "Spikes per layer",
+            "Spikes per test image of each spiking layer of the selected configuration, summed over the T steps.",
+            figures.spikes_per_layer),
     Section("firing-rates", "Firing rates",
             "Mean spikes per neuron per time step of each spiking layer, on the test set.",
             figures.firing_rates),

@@ -17,7 +17,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from .. import experiment as files
-from .figures import params_at_edge
+from .figures.search import best_sampled, params_at_edge
 from .folder import Experiment
 
 # The seed report's best test accuracy, per model (README, "The networks").
@@ -166,13 +166,14 @@ def _config_table(exp: Experiment) -> str:
     if not config:
         return '<section class="config"><h2>Best configuration</h2><p class="absent">Not known yet.</p></section>'
     space, fixed = exp.space, (exp.summary or {}).get("fixed") or {}
-    edges = params_at_edge(exp)
+    edges, sampled = params_at_edge(exp), best_sampled(exp)
     rows = []
     for name, spec in space.items():
         flag = (f'<span class="edge">at the {edges[name]} edge of its range: widen it</span>'
                 if name in edges else "")
+        value = _value(config.get(name)) if name in sampled else f"not sampled ({_value(config.get(name))} unused)"
         rows.append(f"<tr class=\"searched{' at-edge' if name in edges else ''}\"><th>{html.escape(name)}</th>"
-                    f"<td>{html.escape(_value(config.get(name)))}</td><td>searched: {html.escape(_range(spec))}</td>"
+                    f"<td>{html.escape(value)}</td><td>searched: {html.escape(_range(spec))}</td>"
                     f"<td>{flag}</td></tr>")
     for name, value in fixed.items():
         rows.append(f"<tr><th>{html.escape(name)}</th><td>{html.escape(_value(value))}</td>"
@@ -186,10 +187,12 @@ def _config_table(exp: Experiment) -> str:
 
 
 def _range(spec: dict[str, Any]) -> str:
+    when = "; when " + ", ".join(f"{k} is {' or '.join(map(_value, v))}" for k, v in spec["when"].items()) \
+        if spec.get("when") else ""
     if spec.get("type") == "categorical":
-        return "one of " + ", ".join(_value(c) for c in spec.get("choices", []))
+        return "one of " + ", ".join(_value(c) for c in spec.get("choices", [])) + when
     scale = ", log scale" if spec.get("log") else ""
-    return f"{spec.get('type', '?')} in [{_value(spec.get('low'))}, {_value(spec.get('high'))}]{scale}"
+    return f"{spec.get('type', '?')} in [{_value(spec.get('low'))}, {_value(spec.get('high'))}]{scale}{when}"
 
 
 def _missing_block(missing: list[str]) -> str:

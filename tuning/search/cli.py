@@ -75,6 +75,12 @@ def build_parser() -> Parser:
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
                    help="Optuna's TPE (default) or random search (a baseline)")
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
+    p.add_argument("--objective", type=parse_objective, default=None, metavar="accuracy[,synops|,spikes]",
+                   help="accuracy (default), or accuracy and the spikes' cost: accuracy,synops (synaptic operations "
+                        "per image) or accuracy,spikes (spikes per image), searched by multi-objective TPE")
+    p.add_argument("--select", type=parse_select, default="max-accuracy",
+                   help="with two objectives, the point of the Pareto front to retrain: max-accuracy (default), "
+                        "knee, 'synops<=N', 'spikes<=N' or 'accuracy>=X' (the cheapest at least that accurate)")
     p.add_argument("--logger", action="append", choices=LOGGERS, default=[],
                    help="also track the trials with MLflow (a file store in the experiment folder: "
                         "pip install 'snn-tune[mlflow]') or TensorBoard; may be given twice")
@@ -110,6 +116,26 @@ def parse_duration(text: str) -> float:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a time budget must be longer than 0")
     return seconds
+
+
+def parse_objective(text: str) -> str | None:
+    """``accuracy`` (None: no second objective) or ``accuracy,synops`` / ``accuracy,spikes`` (the cost)."""
+    names = [n.strip() for n in text.split(",")]
+    if names == ["accuracy"]:
+        return None
+    if len(names) == 2 and names[0] == "accuracy" and names[1] in files.OBJECTIVES and names[1] != "accuracy":
+        return names[1]
+    raise argparse.ArgumentTypeError(f"{text!r}: use accuracy, accuracy,synops or accuracy,spikes")
+
+
+def parse_select(text: str) -> str:
+    if text in ("max-accuracy", "knee"):
+        return text
+    try:
+        files.parse_selection(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def main(argv: list[str] | None = None, *, trainable=None) -> int:
@@ -278,6 +304,9 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
             "max_metric_value": best[f"best_{settings.metric}"], "seed_trial": bool(best.get(files.SEED_TRIAL)),
             "config": outcome.best_config},
         "seed_trial": _seed_trial_summary(outcome.rows, settings.metric),
+        "objectives": [settings.metric] + ([files.objective_metric(settings.cost, settings.metric)]
+                                           if settings.cost else []),
+        "selected_by": settings.select if settings.cost else "the last epoch's metric",
         "ended_by": "time budget" if outcome.ended_by_time_budget else "trials done" if status == "complete" else status,
         "retrain": outcome.retrain, "settings": settings.__dict__,
     })
@@ -286,8 +315,11 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
           f"{counts['diverged']} diverged, {counts['silent']} silent) in {outcome.search_seconds:.0f} s{budget}")
     if best is not None:
         seed = ", the seed's configuration" if best.get(files.SEED_TRIAL) else ""
-        print(f"best trial {best['trial_id']}{seed}: {settings.metric} {best[f'last_{settings.metric}']:.2%} at its "
-              f"last epoch (max {best[f'best_{settings.metric}']:.2%})")
+        chosen = f"selected ({settings.select}) from the Pareto front" if settings.cost else "best"
+        cost = files.objective_metric(settings.cost, settings.metric) if settings.cost else None
+        cost_text = f", {best[f'last_{cost}']:,.0f} {settings.cost} per image" if cost else ""
+        print(f"{chosen} trial {best['trial_id']}{seed}: {settings.metric} {best[f'last_{settings.metric}']:.2%} at "
+              f"its last epoch (max {best[f'best_{settings.metric}']:.2%}){cost_text}")
     if outcome.retrain:
         r = outcome.retrain
         print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc final "
@@ -382,7 +414,7 @@ def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Setting
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                     max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
                     device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget,
-                    loggers=tuple(dict.fromkeys(args.logger)))
+                    loggers=tuple(dict.fromkeys(args.logger)), cost=args.objective, select=args.select)
 
 
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:

@@ -96,19 +96,26 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
         self._reported_steps.pop(trial_id, None)
 
-    def outcome(self, result: dict | None, error: bool) -> tuple[TrialState, float | None]:
+    def outcome(self, result: dict | None, error: bool) -> tuple[TrialState, float | list[float] | None]:
         """How a finished Ray trial is told to Optuna: (state, value)."""
         if error or not result:
             return TrialState.FAIL, None
-        value = result.get(self.metric)
-        if result.get(DIVERGED) or result.get(SILENT) or not _is_finite(value):
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics]
+        if result.get(DIVERGED) or result.get(SILENT) or not all(_is_finite(v) for v in values):
             return TrialState.PRUNED, None
         if int(result.get(EPOCH, 0)) < self._max_epochs:
-            return TrialState.PRUNED, None
-        return TrialState.COMPLETE, float(value)
+            return TrialState.PRUNED, None  # a trial ASHA stopped is not put on a Pareto front either
+        return TrialState.COMPLETE, ([float(v) for v in values] if isinstance(self.metric, list) else float(values[0]))
 
     def _report(self, trial_id: str, result: dict) -> None:
-        """Report the epoch's metric at its step, unless this step was reported already."""
+        """Report the epoch's metric at its step, unless this step was reported already.
+
+        A multi-objective study takes no intermediate values (Optuna's ``Trial.report`` is
+        single-objective): its trials are told only how they ended.
+        """
+        if isinstance(self.metric, list):
+            return
         value = result.get(self.metric)
         if trial_id in self._completed_trials or trial_id not in self._ot_trials or not _is_finite(value):
             return  # a diverged epoch has no accuracy to report

@@ -32,6 +32,8 @@ class Settings:
     sampler: str = "tpe"  # tpe | random (the baseline of benchmarks/search_quality.py)
     time_budget_s: float | None = None  # no new trials after this many seconds of searching
     loggers: tuple[str, ...] = ()  # mlflow, tensorboard: Ray Tune's logger callbacks
+    cost: str | None = None  # synops | spikes: the second objective (tuning.experiment.OBJECTIVES), or none
+    select: str = "max-accuracy"  # which point of the Pareto front is retrained (tuning.experiment.select)
 
 
 def check_resource_request(cpus: float, gpus: float) -> None:

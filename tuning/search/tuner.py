@@ -6,6 +6,7 @@ best_config.json in the experiment folder.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from snn.data import Dataset
-from snn.io import write_json
+from snn.io import write_csv, write_json
 
 from .. import experiment as files
 from . import ray_cluster, results
@@ -78,7 +79,10 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
 
 
 def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.TuneConfig:
-    searcher = PruneAwareOptunaSearch(space=space.sample, metric=settings.metric, mode="max",
+    metric, mode = settings.metric, "max"
+    if settings.cost:
+        metric, mode = [settings.metric, files.objective_metric(settings.cost, settings.metric)], ["max", "min"]
+    searcher = PruneAwareOptunaSearch(space=space.sample, metric=metric, mode=mode,
                                       sampler=make_sampler(settings.sampler, settings.seed, space.budget.trials),
                                       points_to_evaluate=[space.seed_point()[0]] if settings.seed_trial else None,
                                       storage=study_storage(experiment), study_name=experiment.name,
@@ -132,6 +136,8 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, sear
     seed_trial = _seed_trial_id(experiment) if settings.seed_trial else None
     rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial, seed_trial)
     best = files.best_trial(rows, settings.metric)
+    if settings.cost:
+        best = _pareto(experiment, rows, settings) or best
     best_config = None
     if best is not None:
         # the config to train in full: what the retrain runs, and `python -m snn.train` can rerun
@@ -144,6 +150,18 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, sear
     trial_seconds = sum(r.get("epoch_seconds", 0.0) for t in outcomes for r in t.history)
     return SearchOutcome(rows=rows, best_row=best, best_config=best_config, interrupted=interrupted,
                          trial_seconds=trial_seconds, ended_by_time_budget=budget_ended)
+
+
+def _pareto(experiment: Path, rows: list[dict], settings: Settings) -> dict | None:
+    """Write pareto.csv (the front of the trials that ran to the end) and return the point --select picks."""
+    accuracy, cost = f"last_{settings.metric}", f"last_{files.objective_metric(settings.cost, settings.metric)}"
+    front = files.pareto_front(rows, accuracy, cost)
+    write_csv(experiment / files.PARETO, [dict(r) for r in front])
+    chosen = files.select(front, settings.select, accuracy, cost)
+    if chosen is None and front:
+        print(f"note: no point of the Pareto front meets --select {settings.select}; retraining the most accurate",
+              file=sys.stderr)
+    return chosen
 
 
 def _seed_trial_id(experiment: Path) -> str | None:

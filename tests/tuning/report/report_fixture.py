@@ -94,6 +94,16 @@ def accuracy_curve(final: float, epochs: int) -> list[float]:
     return [final * (1 - 0.3 * (math.exp(-k) - math.exp(-(epochs - 1)))) for k in range(epochs)]
 
 
+SEED_TRIAL = "t0001"
+
+
+def spike_costs(T: int, acc: float) -> dict[str, float]:
+    """Made-up test-split spike figures of an FC-SNN at T steps: more steps, more spikes and SynOps."""
+    spikes = 0.8 * T * (1 + acc)
+    return {"test_spikes_per_image": spikes, "test_spikes_sn": spikes, "test_synops_per_image": 95.0 * T,
+            "test_dense_macs_per_image": 7840.0 * T, "test_energy_estimate_uj": 95.0 * T * 0.9e-6}
+
+
 def trial_rows(metric: str = "test_acc") -> tuple[list[dict], list[dict]]:
     """trials.csv and trial_metrics.csv rows for TRIALS: curves rising towards each final accuracy."""
     trials, metrics = [], []
@@ -105,11 +115,14 @@ def trial_rows(metric: str = "test_acc") -> tuple[list[dict], list[dict]]:
             metrics.append({"trial_id": trial_id, "epoch": epoch, "train_loss": 0.09 - 0.05 * acc,
                             "train_acc": acc + 0.01, "train_seconds": 0.4, "train_images_per_s": 1250.0,
                             "lr": params["lr"], "test_loss": 0.1 - 0.05 * acc, "test_acc": acc,
-                            "rate_sn": 0.12 + 0.01 * epoch, "eval_seconds": 0.1, "epoch_seconds": 0.5})
+                            "rate_sn": 0.12 + 0.01 * epoch, "eval_seconds": 0.1, "epoch_seconds": 0.5,
+                            **spike_costs(params["T"], acc)})
         scored = [a for a in curve if a is not None]
         best, last = (max(scored), scored[-1]) if scored else (None, None)
+        costs = {f"last_{k}": v for k, v in spike_costs(params["T"], last or 0.0).items()} if scored else {}
         trials.append({"trial_id": trial_id, "status": status, "stopped_early": status == "TERMINATED"
-                       and epochs < MAX_EPOCHS, "diverged": False, "epochs": epochs if scored else 0,
+                       and epochs < MAX_EPOCHS, "diverged": False, "silent": False, "epochs": epochs if scored else 0,
+                       "seed_trial": trial_id == SEED_TRIAL, **costs,
                        f"best_{metric}": best, f"last_{metric}": last, "best_test_acc": best, "last_test_acc": last,
                        **{f"config/{k}": v for k, v in params.items()}})
     return trials, metrics

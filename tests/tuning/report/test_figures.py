@@ -139,3 +139,25 @@ def test_figures_that_need_the_retrain_say_it_is_missing(half_finished_experimen
             draw(exp)
     assert "without a result" in figures.optimisation_history(exp).layout.title.text  # running and pending
     assert "no retrain metrics" in figures.firing_rates(exp).layout.title.text  # falls back to the best trial
+
+
+def test_the_pareto_figure_marks_the_front_the_seed_and_the_selected_trial(finished_experiment):
+    info = figures.pareto_info(finished_experiment)
+    # made-up costs grow with T: among the trials that ran all 4 epochs (T 40, 10, 12) the front is the
+    # T=10 one (also the most accurate) alone
+    assert info.loc[info["on_front"], "trial_id"].tolist() == ["t0003"]
+    assert info.loc[info["seed_trial"], "trial_id"].tolist() == ["t0001"]
+    assert info.loc[info["selected"], "trial_id"].tolist() == ["t0003"]
+    fig = figures.pareto(finished_experiment)
+    assert fig.layout.xaxis.type == "log"
+    assert {"Pareto front", "the seed's configuration", "selected (retrained)"} <= set(names(fig))
+
+
+def test_the_cost_table_compares_the_seed_configuration_with_the_retrained_one(finished_experiment):
+    info = figures.cost_table_info(finished_experiment)
+    seed, selected = info.values()
+    assert seed["synops_per_image"] == 95.0 * 40  # t0001's T
+    retrain = pd.read_csv(finished_experiment / "retrain" / "metrics.csv")
+    last = retrain.sort_values("epoch").groupby("seed").tail(1)
+    assert selected["synops_per_image"] == pytest.approx(last["test_synops_per_image"].mean())
+    assert selected["acc"] == pytest.approx(last["test_acc"].mean())

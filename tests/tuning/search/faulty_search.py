@@ -3,7 +3,12 @@
 Run as ``python -m tests.tuning.search.faulty_search MODEL [flags]`` with, in the environment:
 
 * ``CRASH_ONCE_AT_EPOCH=E:DIR``: each trial raises once at epoch E, before reporting it (a
-  marker file in DIR records that it did, so the retry from the checkpoint goes on);
+  marker file in DIR records that it did, so the retry from the checkpoint goes on); E may be
+  ``random``: each trial its own epoch in 1..epochs per trial (seeded by its trial id);
+* ``KILL_ONCE_AT_EPOCH=E:DIR``: likewise, but the trial's worker process is killed with SIGKILL
+  (no Python exception: Ray sees its actor die);
+* ``EPOCH_LOG=FILE``: every epoch a trial reports appends ``trial_id epoch`` to FILE (so a test
+  counts epochs trained twice);
 * ``PAUSE_WHILE_EXISTS=FILE``: trials wait at their start while FILE exists (so a test can
   look at a live search);
 * ``SLOW_EPOCH_SECONDS=S``: every epoch takes S seconds more (slow trials for a time budget).
@@ -14,6 +19,8 @@ The wrapper is defined in ``__main__``, so Ray ships it to the trial workers by 
 from __future__ import annotations
 
 import os
+import random
+import signal
 import time
 from pathlib import Path
 
@@ -23,28 +30,39 @@ from tuning.search import trial
 from tuning.search.cli import main
 
 CRASH_ENV = "CRASH_ONCE_AT_EPOCH"
+KILL_ENV = "KILL_ONCE_AT_EPOCH"
+EPOCH_LOG_ENV = "EPOCH_LOG"
 PAUSE_ENV = "PAUSE_WHILE_EXISTS"
 SLOW_ENV = "SLOW_EPOCH_SECONDS"
 
 
 def faulty_trial(sampled, setup, data, crash: str | None = None, pause: str | None = None,
-                 slow: float = 0.0) -> None:
-    """``trial.run_trial`` that waits while ``pause`` exists, crashes once at ``crash``'s epoch, sleeps ``slow``."""
+                 slow: float = 0.0, kill: str | None = None, epoch_log: str | None = None) -> None:
+    """``trial.run_trial`` that waits while ``pause`` exists, crashes once at ``crash``'s epoch, sleeps ``slow``,
+    is SIGKILLed once at ``kill``'s epoch and logs each reported epoch to ``epoch_log``."""
     deadline = time.monotonic() + 600
     while pause and Path(pause).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not crash and not slow:
+    if not crash and not slow and not kill and not epoch_log:
         trial.run_trial(sampled, setup, data)
         return
-    at_epoch, marker_dir = crash.split(":", 1) if crash else ("0", ".")
-    marker = Path(marker_dir) / f"crashed-{tune.get_context().get_trial_id()}"
+    trial_id = tune.get_context().get_trial_id()
+    epochs = setup.space.budget.epochs_per_trial
+    crash_at, crash_marker = _fault(crash, "crashed", trial_id, epochs)
+    kill_at, kill_marker = _fault(kill, "killed", trial_id, epochs)
     report = tune.report
 
     def report_or_crash(metrics, *args, **kwargs):
         time.sleep(slow)
-        if crash and metrics["epoch"] == int(at_epoch) and not marker.exists():
-            marker.touch()
-            raise RuntimeError(f"injected crash at epoch {at_epoch} ({CRASH_ENV})")
+        if metrics["epoch"] == crash_at and not crash_marker.exists():
+            crash_marker.touch()
+            raise RuntimeError(f"injected crash at epoch {crash_at} ({CRASH_ENV})")
+        if metrics["epoch"] == kill_at and not kill_marker.exists():
+            kill_marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if epoch_log:  # before reporting: a trial ASHA stops never returns from its last report
+            with open(epoch_log, "a") as log:
+                log.write(f"{trial_id} {metrics['epoch']}\n")
         report(metrics, *args, **kwargs)
 
     trial.tune.report = report_or_crash
@@ -54,10 +72,20 @@ def faulty_trial(sampled, setup, data, crash: str | None = None, pause: str | No
         trial.tune.report = report
 
 
+def _fault(spec: str | None, what: str, trial_id: str, epochs: int) -> tuple[int | None, Path]:
+    """(epoch, marker file) of a fault spec ``E:DIR`` (E a number or ``random``); (None, .) without one."""
+    if not spec:
+        return None, Path(".")
+    at_epoch, marker_dir = spec.split(":", 1)
+    epoch = random.Random(f"{what}-{trial_id}").randint(1, epochs) if at_epoch == "random" else int(at_epoch)
+    return epoch, Path(marker_dir) / f"{what}-{trial_id}"
+
+
 if __name__ == "__main__":
     crash, pause, slow = os.environ.get(CRASH_ENV), os.environ.get(PAUSE_ENV), float(os.environ.get(SLOW_ENV, 0))
+    kill, epoch_log = os.environ.get(KILL_ENV), os.environ.get(EPOCH_LOG_ENV)
 
     def trainable(sampled, setup, data):
-        faulty_trial(sampled, setup, data, crash=crash, pause=pause, slow=slow)
+        faulty_trial(sampled, setup, data, crash=crash, pause=pause, slow=slow, kill=kill, epoch_log=epoch_log)
 
     raise SystemExit(main(trainable=trainable))

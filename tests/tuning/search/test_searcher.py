@@ -115,3 +115,19 @@ def test_the_ray_attributes_the_searcher_relies_on_exist_and_mean_what_it_assume
     assert searcher._completed_trials == set()
     run_trial_as_ray_does(searcher, "b", 1)
     assert searcher._completed_trials == {"b"}
+
+
+def test_with_two_objectives_only_trials_that_ran_to_the_end_are_complete_with_both_values():
+    searcher = PruneAwareOptunaSearch(space=SPACE, metric=["test_acc", "test_synops_per_image"], mode=["max", "min"],
+                                      sampler=optuna.samplers.TPESampler(seed=0), max_epochs=MAX_EPOCHS)
+    for trial_id, epochs in (("full", MAX_EPOCHS), ("stopped", 1)):
+        searcher.suggest(trial_id)
+        results = [{"epoch": e, "test_acc": 0.5 + e / 10, "test_synops_per_image": 1000.0 * e}
+                   for e in range(1, epochs + 1)]
+        for result in results[:-1]:
+            searcher.on_trial_result(trial_id, result)  # no intermediate values: Trial.report is single-objective
+        searcher.on_trial_complete(trial_id, results[-1])
+    full, stopped = searcher._ot_study.get_trials()
+    assert full.state == TrialState.COMPLETE and full.values == [0.5 + MAX_EPOCHS / 10, 1000.0 * MAX_EPOCHS]
+    assert stopped.state == TrialState.PRUNED  # an ASHA-stopped trial is not put on the front as if it had finished
+    assert [t.number for t in searcher._ot_study.best_trials] == [full.number]

@@ -182,9 +182,17 @@ def edge_of_range(value: Any, spec: dict[str, Any], fraction: float = EDGE_FRACT
 def params_at_edge(exp: ExperimentLike) -> dict[str, str]:
     """The searched parameters whose best value sits at an edge of its range: {name: "low"|"high"}."""
     exp = as_experiment(exp)
-    best = exp.best_config or {}
+    best = best_sampled(exp)
     edges = {name: edge_of_range(best.get(name), spec) for name, spec in exp.space.items()}
     return {name: edge for name, edge in edges.items() if edge}
+
+
+def best_sampled(exp: Experiment) -> dict[str, Any]:
+    """The values the best trial sampled: best_config's, without the parameters whose ``when:`` failed
+    (the config holds a default for those, which the search never chose)."""
+    best = exp.best_config or {}
+    return {name: best[name] for name, spec in exp.space.items() if name in best
+            and all(best.get(other) in allowed for other, allowed in (spec.get("when") or {}).items())}
 
 
 def param_vs_result(exp: ExperimentLike) -> go.Figure:
@@ -192,7 +200,7 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
     exp = as_experiment(exp)
     values, space = _scored_trials(exp)
     edges = params_at_edge(exp)
-    best_id, best = exp.best_trial_id, exp.best_config or {}
+    best_id, best = exp.best_trial_id, best_sampled(exp)
     cols = min(3, len(space))
     rows = math.ceil(len(space) / cols)
     titles = [f"{name}: best at the {edges[name]} edge, widen the range" if name in edges else name

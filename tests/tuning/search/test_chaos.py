@@ -1,0 +1,22 @@
+"""Chaos, short: a search SIGKILLed in the search, the retrain and the report, resumed each time, ends complete.
+
+Meanwhile every trial raises once and has its worker SIGKILLed once, at random epochs.
+``python -m benchmarks.chaos`` is the long version (more kills, a larger budget).
+"""
+
+from __future__ import annotations
+
+from benchmarks.chaos import describe, run_chaos
+
+FLAGS = ["--preset", "smoke", "--max-concurrent", "2", "--max-failures", "3", "--epochs-per-trial", "2",
+         "--retrain-epochs", "2"]
+
+
+def test_a_search_killed_again_and_again_loses_nothing_and_ends_complete(tmp_path, data_root):
+    chaos = run_chaos(tmp_path, kills=3, trials=2, seed=0, data_root=data_root, flags=FLAGS, search_delay=(4, 8))
+    summary = describe(chaos, trials=2)
+    assert chaos.failures == [], summary
+    assert len(chaos.kills) == 3 and {"retrain"} <= set(chaos.kills), summary
+    assert any(k.startswith("report") for k in chaos.kills), summary
+    assert chaos.figures["trials_lost"] == 0 and chaos.figures["extra_epochs"] >= 0, summary
+    assert chaos.figures["crashes"] >= 1 and chaos.figures["worker_kills"] >= 1, summary  # faults inside trials too
