@@ -49,6 +49,8 @@ def build_parser() -> Parser:
     p.add_argument("--retrain-epochs", type=int, help="epochs of every retrain (default: the space's)")
     p.add_argument("--seeds", type=int, default=3, help="retrain seeds per arm")
     p.add_argument("--arms", default="tpe,random,seed", help="which arms to run, comma-separated")
+    p.add_argument("--objective", help="passed to the searches (e.g. accuracy,synops)")
+    p.add_argument("--select", help="passed to the searches (e.g. knee)")
     p.add_argument("--out", type=Path, default=Path("results/search-quality"))
     p.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
     return p
@@ -83,7 +85,7 @@ def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
     command = [sys.executable, "-m", "tuning.search", args.model, "--metric", "val_acc", "--sampler", sampler,
                "--results-dir", str(args.out), "--name", sampler, "--retrain-epochs", str(epochs),
                "--retrain-seeds", str(args.seeds), "--no-dashboard", "--no-report"]
-    for flag in ("space", "trials", "epochs_per_trial", "data_dir"):
+    for flag in ("space", "trials", "epochs_per_trial", "data_dir", "objective", "select"):
         if getattr(args, flag) is not None:
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     print("$", " ".join(command), flush=True)
