@@ -173,10 +173,10 @@ _template: list[Path] = []  # the trained folder, shared by every test module th
 
 
 @pytest.fixture(scope="session")
-def _finished_experiment_template(tmp_path_factory, mnist) -> Path:
+def _finished_experiment_template(tmp_path_factory, dataset) -> Path:
     """Trained once per session; tests get their own copy through ``finished_experiment``."""
     if not _template:
-        data = snn.make_splits(mnist, limit_train=500, limit_test=500)
+        data = snn.make_splits(dataset, limit_train=500, limit_test=500)
         folder = tmp_path_factory.mktemp("template") / "fc-fixture"
         retrained = {seed: train_retrain_seed(folder, data, seed) for seed in RETRAIN_SEEDS}
         _template.append(write_experiment(folder, retrained))

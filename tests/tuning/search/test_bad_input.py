@@ -33,7 +33,8 @@ def space_file(text: bytes) -> callable:
 
 
 def an_experiment(*, state: bytes | None = None, tune: bool = True) -> callable:
-    """results/exp as an interrupted search leaves it: search.json and tune/tuner.pkl (here a harmless pickle)."""
+    """results/exp as an interrupted search leaves it: search.json, tune/tuner.pkl (here a harmless pickle)
+    and a study with a trial (without tune/ nor a trial the search never began, and --resume begins it)."""
     def setup(folder: Path) -> None:
         from tuning.search.cli import _save_state, _settings_from_args, _space_from_args, build_parser
 
@@ -44,6 +45,10 @@ def an_experiment(*, state: bytes | None = None, tune: bool = True) -> callable:
         _save_state(experiment, space, _settings_from_args(args, space))
         if state is not None:
             (experiment / files.STATE).write_bytes(state)
+        import optuna
+
+        journal = optuna.storages.journal.JournalFileBackend(str(experiment / files.STUDY))
+        optuna.create_study(study_name="exp", storage=optuna.storages.JournalStorage(journal)).ask()
         if tune:
             (experiment / files.TUNE).mkdir()
             (experiment / files.TUNE / "tuner.pkl").write_bytes(b"\x80\x04N.")  # pickle of None

@@ -44,10 +44,10 @@ def kill_group(process: subprocess.Popen, timeout: float = 60) -> None:
     raise AssertionError(f"processes of group {process.pid} still alive after {timeout} s")
 
 
-def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, mnist_root):
+def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, data_root):
     trials = 5
     command = search_command("fc", tmp_path, "cut", *QUICK, "--trials", str(trials))
-    process = start_search(command, mnist_root, tmp_path / "first.log")
+    process = start_search(command, data_root, tmp_path / "first.log")
     deadline = time.time() + 300
     while len(finished_in_study(tmp_path / "cut", "cut")) < 2 and time.time() < deadline:
         assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -57,7 +57,7 @@ def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, mnist_
     assert 2 <= len(before) < trials
     assert not (tmp_path / "cut" / "summary.json").exists()
 
-    resumed = start_search(command + ["--resume"], mnist_root, tmp_path / "second.log")
+    resumed = start_search(command + ["--resume"], data_root, tmp_path / "second.log")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     table = pd.read_csv(tmp_path / "cut" / "trials.csv")
@@ -69,12 +69,12 @@ def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, mnist_
         assert after[number].intermediate_values == trial.intermediate_values
 
 
-def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, mnist_root):
+def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, data_root):
     markers = tmp_path / "markers"
     markers.mkdir()
     command = search_command("fc", tmp_path, "crash", *QUICK, "--trials", "2", "--grace-period", "3",
                              "--max-failures", "2", module=FAULTY_SEARCH)
-    process = start_search(command, mnist_root, tmp_path / "crash.log", **{CRASH_ENV: f"2:{markers}"})
+    process = start_search(command, data_root, tmp_path / "crash.log", **{CRASH_ENV: f"2:{markers}"})
     assert process.wait(timeout=600) == 0, (tmp_path / "crash.log").read_text()[-3000:]
     crashed = sorted(p.name.removeprefix("crashed-") for p in markers.iterdir())
     assert len(crashed) == 2  # every trial crashed once at epoch 2 ...
@@ -85,23 +85,23 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, mnist_root):
         assert rows["epoch"].tolist() == [1, 2, 3]  # resumed after epoch 1's checkpoint, no epoch lost or repeated
 
 
-def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, mnist_root):
+def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, data_root):
     markers = tmp_path / "markers"
     markers.mkdir()
     command = search_command("fc", tmp_path, "fails", *QUICK, "--trials", "1", "--max-failures", "0",
                              module=FAULTY_SEARCH)
-    process = start_search(command, mnist_root, tmp_path / "fails.log", **{CRASH_ENV: f"1:{markers}"})
+    process = start_search(command, data_root, tmp_path / "fails.log", **{CRASH_ENV: f"1:{markers}"})
     assert process.wait(timeout=600) == 0, (tmp_path / "fails.log").read_text()[-3000:]
     table = pd.read_csv(tmp_path / "fails" / "trials.csv")
     assert table["status"].tolist() == ["ERROR"]
 
 
-def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_still_runs(tmp_path, mnist_root):
+def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_still_runs(tmp_path, data_root):
     """Ten trials of three 4-second epochs would take 2 minutes; a 20 s budget ends the search, then it retrains."""
     command = search_command("fc", tmp_path, "budget", "--preset", "smoke", "--no-report", "--no-dashboard",
                              "--max-concurrent", "1", "--trials", "10", "--time-budget", "20s", module=FAULTY_SEARCH)
     start = time.time()
-    process = start_search(command, mnist_root, tmp_path / "budget.log", **{SLOW_ENV: "4"})
+    process = start_search(command, data_root, tmp_path / "budget.log", **{SLOW_ENV: "4"})
     assert process.wait(timeout=600) == 0, (tmp_path / "budget.log").read_text()[-3000:]
     summary = json.loads((tmp_path / "budget" / "summary.json").read_text())
     assert summary["ended_by"] == "time budget" and summary["status"] == "complete"

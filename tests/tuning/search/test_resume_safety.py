@@ -30,9 +30,9 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it_was(tmp_path, mnist_root):
+def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it_was(tmp_path, data_root):
     trials = 4
-    process = start_search(search_command("fc", tmp_path, "orig", *QUICK, "--trials", str(trials)), mnist_root,
+    process = start_search(search_command("fc", tmp_path, "orig", *QUICK, "--trials", str(trials)), data_root,
                            tmp_path / "first.log")
     deadline = time.time() + 300
     while len(finished_in_study(tmp_path / "orig", "orig")) < 2 and time.time() < deadline:
@@ -45,7 +45,7 @@ def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it
     original = digests(tmp_path / "orig")
 
     resumed = start_search(search_command("fc", tmp_path, "copy", *QUICK, "--trials", str(trials), "--resume"),
-                           mnist_root, tmp_path / "second.log")
+                           data_root, tmp_path / "second.log")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     assert digests(tmp_path / "orig") == original  # not a byte written to the original

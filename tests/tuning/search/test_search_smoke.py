@@ -1,4 +1,4 @@
-"""The whole path, as a new user runs it: `python -m tuning.search fc --preset smoke` on real MNIST.
+"""The whole path, as a new user runs it: `python -m tuning.search fc --preset smoke` on MNIST (or its synthetic stand-in).
 
 One search runs per module (a Ray start costs seconds on 2 cores); while it runs, the test calls
 the Ray dashboard's HTTP API with the token; afterwards each test checks one part of what it left.
@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -22,6 +23,7 @@ from snn import RunConfig
 from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
 from tests.tuning.helpers import FAULTY_SEARCH, free_port, search_command, start_search
 from tests.tuning.search.faulty_search import PAUSE_ENV
+from tuning.report.build import SECTIONS
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 SMOKE_TRIALS, SMOKE_EPOCHS = 6, 3
@@ -55,7 +57,7 @@ def screenshot_dashboard(port: int, folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def smoke(mnist_root, tmp_path_factory):
+def smoke(data_root, tmp_path_factory):
     """Run the smoke search once; record what the dashboard said (and showed) while it ran."""
     folder = tmp_path_factory.mktemp("smoke")
     port = free_port()
@@ -65,7 +67,7 @@ def smoke(mnist_root, tmp_path_factory):
                              "--dashboard-port", str(port), module=FAULTY_SEARCH)
     pause = folder / "pause"  # the first trial waits until the dashboard has been looked at
     pause.touch()
-    process = start_search(command, mnist_root, log, **{PAUSE_ENV: str(pause)})
+    process = start_search(command, data_root, log, **{PAUSE_ENV: str(pause)})
     seen: dict = {"status": None, "trial_actors": 0}
     deadline = time.time() + 240
     while process.poll() is None and time.time() < deadline:
@@ -113,11 +115,16 @@ def test_the_dashboard_page_loads_in_chromium_and_shows_the_trial_actors(smoke):
     assert smoke["page"]["path"].stat().st_size > 10_000  # a real screenshot, not an empty page
 
 
-def test_trials_ran_and_asha_stopped_some(smoke):
-    trials = pd.read_csv(smoke["dir"] / "trials.csv")
+def test_trials_ran_and_asha_stopped_exactly_those_below_its_first_rung_cutoff(smoke):
+    trials = pd.read_csv(smoke["dir"] / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == SMOKE_TRIALS
     assert set(trials["status"]) == {"TERMINATED"}
-    assert trials["stopped_early"].sum() >= 1
+    metrics = pd.read_csv(smoke["dir"] / "trial_metrics.csv", dtype={"trial_id": str})
+    first = metrics[metrics["epoch"] == 1].set_index("trial_id")["test_acc"]
+    for i, row in enumerate(trials.itertuples()):  # one trial at a time: trials.csv's order is the rung's
+        earlier = [first[t] for t in trials["trial_id"][:i]]
+        below = bool(earlier) and first[row.trial_id] < np.nanpercentile(earlier, 50)  # ASHA, reduction factor 2
+        assert below == (row.stopped_early and row.epochs == 1), row.trial_id
     assert (trials.loc[trials["stopped_early"], "epochs"] < SMOKE_EPOCHS).all()
     assert (trials.loc[~trials["stopped_early"], "epochs"] == SMOKE_EPOCHS).all()
     metrics = pd.read_csv(smoke["dir"] / "trial_metrics.csv")
@@ -187,14 +194,14 @@ def test_the_seed_configuration_is_trial_0_and_marked(smoke):
 
 def test_the_search_built_its_report(smoke):
     html = (smoke["dir"] / "report.html").read_text()
-    assert 'data-figure-count="10"' in html and 'data-missing-count="0"' in html
+    assert f'data-figure-count="{len(SECTIONS)}"' in html and 'data-missing-count="0"' in html
     assert "smoke" in html and "92.89%" in html  # the experiment, next to the seed's FC-SNN figure
 
 
-def test_an_existing_experiment_is_refused_without_resume(smoke, mnist_root):
+def test_an_existing_experiment_is_refused_without_resume(smoke, data_root):
     before = (smoke["dir"] / "summary.json").read_bytes()
     log = smoke["dir"].parent / "again.log"
-    process = start_search(search_command("fc", smoke["dir"].parent, "smoke", "--preset", "smoke"), mnist_root, log)
+    process = start_search(search_command("fc", smoke["dir"].parent, "smoke", "--preset", "smoke"), data_root, log)
     assert process.wait(timeout=120) == 2
     assert "already exists; pass --resume" in log.read_text()
     assert (smoke["dir"] / "summary.json").read_bytes() == before
