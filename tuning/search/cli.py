@@ -268,10 +268,10 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
         from .cost import estimate
 
         print(estimate(space, settings, data, ray_cluster.max_concurrent(settings)), flush=True)
-        experiment.mkdir(parents=True)
-        _save_state(experiment, space, settings)
+        _create_experiment(experiment, space, settings)
     print(f"experiment: {experiment}", flush=True)
-    outcome = tuner.run_search(experiment, space, settings, data, resume=args.resume,
+    began = (experiment / files.TUNE / TUNER_STATE).is_file()  # else killed before Ray Tune wrote anything
+    outcome = tuner.run_search(experiment, space, settings, data, resume=args.resume and began,
                                **({"trainable": trainable} if trainable else {}))
     if outcome.interrupted:
         _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
@@ -417,6 +417,16 @@ def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Setting
                     loggers=tuple(dict.fromkeys(args.logger)), cost=args.objective, select=args.select)
 
 
+def _create_experiment(experiment: Path, space: SearchSpace, settings: Settings) -> None:
+    """The experiment folder with its search.json, whole or not at all (a kill in between leaves no folder
+    that neither a new search nor --resume could use): made under a hidden name, then renamed."""
+    experiment.parent.mkdir(parents=True, exist_ok=True)
+    staging = experiment.parent / f".{experiment.name}.{os.urandom(4).hex()}.new"
+    staging.mkdir()
+    _save_state(staging, space, settings)
+    os.rename(staging, experiment)  # fails if the name was taken meanwhile, rather than mixing two searches
+
+
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:
     raw = {"model": space.model, "search": space.describe(), "fixed": space.fixed, "budget": space.budget.__dict__}
     write_json(experiment / files.STATE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
@@ -440,10 +450,19 @@ def _load_state(experiment: Path, args: argparse.Namespace) -> tuple[SearchSpace
     except (ValueError, KeyError, TypeError) as e:  # not JSON, not UTF-8, keys missing or unknown, a bad space
         raise InputError(f"--resume: {state_file} is damaged ({type(e).__name__}: {e}); "
                          f"it is written by the search that started the experiment") from None
-    if not (experiment / files.TUNE / TUNER_STATE).is_file():
+    if not (experiment / files.TUNE / TUNER_STATE).is_file() and _study_has_trials(experiment):
         raise InputError(f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
                          f"cannot be restored (python -m tuning.report {experiment} still reports what is there)")
-    return space, settings
+    return space, settings  # without tune/ nor trials the search never began: --resume begins it
+
+
+def _study_has_trials(experiment: Path) -> bool:
+    import optuna
+
+    if not (experiment / files.STUDY).exists():
+        return False
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / files.STUDY)))
+    return any(s.n_trials for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
 
 
 if __name__ == "__main__":

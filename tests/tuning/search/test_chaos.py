@@ -6,12 +6,15 @@ Meanwhile every trial raises once and has its worker SIGKILLed once, at random e
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.chaos import describe, run_chaos
 
 FLAGS = ["--preset", "smoke", "--max-concurrent", "2", "--max-failures", "3", "--epochs-per-trial", "2",
-         "--retrain-epochs", "2"]
+         "--retrain-epochs", "3"]
 
 
+@pytest.mark.slow
 def test_a_search_killed_again_and_again_loses_nothing_and_ends_complete(tmp_path, data_root):
     chaos = run_chaos(tmp_path, kills=3, trials=2, seed=0, data_root=data_root, flags=FLAGS, search_delay=(4, 8))
     summary = describe(chaos, trials=2)
