@@ -55,7 +55,10 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
         _check_port_free(dashboard_host, dashboard_port)
     try:
         with _node_on_loopback() as node_ip:
-            context = ray.init(include_dashboard=dashboard, dashboard_host=dashboard_host,
+            # address "local": a new instance, never the cluster that `ray start` (or another search's
+            # test cluster) recorded in /tmp/ray/ray_current_cluster or RAY_ADDRESS names, which
+            # ray.init() without an address would join
+            context = ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host,
                                dashboard_port=dashboard_port, _node_ip_address=node_ip,
                                logging_level=logging.WARNING, log_to_driver=False)
     except Exception as e:  # Ray's own start-up failures arrive as tracebacks of any type

@@ -73,6 +73,8 @@ def test_what_counts_as_loopback(ip, loopback):
 
 def test_every_service_of_a_local_ray_listens_on_loopback_only():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    # a cluster named by RAY_ADDRESS (or recorded by `ray start`) is not joined: the search starts its own
+    env["RAY_ADDRESS"] = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen([sys.executable, "-c", PROBE, str(free_port())], cwd=REPO, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
