@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = _retrain_seed_configuration(args, space, epochs, folder)
         else:
             summary = _search(args, arm, epochs)
-        rows.append(_row(arm, folder, summary, time.time() - start, shown=list(space.params)))
+        rows.append(_row(arm, folder, summary, time.time() - start, space))
         _write_table(args.out, rows, args, epochs)
     return 0
 
@@ -107,12 +107,14 @@ def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[
     return summary
 
 
-def _row(arm: str, folder: Path, summary: dict[str, Any], seconds: float, shown: list[str]) -> dict[str, Any]:
+def _row(arm: str, folder: Path, summary: dict[str, Any], seconds: float, space) -> dict[str, Any]:
     retrained = summary["retrain"]
+    config = (summary.get("best_trial") or {}).get("config", {})
+    shown = [name for name in space.params if name in config and space.applies(name, config)]
     synops = _final_synops(folder)
     return {
         "arm": arm,
-        "config": {k: v for k, v in (summary.get("best_trial") or {}).get("config", {}).items() if k in shown},
+        "config": {k: config[k] for k in shown},
         "final_test_acc_mean": retrained["final_test_acc_mean"], "final_test_acc_std": retrained["final_test_acc_std"],
         "max_test_acc_mean": retrained["max_test_acc_mean"], "max_test_acc_std": retrained["max_test_acc_std"],
         "seeds": retrained["seeds"], "epochs": retrained["epochs"], "synops_per_image": synops,
