@@ -11,8 +11,9 @@ can have put a file there:
 * nothing in it is a symbolic link (a link could point at a file someone else controls), but
   for the Optuna journal's lock, a link that Optuna makes and never reads through (a killed
   search leaves it behind);
-* every folder above it is owned by you or root and is not writable by others unless it has
-  the sticky bit (as /tmp has), so nobody can swap the experiment folder for another.
+* every folder above it is owned by you or root and is not writable by others (nor by a group
+  but your own) unless it has the sticky bit (as /tmp has), so nobody can swap the experiment
+  folder for another.
 
 Anything else is refused with one line naming the path and the rule. The check cannot tell a
 folder you copied from someone else (the copy is yours): resume only experiments you ran.
@@ -43,8 +44,12 @@ def check_resumable(experiment: Path) -> None:
         info = os.stat(folder)
         if info.st_uid not in (uid, 0):
             _refuse(folder, f"(above the experiment) belongs to {_user(info.st_uid)}")
-        if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        sticky = info.st_mode & stat.S_ISVTX
+        if info.st_mode & stat.S_IWOTH and not sticky:
             _refuse(folder, "(above the experiment) is writable by others and has no sticky bit")
+        if info.st_mode & stat.S_IWGRP and info.st_gid != private_gid and not sticky:
+            _refuse(folder, f"(above the experiment) is writable by the group {_group(info.st_gid)} and has no "
+                            f"sticky bit")
     _check_entry(experiment, uid, private_gid)
     for root, folders, names in os.walk(experiment, onerror=_unreadable):
         for name in folders + names:

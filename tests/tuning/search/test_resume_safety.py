@@ -150,6 +150,14 @@ def parent_writable_by_others(folder: Path) -> None:
     (folder / "results").chmod(0o777)  # without the sticky bit: anyone could swap exp for another folder
 
 
+def parent_writable_by_a_group(folder: Path) -> None:
+    import grp
+
+    crafted_experiment(folder)
+    os.chown(folder / "results", -1, grp.getgrnam("nogroup").gr_gid)
+    (folder / "results").chmod(0o775)
+
+
 RESUME = ("fc", "--results-dir", "{case}/results", "--name", "exp", "--resume", "--no-dashboard")
 CRAFTED = {
     "file-writable-by-others": Case("tuning.search", RESUME, "tuner.pkl is writable by others", writable_by_others),
@@ -164,6 +172,8 @@ if os.geteuid() == 0:  # only root can give a file to another user or group
                                             owned_by_someone_else)
     CRAFTED["group-writable"] = Case("tuning.search", RESUME, "tuner.pkl is writable by the group nogroup",
                                      group_writable)
+    CRAFTED["parent-writable-by-a-group"] = Case("tuning.search", RESUME, "is writable by the group nogroup and",
+                                                 parent_writable_by_a_group)
 
 
 @pytest.fixture(scope="module")
