@@ -18,9 +18,7 @@ seeds, the maximum over epochs, SynOps per image when the trainer reports them, 
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -32,7 +30,7 @@ from snn.config import MODELS, RunConfig
 from snn.data import default_data_dir, read_dataset
 from snn.io import write_json, write_text
 from tuning import experiment as files
-from tuning.search.cli import DEFAULT_VAL_SIZE
+from tuning.search.inputs import DEFAULT_VAL_SIZE
 from tuning.search.retrain import retrain
 from tuning.search.space import SpaceError, default_space_path, load_space
 

@@ -6,6 +6,10 @@ import math
 from dataclasses import dataclass
 
 
+class InputError(ValueError):
+    """A flag or a saved search that breaks a rule; the message names the flag or file and the rule."""
+
+
 class ResourceError(ValueError):
     """A resource request no node can satisfy."""
 

@@ -36,7 +36,8 @@ def an_experiment(*, state: bytes | None = None, tune: bool = True) -> callable:
     """results/exp as an interrupted search leaves it: search.json, tune/tuner.pkl (here a harmless pickle)
     and a study with a trial (without tune/ nor a trial the search never began, and --resume begins it)."""
     def setup(folder: Path) -> None:
-        from tuning.search.cli import _save_state, _settings_from_args, _space_from_args, build_parser
+        from tuning.search.inputs import _settings_from_args, _space_from_args, build_parser
+        from tuning.search.state import _save_state
 
         experiment = folder / "results" / "exp"
         experiment.mkdir(parents=True)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tuning.search.cli import parse_duration
+from tuning.search.inputs import parse_duration
 from tuning.search.progress import LiveTable
 
 

@@ -108,7 +108,8 @@ class Payload:
 
 def crafted_experiment(folder: Path) -> Path:
     """results/exp: a valid search.json and a tune/tuner.pkl whose unpickling creates folder/marker."""
-    from tuning.search.cli import _save_state, _settings_from_args, _space_from_args, build_parser
+    from tuning.search.inputs import _settings_from_args, _space_from_args, build_parser
+    from tuning.search.state import _save_state
 
     experiment = folder / "results" / "exp"
     (experiment / files.TUNE).mkdir(parents=True)

@@ -1,0 +1,61 @@
+"""The state a --resume continues from: search.json, written with the experiment folder, and its checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from snn.io import write_json
+
+from .. import experiment as files
+from .settings import InputError, Settings
+from .space import SearchSpace, SpaceError, parse_space
+
+TUNER_STATE = "tuner.pkl"  # what Tuner.restore reads first in tune/ (ray.tune.impl.tuner_internal._TUNER_PKL)
+def create_experiment(experiment: Path, space: SearchSpace, settings: Settings) -> None:
+    """The experiment folder with its search.json, whole or not at all (a kill in between leaves no folder
+    that neither a new search nor --resume could use): made under a hidden name, then renamed."""
+    experiment.parent.mkdir(parents=True, exist_ok=True)
+    staging = experiment.parent / f".{experiment.name}.{os.urandom(4).hex()}.new"
+    staging.mkdir()
+    _save_state(staging, space, settings)
+    os.rename(staging, experiment)  # fails if the name was taken meanwhile, rather than mixing two searches
+
+
+def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:
+    raw = {"model": space.model, "search": space.describe(), "fixed": space.fixed, "budget": space.budget.__dict__}
+    write_json(experiment / files.STATE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
+
+
+def load_state(experiment: Path, model: str) -> tuple[SearchSpace, Settings]:
+    """The space and settings of the search to resume, once its folder is known to be safe to unpickle from."""
+    from .trust import UntrustedExperiment, check_resumable
+
+    state_file = experiment / files.STATE
+    if not state_file.exists():
+        raise SpaceError(f"--resume: {experiment} holds no search to resume (no {files.STATE})")
+    try:
+        check_resumable(experiment)
+    except UntrustedExperiment as e:
+        raise InputError(str(e)) from None
+    try:
+        state = json.loads(state_file.read_bytes())
+        space = parse_space(state["space"], Path(state["space_file"]), model)
+        settings = Settings(**state["settings"])
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, not UTF-8, keys missing or unknown, a bad space
+        raise InputError(f"--resume: {state_file} is damaged ({type(e).__name__}: {e}); "
+                         f"it is written by the search that started the experiment") from None
+    if not (experiment / files.TUNE / TUNER_STATE).is_file() and _study_has_trials(experiment):
+        raise InputError(f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
+                         f"cannot be restored (python -m tuning.report {experiment} still reports what is there)")
+    return space, settings  # without tune/ nor trials the search never began: --resume begins it
+
+
+def _study_has_trials(experiment: Path) -> bool:
+    import optuna
+
+    if not (experiment / files.STUDY).exists():
+        return False
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / files.STUDY)))
+    return any(s.n_trials for s in optuna.get_all_study_summaries(storage, include_best_trial=False))
