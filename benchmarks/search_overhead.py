@@ -20,7 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tuning import search
+from tuning.search import cli
 
 SPACE = """
 model: fc
@@ -44,7 +44,7 @@ def measure(trials: int) -> dict[str, float]:
         space = Path(folder) / "space.yaml"
         space.write_text(textwrap.dedent(SPACE % trials))
         start = time.time()
-        search.main(["fc", "--space", str(space), "--results-dir", folder, "--name", "overhead", "--no-retrain",
+        cli.main(["fc", "--space", str(space), "--results-dir", folder, "--name", "overhead", "--no-retrain",
                      "--no-report", "--no-dashboard", "--max-concurrent", "1"])
         total = time.time() - start
         summary = json.loads((Path(folder) / "overhead" / "summary.json").read_text())
