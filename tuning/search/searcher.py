@@ -56,6 +56,11 @@ def resuming_into(experiment: Path) -> Iterator[None]:
         _RESUMED_EXPERIMENT.reset(token)
 
 
+def experiment_being_run() -> Path | None:
+    """The experiment folder of the ``resuming_into`` block this runs in, or None outside one."""
+    return _RESUMED_EXPERIMENT.get()
+
+
 class RelocatingSearchGenerator(SearchGenerator):
     """Ray's SearchGenerator whose restored Experiment creates new trials where the experiment is now."""
 

@@ -113,10 +113,9 @@ def _logger_callbacks(experiment: Path, settings: Settings) -> list:
     """Ray Tune's own MLflow and TensorBoard callbacks, writing inside the experiment folder."""
     callbacks = []
     if "mlflow" in settings.loggers:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from .tracking import ExperimentMLflowCallback  # imports mlflow: only when asked for
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=f"sqlite:///{experiment / files.MLFLOW}",
-                                              experiment_name=experiment.name))
+        callbacks.append(ExperimentMLflowCallback(experiment))
     if "tensorboard" in settings.loggers:
         from ray.tune.logger import TBXLoggerCallback  # event files in each trial's folder under tune/
 
