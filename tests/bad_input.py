@@ -72,3 +72,14 @@ def assert_refused(outcome: Outcome, fragment: str) -> None:
     assert fragment in lines[0], lines[0]
     assert outcome.stdout == ""
     assert outcome.after == outcome.before
+
+
+class RunsCodeWhenUnpickled:
+    """Unpickling this creates the file ``marker``: what a crafted pickle (a checkpoint loaded without
+    weights_only, a tuner.pkl) could do instead of restoring what it claims to hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from snn.data import FILES
-from tests.bad_input import Case, assert_refused, run_cases
+from tests.bad_input import Case, RunsCodeWhenUnpickled, assert_refused, run_cases
 from tests.idx_files import write_bytes
 
 TRAIN = "snn.train"
@@ -20,19 +19,9 @@ def a_file_named_run(folder: Path) -> None:
     (folder / "run").write_text("not a folder\n")
 
 
-class Marker:
-    """Unpickling this creates the file ``path``: a checkpoint that runs code when loaded without weights_only."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.path}",)
-
-
 def a_crafted_checkpoint(folder: Path) -> None:
     (folder / "run").mkdir()
-    torch.save({"model": Marker(folder / "marker"), "optimizer": {}, "config": {}, "history": [], "rng": {}},
+    torch.save({"model": RunsCodeWhenUnpickled(folder / "marker"), "optimizer": {}, "config": {}, "history": [], "rng": {}},
                folder / "run" / "checkpoint.pt")
 
 

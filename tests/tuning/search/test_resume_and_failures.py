@@ -10,7 +10,6 @@ import time
 
 import optuna
 import pandas as pd
-import pytest
 
 from tests.tuning.helpers import FAULTY_SEARCH, search_command, start_search
 from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
@@ -46,8 +45,10 @@ def kill_group(process: subprocess.Popen, timeout: float = 60) -> None:
 
 def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, data_root):
     trials = 5
-    command = search_command("fc", tmp_path, "cut", *QUICK, "--trials", str(trials))
-    process = start_search(command, data_root, tmp_path / "first.log")
+    # the trial function of faulty_search (Ray resumes only with the same one), its first trials at least
+    # 3 s long (1 s more an epoch), so the kill lands before the search can finish
+    command = search_command("fc", tmp_path, "cut", *QUICK, "--trials", str(trials), module=FAULTY_SEARCH)
+    process = start_search(command, data_root, tmp_path / "first.log", **{SLOW_ENV: "1"})
     deadline = time.time() + 300
     while len(finished_in_study(tmp_path / "cut", "cut")) < 2 and time.time() < deadline:
         assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]

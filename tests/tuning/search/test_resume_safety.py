@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.bad_input import Case, assert_refused, run_cases
-from tests.tuning.helpers import search_command, start_search
+from tests.bad_input import Case, RunsCodeWhenUnpickled, assert_refused, run_cases
+from tests.tuning.helpers import FAULTY_SEARCH, search_command, start_search
+from tests.tuning.search.faulty_search import SLOW_ENV
 from tests.tuning.search.kill import kill_search
 from tests.tuning.search.test_resume_and_failures import QUICK, finished_in_study
 from tuning import experiment as files
@@ -32,8 +33,10 @@ def digests(folder: Path) -> dict[str, str]:
 
 def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it_was(tmp_path, data_root):
     trials = 4
-    process = start_search(search_command("fc", tmp_path, "orig", *QUICK, "--trials", str(trials)), data_root,
-                           tmp_path / "first.log")
+    # the trial function of faulty_search (Ray resumes only with the same one), its first trials at least
+    # 3 s long (1 s more an epoch), so the kill lands before the search can finish
+    process = start_search(search_command("fc", tmp_path, "orig", *QUICK, "--trials", str(trials),
+                                          module=FAULTY_SEARCH), data_root, tmp_path / "first.log", **{SLOW_ENV: "1"})
     deadline = time.time() + 300
     while len(finished_in_study(tmp_path / "orig", "orig")) < 2 and time.time() < deadline:
         assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -44,8 +47,8 @@ def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it
     shutil.copytree(tmp_path / "orig", tmp_path / "copy", symlinks=True)
     original = digests(tmp_path / "orig")
 
-    resumed = start_search(search_command("fc", tmp_path, "copy", *QUICK, "--trials", str(trials), "--resume"),
-                           data_root, tmp_path / "second.log")
+    resumed = start_search(search_command("fc", tmp_path, "copy", *QUICK, "--trials", str(trials), "--resume",
+                                          module=FAULTY_SEARCH), data_root, tmp_path / "second.log")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     assert digests(tmp_path / "orig") == original  # not a byte written to the original
@@ -96,16 +99,6 @@ def test_the_searchers_pickles_hold_no_journal_path_and_reopen_the_resumed_exper
 
 # --- a crafted tuner.pkl -------------------------------------------------------------------------
 
-class Payload:
-    """Unpickling this creates ``marker`` (what a crafted tuner.pkl could do instead of restoring a Tuner)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def crafted_experiment(folder: Path) -> Path:
     """results/exp: a valid search.json and a tune/tuner.pkl whose unpickling creates folder/marker."""
     from tuning.search.inputs import _settings_from_args, _space_from_args, build_parser
@@ -116,7 +109,7 @@ def crafted_experiment(folder: Path) -> Path:
     args = build_parser().parse_args(["fc", "--preset", "smoke"])
     space = _space_from_args(args)
     _save_state(experiment, space, _settings_from_args(args, space))
-    (experiment / files.TUNE / "tuner.pkl").write_bytes(pickle.dumps(Payload(folder / "marker")))
+    (experiment / files.TUNE / "tuner.pkl").write_bytes(pickle.dumps(RunsCodeWhenUnpickled(folder / "marker")))
     return experiment
 
 
@@ -190,5 +183,5 @@ def test_a_crafted_tuner_pickle_is_refused_and_never_unpickled(crafted, cause):
 
 def test_the_crafted_pickle_does_run_code_when_unpickled(tmp_path):
     """The payload the refusals are tested with is live: plain unpickling runs it."""
-    pickle.loads(pickle.dumps(Payload(tmp_path / "marker")))
+    pickle.loads(pickle.dumps(RunsCodeWhenUnpickled(tmp_path / "marker")))
     assert (tmp_path / "marker").exists()
