@@ -38,6 +38,7 @@ RETRAIN_METRICS = f"{RETRAIN}/metrics.csv"
 PREDICTIONS = f"{RETRAIN}/predictions.npz"
 SUMMARY = "summary.json"
 PARETO = "pareto.csv"  # --objective accuracy,synops|spikes: the finished trials on the Pareto front
+PARETO_RETRAIN = "retrain-pareto"  # --retrain-pareto K: <trial_id>/retrain/seed-<s>/ of each point retrained
 REPORT = "report.html"
 MLFLOW = "mlflow.db"  # --logger mlflow: the MLflow tracking store (SQLite)
 # The files a report is built from; a folder with none of them is not an experiment.
@@ -156,10 +157,15 @@ def retrain_summary(histories: Mapping[int, list[dict[str, Any]]], epochs: int, 
     best = [max(_number(r.get("test_acc")) or 0.0 for r in histories[s]) for s in seeds]
     final = [_number(histories[s][-1].get("test_acc")) if histories[s] else None for s in seeds]
     final = [math.nan if v is None else v for v in final]
+    costs = {}  # what the retrained networks spend on the test split at their last epoch, mean over seeds
+    for cost in (*COSTS, "dense_macs_per_image"):
+        values = [_number(histories[s][-1].get(f"test_{cost}")) for s in seeds if histories[s]]
+        if values and all(v is not None for v in values):
+            costs[f"final_test_{cost}_mean"] = mean(values)
     return {
         "epochs": epochs, "seeds": seeds, "max_test_acc": best, "final_test_acc": final,
         "max_test_acc_mean": mean(best), "max_test_acc_std": pstdev(best),
-        "final_test_acc_mean": mean(final), "final_test_acc_std": pstdev(final),
+        "final_test_acc_mean": mean(final), "final_test_acc_std": pstdev(final), **costs,
         "checkpoint": checkpoint,
     }
 
@@ -187,6 +193,16 @@ def pareto_front(rows: Iterable[Mapping[str, Any]], accuracy: str, cost: str) ->
               and _number(r.get(cost)) is not None]
     front = [r for r in points if not any(_dominates(o, r, accuracy, cost) for o in points)]
     return sorted(front, key=lambda r: -float(r[accuracy]))
+
+
+def spread(front: list[Mapping[str, Any]], k: int) -> list[Mapping[str, Any]]:
+    """``k`` points spread evenly along the front (by their place in it, both ends included)."""
+    if k >= len(front):
+        return list(front)
+    if k == 1:
+        return [front[0]]
+    places = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)})
+    return [front[i] for i in places]
 
 
 def _dominates(a: Mapping[str, Any], b: Mapping[str, Any], accuracy: str, cost: str) -> bool:

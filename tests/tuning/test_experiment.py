@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from tuning.experiment import best_trial, parse_selection, pareto_front, retrain_summary, select, trial_counts, trial_row
+from tuning.experiment import (
+    best_trial, parse_selection, pareto_front, retrain_summary, select, spread, trial_counts, trial_row,
+)
 
 MAX_EPOCHS = 3
 
@@ -55,6 +57,14 @@ def test_retrain_summary_over_seeds():
     assert summary["max_test_acc"] == [0.92, 0.93] and summary["final_test_acc"] == [0.91, 0.92]
     assert summary["max_test_acc_mean"] == pytest.approx(0.925) and summary["max_test_acc_std"] == pytest.approx(0.005)
     assert summary["final_test_acc_mean"] == pytest.approx(0.915)
+    assert "final_test_synops_per_image_mean" not in summary  # these histories carry no spike counts
+
+
+def test_retrain_summary_carries_the_spike_costs_of_the_last_epoch():
+    histories = {0: [{"test_acc": 0.9, "test_synops_per_image": 100.0}, {"test_acc": 0.91, "test_synops_per_image": 80.0}],
+                 1: [{"test_acc": 0.92, "test_synops_per_image": 120.0}]}
+    summary = retrain_summary(histories, epochs=2, checkpoint="")
+    assert summary["final_test_synops_per_image_mean"] == pytest.approx(100.0)
 
 
 def test_the_best_trial_is_ranked_by_its_last_epoch_not_a_lucky_one():
@@ -107,3 +117,9 @@ def test_select_picks_the_point_each_rule_names(rule, chosen):
 def test_a_bad_selection_is_refused(rule):
     with pytest.raises(ValueError, match="is not a selection"):
         parse_selection(rule)
+
+
+@pytest.mark.parametrize(("k", "places"), [(1, [0]), (2, [0, 4]), (3, [0, 2, 4]), (5, [0, 1, 2, 3, 4]), (9, [0, 1, 2, 3, 4])])
+def test_spread_takes_points_evenly_along_the_front_ends_included(k, places):
+    front = [{"trial_id": str(i)} for i in range(5)]
+    assert [int(r["trial_id"]) for r in spread(front, k)] == places

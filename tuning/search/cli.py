@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, trainable=None) -> int:
 def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
                         trainable) -> None:
     from . import ray_cluster, tuner
-    from .retrain import retrain
+    from .retrain import retrain, retrain_front
 
     ray_cluster.check_cluster_resources(settings.cpus_per_trial, settings.gpus_per_trial)
     if not args.resume:
@@ -96,6 +96,8 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
     if settings.retrain and outcome.best_config is not None:
         outcome.retrain = retrain(experiment, outcome.best_config, space.budget.retrain_epochs,
                                   settings.retrain_seeds, data)
+        if settings.retrain_pareto and settings.cost:
+            outcome.pareto_retrain = retrain_front(experiment, outcome.rows, space, settings, data)
     _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
     if not args.no_report:
         _build_report(experiment)
@@ -123,7 +125,7 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
                                            if settings.cost else []),
         "selected_by": settings.select if settings.cost else "the last epoch's metric",
         "ended_by": "time budget" if outcome.ended_by_time_budget else "trials done" if status == "complete" else status,
-        "retrain": outcome.retrain, "settings": settings.__dict__,
+        "retrain": outcome.retrain, "pareto_retrain": outcome.pareto_retrain, "settings": settings.__dict__,
     })
     budget = " (the time budget ended the search)" if outcome.ended_by_time_budget else ""
     print(f"{counts['total']} trials ({counts['stopped_early']} stopped early by ASHA, {counts['errored']} errored, "
@@ -140,6 +142,10 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
         print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc final "
               f"{r['final_test_acc_mean']:.2%} +- {r['final_test_acc_std']:.2%} (max over epochs "
               f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%})")
+    for point in outcome.pareto_retrain or []:
+        r = point["retrain"]
+        print(f"Pareto point {point['trial_id']} retrained: test acc final {r['final_test_acc_mean']:.2%} +- "
+              f"{r['final_test_acc_std']:.2%} ({files.PARETO_RETRAIN}/{point['trial_id']}/)")
     print(f"results: {experiment}")
 
 

@@ -65,6 +65,9 @@ def build_parser() -> Parser:
     p.add_argument("--objective", type=parse_objective, default=None, metavar="accuracy[,synops|,spikes]",
                    help="accuracy (default), or accuracy and the spikes' cost: accuracy,synops (synaptic operations "
                         "per image) or accuracy,spikes (spikes per image), searched by multi-objective TPE")
+    p.add_argument("--retrain-pareto", type=int, default=0, metavar="K",
+                   help="with two objectives, also retrain K points spread along the Pareto front "
+                        "(into retrain-pareto/<trial>/), each with --retrain-seeds seeds")
     p.add_argument("--select", type=parse_select, default="max-accuracy",
                    help="with two objectives, the point of the Pareto front to retrain: max-accuracy (default), "
                         "knee, 'synops<=N', 'spikes<=N' or 'accuracy>=X' (the cheapest at least that accurate)")
@@ -161,6 +164,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, key)
         if value is not None and value < least:
             raise InputError(f"--{key.replace('_', '-')} must be an integer >= {least}, got {value}")
+    if args.retrain_pareto < 0 or (args.retrain_pareto and not args.objective):
+        raise InputError(f"--retrain-pareto {args.retrain_pareto}: needs two objectives (--objective "
+                         f"accuracy,synops or accuracy,spikes) and K >= 1")
     if not (math.isfinite(args.join_timeout) and args.join_timeout > 0):
         raise InputError(f"--join-timeout must be a number of seconds > 0, got {args.join_timeout:g}")
     if not args.no_dashboard and args.dashboard_port is not None and not 1 <= args.dashboard_port <= 65535:
@@ -267,4 +273,5 @@ def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Setting
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                     max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
                     device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget,
-                    loggers=tuple(dict.fromkeys(args.logger)), cost=args.objective, select=args.select)
+                    loggers=tuple(dict.fromkeys(args.logger)), cost=args.objective, select=args.select,
+                    retrain_pareto=args.retrain_pareto)

@@ -48,6 +48,7 @@ class SearchOutcome:
     max_concurrent: int = 1
     ended_by_time_budget: bool = False
     retrain: dict[str, Any] | None = field(default=None)
+    pareto_retrain: list[dict[str, Any]] | None = None  # --retrain-pareto: each point's retrain summary
 
 
 def trial_outcomes(grid, statuses: dict[str, str]) -> list[TrialOutcome]:

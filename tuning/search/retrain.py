@@ -59,6 +59,23 @@ def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: i
     return files.retrain_summary(histories, epochs, checkpoint)
 
 
+def retrain_front(experiment: Path, rows: list[dict[str, Any]], space, settings, data: Dataset) -> list[dict[str, Any]]:
+    """Retrain ``settings.retrain_pareto`` points spread along the Pareto front, each in retrain-pareto/<trial>/."""
+    accuracy = f"last_{settings.metric}"
+    cost = f"last_{files.objective_metric(settings.cost, settings.metric)}"
+    retrained = []
+    for point in files.spread(files.pareto_front(rows, accuracy, cost), settings.retrain_pareto):
+        config = space.config_for(files.sampled_values(point), device=settings.device,
+                                  epochs=space.budget.retrain_epochs).to_dict()
+        print(f"Pareto point {point['trial_id']}: {settings.metric} {point[accuracy]:.2%}, "
+              f"{point[cost]:,.0f} {settings.cost} per image in the search")
+        summary = retrain(experiment / files.PARETO_RETRAIN / str(point["trial_id"]), config,
+                          space.budget.retrain_epochs, settings.retrain_seeds, data)
+        retrained.append({"trial_id": point["trial_id"], "search_accuracy": point[accuracy],
+                          "search_cost": point[cost], "retrain": summary})
+    return retrained
+
+
 def _saved_model(folder: RunFolder, config: RunConfig) -> torch.nn.Module:
     """The model of a retrain that had already finished before this run (nothing left to train)."""
     model = build_model(config).to(resolve_device(config.device))

@@ -38,6 +38,7 @@ class Settings:
     loggers: tuple[str, ...] = ()  # mlflow, tensorboard: Ray Tune's logger callbacks
     cost: str | None = None  # synops | spikes: the second objective (tuning.experiment.OBJECTIVES), or none
     select: str = "max-accuracy"  # which point of the Pareto front is retrained (tuning.experiment.select)
+    retrain_pareto: int = 0  # also retrain this many points spread along the Pareto front
 
 
 def check_resource_request(cpus: float, gpus: float) -> None:

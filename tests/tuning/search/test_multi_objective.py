@@ -17,8 +17,8 @@ from tests.tuning.helpers import REPO, search_command, start_search
 def two_objectives(data_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pareto")
     command = search_command("fc", folder, "pareto", "--preset", "smoke", "--trials", "8", "--objective",
-                             "accuracy,synops", "--select", "knee", "--no-dashboard", "--no-report",
-                             "--max-concurrent", "2")
+                             "accuracy,synops", "--select", "knee", "--retrain-pareto", "2", "--no-dashboard",
+                             "--no-report", "--max-concurrent", "2")
     process = start_search(command, data_root, folder / "search.log")
     assert process.wait(timeout=600) == 0, (folder / "search.log").read_text()[-3000:]
     return folder / "pareto", (folder / "search.log").read_text()
@@ -45,10 +45,25 @@ def test_the_retrained_configuration_is_the_selected_point_of_the_front(two_obje
     assert "selected (knee) from the Pareto front trial" in log and "synops per image" in log
 
 
+def test_retrain_pareto_retrains_points_spread_along_the_front(two_objectives):
+    folder, log = two_objectives
+    front = pd.read_csv(folder / "pareto.csv", dtype={"trial_id": str})
+    retrained = json.loads((folder / "summary.json").read_text())["pareto_retrain"]
+    assert len(retrained) == min(2, len(front))
+    assert retrained[0]["trial_id"] == front["trial_id"].iloc[0]  # the most accurate end ...
+    if len(front) > 1:
+        assert retrained[-1]["trial_id"] == front["trial_id"].iloc[-1]  # ... and the cheapest end
+    for point in retrained:
+        metrics = pd.read_csv(folder / "retrain-pareto" / point["trial_id"] / "retrain" / "metrics.csv")
+        assert point["retrain"]["final_test_acc"] == [metrics.sort_values("epoch")["test_acc"].iloc[-1]]
+        assert f"Pareto point {point['trial_id']} retrained" in log
+
+
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--objective", "accuracy,latency"], "argument --objective: 'accuracy,latency': use accuracy"),
     (["--select", "cheapest"], "argument --select: 'cheapest' is not a selection"),
     (["--select", "synops>=5"], "argument --select: 'synops>=5' is not a selection"),
+    (["--retrain-pareto", "2"], "--retrain-pareto 2: needs two objectives"),
 ])
 def test_bad_objective_or_select_specifications_are_one_line_and_exit_2(tmp_path, flags, expected):
     run = subprocess.run([sys.executable, "-m", "tuning.search", "fc", "--results-dir", str(tmp_path), *flags],

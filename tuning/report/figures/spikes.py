@@ -43,6 +43,8 @@ def pareto_info(exp: ExperimentLike) -> pd.DataFrame:
         "ran_to_the_end": [files.ran_to_the_end(r) for r in records],
         "on_front": trials["trial_id"].isin(front), "seed_trial": trials[files.SEED_TRIAL],
         "selected": trials["trial_id"] == exp.best_trial_id,
+        "retrained": trials["trial_id"].isin({str(p["trial_id"]) for p in
+                                              (exp.summary or {}).get("pareto_retrain") or []}),
     })
     table = table[table["accuracy"].notna() & table["synops"].notna()]
     if table.empty:
@@ -70,6 +72,8 @@ def pareto(exp: ExperimentLike) -> go.Figure:
                              line=dict(color="#1f77b4", shape="hv", width=1), hoverinfo="skip"))
     for label, mask, symbol, colour, size in (("the seed's configuration", table["seed_trial"], "diamond",
                                                SEED_COLOUR, 14),
+                                              ("retrained with --retrain-pareto", table["retrained"],
+                                               "star-open", BEST_COLOUR, 18),
                                               ("selected (retrained)", table["selected"], "star", BEST_COLOUR, 16)):
         rows = table[mask]
         if not rows.empty:
