@@ -1,8 +1,8 @@
 """What a search will cost, said before it starts: trial-epochs at most, and a time estimate.
 
-The estimate times a few training batches of the seed's configuration (trial 0) on this
-machine with one trial's threads, scales them to an epoch (plus evaluation at the measured
-rate), and multiplies by the most trial-epochs ASHA can run and by the retrain's epochs.
+The estimate times a few training batches of the seed's configuration (trial 0), run by the
+one trainer on this machine with one trial's threads, scales them to an epoch (plus an
+evaluation at a third of the training cost per image), and multiplies by the most trial-epochs ASHA can run and by the retrain's epochs.
 It is an upper bound for the search (ASHA stops most trials early) and a rough one: other
 configurations in the space are faster or slower than the seed's.
 """
@@ -14,9 +14,8 @@ import time
 import torch
 
 from snn.config import RunConfig
-from snn.data import Dataset, batches, make_splits
-from snn.models import build_model
-from snn.training import make_optimizer, rate_loss
+from snn.data import Dataset, make_splits
+from snn.training import train
 
 from .settings import Settings
 from .space import SearchSpace
@@ -49,27 +48,23 @@ def estimate(space: SearchSpace, settings: Settings, data: Dataset, concurrency:
 
 
 def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float) -> float:
-    """Seconds for one epoch of ``config`` on this machine's CPU or GPU, from a few timed batches."""
+    """Seconds for one epoch of ``config`` on this machine's CPU or GPU, from a few batches of the trainer."""
+    splits = make_splits(data, config)
+    probe = config.replace(epochs=1, val_size=0, limit_train=(_TIMED_BATCHES + 1) * config.batch_size,
+                           limit_test=config.batch_size)
+    stamps: list[float] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))
     try:
-        splits = make_splits(data, config)
-        model = build_model(config).to(splits.train.labels.device)
-        optimizer = make_optimizer(config, model.parameters())
-        times = []
-        for index in list(batches(len(splits.train), config.batch_size, shuffle=False,
-                                  device=splits.train.labels.device))[:_TIMED_BATCHES + 1]:
-            start = time.perf_counter()
-            loss = rate_loss(model(splits.train.float_images(index)), splits.train.labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-        per_image = min(times[1:] or times) / config.batch_size  # the first batch warms up
-        evaluated = len(splits.test) + (len(splits.val) if splits.val is not None else 0)
-        return per_image * (len(splits.train) + evaluated / 3)  # evaluation: forward only, about a third
+        start = time.perf_counter()
+        train(probe, make_splits(data, probe), on_batch=lambda *_: stamps.append(time.perf_counter()),
+              silence=None)
     finally:
         torch.set_num_threads(threads)
+    gaps = [b - a for a, b in zip([start, *stamps], stamps)]  # seconds per batch
+    per_batch = min(gaps[1:] or gaps)  # the first batch warms up
+    evaluated = len(splits.test) + (len(splits.val) if splits.val is not None else 0)
+    return per_batch / config.batch_size * (len(splits.train) + evaluated / 3)  # evaluation: about a third
 
 
 def _duration(seconds: float) -> str:

@@ -21,7 +21,7 @@ from snn.config import RunConfig
 from snn.data import Dataset, Split, batches, make_splits, resolve_device
 from snn.io import atomic_write_bytes, write_csv
 from snn.models import build_model
-from snn.run_folder import RunFolder
+from snn.run_folder import CHECKPOINT_FILE, RunFolder
 from snn.training import EVAL_BATCH_SIZE, RunState, predict, train
 
 from .. import experiment as files
@@ -55,7 +55,7 @@ def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: i
     write_csv(experiment / files.RETRAIN_METRICS, [{"seed": s, **r} for s, h in histories.items() for r in h])
     if first_model is not None:
         write_predictions(experiment / files.PREDICTIONS, first_model, splits.test)
-    checkpoint = f"{files.retrain_folder(base.seed)}/{folder.checkpoint.name}"
+    checkpoint = f"{files.retrain_folder(base.seed)}/{CHECKPOINT_FILE}"
     return files.retrain_summary(histories, epochs, checkpoint)
 
 
