@@ -152,6 +152,55 @@ def _compiled_if_lif_steps(x_seq, v, tau, threshold, keep_charge):
         return None
 
 
+# the surrogates whose gradient ``if_lif_backward`` writes out (spikingjelly's ids: 0 Sigmoid, 1 ATan)
+_COMPILED_SURROGATES = (0, 1)
+_compiled_backward = None
+
+
+def if_lif_backward(grad_spikes: torch.Tensor, charge: torch.Tensor, grad_v: torch.Tensor | None,
+                    tau: float | None, threshold: float, alpha: float, surrogate_id: int):
+    """The backward of ``if_lif_steps`` as pure tensor functions, the form torch.compile fuses.
+
+    The same arithmetic as ``_FusedIFLIF.backward``'s eager steps (spikingjelly's
+    ``_ops/lif/cpu.py``), one step at a time from the last: dS/dH is the surrogate gradient at
+    H - threshold, the hard reset's dV/dH is (1 - S) - H * dS/dH with S = (H >= threshold)
+    recomputed from the charge, dL/dH = dL/dS * dS/dH + dL/dV * dV/dH, and dL/dX is dL/dH
+    (IF) or dL/dH / tau (LIF). Returns dL/dX [T, ...] and dL/dV of the initial V.
+    """
+    carry, grads = grad_v, []
+    for t in range(charge.shape[0] - 1, -1, -1):
+        h = charge[t]
+        if surrogate_id == 1:  # ATan: (alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)
+            x = (h - threshold) * (math.pi / 2 * alpha)
+            sg = 1.0 / (x * x + 1.0) * (alpha / 2)
+        else:  # Sigmoid: (1 - s) * s * alpha, s = sigmoid(alpha * x)
+            sig = torch.sigmoid((h - threshold) * alpha)
+            sg = (1.0 - sig) * sig * alpha
+        grad_h = grad_spikes[t] * sg
+        if carry is not None:
+            reset_grad = (1.0 - (h >= threshold).to(h.dtype)) - h * sg
+            grad_h = grad_h + carry * reset_grad
+        carry = grad_h if tau is None else grad_h - grad_h / tau
+        grads.append(grad_h if tau is None else grad_h / tau)
+    return torch.stack(grads[::-1]), carry
+
+
+def _compiled_if_lif_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id):
+    """``if_lif_backward`` compiled by inductor, or None where torch.compile or a C++ compiler is missing."""
+    global _compiled_backward
+    if _compiled_backward is None:
+        _compiled_backward = torch.compile(if_lif_backward, dynamic=True)
+    if _compiled_backward is False:
+        return None
+    try:
+        with torch.no_grad():
+            return _compiled_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
+    except Exception as error:  # no compiler, an unsupported platform: the eager steps compute the same
+        warnings.warn(f"torch.compile of the IF/LIF backward failed, running it eagerly: {error}", stacklevel=2)
+        _compiled_backward = False
+        return None
+
+
 def _dense_strides(x_seq: torch.Tensor) -> tuple[int, ...]:
     """Strides of a dense [T, ...] tensor whose steps keep the memory layout of ``x_seq[0]``.
 
@@ -188,12 +237,19 @@ class _FusedIFLIF(torch.autograd.Function):
         spikes, v, charge = _multi_step_if_lif(x_seq, v_init, tau, threshold, keep_charge=True)
         ctx.save_for_backward(charge, spikes)
         ctx.params = (tau, threshold, alpha, surrogate_id)
+        ctx.set_materialize_grads(False)  # the last V rarely reaches the loss: no zero gradient for it
         return spikes, v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
         charge, spikes = ctx.saved_tensors
         tau, threshold, alpha, surrogate_id = ctx.params
+        if (charge[0].numel() >= COMPILE_MIN_STEP_NUMEL and charge.device.type == "cpu"
+                and grad_spikes is not None and surrogate_id in _COMPILED_SURROGATES):
+            compiled = _compiled_if_lif_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
+            if compiled is not None:
+                grad_x, grad_v_init = compiled
+                return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None, None
         sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
         # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH
         reset_grad = torch.sub(1.0, spikes).addcmul_(charge, sg, value=-1.0)
@@ -322,11 +378,19 @@ def uniform_lanes(shape: tuple[int, ...], device: torch.device | str) -> torch.T
     return words.view(torch.int16)[:numel].view(shape)
 
 
-def bernoulli_spikes(thresholds: torch.Tensor, T: int) -> torch.Tensor:
-    """T independent Bernoulli spikes per element: thresholds [...] (``spike_thresholds``) -> [..., T] float 0/1."""
+def bernoulli_spikes(thresholds: torch.Tensor, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """T independent Bernoulli spikes per element: thresholds [...] (``spike_thresholds``) -> [..., T] 0/1."""
     lanes = uniform_lanes((*thresholds.shape, T), thresholds.device)  # [..., T]
-    spikes = torch.lt(lanes, thresholds.unsqueeze(-1))  # bool
-    return spikes.view(torch.uint8).float()  # uint8 -> float is ~3x faster than bool -> float on the CPU
+    spikes = torch.empty(lanes.shape, dtype=dtype, device=lanes.device)
+    # comparing straight into a float tensor is ~4x faster on the CPU than a bool result converted
+    return torch.lt(lanes, thresholds.unsqueeze(-1), out=spikes)
+
+
+# Images are drawn for in groups of similar fractional-pixel counts, each padded to its own
+# largest count: on MNIST batches of 128, one group pads the draws to 1.79x the pixels that
+# can spike, six groups to 1.13x. The draw, comparison and matmul shrink with the padding: the
+# input current's forward and backward ran 1.35-1.49x faster than with one group.
+INPUT_GROUPS = 6
 
 
 def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) -> torch.Tensor:
@@ -336,29 +400,52 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
 
     A pixel spikes at a step with probability equal to its intensity, as in ``poisson_encode``:
     intensity 0 never spikes and intensity 1 always does. So the always-on pixels add a
-    constant current, and random numbers are drawn only for the K fractional pixels of each
-    image (about 145 of 784 on MNIST; K padded to the batch's largest with probability 0),
-    whose spikes [N, K, T] go through the weight by one batched matmul. The draws are
-    16-bit lanes (``bernoulli_spikes``): each spike probability is within 7.6e-6 of the
-    intensity for MNIST's k/255 levels (2^-16 at worst); only the summation order of the
-    current differs otherwise.
+    constant current, and random numbers are drawn only for the fractional pixels of each
+    image (about 145 of 784 on MNIST). The images are split into ``INPUT_GROUPS`` groups by
+    their count of fractional pixels; within a group each image's count is padded to the
+    group's largest with probability 0, and the group's spikes [n, K, T] go through the weight
+    by one batched matmul. The draws are 16-bit lanes (``bernoulli_spikes``): each spike
+    probability is within 7.6e-6 of the intensity for MNIST's k/255 levels (2^-16 at worst);
+    only the summation order of the current differs otherwise.
     """
     n, p = images.shape
     always = images >= 1.0  # [N, P]
     fractional = (images > 0.0) & ~always  # [N, P]
-    constant = always.to(weight.dtype) @ weight.t()  # [N, O]
-    k = int(fractional.sum(1).max()) if n else 0
+    constant = (always.to(weight.dtype) @ weight.t()).unsqueeze(2)  # [N, O, 1]
+    counts = fractional.sum(1)
+    if n == 0 or int(counts.max()) == 0:
+        return constant.squeeze(2).expand(T, n, weight.shape[0])
+    by_count = torch.argsort(counts)  # images of similar counts side by side
+    groups = by_count.chunk(min(INPUT_GROUPS, n))
+    # rows of a contiguous [P, O] copy gather ~10x faster than the strided columns of weight
+    pixel_major = weight.t().contiguous()
+    parts = [_fractional_current(images[group], fractional[group], int(counts[group[-1]]), pixel_major, T)
+             for group in groups]
+    current = torch.cat(parts).index_select(0, torch.argsort(by_count))  # [N, O, T], the batch's order
+    return (current + constant).permute(2, 0, 1)  # [T, N, O]
+
+
+def _fractional_current(images: torch.Tensor, fractional: torch.Tensor, k: int, pixel_major: torch.Tensor,
+                        T: int) -> torch.Tensor:
+    """Input current [n, O, T] of the fractional pixels of images [n, P], at most ``k`` per image;
+    ``pixel_major`` is the weight as [P, O]."""
+    n = images.shape[0]
     if k == 0:
-        return constant.unsqueeze(0).expand(T, n, weight.shape[0])
-    # each image's fractional pixel columns first, in pixel order; the padding after them gets p = 0
-    order = torch.sort(fractional.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :k]  # [N, K]
-    probs = images.gather(1, order).masked_fill_(~fractional.gather(1, order), 0.0)  # [N, K]
-    spikes = bernoulli_spikes(spike_thresholds(probs), T).to(weight.dtype)  # [N, K, T]
+        return pixel_major.new_zeros(n, pixel_major.shape[1], T)
+    # slot j of image i holds its j-th fractional pixel, in pixel order; the padding after them
+    # holds pixel 0 with p = 0 (never spikes, so it adds nothing to the current or the gradient)
+    rows, pixels = fractional.nonzero(as_tuple=True)  # row-major: each image's pixels in order
+    counts = fractional.sum(1)
+    slots = torch.arange(len(rows), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+    order = torch.zeros(n, k, dtype=torch.long, device=images.device)  # [n, K]
+    order[rows, slots] = pixels
+    probs = images.new_zeros(n, k)
+    probs[rows, slots] = images[rows, pixels]
+    spikes = bernoulli_spikes(spike_thresholds(probs), T, pixel_major.dtype)  # [n, K, T]
     # index_select's backward is an index_add_, several times faster on the CPU than the
     # accumulating index_put_ that advanced indexing (weight[:, order]) backpropagates through
-    pixel_weights = weight.t().index_select(0, order.reshape(-1)).view(n, k, -1)  # [N, K, O]
-    current = torch.bmm(pixel_weights.transpose(1, 2), spikes)  # [N, O, K] @ [N, K, T] -> [N, O, T]
-    return (current + constant.unsqueeze(2)).permute(2, 0, 1)  # [T, N, O]
+    pixel_weights = pixel_major.index_select(0, order.reshape(-1)).view(n, k, -1)  # [n, K, O]
+    return torch.bmm(pixel_weights.transpose(1, 2), spikes)  # [n, O, K] @ [n, K, T] -> [n, O, T]
 
 
 # ----------------------------------------------------------------------------- CUDA backends

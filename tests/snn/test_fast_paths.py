@@ -16,7 +16,7 @@ from spikingjelly.activation_based import functional, neuron, surrogate
 from snn import fastpath
 from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, Split, make_splits
-from snn.fastpath import (FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
+from snn.fastpath import (INPUT_GROUPS, FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
                           spike_thresholds, uniform_lanes)
 from snn.models import FCSNN, build_model, poisson_encode
 from snn.training import rate_loss, train, use_backend
@@ -59,6 +59,24 @@ def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, s
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("kind", ["if", "lif"])
+def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compiled, monkeypatch):
+    """A loss on the neuron's last V as well as its spikes: the backward carries dL/dV through every step."""
+    if compiled and shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("torch.compile's CPU code needs a C++ compiler")
+    monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
+    torch.manual_seed(15)
+    x_seq, upstream, v_upstream = torch.randn(5, 3, 4, 6, 6) * 1.5 + 0.4, torch.randn(5, 3, 4, 6, 6), torch.randn(3, 4, 6, 6)
+    grads = []
+    for node in pair(kind, "atan", tau=2.5):
+        x = x_seq.clone().requires_grad_()
+        spikes = node(x)
+        (grad,) = torch.autograd.grad((spikes * upstream).sum() + (node.v * v_upstream).sum(), x)
+        grads.append(grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
 def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
     torch.manual_seed(1)
     image_current = (torch.randn(6, 8, 7, 7) * 0.8 + 0.5).contiguous(memory_format=torch.channels_last)
@@ -74,17 +92,18 @@ def test_both_time_loops_are_chosen_by_step_size():
     assert 16 * 10 <= fastpath._NUMPY_MAX_STEP_NUMEL < 2 * 64 * 12 * 12
 
 
-@pytest.mark.parametrize("kind,tau", [("if", 2.0), ("lif", 3.5)])
-def test_compiled_time_loop_equals_spikingjelly(kind, tau, monkeypatch):
-    """The inductor-compiled loop (large steps; here forced on for a small one) computes the same."""
+@pytest.mark.parametrize("kind,tau,surrogate_name", [("if", 2.0, "atan"), ("lif", 3.5, "sigmoid")])
+def test_compiled_time_loop_equals_spikingjelly(kind, tau, surrogate_name, monkeypatch):
+    """The inductor-compiled loop and backward (large steps; here forced on for a small one) compute the same."""
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile's CPU code needs a C++ compiler")
     monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0)
     torch.manual_seed(14)
     x_seq, upstream = torch.randn(4, 3, 5, 6, 6) * 1.5 + 0.4, torch.randn(4, 3, 5, 6, 6)
-    fused, reference = pair(kind, "atan", tau=tau)
+    fused, reference = pair(kind, surrogate_name, tau=tau)
     spikes, v, grad = run(fused, x_seq, upstream)
     assert fastpath._compiled_loop not in (None, False), "the compiled loop did not run"
+    assert fastpath._compiled_backward not in (None, False), "the compiled backward did not run"
     ref_spikes, ref_v, ref_grad = run(reference, x_seq, upstream)
     assert torch.equal(spikes, ref_spikes) and torch.equal(v, ref_v)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
@@ -171,6 +190,28 @@ def test_poisson_input_current_spikes_each_pixel_at_its_intensity():
     centred = spikes[:, :, 30:] - images[:, 30:]
     lag1 = (centred[1:] * centred[:-1]).mean() / (images[:, 30:] * (1 - images[:, 30:])).mean()
     assert abs(lag1) < 5 / math.sqrt(T * 4 * 70)
+
+
+def test_poisson_input_current_keeps_each_image_its_own_pixels_across_groups():
+    """Images of very different fractional-pixel counts are drawn for in separate groups
+    (``INPUT_GROUPS``): each image's current still comes from its own pixels, in the batch's order,
+    and the weight's gradient is exactly the one of Linear over the spikes drawn."""
+    torch.manual_seed(5)
+    n, p, T = 3 * INPUT_GROUPS + 1, 64, 2000
+    images = (torch.rand(n, p) < 0.3).float()  # binary pixels: 0 or 1, never drawn for
+    for count, i in enumerate(torch.randperm(n).tolist()):  # counts 0..n-1 in a shuffled batch order
+        images[i, torch.randperm(p)[:count]] = torch.rand(count) * 0.98 + 0.01
+    weight = torch.eye(p, requires_grad=True)
+    spikes = poisson_input_current(images, weight, T)  # identity weight: [T, N, P] spike trains
+    rate = spikes.detach().mean(0)
+    binary = (images == 0) | (images == 1)
+    assert torch.equal(rate[binary], images[binary])
+    bound = 5 * torch.sqrt(images * (1 - images) / T) + 1e-6
+    assert ((rate - images).abs() <= bound).all()
+    upstream = torch.randn(T, n, p)
+    (grad,) = torch.autograd.grad((spikes * upstream).sum(), weight)
+    expected = torch.einsum("tno,tnp->op", upstream, spikes.detach())
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-3)
 
 
 def test_poisson_input_current_equals_the_dense_layer_on_binary_images():
