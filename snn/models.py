@@ -17,7 +17,7 @@ from spikingjelly.activation_based.neuron.base_node import BaseNode
 from torch import nn
 
 from .config import RunConfig
-from .fastpath import FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
+from .fastpath import FastMaxPool2d, FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
 from .spikes import ANALOG_INPUT, POISSON_INPUT, Synapses, record_activity
 from .spikes import spiking_layers as spiking_layers  # re-exported: its home was here
 
@@ -110,10 +110,10 @@ class CSNN(nn.Module):
         spike_fn = spike_fn or surrogate.ATan()
         self.encoder = nn.Sequential(nn.Conv2d(1, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.sn1 = make_neuron(neuron_kind, tau, spike_fn)
-        self.pool1 = layer.MaxPool2d(2, step_mode="m")
+        self.pool1 = FastMaxPool2d(2, step_mode="m")
         self.conv2 = layer.SeqToANNContainer(nn.Conv2d(C, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.sn2 = make_neuron(neuron_kind, tau, spike_fn)
-        self.pool2 = layer.MaxPool2d(2, step_mode="m")
+        self.pool2 = FastMaxPool2d(2, step_mode="m")
         self.flatten = layer.Flatten(step_mode="m")
         self.fc1 = layer.Linear(C * 7 * 7, C * 4 * 4, bias=False, step_mode="m")
         self.sn3 = make_neuron(neuron_kind, tau, spike_fn)

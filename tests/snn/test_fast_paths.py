@@ -11,12 +11,12 @@ import shutil
 
 import pytest
 import torch
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 from snn import fastpath
 from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, Split, make_splits
-from snn.fastpath import (INPUT_GROUPS, FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
+from snn.fastpath import (INPUT_GROUPS, FastMaxPool2d, FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
                           spike_thresholds, uniform_lanes)
 from snn.models import FCSNN, build_model, poisson_encode
 from snn.training import rate_loss, train, use_backend
@@ -151,7 +151,7 @@ def test_half_precision_currents_run_the_neuron_in_float32():
 
 def test_backend_torch_turns_the_fused_path_off():
     model = build_model(RunConfig(model="csnn", channels=4, backend="torch"))
-    assert not any(m.fused for m in model.modules() if isinstance(m, fastpath._FusedMultiStep))
+    assert not any(m.fused for m in model.modules() if isinstance(m, (fastpath._FusedMultiStep, FastMaxPool2d)))
     assert not build_model(RunConfig(model="fc", backend="torch")).sparse_input
     assert build_model(RunConfig(model="fc")).sparse_input
 
@@ -168,6 +168,51 @@ def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients():
     rate_loss(ref_out, labels).backward()
     for (name, p), q in zip(fast.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    fast.eval()
+    reference.eval()
+    with torch.inference_mode():  # inference: channels_last, the views' max-pool
+        assert torch.equal(fast(images), reference(images))
+
+
+# ----------------------------------------------------------------------------- max-pooling
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_max_pool_2x2_equals_max_pool2d(compiled, monkeypatch):
+    """Ties (spikes), odd edges, NaN, negative values and channels_last steps of [T, N, C, H, W]."""
+    if compiled and shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("torch.compile's CPU code needs a C++ compiler")
+    monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
+    torch.manual_seed(16)
+    spikes = (torch.rand(3, 4, 5, 10, 10) < 0.3).float()
+    values = torch.randn(3, 4, 5, 9, 7)
+    values[0, 0, 0, 2, 3] = float("nan")
+    steps = torch.randn(4, 5, 10, 10).contiguous(memory_format=torch.channels_last)
+    layered = steps.unsqueeze(0).expand(3, -1, -1, -1, -1) * torch.arange(1.0, 4.0).view(3, 1, 1, 1, 1)
+    for x in (spikes, values, layered):
+        pool = FastMaxPool2d(2, step_mode="m")
+        with torch.no_grad():
+            fast = pool(x)
+        expected = torch.nn.functional.max_pool2d(x.flatten(0, 1), 2).view(*x.shape[:2], *fast.shape[2:])
+        torch.testing.assert_close(fast, expected, rtol=0, atol=0, equal_nan=True)
+    assert fast[0].is_contiguous(memory_format=torch.channels_last)
+    assert (fastpath._compiled_pool not in (None, False)) == compiled
+
+
+def test_fast_max_pool_keeps_max_pool2d_for_training_and_other_windows(monkeypatch):
+    calls = []
+    original = fastpath._fast_max_pool_2x2
+    monkeypatch.setattr(fastpath, "_fast_max_pool_2x2", lambda t: calls.append(t) or original(t))
+    x = torch.randn(2, 3, 4, 8, 8, requires_grad=True)
+    FastMaxPool2d(2, step_mode="m")(x).sum().backward()  # a gradient is wanted: aten's, with its indices
+    FastMaxPool2d(3, step_mode="m")(x.detach())  # other windows
+    FastMaxPool2d(2, stride=1, step_mode="m")(x.detach())
+    assert calls == []
+    FastMaxPool2d(2, step_mode="m")(x.detach())
+    assert len(calls) == 1
+    reference = x.detach().clone().requires_grad_()
+    layer.MaxPool2d(2, step_mode="m")(reference).sum().backward()
+    assert torch.equal(x.grad, reference.grad)
 
 
 # ----------------------------------------------------------------------------- Poisson input

@@ -8,6 +8,7 @@ in ``RESULTS/NAME/`` (see README "Results of a search").
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -62,19 +63,23 @@ def run(args: argparse.Namespace, trainable=None) -> int:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     from . import ray_cluster  # Ray is imported only once the input is known to be good
+    from .cost import seed_epoch_seconds
 
-    ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
-                          dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-                          join_timeout=args.join_timeout)
-    try:
-        _search_and_retrain(args, experiment, space, settings, data, start, trainable)
-    finally:
-        ray_cluster.stop_ray()
+    # the cost estimate times a few training batches while Ray starts (mostly waiting on its processes)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        epoch_s = None if args.resume else pool.submit(seed_epoch_seconds, space, settings, data)
+        ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
+                              dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                              join_timeout=args.join_timeout)
+        try:
+            _search_and_retrain(args, experiment, space, settings, data, start, trainable, epoch_s)
+        finally:
+            ray_cluster.stop_ray()
     return 0
 
 
 def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
-                        trainable) -> None:
+                        trainable, epoch_s: concurrent.futures.Future | None) -> None:
     from . import ray_cluster, tuner
     from .retrain import retrain, retrain_front
 
@@ -82,7 +87,7 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
     if not args.resume:
         from .cost import estimate
 
-        print(estimate(space, settings, data, ray_cluster.max_concurrent(settings)), flush=True)
+        print(estimate(space, settings, epoch_s.result(), ray_cluster.max_concurrent(settings)), flush=True)
         create_experiment(experiment, space, settings)
     print(f"experiment: {experiment}", flush=True)
     began = (experiment / files.TUNE / TUNER_STATE).is_file()  # else killed before Ray Tune wrote anything

@@ -24,10 +24,15 @@ _TIMED_BATCHES = 3
 _HOUR = 3600.0
 
 
-def estimate(space: SearchSpace, settings: Settings, data: Dataset, concurrency: int) -> str:
-    """Lines telling the budget and how long it may take here; a warning when that is hours on a CPU."""
+def seed_epoch_seconds(space: SearchSpace, settings: Settings, data: Dataset) -> float:
+    """Seconds for one epoch of the seed's configuration (trial 0) here, from a few timed batches."""
     config = space.config_for(space.seed_point()[0], device=settings.device, epochs=1)
-    epoch_s = _epoch_seconds(config, data, settings.cpus_per_trial)
+    return _epoch_seconds(config, data, settings.cpus_per_trial)
+
+
+def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency: int) -> str:
+    """Lines telling the budget and how long it may take here (``epoch_s``: ``seed_epoch_seconds``);
+    a warning when that is hours on a CPU."""
     trial_epochs = space.budget.trials * space.budget.epochs_per_trial
     search_s = trial_epochs * epoch_s / max(1, concurrency)
     retrain_s = space.budget.retrain_epochs * settings.retrain_seeds * epoch_s if settings.retrain else 0.0

@@ -1,4 +1,5 @@
-"""A local search's Ray listens on loopback only: GCS, raylet, agents, workers and the dashboard."""
+"""A local search's Ray listens on loopback only: GCS, raylet, agents, workers and the dashboard;
+and its shutdown finds the autoscaler monitor it stops first."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ PROBE = textwrap.dedent("""
         except psutil.Error:
             pass
     print("SOCKETS " + json.dumps(sockets), flush=True)
+    monitors = ray_cluster._local_processes(ray_cluster.ray_constants.PROCESS_TYPE_MONITOR)
     ray_cluster.stop_ray()
+    print("MONITORS " + json.dumps([m.poll() is not None for m in monitors]), flush=True)
 """)
 
 
@@ -90,3 +93,5 @@ def test_every_service_of_a_local_ray_listens_on_loopback_only():
     assert len(sockets) >= 8, sockets  # GCS, raylet x2, agents, dashboard, driver and two workers at least
     exposed = [s for s in sockets if not is_loopback(s["ip"])]
     assert exposed == [], exposed
+    # stop_ray found the autoscaler monitor it kills first (Ray's internals still where it looks), and it is gone
+    assert json.loads(next(l for l in output.splitlines() if l.startswith("MONITORS ")).removeprefix("MONITORS ")) == [True]
