@@ -344,22 +344,32 @@ def set_fused(model: torch.nn.Module, enabled: bool) -> None:
 # ----------------------------------------------------------------------------- max-pooling
 
 
-def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+def max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
     """2x2 max-pooling of stride 2 over the last two dims of x [..., H, W] (odd edges dropped,
     as ``max_pool2d``'s floor mode does): the maximum of the window's four strided views.
 
     The same values as ``max_pool2d`` (a maximum is exact; NaN propagates in both), in the
-    memory layout of x; without the argmax indices, so for inference only.
+    memory layout of x. ``with_indices``: also aten's argmax indices, the first maximum of each
+    window in row-major order as a flat index into the H x W plane (a window holding NaN, which
+    spikes never are, may point elsewhere than aten's).
     """
-    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
-    return torch.maximum(top, torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+    height, width = x.shape[-2:]
+    h, w = height // 2 * 2, width // 2 * 2
+    a, b = x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]
+    c, d = x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]
+    out = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+    if not with_indices:
+        return out
+    offset = torch.where(a == out, 0, torch.where(b == out, 1, torch.where(c == out, width, width + 1)))
+    corner = (torch.arange(h // 2, device=x.device).view(-1, 1) * (2 * width)
+              + torch.arange(w // 2, device=x.device) * 2)  # each window's top-left pixel
+    return out, offset + corner
 
 
 _compiled_pool = None
 
 
-def _fast_max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+def _fast_max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
     """``max_pool_2x2``, compiled by inductor into one pass for large inputs where it can be."""
     global _compiled_pool
     if x.numel() >= COMPILE_MIN_STEP_NUMEL:
@@ -367,31 +377,52 @@ def _fast_max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
             _compiled_pool = torch.compile(max_pool_2x2, dynamic=True)
         if _compiled_pool is not False:
             try:
-                return _compiled_pool(x)
+                with torch.no_grad():
+                    return _compiled_pool(x, with_indices)
             except Exception as error:  # no compiler, an unsupported platform: the eager views compute the same
                 warnings.warn(f"torch.compile of the max-pool failed, running it eagerly: {error}", stacklevel=2)
                 _compiled_pool = False
-    return max_pool_2x2(x)
+    return max_pool_2x2(x, with_indices)
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2/2 max-pooling of [..., C, H, W]: ``max_pool_2x2``'s forward, aten's backward over its indices."""
+
+    @staticmethod
+    def forward(ctx, x):
+        planes = x.flatten(0, -4) if x.dim() > 4 else x  # aten's backward takes [N, C, H, W]
+        out, indices = _fast_max_pool_2x2(planes, with_indices=True)
+        ctx.save_for_backward(planes, indices)
+        ctx.shape = x.shape
+        return out.view(*x.shape[:-2], *out.shape[-2:])
+
+    @staticmethod
+    def backward(ctx, grad):
+        planes, indices = ctx.saved_tensors
+        grad_planes = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad.reshape(indices.shape), planes, [2, 2], [2, 2], [0, 0], [1, 1], False, indices)
+        return grad_planes.view(ctx.shape)
 
 
 class FastMaxPool2d(layer.MaxPool2d):
-    """spikingjelly's MaxPool2d; a 2x2 window of stride 2 without gradient runs ``max_pool_2x2`` on the CPU.
+    """spikingjelly's MaxPool2d; a 2x2 window of stride 2 on the CPU runs ``max_pool_2x2``.
 
-    aten's CPU max-pool computes the argmax indices even when nothing will use them; the four
-    views' maximum (compiled into one pass for large inputs) skips them: on the CSNN's
-    [512, 64, 28, 28] channels_last spikes ~7x faster than ``max_pool2d`` on one thread.
-    Training (a gradient wanted) keeps ``max_pool2d``, whose backward needs the indices.
+    aten's CPU max-pool is slow at this window: the four views' maximum (compiled into one pass
+    for large inputs) was ~7x faster without the argmax indices (inference, on the CSNN's
+    [512, 64, 28, 28] channels_last spikes, one thread) and ~1.3x with them (training, NCHW),
+    whose backward stays aten's. Same values, same gradients (tests/snn/test_fast_paths.py).
     """
 
     fused = True  # set False (backend "torch") to keep spikingjelly's own path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.fused and x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad) and x.dim() >= 3
-                and _pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
-                and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1)
-                and not self.return_indices and not self.ceil_mode):
-            return _fast_max_pool_2x2(x)
-        return super().forward(x)
+        if not (self.fused and x.device.type == "cpu" and x.dim() >= 3 and _pair(self.kernel_size) == (2, 2)
+                and _pair(self.stride or self.kernel_size) == (2, 2) and _pair(self.padding) == (0, 0)
+                and _pair(self.dilation) == (1, 1) and not self.return_indices and not self.ceil_mode):
+            return super().forward(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPool2x2.apply(x) if x.dim() >= 4 else super().forward(x)
+        return _fast_max_pool_2x2(x)
 
 
 def _pair(value) -> tuple:

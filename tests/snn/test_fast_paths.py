@@ -183,6 +183,7 @@ def test_max_pool_2x2_equals_max_pool2d(compiled, monkeypatch):
     if compiled and shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile's CPU code needs a C++ compiler")
     monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
+    monkeypatch.setattr(fastpath, "_compiled_pool", None)
     torch.manual_seed(16)
     spikes = (torch.rand(3, 4, 5, 10, 10) < 0.3).float()
     values = torch.randn(3, 4, 5, 9, 7)
@@ -199,20 +200,42 @@ def test_max_pool_2x2_equals_max_pool2d(compiled, monkeypatch):
     assert (fastpath._compiled_pool not in (None, False)) == compiled
 
 
-def test_fast_max_pool_keeps_max_pool2d_for_training_and_other_windows(monkeypatch):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fast_max_pool_gradients_equal_max_pool2d(compiled, monkeypatch):
+    """Training: aten's backward over the views' argmax, which picks the first maximum of a tied
+    window (spikes tie all the time) as aten does; odd edges; [T, N, C, H, W] and [N, C, H, W]."""
+    if compiled and shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("torch.compile's CPU code needs a C++ compiler")
+    monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
+    monkeypatch.setattr(fastpath, "_compiled_pool", None)
+    torch.manual_seed(17)
+    spikes = (torch.rand(3, 4, 5, 10, 10) < 0.3).float()
+    for x, upstream_shape in ((spikes, (3, 4, 5, 5, 5)), (torch.randn(6, 5, 9, 7), (6, 5, 4, 3))):
+        upstream = torch.randn(upstream_shape)
+        grads = []
+        for pool in (FastMaxPool2d(2, step_mode="m" if x.dim() == 5 else "s"),
+                     layer.MaxPool2d(2, step_mode="m" if x.dim() == 5 else "s")):
+            leaf = x.clone().requires_grad_()
+            out = pool(leaf)
+            (out * upstream).sum().backward()
+            grads.append((out.detach(), leaf.grad))
+        assert torch.equal(grads[0][0], grads[1][0])
+        assert torch.equal(grads[0][1], grads[1][1])
+    assert (fastpath._compiled_pool not in (None, False)) == compiled
+
+
+def test_fast_max_pool_leaves_other_windows_to_max_pool2d(monkeypatch):
     calls = []
     original = fastpath._fast_max_pool_2x2
-    monkeypatch.setattr(fastpath, "_fast_max_pool_2x2", lambda t: calls.append(t) or original(t))
-    x = torch.randn(2, 3, 4, 8, 8, requires_grad=True)
-    FastMaxPool2d(2, step_mode="m")(x).sum().backward()  # a gradient is wanted: aten's, with its indices
-    FastMaxPool2d(3, step_mode="m")(x.detach())  # other windows
-    FastMaxPool2d(2, stride=1, step_mode="m")(x.detach())
+    monkeypatch.setattr(fastpath, "_fast_max_pool_2x2", lambda *a, **k: calls.append(a) or original(*a, **k))
+    x = torch.randn(2, 3, 4, 8, 8)
+    FastMaxPool2d(3, step_mode="m")(x)
+    FastMaxPool2d(2, stride=1, step_mode="m")(x)
+    FastMaxPool2d(2, padding=1, step_mode="m")(x)
     assert calls == []
-    FastMaxPool2d(2, step_mode="m")(x.detach())
-    assert len(calls) == 1
-    reference = x.detach().clone().requires_grad_()
-    layer.MaxPool2d(2, step_mode="m")(reference).sum().backward()
-    assert torch.equal(x.grad, reference.grad)
+    FastMaxPool2d(2, step_mode="m")(x)
+    FastMaxPool2d(2, step_mode="m")(x.requires_grad_())
+    assert len(calls) == 2
 
 
 # ----------------------------------------------------------------------------- Poisson input
