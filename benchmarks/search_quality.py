@@ -9,7 +9,8 @@ For one model, space and budget it runs, each in its own experiment folder under
    configuration it picked, over ``--seeds`` seeds;
 2. ``random``: the same search with Optuna's ``RandomSampler`` (same trials, same ASHA) and its retrain;
 3. ``seed``: the seed's own configuration retrained with exactly the same epochs, data (the same
-   validation split and subset) and seeds.
+   validation split and subset) and seeds; when a search chose exactly that configuration, its
+   retrain is the seed arm's (the same run, not repeated).
 
 Selection is on the validation split, so every test figure is unbiased. It prints and writes
 (``--out``/quality.json and quality.md) one table: final-epoch test accuracy mean ± std over
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from snn.cli import Parser, fail
-from snn.config import MODELS, RunConfig
+from snn.config import MODELS, SURROGATE_DEFAULT_ALPHA, RunConfig
 from snn.data import default_data_dir, read_dataset
 from snn.io import write_json, write_text
 from tuning import experiment as files
@@ -65,14 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"python -m benchmarks.search_quality: error: {e}")
     epochs = args.retrain_epochs or space.budget.retrain_epochs
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, searched = [], {}
     for arm in arms:
         start = time.time()
         folder = args.out / arm
         if arm == "seed":
-            summary = _retrain_seed_configuration(args, space, epochs, folder)
+            same = next((name for name, summary in searched.items()
+                         if _same_network(summary["best_trial"]["config"], _seed_configuration(args, space, epochs))),
+                        None)
+            if same is not None:  # the search chose the seed's configuration: its retrain is this arm's too
+                print(f"the {same} search chose the seed's configuration: its retrain is the seed arm's", flush=True)
+                folder, summary = args.out / same, {"retrain": searched[same]["retrain"],
+                                                    "best_trial": searched[same]["best_trial"]}
+                arm = f"seed (= {same})"
+            else:
+                summary = _retrain_seed_configuration(args, space, epochs, folder)
         else:
-            summary = _search(args, arm, epochs)
+            summary = searched[arm] = _search(args, arm, epochs)
         rows.append(_row(arm, folder, summary, time.time() - start, space))
         _write_table(args.out, rows, args, epochs)
     return 0
@@ -92,11 +102,26 @@ def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
     return json.loads((args.out / sampler / files.SUMMARY).read_text())
 
 
-def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[str, Any]:
-    """The seed's configuration on the searches' data (same subset, same validation split), ``--seeds`` seeds."""
+def _seed_configuration(args, space, epochs: int) -> RunConfig:
+    """The seed's configuration on the searches' data (same subset, same validation split)."""
     data_fields = {k: v for k, v in space.fixed.items() if k in DATA_FIELDS}
     data_fields.setdefault("val_size", DEFAULT_VAL_SIZE)
-    config = RunConfig(model=args.model, **data_fields, epochs=epochs)
+    return RunConfig(model=args.model, **data_fields, epochs=epochs)
+
+
+def _same_network(chosen: dict[str, Any], seed: RunConfig) -> bool:
+    """Whether a search's chosen configuration trains exactly what the seed's does (run settings aside)."""
+    def network(config: dict[str, Any]) -> dict[str, Any]:
+        alpha = config.get("surrogate_alpha")  # None: spikingjelly's default for the surrogate
+        return {**{k: v for k, v in config.items() if k not in ("seed", "device")},
+                "surrogate_alpha": SURROGATE_DEFAULT_ALPHA[config["surrogate"]] if alpha is None else alpha}
+
+    return network(chosen) == network(seed.to_dict())
+
+
+def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[str, Any]:
+    """The seed's configuration on the searches' data (same subset, same validation split), ``--seeds`` seeds."""
+    config = _seed_configuration(args, space, epochs)
     print(f"retraining the seed's configuration: {config.to_dict()}", flush=True)
     data = read_dataset(args.data_dir or default_data_dir(), config.dataset)
     result = retrain(folder, config.to_dict(), epochs, args.seeds, data)

@@ -11,9 +11,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["train_speed", "search_overhead", "search_quality", "chaos", "gpu_check"])
+@pytest.mark.parametrize("module", ["train_speed", "search_overhead", "search_quality", "chaos", "gpu_check",
+                                    "linear_ceiling"])
 def test_every_benchmark_answers_help(module):
     run = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "usage:" in run.stdout
+
+
+def test_search_quality_reuses_a_search_retrain_only_for_the_seed_network_itself():
+    """The seed arm is not retrained again when a search chose exactly the seed's network."""
+    from benchmarks.search_quality import _same_network
+    from snn.config import RunConfig
+
+    seed = RunConfig(model="fc", val_size=5000, epochs=30)
+    chosen = {**seed.to_dict(), "surrogate_alpha": 2.0, "seed": 3, "device": "cpu"}  # ATan's default, spelled out
+    assert _same_network(chosen, seed)
+    assert not _same_network({**chosen, "lr": 2e-3}, seed)
+    assert not _same_network({**chosen, "surrogate_alpha": 3.0}, seed)
+    assert not _same_network({**chosen, "limit_train": 5000}, seed)  # other data: another experiment
