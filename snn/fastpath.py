@@ -504,32 +504,38 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
     if n == 0 or int(counts.max()) == 0:
         return constant.squeeze(2).expand(T, n, weight.shape[0])
     by_count = torch.argsort(counts)  # images of similar counts side by side
-    groups = by_count.chunk(min(INPUT_GROUPS, n))
+    counts = counts[by_count]
+    # every fractional pixel of the sorted batch, row-major: image after image, each in pixel order
+    rows, pixels = fractional[by_count].nonzero(as_tuple=True)
+    thresholds = spike_thresholds(images[by_count][rows, pixels])  # [M] int16
+    ends = counts.cumsum(0)
+    slots = torch.arange(len(rows), device=rows.device) - (ends - counts)[rows]  # place within its image
+    ends, counts = [0, *ends.tolist()], counts.tolist()
     # rows of a contiguous [P, O] copy gather ~10x faster than the strided columns of weight
     pixel_major = weight.t().contiguous()
-    parts = [_fractional_current(images[group], fractional[group], int(counts[group[-1]]), pixel_major, T)
-             for group in groups]
+    parts, size = [], -(-n // INPUT_GROUPS)  # images per group, as torch.chunk splits
+    for first in range(0, n, size):
+        last = min(first + size, n)
+        part = slice(ends[first], ends[last])  # the group's pixels in rows, slots, pixels, thresholds
+        parts.append(_group_current(rows[part] - first, slots[part], pixels[part], thresholds[part],
+                                    last - first, counts[last - 1], pixel_major, T))
     current = torch.cat(parts).index_select(0, torch.argsort(by_count))  # [N, O, T], the batch's order
     return (current + constant).permute(2, 0, 1)  # [T, N, O]
 
 
-def _fractional_current(images: torch.Tensor, fractional: torch.Tensor, k: int, pixel_major: torch.Tensor,
-                        T: int) -> torch.Tensor:
-    """Input current [n, O, T] of the fractional pixels of images [n, P], at most ``k`` per image;
-    ``pixel_major`` is the weight as [P, O]."""
-    n = images.shape[0]
+def _group_current(rows: torch.Tensor, slots: torch.Tensor, pixels: torch.Tensor, thresholds: torch.Tensor,
+                   n: int, k: int, pixel_major: torch.Tensor, T: int) -> torch.Tensor:
+    """Input current [n, O, T] of n images' fractional pixels (image ``rows``, place ``slots`` < k,
+    ``pixels``, spike ``thresholds``); ``pixel_major`` is the weight as [P, O]."""
     if k == 0:
         return pixel_major.new_zeros(n, pixel_major.shape[1], T)
-    # slot j of image i holds its j-th fractional pixel, in pixel order; the padding after them
-    # holds pixel 0 with p = 0 (never spikes, so it adds nothing to the current or the gradient)
-    rows, pixels = fractional.nonzero(as_tuple=True)  # row-major: each image's pixels in order
-    counts = fractional.sum(1)
-    slots = torch.arange(len(rows), device=rows.device) - (counts.cumsum(0) - counts)[rows]
-    order = torch.zeros(n, k, dtype=torch.long, device=images.device)  # [n, K]
+    # slot j of image i holds its j-th fractional pixel; the padding after them holds pixel 0 with a
+    # threshold no lane is below (never spikes, so it adds nothing to the current or the gradient)
+    order = torch.zeros(n, k, dtype=torch.long, device=pixels.device)  # [n, K]
     order[rows, slots] = pixels
-    probs = images.new_zeros(n, k)
-    probs[rows, slots] = images[rows, pixels]
-    spikes = bernoulli_spikes(spike_thresholds(probs), T, pixel_major.dtype)  # [n, K, T]
+    padded = torch.full((n, k), -_LANE_LEVELS // 2, dtype=torch.int16, device=pixels.device)
+    padded[rows, slots] = thresholds
+    spikes = bernoulli_spikes(padded, T, pixel_major.dtype)  # [n, K, T]
     # index_select's backward is an index_add_, several times faster on the CPU than the
     # accumulating index_put_ that advanced indexing (weight[:, order]) backpropagates through
     pixel_weights = pixel_major.index_select(0, order.reshape(-1)).view(n, k, -1)  # [n, K, O]
