@@ -55,7 +55,7 @@ def measure(trials: int) -> dict[str, float]:
     return {
         "trials": n,
         "command_seconds": total,
-        "ray_start_and_setup_seconds": total - searching,  # outside Tuner.fit: Ray's start and stop, the estimate
+        "outside_tuner_seconds": total - searching,  # Ray's start and stop, the estimate
         "search_seconds": searching,
         "trial_training_seconds": training,
         "overhead_per_trial_seconds": (searching - training) / n,
@@ -83,7 +83,7 @@ def main() -> None:
           f"{'Tuner s':>8}")
     for f, o in zip((few, more), overhead):
         print(f"  {f['trials']:>6} {f['command_seconds']:>10.1f} {f['trial_training_seconds']:>11.1f} {o:>11.1f} "
-              f"{f['ray_start_and_setup_seconds']:>16.1f} {f['search_seconds']:>8.1f}")
+              f"{f['outside_tuner_seconds']:>16.1f} {f['search_seconds']:>8.1f}")
     print(f"  marginal overhead per trial: {per_trial:.2f} s; fixed per search: {fixed[0]:.1f} s "
           f"(the first search of the process; the second: {fixed[1]:.1f} s)")
 

@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         folder = args.out / arm
         if arm == "seed":
+            seed_config = _seed_configuration(args, space, epochs)
             same = next((name for name, summary in searched.items()
-                         if _same_network(summary["best_trial"]["config"], _seed_configuration(args, space, epochs))),
-                        None)
+                         if summary.get("retrain") and (summary.get("best_trial") or {}).get("config")
+                         and _same_network(summary["best_trial"]["config"], seed_config)), None)
             if same is not None:  # the search chose the seed's configuration: its retrain is this arm's too
                 print(f"the {same} search chose the seed's configuration: its retrain is the seed arm's", flush=True)
                 folder, summary = args.out / same, {"retrain": searched[same]["retrain"],
@@ -110,10 +111,11 @@ def _seed_configuration(args, space, epochs: int) -> RunConfig:
 
 
 def _same_network(chosen: dict[str, Any], seed: RunConfig) -> bool:
-    """Whether a search's chosen configuration trains exactly what the seed's does (run settings aside)."""
+    """Whether a search's chosen configuration trains exactly what the seed's does, from the same seeds
+    (the retrain runs seeds ``seed``, ``seed`` + 1, ...); only the device may differ."""
     def network(config: dict[str, Any]) -> dict[str, Any]:
         alpha = config.get("surrogate_alpha")  # None: spikingjelly's default for the surrogate
-        return {**{k: v for k, v in config.items() if k not in ("seed", "device")},
+        return {**{k: v for k, v in config.items() if k != "device"},
                 "surrogate_alpha": SURROGATE_DEFAULT_ALPHA[config["surrogate"]] if alpha is None else alpha}
 
     return network(chosen) == network(seed.to_dict())

@@ -370,7 +370,10 @@ _compiled_pool = None
 
 
 def _fast_max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
-    """``max_pool_2x2``, compiled by inductor into one pass for large inputs where it can be."""
+    """``max_pool_2x2``, compiled by inductor into one pass for large inputs where it can be.
+
+    Large: the whole input (all steps at once) holds at least ``COMPILE_MIN_STEP_NUMEL`` elements.
+    """
     global _compiled_pool
     if x.numel() >= COMPILE_MIN_STEP_NUMEL:
         if _compiled_pool is None:
@@ -416,12 +419,13 @@ class FastMaxPool2d(layer.MaxPool2d):
     fused = True  # set False (backend "torch") to keep spikingjelly's own path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.fused and x.device.type == "cpu" and x.dim() >= 3 and _pair(self.kernel_size) == (2, 2)
+        shape_ok = x.dim() == 5 if self.step_mode == "m" else x.dim() in (3, 4)  # else spikingjelly says why not
+        if not (self.fused and shape_ok and x.device.type == "cpu" and _pair(self.kernel_size) == (2, 2)
                 and _pair(self.stride or self.kernel_size) == (2, 2) and _pair(self.padding) == (0, 0)
                 and _pair(self.dilation) == (1, 1) and not self.return_indices and not self.ceil_mode):
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
-            return _MaxPool2x2.apply(x) if x.dim() >= 4 else super().forward(x)
+            return _MaxPool2x2.apply(x) if x.dim() >= 4 else super().forward(x)  # aten's backward takes 4-D
         return _fast_max_pool_2x2(x)
 
 
@@ -474,8 +478,8 @@ def bernoulli_spikes(thresholds: torch.Tensor, T: int, dtype: torch.dtype = torc
     return torch.lt(lanes, thresholds.unsqueeze(-1), out=spikes)
 
 
-# Images are drawn for in groups of similar fractional-pixel counts, each padded to its own
-# largest count: on MNIST batches of 128, one group pads the draws to 1.79x the pixels that
+# The batch's images are split into groups of similar fractional-pixel counts, each group padded
+# to its own largest count: on MNIST batches of 128, one group pads the draws to 1.79x the pixels that
 # can spike, six groups to 1.13x. The draw, comparison and matmul shrink with the padding: the
 # input current's forward and backward ran 1.35-1.49x faster than with one group.
 INPUT_GROUPS = 6
@@ -503,7 +507,7 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
     counts = fractional.sum(1)
     if n == 0 or int(counts.max()) == 0:
         return constant.squeeze(2).expand(T, n, weight.shape[0])
-    by_count = torch.argsort(counts)  # images of similar counts side by side
+    by_count = torch.argsort(counts, stable=True)  # images of similar counts side by side
     counts = counts[by_count]
     # every fractional pixel of the sorted batch, row-major: image after image, each in pixel order
     rows, pixels = fractional[by_count].nonzero(as_tuple=True)

@@ -66,6 +66,8 @@ def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compil
     if compiled and shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile's CPU code needs a C++ compiler")
     monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
+    monkeypatch.setattr(fastpath, "_compiled_loop", None)
+    monkeypatch.setattr(fastpath, "_compiled_backward", None)
     torch.manual_seed(15)
     x_seq, upstream, v_upstream = torch.randn(5, 3, 4, 6, 6) * 1.5 + 0.4, torch.randn(5, 3, 4, 6, 6), torch.randn(3, 4, 6, 6)
     grads = []
@@ -75,6 +77,8 @@ def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compil
         (grad,) = torch.autograd.grad((spikes * upstream).sum() + (node.v * v_upstream).sum(), x)
         grads.append(grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+    if compiled:  # both compiled, none fell back to the eager loops (a fallback sets them False)
+        assert fastpath._compiled_loop not in (None, False) and fastpath._compiled_backward not in (None, False)
 
 
 def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
@@ -98,6 +102,8 @@ def test_compiled_time_loop_equals_spikingjelly(kind, tau, surrogate_name, monke
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile's CPU code needs a C++ compiler")
     monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0)
+    monkeypatch.setattr(fastpath, "_compiled_loop", None)
+    monkeypatch.setattr(fastpath, "_compiled_backward", None)
     torch.manual_seed(14)
     x_seq, upstream = torch.randn(4, 3, 5, 6, 6) * 1.5 + 0.4, torch.randn(4, 3, 5, 6, 6)
     fused, reference = pair(kind, surrogate_name, tau=tau)
@@ -236,6 +242,8 @@ def test_fast_max_pool_leaves_other_windows_to_max_pool2d(monkeypatch):
     FastMaxPool2d(2, step_mode="m")(x)
     FastMaxPool2d(2, step_mode="m")(x.requires_grad_())
     assert len(calls) == 2
+    with pytest.raises(ValueError, match="expected x with shape"):  # spikingjelly's own check of the step mode
+        FastMaxPool2d(2, step_mode="m")(x[0].detach())
 
 
 # ----------------------------------------------------------------------------- Poisson input
@@ -280,6 +288,18 @@ def test_poisson_input_current_keeps_each_image_its_own_pixels_across_groups():
     (grad,) = torch.autograd.grad((spikes * upstream).sum(), weight)
     expected = torch.einsum("tno,tnp->op", upstream, spikes.detach())
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [3, 2 * INPUT_GROUPS + 2])
+def test_poisson_input_current_with_groups_of_binary_images(n):
+    """Fewer images than groups, and whole groups of images with no fractional pixel at all."""
+    torch.manual_seed(4)
+    images = (torch.rand(n, 30) < 0.4).float()
+    images[-1, :5] = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])  # one image with fractional pixels, the rest binary
+    spikes = poisson_input_current(images, torch.eye(30), 3000)
+    rate = spikes.mean(0)
+    assert torch.equal(rate[:-1], images[:-1]) and torch.equal(rate[-1, 5:], images[-1, 5:])
+    assert ((rate[-1, :5] - images[-1, :5]).abs() < 0.05).all()
 
 
 def test_poisson_input_current_equals_the_dense_layer_on_binary_images():

@@ -13,9 +13,13 @@ import contextlib
 import io
 import os
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from snn.checkpoint import CheckpointError
 from snn.cli import fail
@@ -65,21 +69,31 @@ def run(args: argparse.Namespace, trainable=None) -> int:
     from . import ray_cluster  # Ray is imported only once the input is known to be good
     from .cost import seed_epoch_seconds
 
-    # the cost estimate times a few training batches while Ray starts (mostly waiting on its processes)
+    if not args.address and not args.no_dashboard and args.dashboard_port is not None:
+        ray_cluster.check_port_free(args.dashboard_host, args.dashboard_port)  # before any work starts
+    # A local search times the cost estimate's few batches while Ray starts (Ray mostly waits on its
+    # new processes then). Not on a GPU machine: the estimate would set CUDA switches in os.environ
+    # while Ray copies it into its processes.
+    overlap = not args.resume and not args.address and not torch.cuda.is_available()
+    stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        epoch_s = None if args.resume else pool.submit(seed_epoch_seconds, space, settings, data)
-        ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
-                              dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-                              join_timeout=args.join_timeout)
+        early = pool.submit(seed_epoch_seconds, space, settings, data, stop) if overlap else None
         try:
-            _search_and_retrain(args, experiment, space, settings, data, start, trainable, epoch_s)
+            ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
+                                  dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
+                                  join_timeout=args.join_timeout)
+            try:
+                _search_and_retrain(args, experiment, space, settings, data, start, trainable,
+                                    early.result if early else lambda: seed_epoch_seconds(space, settings, data))
+            finally:
+                ray_cluster.stop_ray()
         finally:
-            ray_cluster.stop_ray()
+            stop.set()  # a search that failed before reading the estimate: it ends at its next batch
     return 0
 
 
 def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
-                        trainable, epoch_s: concurrent.futures.Future | None) -> None:
+                        trainable, epoch_seconds: Callable[[], float]) -> None:
     from . import ray_cluster, tuner
     from .retrain import retrain, retrain_front
 
@@ -87,7 +101,7 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
     if not args.resume:
         from .cost import estimate
 
-        print(estimate(space, settings, epoch_s.result(), ray_cluster.max_concurrent(settings)), flush=True)
+        print(estimate(space, settings, epoch_seconds(), ray_cluster.max_concurrent(settings)), flush=True)
         create_experiment(experiment, space, settings)
     print(f"experiment: {experiment}", flush=True)
     began = (experiment / files.TUNE / TUNER_STATE).is_file()  # else killed before Ray Tune wrote anything

@@ -9,6 +9,7 @@ configurations in the space are faster or slower than the seed's.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import torch
@@ -24,10 +25,18 @@ _TIMED_BATCHES = 3
 _HOUR = 3600.0
 
 
-def seed_epoch_seconds(space: SearchSpace, settings: Settings, data: Dataset) -> float:
-    """Seconds for one epoch of the seed's configuration (trial 0) here, from a few timed batches."""
+class Stopped(Exception):
+    """The estimate was told to stop before it finished (the search failed first)."""
+
+
+def seed_epoch_seconds(space: SearchSpace, settings: Settings, data: Dataset,
+                       stop: threading.Event | None = None) -> float:
+    """Seconds for one epoch of the seed's configuration (trial 0) here, from a few timed batches.
+
+    Raises ``Stopped`` at the next batch once ``stop`` is set (it may run in a thread).
+    """
     config = space.config_for(space.seed_point()[0], device=settings.device, epochs=1)
-    return _epoch_seconds(config, data, settings.cpus_per_trial)
+    return _epoch_seconds(config, data, settings.cpus_per_trial, stop)
 
 
 def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency: int) -> str:
@@ -52,7 +61,7 @@ def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency
     return "\n".join(lines)
 
 
-def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float) -> float:
+def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float, stop: threading.Event | None = None) -> float:
     """Seconds for one epoch of ``config`` on this machine's CPU or GPU, from a few batches of the trainer."""
     splits = make_splits(data, config)
     probe = config.replace(epochs=1, val_size=0, limit_train=(_TIMED_BATCHES + 1) * config.batch_size,
@@ -62,14 +71,19 @@ def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float) -> float:
     torch.set_num_threads(max(1, int(cpus)))
     try:
         start = time.perf_counter()
-        train(probe, make_splits(data, probe), on_batch=lambda *_: stamps.append(time.perf_counter()),
-              silence=None)
+        train(probe, make_splits(data, probe), on_batch=lambda *_: _stamp(stamps, stop), silence=None)
     finally:
         torch.set_num_threads(threads)
     gaps = [b - a for a, b in zip([start, *stamps], stamps)]  # seconds per batch
     per_batch = min(gaps[1:] or gaps)  # the first batch warms up
     evaluated = len(splits.test) + (len(splits.val) if splits.val is not None else 0)
     return per_batch / config.batch_size * (len(splits.train) + evaluated / 3)  # evaluation: about a third
+
+
+def _stamp(stamps: list[float], stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Stopped
+    stamps.append(time.perf_counter())
 
 
 def _duration(seconds: float) -> str:

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +53,7 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
         print(f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
               f"it can run code through Ray's job API", file=sys.stderr)
     if dashboard and dashboard_port is not None:
-        _check_port_free(dashboard_host, dashboard_port)
+        check_port_free(dashboard_host, dashboard_port)
     try:
         with _node_on_loopback() as node_ip:
             # address "local": a new instance, never the cluster that `ray start` (or another search's
@@ -121,7 +122,7 @@ def _fd2_held() -> Iterator[int]:
         held.close()
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
     """The dashboard's port must be free (Ray's own check fails with a traceback)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -169,7 +170,8 @@ def stop_ray() -> None:
     """
     for monitor in _local_processes(ray_constants.PROCESS_TYPE_MONITOR):
         monitor.kill()
-        monitor.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # as Ray, never wait on a process for long
+            monitor.wait(timeout=1)
     ray.shutdown()
 
 

@@ -93,5 +93,6 @@ def test_every_service_of_a_local_ray_listens_on_loopback_only():
     assert len(sockets) >= 8, sockets  # GCS, raylet x2, agents, dashboard, driver and two workers at least
     exposed = [s for s in sockets if not is_loopback(s["ip"])]
     assert exposed == [], exposed
-    # stop_ray found the autoscaler monitor it kills first (Ray's internals still where it looks), and it is gone
+    # stop_ray finds the autoscaler monitor it kills first (Ray's internals are still where it looks), and
+    # it is gone after (ray.shutdown would also have killed it, a second later: this pins the lookup only)
     assert json.loads(next(l for l in output.splitlines() if l.startswith("MONITORS ")).removeprefix("MONITORS ")) == [True]
