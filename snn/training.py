@@ -70,6 +70,13 @@ class SilenceRule:
     about 3 per image while it learns, so the literal S = 5 would call it silent; scaled, an
     image is silent there when its output emits no spike at all (0.2% of them after 10 batches,
     100% for the LIF and PLIF CSNN whose deeper layers never fire).
+
+    Added here: a run whose training accuracy over the watched images is above ``max_accuracy``
+    (twice chance on 10 classes) already classifies and is never called silent, however quiet
+    its output. On the full-MNIST FC-SNN search of the README, Firmin's count alone stopped
+    three trials that were at 43-49% training accuracy after 80 batches and rising (low
+    learning rates, short T); silent networks sit at chance (a network with no output spike
+    predicts class 0).
     """
 
     min_spikes: float = 5.0  # S: output spikes per image (at per_steps steps) below which an image is silent
@@ -77,13 +84,15 @@ class SilenceRule:
     probe_batches: int = 20  # training batches the probe counts over
     warmup_batches: int = 60  # training batches of the first epoch before the probe starts
     per_steps: int = 100  # the simulation length at which min_spikes applies unscaled, in time steps
+    max_accuracy: float = 0.2  # only a run at most this accurate on the watched images can be silent
 
     def __post_init__(self) -> None:
         rules = [("min_spikes", self.min_spikes > 0, "must be > 0"),
                  ("max_fraction", 0 <= self.max_fraction <= 1, "must be in [0, 1] (1 never stops a run)"),
                  ("probe_batches", self.probe_batches >= 1, "must be >= 1"),
                  ("warmup_batches", self.warmup_batches >= 0, "must be >= 0"),
-                 ("per_steps", self.per_steps >= 1, "must be >= 1")]
+                 ("per_steps", self.per_steps >= 1, "must be >= 1"),
+                 ("max_accuracy", 0 <= self.max_accuracy <= 1, "must be in [0, 1] (1: the spike count alone)")]
         for name, holds, rule in rules:
             if not holds:
                 raise ConfigError(f"SilenceRule.{name}", rule, getattr(self, name))
@@ -103,15 +112,24 @@ class _SilenceProbe:
         self.rule, self.model = rule, model
         self.min_spikes = rule.min_spikes_at(T)
         self.fraction: float | None = None  # of the watched images that were silent, once judged
+        self.accuracy: float | None = None  # training accuracy on the watched images, once judged
         self._counter: QuietOutputCounter | None = None
+        self._correct = self._seen = 0
 
     @property
     def silent(self) -> bool:
-        return self.fraction is not None and self.fraction > self.rule.max_fraction
+        return (self.fraction is not None and self.fraction > self.rule.max_fraction
+                and self.accuracy <= self.rule.max_accuracy)
 
     def before_batch(self, i: int) -> None:
         if i == self.rule.warmup_batches:
             self._counter = QuietOutputCounter(self.model, self.min_spikes)
+
+    def watch(self, out: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count a training batch's correct predictions while the probe watches."""
+        if self._counter is not None:
+            self._correct = self._correct + (out.argmax(1) == labels).sum()  # a tensor: no host sync
+            self._seen += len(labels)
 
     def judged_silent(self, i: int) -> bool:
         """After batch i: True when the probe ends here and finds the network silent (one host sync)."""
@@ -120,6 +138,7 @@ class _SilenceProbe:
         quiet, images = self._counter.close()
         self._counter = None
         self.fraction = quiet / images
+        self.accuracy = int(self._correct) / max(1, self._seen)
         return self.silent
 
     def close(self) -> None:
@@ -130,7 +149,8 @@ class _SilenceProbe:
     def record(self) -> EpochRecord:
         if self.fraction is None:
             return {}
-        return {"silence_fraction": self.fraction, "silence_min_spikes": self.min_spikes}
+        return {"silence_fraction": self.fraction, "silence_min_spikes": self.min_spikes,
+                "silence_accuracy": self.accuracy}
 
 
 def _autocast(config: RunConfig, device: torch.device):
@@ -264,6 +284,8 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
             optimizer.step()
             loss_sum += loss.detach() * len(index)
             correct += (out.detach().argmax(1) == labels).sum()
+            if probe is not None:
+                probe.watch(out.detach(), labels)
             seen += len(index)
             trained = i + 1
             if on_batch is not None:

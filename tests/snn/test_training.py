@@ -206,7 +206,22 @@ def test_a_network_that_cannot_fire_is_stopped_as_silent_within_its_first_epoch(
     assert record["train_batches"] == 5 < 8
     assert record["silence_fraction"] == 1.0
     assert record["silence_min_spikes"] == pytest.approx(5 * 3 / 100)
+    assert record["silence_accuracy"] <= 0.2  # no output spike: it predicts one class
     assert "test_acc" not in record, "no evaluation of a silent model"
+
+
+def test_a_quiet_network_that_already_classifies_is_not_silent(dataset):
+    """Every image is 'quiet' under a huge spike count, but the network learns: only the spike count
+    (max_accuracy 1) calls it silent; the default accuracy guard lets it train."""
+    config = tiny_fc(T=10, epochs=1, limit_train=1_280, lr=1e-2)  # 10 batches, learns within a few
+    quiet = dict(min_spikes=1e6, warmup_batches=5, probe_batches=4)
+    count_only = train(config, subset(dataset, config), silence=SilenceRule(**quiet, max_accuracy=1.0))
+    guarded = train(config, subset(dataset, config), silence=SilenceRule(**quiet))
+    assert count_only.status == "silent"
+    assert guarded.status == "completed"
+    record = guarded.epochs[0]
+    assert record["silence_fraction"] == 1.0 and record["silence_accuracy"] > 0.2
+    assert record["silence_accuracy"] == count_only.epochs[0]["silence_accuracy"]  # the same run up to the probe
 
 
 def test_the_seed_fc_snn_is_not_silent_by_the_default_rule(dataset):
@@ -228,7 +243,7 @@ def test_the_probe_changes_nothing_it_watches(dataset):
     probed = train(config, subset(dataset, config), silence=watch_only)
     unprobed = train(config, subset(dataset, config), silence=None)
     assert "silence_fraction" in probed.epochs[0] and "silence_fraction" not in unprobed.epochs[0]
-    ignore = TIMING | {"silence_fraction", "silence_min_spikes"}
+    ignore = TIMING | {"silence_fraction", "silence_min_spikes", "silence_accuracy"}
     assert [{k: v for k, v in r.items() if k not in ignore} for r in probed.epochs] == \
         [{k: v for k, v in r.items() if k not in ignore} for r in unprobed.epochs]
 
@@ -242,3 +257,5 @@ def test_the_silence_rule_scales_firmins_count_to_short_simulations():
         SilenceRule(max_fraction=1.5)
     with pytest.raises(ConfigError, match="SilenceRule.probe_batches"):
         SilenceRule(probe_batches=0)
+    with pytest.raises(ConfigError, match="SilenceRule.max_accuracy"):
+        SilenceRule(max_accuracy=-0.1)

@@ -214,6 +214,7 @@ def _budget(raw: dict, fail) -> Budget:
 _SILENCE_RULES = {  # SilenceRule's fields: (integer?, lowest allowed, highest allowed)
     "min_spikes": (False, 0.0, math.inf), "max_fraction": (False, 0.0, 1.0),
     "probe_batches": (True, 1, math.inf), "warmup_batches": (True, 0, math.inf), "per_steps": (True, 1, math.inf),
+    "max_accuracy": (False, 0.0, 1.0),
 }
 
 
