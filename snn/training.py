@@ -74,9 +74,8 @@ class SilenceRule:
     Added here: a run whose training accuracy over the watched images is above ``max_accuracy``
     (twice chance on 10 classes) already classifies and is never called silent, however quiet
     its output. On the full-MNIST FC-SNN search of the README, Firmin's count alone stopped
-    three trials that were at 43-49% training accuracy after 80 batches and rising (low
-    learning rates, short T); silent networks sit at chance (a network with no output spike
-    predicts class 0).
+    three trials that were at 43-49% training accuracy over their first 80 batches; silent
+    networks sit at chance (a network with no output spike predicts one class).
     """
 
     min_spikes: float = 5.0  # S: output spikes per image (at per_steps steps) below which an image is silent
