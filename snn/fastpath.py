@@ -64,7 +64,7 @@ def _multi_step_if_lif(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, 
     Returns spikes [T, ...], the last V [...], and H [T, ...] when ``keep_charge``.
     """
     if x_seq[0].numel() >= COMPILE_MIN_STEP_NUMEL and x_seq.device.type == "cpu":
-        compiled = _compiled_if_lif_steps(x_seq, v, tau, threshold, keep_charge)
+        compiled = _compiled_loop(x_seq.detach(), v.detach(), tau, threshold, keep_charge)
         if compiled is not None:
             return compiled
     spikes = torch.empty_strided(x_seq.shape, _dense_strides(x_seq), dtype=x_seq.dtype, device=x_seq.device)
@@ -114,9 +114,33 @@ def _if_lif_steps_numpy(x_seq, v, tau, threshold, spikes, charge):
 # time loop is memory-bound: three full passes per step in torch ops. torch.compile (inductor's C++
 # code) fuses a whole loop into one pass that reads each input once, ~1.35x faster per training and
 # evaluation batch of the CSNN; the first call compiles for 15-60 s (cached on disk for later runs).
-# Smaller steps would not repay the compile. None: never tried; False: unavailable, eager loops.
+# Smaller steps would not repay the compile.
 COMPILE_MIN_STEP_NUMEL = 1 << 20
-_compiled_loop = None
+
+
+class _Compiled:
+    """``fn`` compiled by inductor on its first call, run without autograd.
+
+    Calling returns None where torch.compile or a C++ compiler is missing (with one warning; it
+    is not tried again): the caller then runs its eager code, which computes the same.
+    ``compiled`` is None before the first call, False once compiling failed.
+    """
+
+    def __init__(self, fn, what: str):
+        self.fn, self.what, self.compiled = fn, what, None
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=True)
+        if self.compiled is False:
+            return None
+        try:
+            with torch.no_grad():
+                return self.compiled(*args)
+        except Exception as error:  # no compiler, an unsupported platform
+            warnings.warn(f"torch.compile of {self.what} failed, running it eagerly: {error}", stacklevel=3)
+            self.compiled = False
+            return None
 
 
 def if_lif_steps(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
@@ -136,25 +160,11 @@ def if_lif_steps(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, thresh
     return torch.stack(spikes), v, torch.stack(charges) if keep_charge else None
 
 
-def _compiled_if_lif_steps(x_seq, v, tau, threshold, keep_charge):
-    """``if_lif_steps`` compiled by inductor, or None where torch.compile or a C++ compiler is missing."""
-    global _compiled_loop
-    if _compiled_loop is None:
-        _compiled_loop = torch.compile(if_lif_steps, dynamic=True)
-    if _compiled_loop is False:
-        return None
-    try:
-        with torch.no_grad():
-            return _compiled_loop(x_seq.detach(), v.detach(), tau, threshold, keep_charge)
-    except Exception as error:  # no compiler, an unsupported platform: the eager loops compute the same
-        warnings.warn(f"torch.compile of the IF/LIF loop failed, running it eagerly: {error}", stacklevel=2)
-        _compiled_loop = False
-        return None
+_compiled_loop = _Compiled(if_lif_steps, "the IF/LIF loop")
 
 
 # the surrogates whose gradient ``if_lif_backward`` writes out (spikingjelly's ids: 0 Sigmoid, 1 ATan)
 _COMPILED_SURROGATES = (0, 1)
-_compiled_backward = None
 
 
 def if_lif_backward(grad_spikes: torch.Tensor, charge: torch.Tensor, grad_v: torch.Tensor | None,
@@ -185,20 +195,7 @@ def if_lif_backward(grad_spikes: torch.Tensor, charge: torch.Tensor, grad_v: tor
     return torch.stack(grads[::-1]), carry
 
 
-def _compiled_if_lif_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id):
-    """``if_lif_backward`` compiled by inductor, or None where torch.compile or a C++ compiler is missing."""
-    global _compiled_backward
-    if _compiled_backward is None:
-        _compiled_backward = torch.compile(if_lif_backward, dynamic=True)
-    if _compiled_backward is False:
-        return None
-    try:
-        with torch.no_grad():
-            return _compiled_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
-    except Exception as error:  # no compiler, an unsupported platform: the eager steps compute the same
-        warnings.warn(f"torch.compile of the IF/LIF backward failed, running it eagerly: {error}", stacklevel=2)
-        _compiled_backward = False
-        return None
+_compiled_backward = _Compiled(if_lif_backward, "the IF/LIF backward")
 
 
 def _dense_strides(x_seq: torch.Tensor) -> tuple[int, ...]:
@@ -246,7 +243,7 @@ class _FusedIFLIF(torch.autograd.Function):
         tau, threshold, alpha, surrogate_id = ctx.params
         if (charge[0].numel() >= COMPILE_MIN_STEP_NUMEL and charge.device.type == "cpu"
                 and grad_spikes is not None and surrogate_id in _COMPILED_SURROGATES):
-            compiled = _compiled_if_lif_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
+            compiled = _compiled_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
             if compiled is not None:
                 grad_x, grad_v_init = compiled
                 return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None, None
@@ -366,7 +363,7 @@ def max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
     return out, offset + corner
 
 
-_compiled_pool = None
+_compiled_pool = _Compiled(max_pool_2x2, "the max-pool")
 
 
 def _fast_max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
@@ -374,17 +371,10 @@ def _fast_max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
 
     Large: the whole input (all steps at once) holds at least ``COMPILE_MIN_STEP_NUMEL`` elements.
     """
-    global _compiled_pool
     if x.numel() >= COMPILE_MIN_STEP_NUMEL:
-        if _compiled_pool is None:
-            _compiled_pool = torch.compile(max_pool_2x2, dynamic=True)
-        if _compiled_pool is not False:
-            try:
-                with torch.no_grad():
-                    return _compiled_pool(x, with_indices)
-            except Exception as error:  # no compiler, an unsupported platform: the eager views compute the same
-                warnings.warn(f"torch.compile of the max-pool failed, running it eagerly: {error}", stacklevel=2)
-                _compiled_pool = False
+        pooled = _compiled_pool(x, with_indices)
+        if pooled is not None:
+            return pooled
     return max_pool_2x2(x, with_indices)
 
 
