@@ -43,10 +43,10 @@ def run(node, x_seq: torch.Tensor, upstream: torch.Tensor):
 
 def use_compiled(monkeypatch, compiled: bool, *wrappers) -> None:
     """Force the inductor-compiled paths on (for any size) or off, and reset ``wrappers``
-    (``fastpath._Compiled``) so that a test sees whether they ran."""
+    (``fastpath.compiled._Compiled``) so that a test sees whether they ran."""
     if compiled and shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("torch.compile's CPU code needs a C++ compiler")
-    monkeypatch.setattr(fastpath, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
+    monkeypatch.setattr(fastpath.compiled, "COMPILE_MIN_STEP_NUMEL", 0 if compiled else 1 << 40)
     for wrapper in wrappers:
         monkeypatch.setattr(wrapper, "compiled", None)
 
@@ -73,7 +73,7 @@ def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, s
 @pytest.mark.parametrize("kind", ["if", "lif"])
 def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compiled, monkeypatch):
     """A loss on the neuron's last V as well as its spikes: the backward carries dL/dV through every step."""
-    use_compiled(monkeypatch, compiled, fastpath._compiled_loop, fastpath._compiled_backward)
+    use_compiled(monkeypatch, compiled, fastpath.neurons._compiled_loop, fastpath.neurons._compiled_backward)
     torch.manual_seed(15)
     x_seq, upstream, v_upstream = torch.randn(5, 3, 4, 6, 6) * 1.5 + 0.4, torch.randn(5, 3, 4, 6, 6), torch.randn(3, 4, 6, 6)
     grads = []
@@ -84,7 +84,7 @@ def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compil
         grads.append(grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
     if compiled:  # both compiled, none fell back to the eager loops (a fallback sets them False)
-        assert fastpath._compiled_loop.compiled not in (None, False) and fastpath._compiled_backward.compiled not in (None, False)
+        assert fastpath.neurons._compiled_loop.compiled not in (None, False) and fastpath.neurons._compiled_backward.compiled not in (None, False)
 
 
 def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
@@ -99,19 +99,19 @@ def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
 
 def test_both_time_loops_are_chosen_by_step_size():
     """The numpy and torch loops are only picked by size: each must be the one that ran."""
-    assert 16 * 10 <= fastpath._NUMPY_MAX_STEP_NUMEL < 2 * 64 * 12 * 12
+    assert 16 * 10 <= fastpath.neurons._NUMPY_MAX_STEP_NUMEL < 2 * 64 * 12 * 12
 
 
 @pytest.mark.parametrize("kind,tau,surrogate_name", [("if", 2.0, "atan"), ("lif", 3.5, "sigmoid")])
 def test_compiled_time_loop_equals_spikingjelly(kind, tau, surrogate_name, monkeypatch):
     """The inductor-compiled loop and backward (large steps; here forced on for a small one) compute the same."""
-    use_compiled(monkeypatch, True, fastpath._compiled_loop, fastpath._compiled_backward)
+    use_compiled(monkeypatch, True, fastpath.neurons._compiled_loop, fastpath.neurons._compiled_backward)
     torch.manual_seed(14)
     x_seq, upstream = torch.randn(4, 3, 5, 6, 6) * 1.5 + 0.4, torch.randn(4, 3, 5, 6, 6)
     fused, reference = pair(kind, surrogate_name, tau=tau)
     spikes, v, grad = run(fused, x_seq, upstream)
-    assert fastpath._compiled_loop.compiled not in (None, False), "the compiled loop did not run"
-    assert fastpath._compiled_backward.compiled not in (None, False), "the compiled backward did not run"
+    assert fastpath.neurons._compiled_loop.compiled not in (None, False), "the compiled loop did not run"
+    assert fastpath.neurons._compiled_backward.compiled not in (None, False), "the compiled backward did not run"
     ref_spikes, ref_v, ref_grad = run(reference, x_seq, upstream)
     assert torch.equal(spikes, ref_spikes) and torch.equal(v, ref_v)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
@@ -159,7 +159,7 @@ def test_half_precision_currents_run_the_neuron_in_float32():
 
 def test_backend_torch_turns_the_fused_path_off():
     model = build_model(RunConfig(model="csnn", channels=4, backend="torch"))
-    assert not any(m.fused for m in model.modules() if isinstance(m, (fastpath._FusedMultiStep, FastMaxPool2d)))
+    assert not any(m.fused for m in model.modules() if isinstance(m, (fastpath.neurons._FusedMultiStep, FastMaxPool2d)))
     assert not build_model(RunConfig(model="fc", backend="torch")).sparse_input
     assert build_model(RunConfig(model="fc")).sparse_input
 
@@ -188,7 +188,7 @@ def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients():
 @pytest.mark.parametrize("compiled", [False, True])
 def test_max_pool_2x2_equals_max_pool2d(compiled, monkeypatch):
     """Ties (spikes), odd edges, NaN, negative values and channels_last steps of [T, N, C, H, W]."""
-    use_compiled(monkeypatch, compiled, fastpath._compiled_pool)
+    use_compiled(monkeypatch, compiled, fastpath.pooling._compiled_pool)
     torch.manual_seed(16)
     spikes = (torch.rand(3, 4, 5, 10, 10) < 0.3).float()
     values = torch.randn(3, 4, 5, 9, 7)
@@ -202,14 +202,14 @@ def test_max_pool_2x2_equals_max_pool2d(compiled, monkeypatch):
         expected = torch.nn.functional.max_pool2d(x.flatten(0, 1), 2).view(*x.shape[:2], *fast.shape[2:])
         torch.testing.assert_close(fast, expected, rtol=0, atol=0, equal_nan=True)
     assert fast[0].is_contiguous(memory_format=torch.channels_last)
-    assert (fastpath._compiled_pool.compiled not in (None, False)) == compiled
+    assert (fastpath.pooling._compiled_pool.compiled not in (None, False)) == compiled
 
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_fast_max_pool_gradients_equal_max_pool2d(compiled, monkeypatch):
     """Training: aten's backward over the views' argmax, which picks the first maximum of a tied
     window (spikes tie all the time) as aten does; odd edges; [T, N, C, H, W] and [N, C, H, W]."""
-    use_compiled(monkeypatch, compiled, fastpath._compiled_pool)
+    use_compiled(monkeypatch, compiled, fastpath.pooling._compiled_pool)
     torch.manual_seed(17)
     spikes = (torch.rand(3, 4, 5, 10, 10) < 0.3).float()
     for x, upstream_shape in ((spikes, (3, 4, 5, 5, 5)), (torch.randn(6, 5, 9, 7), (6, 5, 4, 3))):
@@ -223,13 +223,13 @@ def test_fast_max_pool_gradients_equal_max_pool2d(compiled, monkeypatch):
             grads.append((out.detach(), leaf.grad))
         assert torch.equal(grads[0][0], grads[1][0])
         assert torch.equal(grads[0][1], grads[1][1])
-    assert (fastpath._compiled_pool.compiled not in (None, False)) == compiled
+    assert (fastpath.pooling._compiled_pool.compiled not in (None, False)) == compiled
 
 
 def test_fast_max_pool_leaves_other_windows_to_max_pool2d(monkeypatch):
     calls = []
-    original = fastpath._fast_max_pool_2x2
-    monkeypatch.setattr(fastpath, "_fast_max_pool_2x2", lambda *a, **k: calls.append(a) or original(*a, **k))
+    original = fastpath.pooling._fast_max_pool_2x2
+    monkeypatch.setattr(fastpath.pooling, "_fast_max_pool_2x2", lambda *a, **k: calls.append(a) or original(*a, **k))
     x = torch.randn(2, 3, 4, 8, 8)
     FastMaxPool2d(3, step_mode="m")(x)
     FastMaxPool2d(2, stride=1, step_mode="m")(x)
@@ -405,7 +405,7 @@ def test_uniform_lanes_of_any_count():
 
 @pytest.fixture
 def restore_cuda_backend():
-    saved = {var: os.environ.get(var) for _, var in fastpath._SJ_OPS.values()}
+    saved = {var: os.environ.get(var) for _, var in fastpath.backends._SJ_OPS.values()}
     yield
     fastpath.select_cuda_backend("auto")
     for var, value in saved.items():

@@ -1,0 +1,36 @@
+"""Faster ways to compute exactly what the seed's networks compute, and the neuron backend choice.
+
+The same model, the same spike law, less time on a CPU (measured by ``benchmarks.train_speed``;
+tests/snn/test_fast_paths.py shows each computes what it replaces):
+
+* ``neurons``: spikingjelly's IF/LIF nodes with a fused multi-step forward and its hand-written
+  backward (numpy loops for small steps, inductor-compiled ones for large steps);
+* ``pooling``: 2x2 max-pools as the maximum of four strided views;
+* ``poisson``: the FC-SNN's Poisson input current, drawing random numbers only for the pixels
+  that can vary, four 16-bit lanes per 64-bit draw;
+* ``compiled``: the compile-or-fall-back wrapper and the step size from which it pays;
+* ``backends``: ``backend`` (a config field) picks the neuron implementation: ``auto`` (the fused
+  CPU neurons on a CPU, spikingjelly's fastest CUDA kernels on a GPU), ``torch`` (spikingjelly's
+  Torch reference everywhere, and the dense Poisson encoder: the seed's computation, op for op),
+  or ``triton`` / ``cuda`` (force that spikingjelly CUDA provider; a GPU is required).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .backends import BACKENDS, CUDA_ONLY_BACKENDS, neuron_implementation, select_cuda_backend
+from .neurons import FusedIFNode, FusedLIFNode, _FusedMultiStep
+from .pooling import FastMaxPool2d, max_pool_2x2
+from .poisson import INPUT_GROUPS, LANE_BITS, bernoulli_spikes, poisson_input_current, spike_thresholds, uniform_lanes
+
+__all__ = ["BACKENDS", "CUDA_ONLY_BACKENDS", "FastMaxPool2d", "FusedIFNode", "FusedLIFNode",
+           "INPUT_GROUPS", "LANE_BITS", "bernoulli_spikes", "max_pool_2x2", "neuron_implementation",
+           "poisson_input_current", "select_cuda_backend", "set_fused", "spike_thresholds", "uniform_lanes"]
+
+
+def set_fused(model: torch.nn.Module, enabled: bool) -> None:
+    """Switch every fused neuron and fast max-pool of ``model`` between its fast path and spikingjelly's own."""
+    for m in model.modules():
+        if isinstance(m, (_FusedMultiStep, FastMaxPool2d)):
+            m.fused = enabled

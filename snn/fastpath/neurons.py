@@ -1,0 +1,275 @@
+"""spikingjelly's IF/LIF nodes with a fused multi-step forward and hand-written backward on the CPU.
+
+spikingjelly 2.0's multi-step IF/LIF neurons run on the CPU as its Torch reference: about ten
+autograd-recorded tensor ops per time step, each a full pass over ``[N, ...]``. ``FusedIFNode`` /
+``FusedLIFNode`` are spikingjelly's own ``IFNode`` / ``LIFNode`` with a multi-step forward of three
+to five in-place ops per step (numpy for small steps, inductor-compiled loops for large ones) and
+spikingjelly's hand-written backward (``_ops/*/cpu.py``, the surrogate gradient evaluated once for
+all steps; compiled for large steps). Spikes are bit-identical to spikingjelly's; gradients agree
+to float rounding (tests/snn/test_fast_paths.py). Anything outside the fused profile (CUDA, other
+dtypes, soft reset, ``detach_reset``, custom surrogates) runs spikingjelly's own path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from spikingjelly.activation_based import neuron
+
+from . import compiled
+from .compiled import _Compiled
+
+try:  # spikingjelly 2.x internals: the surrogate ids and gradients its own kernels use
+    from spikingjelly._ops.surrogate import _surrogate_gradient, _surrogate_spec
+except ImportError:  # another spikingjelly layout: every neuron takes spikingjelly's own path
+    _surrogate_gradient = _surrogate_spec = None
+
+# Below this many neurons per step, torch's per-op dispatch (~2 us) outweighs the arithmetic and
+# numpy's ufuncs (~0.5 us a call, same IEEE float32 ops) run the time loop ~2.5x faster: the FC-SNN's
+# [100, 128, 10] LIF layer. Larger steps stay in torch, which spreads each op over the threads.
+_NUMPY_MAX_STEP_NUMEL = 16384
+
+
+def _multi_step_if_lif(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
+                       keep_charge: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Forward of IF (tau None) or LIF (decay_input, v_reset 0) over [T, ...] without autograd.
+
+    Same float ops as spikingjelly's reference: H = V + X (IF) or V + (X - V) / tau (LIF),
+    S = (H >= threshold), V = S * 0 + (1 - S) * H, written here as H - H * S (equal bits).
+    Returns spikes [T, ...], the last V [...], and H [T, ...] when ``keep_charge``.
+    """
+    if x_seq[0].numel() >= compiled.COMPILE_MIN_STEP_NUMEL and x_seq.device.type == "cpu":
+        result = _compiled_loop(x_seq.detach(), v.detach(), tau, threshold, keep_charge)
+        if result is not None:
+            return result
+    spikes = torch.empty_strided(x_seq.shape, _dense_strides(x_seq), dtype=x_seq.dtype, device=x_seq.device)
+    charge = torch.empty_like(spikes) if keep_charge else torch.empty_like(spikes[0]).expand_as(spikes)
+    if spikes[0].numel() <= _NUMPY_MAX_STEP_NUMEL and x_seq.device.type == "cpu":
+        v = torch.from_numpy(_if_lif_steps_numpy(x_seq.detach().numpy(), v.detach().numpy(), tau, threshold,
+                                                 spikes.numpy(), charge.numpy()))
+    else:
+        v = _if_lif_steps_torch(x_seq, v, tau, threshold, spikes, charge)
+    return spikes, v, charge if keep_charge else None
+
+
+def _if_lif_steps_torch(x_seq, v, tau, threshold, spikes, charge):
+    """The time loop of ``_multi_step_if_lif`` in torch ops; fills spikes and charge [T, ...], returns V."""
+    v_next = torch.empty_like(spikes[0])
+    for t in range(x_seq.shape[0]):
+        h = charge[t]  # a stride-0 scratch step when the charge is not kept
+        if tau is None:
+            torch.add(v, x_seq[t], out=h)
+        else:
+            torch.sub(x_seq[t], v, out=h).div_(tau).add_(v)
+        torch.ge(h, threshold, out=spikes[t])
+        v, v_next = torch.addcmul(h, h, spikes[t], value=-1.0, out=v_next), v
+        if t == 0:
+            v_next = torch.empty_like(v)  # never write into the caller's initial state
+    return v
+
+
+def _if_lif_steps_numpy(x_seq, v, tau, threshold, spikes, charge):
+    """``_if_lif_steps_torch`` on numpy views of the same memory (same ops, same bits); returns V."""
+    v = v.copy()  # never write into the caller's initial state
+    for t in range(x_seq.shape[0]):
+        h = charge[t]
+        if tau is None:
+            np.add(v, x_seq[t], out=h)
+        else:
+            np.subtract(x_seq[t], v, out=h)
+            h /= tau
+            h += v
+        np.greater_equal(h, threshold, out=spikes[t])
+        np.multiply(h, spikes[t], out=v)
+        np.subtract(h, v, out=v)
+    return v
+
+
+def if_lif_steps(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
+                 keep_charge: bool):
+    """The loop of ``_multi_step_if_lif`` as pure tensor functions, the form torch.compile fuses.
+
+    Same float ops as the eager loops (spikes bit-identical, tests/snn/test_fast_paths.py).
+    Returns spikes [T, ...], the last V [...] and, when ``keep_charge``, H [T, ...] (else None).
+    """
+    spikes, charges = [], []
+    for t in range(x_seq.shape[0]):
+        h = v + x_seq[t] if tau is None else v + (x_seq[t] - v) / tau
+        s = (h >= threshold).to(h.dtype)
+        v = h - h * s
+        spikes.append(s)
+        charges.append(h)
+    return torch.stack(spikes), v, torch.stack(charges) if keep_charge else None
+
+
+_compiled_loop = _Compiled(if_lif_steps, "the IF/LIF loop")
+
+
+# the surrogates whose gradient ``if_lif_backward`` writes out (spikingjelly's ids: 0 Sigmoid, 1 ATan)
+_COMPILED_SURROGATES = (0, 1)
+
+
+def if_lif_backward(grad_spikes: torch.Tensor, charge: torch.Tensor, grad_v: torch.Tensor | None,
+                    tau: float | None, threshold: float, alpha: float, surrogate_id: int):
+    """The backward of ``if_lif_steps`` as pure tensor functions, the form torch.compile fuses.
+
+    The same arithmetic as ``_FusedIFLIF.backward``'s eager steps (spikingjelly's
+    ``_ops/lif/cpu.py``), one step at a time from the last: dS/dH is the surrogate gradient at
+    H - threshold, the hard reset's dV/dH is (1 - S) - H * dS/dH with S = (H >= threshold)
+    recomputed from the charge, dL/dH = dL/dS * dS/dH + dL/dV * dV/dH, and dL/dX is dL/dH
+    (IF) or dL/dH / tau (LIF). Returns dL/dX [T, ...] and dL/dV of the initial V.
+    """
+    carry, grads = grad_v, []
+    for t in range(charge.shape[0] - 1, -1, -1):
+        h = charge[t]
+        if surrogate_id == 1:  # ATan: (alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)
+            x = (h - threshold) * (math.pi / 2 * alpha)
+            sg = 1.0 / (x * x + 1.0) * (alpha / 2)
+        else:  # Sigmoid: (1 - s) * s * alpha, s = sigmoid(alpha * x)
+            sig = torch.sigmoid((h - threshold) * alpha)
+            sg = (1.0 - sig) * sig * alpha
+        grad_h = grad_spikes[t] * sg
+        if carry is not None:
+            reset_grad = (1.0 - (h >= threshold).to(h.dtype)) - h * sg
+            grad_h = grad_h + carry * reset_grad
+        carry = grad_h if tau is None else grad_h - grad_h / tau
+        grads.append(grad_h if tau is None else grad_h / tau)
+    return torch.stack(grads[::-1]), carry
+
+
+_compiled_backward = _Compiled(if_lif_backward, "the IF/LIF backward")
+
+
+def _dense_strides(x_seq: torch.Tensor) -> tuple[int, ...]:
+    """Strides of a dense [T, ...] tensor whose steps keep the memory layout of ``x_seq[0]``.
+
+    Keeps channels_last activations channels_last (also when x_seq is an expanded view).
+    """
+    step = x_seq[0]
+    if step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = step.shape
+        inner = (h * w * c, 1, w * c, c)
+    else:
+        inner, size = [], 1
+        for extent in reversed(step.shape):
+            inner.insert(0, size)
+            size *= extent
+    return (step.numel(), *inner)
+
+
+def _surrogate_gradient_(x: torch.Tensor, alpha: float, surrogate_id: int) -> torch.Tensor:
+    """spikingjelly's ``_surrogate_gradient`` (same float ops), computed in place in ``x``."""
+    if surrogate_id == 1:  # ATan: (alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)
+        x.mul_(math.pi / 2 * alpha)
+        return x.mul_(x).add_(1).reciprocal_().mul_(alpha / 2)
+    if surrogate_id == 0:  # Sigmoid: (1 - s) * s * alpha, s = sigmoid(alpha * x)
+        sig = x.mul_(alpha).sigmoid_()
+        return torch.sub(1, sig).mul_(sig).mul_(alpha)
+    return _surrogate_gradient(x, alpha, surrogate_id)
+
+
+class _FusedIFLIF(torch.autograd.Function):
+    """IF/LIF multi-step neuron with spikingjelly's hand-written backward (``_ops/lif/cpu.py``)."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v_init, tau, threshold, alpha, surrogate_id):
+        spikes, v, charge = _multi_step_if_lif(x_seq, v_init, tau, threshold, keep_charge=True)
+        ctx.save_for_backward(charge, spikes)
+        ctx.params = (tau, threshold, alpha, surrogate_id)
+        ctx.set_materialize_grads(False)  # the last V rarely reaches the loss: no zero gradient for it
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v):
+        charge, spikes = ctx.saved_tensors
+        tau, threshold, alpha, surrogate_id = ctx.params
+        if (charge[0].numel() >= compiled.COMPILE_MIN_STEP_NUMEL and charge.device.type == "cpu"
+                and grad_spikes is not None and surrogate_id in _COMPILED_SURROGATES):
+            result = _compiled_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
+            if result is not None:
+                grad_x, grad_v_init = result
+                return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None, None
+        sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
+        # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH
+        reset_grad = torch.sub(1.0, spikes).addcmul_(charge, sg, value=-1.0)
+        grad_h = sg.zero_() if grad_spikes is None else sg.mul_(grad_spikes)
+        if grad_h[0].numel() <= _NUMPY_MAX_STEP_NUMEL and grad_h.is_contiguous():
+            carry = torch.from_numpy(_backward_steps_numpy(
+                grad_h.numpy(), reset_grad.numpy(), None if grad_v is None else grad_v.numpy(), tau))
+        else:
+            carry = _backward_steps_torch(grad_h, reset_grad, grad_v, tau)
+        grad_v_init = carry.clone() if ctx.needs_input_grad[1] else None
+        grad_x = grad_h if tau is None else grad_h.div_(tau)
+        return grad_x, grad_v_init, None, None, None, None
+
+
+def _backward_steps_torch(grad_h, reset_grad, grad_v, tau):
+    """Add each step's dL/dV to dL/dH [T, ...] (in place), last step first; returns dL/dV of the initial V."""
+    carry = grad_v
+    for t in range(grad_h.shape[0] - 1, -1, -1):
+        if carry is not None:
+            grad_h[t].addcmul_(carry, reset_grad[t])
+        carry = grad_h[t] if tau is None else grad_h[t] - grad_h[t] / tau
+    return carry
+
+
+def _backward_steps_numpy(grad_h, reset_grad, grad_v, tau):
+    """``_backward_steps_torch`` on numpy views of the same memory."""
+    carry, scratch = grad_v, np.empty_like(grad_h[0])
+    for t in range(grad_h.shape[0] - 1, -1, -1):
+        if carry is not None:
+            grad_h[t] += np.multiply(carry, reset_grad[t], out=scratch)
+        carry = grad_h[t] if tau is None else grad_h[t] - grad_h[t] / tau
+    return carry
+
+
+class _FusedMultiStep:
+    """Mixin: run spikingjelly's IF/LIF multi-step forward through the fused CPU kernels."""
+
+    fused = True  # set False (backend "torch") to keep spikingjelly's own path
+
+    def _fused_tau(self) -> float | None:
+        return None
+
+    def _fused_profile(self, x_seq: torch.Tensor) -> tuple[int, float] | None:
+        """(surrogate id, alpha) when the fused kernels compute exactly this neuron, else None."""
+        if not (self.fused and _surrogate_spec is not None and x_seq.device.type == "cpu"
+                and x_seq.dtype == torch.float32 and x_seq.dim() >= 2 and x_seq.shape[0] >= 1):
+            return None
+        if (self.v_reset != 0.0 or self.detach_reset or self.store_v_seq
+                or self._neuron_precision is not None or not getattr(self, "decay_input", True)):
+            return None
+        return _surrogate_spec(self.surrogate_function)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if self.fused and x_seq.dtype in (torch.float16, torch.bfloat16):
+            # autocast hands the neuron half-precision currents: keep its state and dynamics in
+            # float32 (spikingjelly's fast kernels need a float32 state); spikes are exact anyway
+            x_seq = x_seq.float()
+        profile = self._fused_profile(x_seq) if not args and not kwargs else None
+        if profile is None:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        v = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
+        if v.dtype != torch.float32:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        surrogate_id, alpha = profile
+        threshold = float(self.v_threshold)
+        if torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad):
+            spikes, v = _FusedIFLIF.apply(x_seq, v, self._fused_tau(), threshold, alpha, surrogate_id)
+        else:
+            spikes, v, _ = _multi_step_if_lif(x_seq, v, self._fused_tau(), threshold, keep_charge=False)
+        self._memories["v"] = v
+        return spikes
+
+
+class FusedIFNode(_FusedMultiStep, neuron.IFNode):
+    """spikingjelly's IFNode; multi-step on the CPU runs the fused kernels."""
+
+
+class FusedLIFNode(_FusedMultiStep, neuron.LIFNode):
+    """spikingjelly's LIFNode; multi-step on the CPU runs the fused kernels."""
+
+    def _fused_tau(self) -> float | None:
+        return float(self.tau)
