@@ -1,7 +1,7 @@
 """What a person sees while a search runs: one live table of the trials, and nothing else.
 
 Trials report to Ray once per epoch; to show progress within an epoch each trial also posts
-its batch count to a small Ray actor (``ProgressBoard``) about twenty times an epoch,
+its batch count to a small Ray actor (``board.ProgressBoard``) about twenty times an epoch,
 fire-and-forget (``tuning.search.trial``).
 ``LiveTable`` is a Ray Tune ``ProgressReporter`` that prints, when something changed (at most
 every few seconds) or every half minute: the trials done, stopped, running and still to
@@ -21,31 +21,10 @@ import ray
 from ray.tune import ProgressReporter
 
 from ..experiment import EPOCH, SILENT
+from .board import BOARD_NAME
 
 _MIN_INTERVAL_S = 5.0
 _MAX_INTERVAL_S = 30.0
-BOARD_NAME = "snn-tune-progress"  # by name, so a table restored from Ray's experiment state finds the new board
-
-
-@ray.remote(num_cpus=0)
-class ProgressBoard:
-    """Where the trials post (epoch, batch, batches per epoch); the driver reads it for the table."""
-
-    def __init__(self) -> None:
-        self._progress: dict[str, tuple[int, int, int]] = {}
-
-    def update(self, trial_id: str, epoch: int, batch: int, batches: int) -> None:
-        self._progress[trial_id] = (epoch, batch, batches)
-
-    def snapshot(self) -> dict[str, tuple[int, int, int]]:
-        return dict(self._progress)
-
-
-def start_board():
-    """The progress board of this Ray session (one per search)."""
-    return ProgressBoard.options(name=BOARD_NAME, get_if_exists=True).remote()
-
-
 class LiveTable(ProgressReporter):
     """A compact live table of the search (replaces Ray's CLIReporter and its status block)."""
 

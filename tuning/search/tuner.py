@@ -23,7 +23,8 @@ from snn.io import write_csv, write_json
 from .. import experiment as files
 from . import ray_cluster, results
 from .results import SearchOutcome
-from .progress import LiveTable, hide_ray_restore_advice, start_board
+from .board import start_board
+from .progress import LiveTable, hide_ray_restore_advice
 from .searcher import PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
 from .space import SearchSpace
