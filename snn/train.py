@@ -150,9 +150,9 @@ def run(args) -> int:
     if history.status == "silent":
         record = history.epochs[-1]
         fail(f"silent: after {record['train_batches']} batches the output layer emitted fewer than "
-             f"{record['silence_min_spikes']:g} spikes for {record['silence_fraction']:.0%} of the training images "
-             f"and classified {record['silence_accuracy']:.0%} of them (Firmin et al.'s rule); the network does not "
-             f"learn: try another --lr, --neuron or --tau", 1)
+             f"{record['silence_min_spikes']:g} spikes for {record['silence_fraction']:.0%} of the training images"
+             + (f" and classified {record['silence_accuracy']:.0%} of them" if "silence_accuracy" in record else "")
+             + " (Firmin et al.'s rule); the network does not learn: try another --lr, --neuron or --tau", 1)
     print(f"best test acc {history.best():.2%}, final {history.last():.2%} ({len(history.epochs)} epochs) -> {out}")
     return 0
 

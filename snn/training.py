@@ -113,7 +113,8 @@ class _SilenceProbe:
         self.fraction: float | None = None  # of the watched images that were silent, once judged
         self.accuracy: float | None = None  # training accuracy on the watched images, once judged
         self._counter: QuietOutputCounter | None = None
-        self._correct = self._seen = 0
+        self._correct: int | torch.Tensor = 0  # correct predictions while watching (a tensor once counted)
+        self._seen = 0
 
     @property
     def silent(self) -> bool:
@@ -201,8 +202,8 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
 
     Each epoch's record (``on_epoch``, metrics.csv, trial_metrics.csv) holds, flat:
     epoch, train_loss, train_acc, train_seconds, train_images_per_s, train_batches, lr,
-    silent (true only in the record of the epoch that stopped as silent), silence_fraction and
-    silence_min_spikes (the first epoch's, once the probe has judged), then per evaluated split
+    silent (true only in the record of the epoch that stopped as silent), silence_fraction,
+    silence_min_spikes and silence_accuracy (the first epoch's, once the probe has judged), then per evaluated split
     (test, and val when held out) <split>_loss, <split>_acc and the ``evaluate`` activity keys
     with the split's prefix, rate_<layer> of the test split, eval_seconds and epoch_seconds.
     The activity keys, per image, summed over the T steps and averaged over the split's images

@@ -6,8 +6,8 @@ autograd-recorded tensor ops per time step, each a full pass over ``[N, ...]``. 
 to five in-place ops per step (numpy for small steps, inductor-compiled loops for large ones) and
 spikingjelly's hand-written backward (``_ops/*/cpu.py``, the surrogate gradient evaluated once for
 all steps; compiled for large steps). Spikes are bit-identical to spikingjelly's; gradients agree
-to float rounding (tests/snn/test_fast_paths.py). Anything outside the fused profile (CUDA, other
-dtypes, soft reset, ``detach_reset``, custom surrogates) runs spikingjelly's own path.
+to float rounding (tests/snn/test_fast_paths.py). Half-precision currents are cast to float32 first;
+anything outside the fused profile (CUDA, other dtypes, soft reset, ``detach_reset``, custom surrogates) runs spikingjelly's own path.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from spikingjelly.activation_based import layer
 from . import compiled
 from .compiled import _Compiled
 
+
 def max_pool_2x2(x: torch.Tensor, with_indices: bool = False):
     """2x2 max-pooling of stride 2 over the last two dims of x [..., H, W] (odd edges dropped,
     as ``max_pool2d``'s floor mode does): the maximum of the window's four strided views.

@@ -31,7 +31,7 @@ class TrialSetup:
     space: SearchSpace
     cpus_per_trial: float
     device: str
-    progress_board: Any = None  # a progress.ProgressBoard actor, or None
+    progress_board: Any = None  # a board.ProgressBoard actor, or None
 
 
 def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None:

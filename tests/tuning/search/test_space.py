@@ -85,6 +85,8 @@ BAD = {
     "silence fraction above 1": (GOOD + "  silence: {max_fraction: 1.5}\n",
                                  "budget.silence.max_fraction: must be a number in [0, 1]"),
     "silence not a mapping": (GOOD + "  silence: 5\n", "budget.silence: must be a mapping"),
+    "silence accuracy above 1": (GOOD + "  silence: {max_accuracy: 1.5}\n",
+                                 "budget.silence.max_accuracy: must be a number in [0, 1]"),
 }
 
 
@@ -171,6 +173,6 @@ def test_every_shipped_space_holds_the_seed_configuration(path):
 
 def test_the_silence_rule_is_firmins_by_default_configurable_and_can_be_turned_off(tmp_path):
     assert load_space(write(tmp_path, GOOD)).budget.silence == {}
-    tuned = load_space(write(tmp_path, GOOD + "  silence: {min_spikes: 2, max_fraction: 0.1}\n"))
-    assert tuned.budget.silence == {"min_spikes": 2, "max_fraction": 0.1}
+    tuned = load_space(write(tmp_path, GOOD + "  silence: {min_spikes: 2, max_fraction: 0.1, max_accuracy: 1}\n"))
+    assert tuned.budget.silence == {"min_spikes": 2, "max_fraction": 0.1, "max_accuracy": 1}
     assert load_space(write(tmp_path, GOOD + "  silence: off\n")).budget.silence is None
