@@ -11,10 +11,9 @@ import sys
 import textwrap
 
 import pytest
-import ray  # noqa: F401  (Ray puts its vendored psutil on sys.path; psutil is not a dependency of ours)
-import psutil  # noqa: E402  isort: skip
 
 from tests.tuning.helpers import REPO, free_port
+from tests.tuning.search.kill import kill_search
 
 # Starts Ray as a local search does, runs two tasks (so workers start and listen), then reports
 # every listening TCP socket of this process and all it started, and shuts Ray down.
@@ -54,20 +53,6 @@ def is_loopback(ip: str) -> bool:
     return address.is_loopback
 
 
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the probe and everything it started (Ray's workers run in process groups of their own)."""
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait(timeout=30)
-
-
 @pytest.mark.parametrize("ip, loopback", [("127.0.0.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
                                           ("0.0.0.0", False), ("::", False), ("192.0.2.2", False)])
 def test_what_counts_as_loopback(ip, loopback):
@@ -83,7 +68,7 @@ def test_every_service_of_a_local_ray_listens_on_loopback_only():
     try:
         output, _ = process.communicate(timeout=180)
     except subprocess.TimeoutExpired:
-        kill_tree(process)
+        kill_search(process)
         raise
     line = next((l for l in output.splitlines() if l.startswith("SOCKETS ")), None)
     assert process.returncode == 0 and line, output[-3000:]
