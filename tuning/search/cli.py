@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import importlib
 import io
 import os
 import sys
@@ -71,13 +72,15 @@ def run(args: argparse.Namespace, trainable=None) -> int:
 
     if not args.address and not args.no_dashboard and args.dashboard_port is not None:
         ray_cluster.check_port_free(args.dashboard_host, args.dashboard_port)  # before any work starts
-    # A local search times the cost estimate's few batches while Ray starts (Ray mostly waits on its
-    # new processes then). Not on a GPU machine: the estimate would set CUDA switches in os.environ
-    # while Ray copies it into its processes.
+    # A local search times the cost estimate's few batches and imports Ray Tune while Ray starts
+    # (Ray mostly waits on its new processes then). Not on a GPU machine: the estimate would set
+    # CUDA switches in os.environ while Ray copies it into its processes.
     overlap = not args.resume and not args.address and not torch.cuda.is_available()
     stop = threading.Event()
+    if overlap:
+        ray_cluster.import_shared_modules()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        early = pool.submit(seed_epoch_seconds, space, settings, data, stop) if overlap else None
+        early = pool.submit(_estimate_then_import_tune, space, settings, data, stop) if overlap else None
         try:
             ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
                                   dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
@@ -90,6 +93,20 @@ def run(args: argparse.Namespace, trainable=None) -> int:
         finally:
             stop.set()  # a search that failed before reading the estimate: it ends at its next batch
     return 0
+
+
+def _estimate_then_import_tune(space: SearchSpace, settings: Settings, data, stop: threading.Event) -> float:
+    """``seed_epoch_seconds``, then the search's Ray Tune modules, in a thread while Ray starts.
+
+    The three import graphs (the estimate's torch, Ray Tune's, and what ``ray.init`` imports)
+    share no module once ``ray_cluster.import_shared_modules`` ran: no module is imported by two
+    threads at once (tests/tuning/search/test_ray_start.py checks it).
+    """
+    from .cost import seed_epoch_seconds
+
+    seconds = seed_epoch_seconds(space, settings, data, stop)
+    importlib.import_module(f"{__package__}.tuner")
+    return seconds
 
 
 def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,

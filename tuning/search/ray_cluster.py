@@ -12,6 +12,7 @@ the dashboard has its own host (``--dashboard-host``).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import ipaddress
 import logging
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,15 @@ CLUSTER_TIMEOUT_S = 30  # --address: seconds to wait for the cluster before givi
 # Ray's switch between a one-machine instance (node IP on loopback; its default on macOS and
 # Windows) and a cluster node (node IP = the address other machines reach). Set by the user, it wins.
 SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+# The raylet's first connection to its own object store races the store's start; losing, it
+# sleeps raylet_client_connect_timeout_milliseconds (1 s) before trying again, in about a third
+# of starts here. The same 10 s of tries, in 50 ms steps.
+FAST_RETRIES = {"raylet_client_connect_timeout_milliseconds": 50, "raylet_client_num_connect_attempts": 200}
+NODE_POLL_S = 0.02  # how often the start asks the GCS whether the raylet has registered
+# What both ray.init and Ray Tune's import import first (Ray 2.60): a search imports these before
+# Ray Tune is imported in a thread while Ray starts, so that no module is imported by two threads
+# at once (tests/tuning/search/test_ray_start.py compares the two import graphs).
+SHARED_IMPORTS = ("pydantic", "socketserver", "ray._common.usage.usage_lib", "ray.dashboard")
 
 
 def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int | None,
@@ -55,13 +66,14 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
     if dashboard and dashboard_port is not None:
         check_port_free(dashboard_host, dashboard_port)
     try:
-        with _node_on_loopback() as node_ip:
+        with _node_on_loopback() as node_ip, _prompt_node_lookup():
             # address "local": a new instance, never the cluster that `ray start` (or another search's
             # test cluster) recorded in /tmp/ray/ray_current_cluster or RAY_ADDRESS names, which
             # ray.init() without an address would join
             context = ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host,
                                dashboard_port=dashboard_port, _node_ip_address=node_ip,
-                               logging_level=logging.WARNING, log_to_driver=False)
+                               logging_level=logging.WARNING, log_to_driver=False,
+                               _system_config=dict(FAST_RETRIES))  # a copy: Ray adds its own keys to it
     except Exception as e:  # Ray's own start-up failures arrive as tracebacks of any type
         raise ClusterError(f"Ray did not start: {_first_line(e)}") from None
     if dashboard and context.dashboard_url:
@@ -69,6 +81,13 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
         if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
             print(f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
                   f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
+
+
+def import_shared_modules() -> None:
+    """Import SHARED_IMPORTS (those a Ray of another version lacks are skipped)."""
+    for name in SHARED_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _join(address: str, timeout: float) -> None:
@@ -158,6 +177,43 @@ def _node_on_loopback() -> Iterator[str | None]:
         yield LOOPBACK
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+@contextlib.contextmanager
+def _prompt_node_lookup() -> Iterator[None]:
+    """Let ``ray.init`` find its new raylet within NODE_POLL_S of its registration, not up to a second later.
+
+    Ray 2.60's start asks the GCS for the raylet it just started (``services.get_node``), whose
+    C++ side sleeps a whole second whenever the raylet has not registered yet, as it has not on
+    a first try here. For the start, ``get_node`` first polls the GCS's node table, then asks as
+    Ray does. On a Ray without these functions the start is Ray's own.
+    """
+    services, state = ray._private.services, ray._private.state
+    if not all(hasattr(m, f) for m, f in ((services, "get_node"), (services, "_get_gcs_client_options"),
+                                          (state, "GlobalState"))):
+        yield
+        return
+    ray_get_node = services.get_node
+
+    def get_node(gcs_address: str, node_id: str):
+        gcs = state.GlobalState()
+        gcs._initialize_global_state(services._get_gcs_client_options(gcs_address))
+        deadline = time.monotonic() + 30  # then Ray's own wait and its own error
+        try:
+            while (time.monotonic() < deadline
+                   and not any(n.get("NodeID") == node_id and n.get("Alive") for n in gcs.node_table())):
+                time.sleep(NODE_POLL_S)
+        except Exception:  # the GCS did not answer: Ray's own call reports it
+            pass
+        finally:
+            gcs.disconnect()
+        return ray_get_node(gcs_address, node_id)
+
+    services.get_node = get_node
+    try:
+        yield
+    finally:
+        services.get_node = ray_get_node
 
 
 def stop_ray() -> None:
