@@ -7,6 +7,10 @@ A local search is a one-machine Ray cluster, so nothing of it listens beyond loo
 2.60 binds its GCS server, raylet (node and object manager), dashboard agent, runtime-env
 agent and every worker to the node's IP address, and ``start_ray`` makes that 127.0.0.1. Only
 the dashboard has its own host (``--dashboard-host``).
+
+A search pays Ray's start and stop once, so both skip Ray's one-second waits where a small
+machine meets them (FAST_RETRIES, ``_prompt_node_lookup``, ``stop_ray``; README, "What a search
+costs beyond its trials").
 """
 
 from __future__ import annotations
@@ -38,12 +42,12 @@ CLUSTER_TIMEOUT_S = 30  # --address: seconds to wait for the cluster before givi
 SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 # The raylet's first connection to its own object store races the store's start; losing, it
 # sleeps raylet_client_connect_timeout_milliseconds (1 s) before trying again, in about a third
-# of starts here. The same 10 s of tries, in 50 ms steps.
+# of starts on a 2-core machine. The same 10 s of tries, in 50 ms steps.
 FAST_RETRIES = {"raylet_client_connect_timeout_milliseconds": 50, "raylet_client_num_connect_attempts": 200}
 NODE_POLL_S = 0.02  # how often the start asks the GCS whether the raylet has registered
 # What both ray.init and Ray Tune's import import first (Ray 2.60): a search imports these before
 # Ray Tune is imported in a thread while Ray starts, so that no module is imported by two threads
-# at once (tests/tuning/search/test_ray_start.py compares the two import graphs).
+# at once (tests/tuning/search/test_ray_start.py compares the import graphs).
 SHARED_IMPORTS = ("pydantic", "socketserver", "ray._common.usage.usage_lib", "ray.dashboard")
 
 
