@@ -7,7 +7,7 @@ tests/snn/test_fast_paths.py shows each computes what it replaces):
   backward (numpy loops for small steps, inductor-compiled ones for large steps);
 * ``pooling``: 2x2 max-pools as the maximum of four strided views;
 * ``poisson``: the FC-SNN's Poisson input current, drawing random numbers only for the pixels
-  that can vary, four 16-bit lanes per 64-bit draw;
+  that can vary, four 16-bit lanes per 64-bit draw of numpy's PCG64 (seeded from torch's generator);
 * ``compiled``: the compile-or-fall-back wrapper and the step size from which it pays;
 * ``backends``: ``backend`` (a config field) picks the neuron implementation: ``auto`` (the fused
   CPU neurons on a CPU, spikingjelly's fastest CUDA kernels on a GPU), ``torch`` (spikingjelly's
@@ -22,10 +22,11 @@ import torch
 from .backends import BACKENDS, CUDA_ONLY_BACKENDS, neuron_implementation, select_cuda_backend
 from .neurons import FusedIFNode, FusedLIFNode, _FusedMultiStep
 from .pooling import FastMaxPool2d, max_pool_2x2
-from .poisson import INPUT_GROUPS, LANE_BITS, bernoulli_spikes, poisson_input_current, spike_thresholds, uniform_lanes
+from .poisson import (INPUT_GROUPS, LANE_BITS, bernoulli_spikes, draw_lanes, poisson_input_current, spike_thresholds,
+                      uniform_lanes)
 
 __all__ = ["BACKENDS", "CUDA_ONLY_BACKENDS", "FastMaxPool2d", "FusedIFNode", "FusedLIFNode",
-           "INPUT_GROUPS", "LANE_BITS", "bernoulli_spikes", "max_pool_2x2", "neuron_implementation",
+           "INPUT_GROUPS", "LANE_BITS", "bernoulli_spikes", "draw_lanes", "max_pool_2x2", "neuron_implementation",
            "poisson_input_current", "select_cuda_backend", "set_fused", "spike_thresholds", "uniform_lanes"]
 
 

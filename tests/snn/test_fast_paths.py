@@ -16,8 +16,8 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from snn import fastpath
 from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, Split, make_splits
-from snn.fastpath import (INPUT_GROUPS, FastMaxPool2d, FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
-                          spike_thresholds, uniform_lanes)
+from snn.fastpath import (INPUT_GROUPS, FastMaxPool2d, FusedIFNode, FusedLIFNode, bernoulli_spikes, draw_lanes,
+                          poisson_input_current, set_fused, spike_thresholds, uniform_lanes)
 from snn.models import FCSNN, build_model, poisson_encode
 from snn.training import rate_loss, train, use_backend
 
@@ -394,6 +394,21 @@ def test_the_poisson_draw_is_reproducible_from_the_seed():
     assert not torch.equal(poisson_input_current(images, weight, 50), first)  # the generator moved on
 
 
+def test_one_draw_gives_every_shape_its_own_lanes_reproducibly_from_torchs_seed():
+    """draw_lanes (PCG64, seeded from torch's generator): the shapes asked for, reproducible under
+    torch.manual_seed, and independent from one shape to the next (one stream, cut in pieces)."""
+    shapes = [(3, 5, 7), (0, 4, 2), (2000, 100)]
+    torch.manual_seed(14)
+    lanes = draw_lanes(shapes, "cpu")
+    assert [tuple(l.shape) for l in lanes] == shapes and all(l.dtype == torch.int16 for l in lanes)
+    torch.manual_seed(14)
+    assert all(torch.equal(a, b) for a, b in zip(lanes, draw_lanes(shapes, "cpu")))
+    assert not torch.equal(draw_lanes(shapes, "cpu")[2], lanes[2])  # torch's generator moved on
+    a, b = draw_lanes([(100_000,), (100_000,)], "cpu")
+    u = (torch.stack([a, b]).double() + 32768.5) / 65536
+    assert abs(torch.corrcoef(u)[0, 1]) < 5 / math.sqrt(100_000)
+
+
 def test_uniform_lanes_of_any_count():
     torch.manual_seed(13)
     lanes = uniform_lanes((3, 5, 7), "cpu")  # 105 lanes: not a multiple of four
@@ -480,6 +495,6 @@ def test_fc_accuracy_after_one_epoch_matches_the_reference_path(mnist):
     for backend in ("auto", "torch"):
         config = RunConfig(model="fc", T=20, epochs=1, device="cpu", backend=backend)  # T=20 keeps it fast
         accuracy[backend] = train(config, data).last("test_acc")
-    assert accuracy["auto"] > 0.65 and accuracy["torch"] > 0.65  # measured: 0.7145 and 0.7140 (chance 0.1)
+    assert accuracy["auto"] > 0.65 and accuracy["torch"] > 0.65  # measured: 0.7115 and 0.7140 (chance 0.1)
     # two runs with different Poisson draws: 2,000 test images give a standard error of ~0.7 points
     assert abs(accuracy["auto"] - accuracy["torch"]) < 0.03, accuracy
