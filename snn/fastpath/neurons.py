@@ -216,12 +216,16 @@ def _backward_steps_torch(grad_h, reset_grad, grad_v, tau):
 
 
 def _backward_steps_numpy(grad_h, reset_grad, grad_v, tau):
-    """``_backward_steps_torch`` on numpy views of the same memory."""
-    carry, scratch = grad_v, np.empty_like(grad_h[0])
+    """``_backward_steps_torch`` on numpy views of the same memory (same ops; the carry in one reused buffer)."""
+    carry, scratch, kept = grad_v, np.empty_like(grad_h[0]), np.empty_like(grad_h[0])
     for t in range(grad_h.shape[0] - 1, -1, -1):
         if carry is not None:
-            grad_h[t] += np.multiply(carry, reset_grad[t], out=scratch)
-        carry = grad_h[t] if tau is None else grad_h[t] - grad_h[t] / tau
+            grad_h[t] += np.multiply(carry, reset_grad[t], out=scratch)  # the old carry is used up here
+        if tau is None:
+            carry = grad_h[t]
+        else:  # grad_h[t] - grad_h[t] / tau
+            carry = np.divide(grad_h[t], tau, out=kept)
+            np.subtract(grad_h[t], carry, out=carry)
     return carry
 
 

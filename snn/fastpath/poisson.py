@@ -120,7 +120,8 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
         parts.append(_group_current(rows[part] - first, slots[part], pixels[part], thresholds[part], lanes,
                                     pixel_major))
     current = torch.cat(parts).index_select(0, torch.argsort(by_count))  # [N, O, T], the batch's order
-    return (current + constant).permute(2, 0, 1)  # [T, N, O]
+    # [T, N, O] contiguous: the neuron's time loop then reads each step's [N, O] in one piece
+    return (current + constant).permute(2, 0, 1).contiguous()
 
 
 def _group_current(rows: torch.Tensor, slots: torch.Tensor, pixels: torch.Tensor, thresholds: torch.Tensor,

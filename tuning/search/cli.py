@@ -98,19 +98,23 @@ def run(args: argparse.Namespace, trainable=None) -> int:
 def _estimate_then_import_tune(space: SearchSpace, settings: Settings, data, stop: threading.Event) -> float:
     """``seed_epoch_seconds``, then the search's Ray Tune modules, in a thread while Ray starts.
 
-    The three import graphs (the estimate's torch, Ray Tune's, and what ``ray.init`` imports)
-    share no module once ``ray_cluster.import_shared_modules`` ran: no module is imported by two
-    threads at once (tests/tuning/search/test_ray_start.py checks it).
+    What ``ray.init`` imports in the main thread meanwhile shares no module with the estimate's
+    imports or Ray Tune's once ``ray_cluster.import_shared_modules`` ran, and the main thread
+    waits for this thread before it imports anything more (``_search_and_retrain``): no module
+    is imported by two threads at once (tests/tuning/search/test_ray_start.py checks the graphs).
     """
     from .cost import seed_epoch_seconds
 
     seconds = seed_epoch_seconds(space, settings, data, stop)
-    importlib.import_module(f"{__package__}.tuner")
+    if not stop.is_set():  # else the search failed: nothing will use Ray Tune
+        importlib.import_module(f"{__package__}.tuner")
     return seconds
 
 
 def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
                         trainable, epoch_seconds: Callable[[], float]) -> None:
+    # first: the thread that times the estimate while Ray starts imports Ray Tune after it
+    epoch_s = None if args.resume else epoch_seconds()
     from . import ray_cluster, tuner
     from .retrain import retrain, retrain_front
 
@@ -118,7 +122,7 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
     if not args.resume:
         from .cost import estimate
 
-        print(estimate(space, settings, epoch_seconds(), ray_cluster.max_concurrent(settings)), flush=True)
+        print(estimate(space, settings, epoch_s, ray_cluster.max_concurrent(settings)), flush=True)
         create_experiment(experiment, space, settings)
     print(f"experiment: {experiment}", flush=True)
     began = (experiment / files.TUNE / TUNER_STATE).is_file()  # else killed before Ray Tune wrote anything

@@ -45,6 +45,7 @@ SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WIN
 # of starts on a 2-core machine. The same 10 s of tries, in 50 ms steps.
 FAST_RETRIES = {"raylet_client_connect_timeout_milliseconds": 50, "raylet_client_num_connect_attempts": 200}
 NODE_POLL_S = 0.02  # how often the start asks the GCS whether the raylet has registered
+NODE_POLL_LIMIT_S = 10.0  # then Ray's own lookup (its own waits and errors) takes over
 # What both ray.init and Ray Tune's import import first (Ray 2.60): a search imports these before
 # Ray Tune is imported in a thread while Ray starts, so that no module is imported by two threads
 # at once (tests/tuning/search/test_ray_start.py compares the import graphs).
@@ -200,17 +201,18 @@ def _prompt_node_lookup() -> Iterator[None]:
     ray_get_node = services.get_node
 
     def get_node(gcs_address: str, node_id: str):
-        gcs = state.GlobalState()
-        gcs._initialize_global_state(services._get_gcs_client_options(gcs_address))
-        deadline = time.monotonic() + 30  # then Ray's own wait and its own error
+        gcs = None
         try:
-            while (time.monotonic() < deadline
-                   and not any(n.get("NodeID") == node_id and n.get("Alive") for n in gcs.node_table())):
+            gcs = state.GlobalState()
+            gcs._initialize_global_state(services._get_gcs_client_options(gcs_address))
+            deadline = time.monotonic() + NODE_POLL_LIMIT_S
+            while time.monotonic() < deadline and _registered(gcs.node_table(), node_id) is False:
                 time.sleep(NODE_POLL_S)
         except Exception:  # the GCS did not answer: Ray's own call reports it
             pass
         finally:
-            gcs.disconnect()
+            if gcs is not None:
+                gcs.disconnect()
         return ray_get_node(gcs_address, node_id)
 
     services.get_node = get_node
@@ -218,6 +220,13 @@ def _prompt_node_lookup() -> Iterator[None]:
         yield
     finally:
         services.get_node = ray_get_node
+
+
+def _registered(nodes: list[dict], node_id: str) -> bool | None:
+    """Whether the GCS's node table lists ``node_id`` alive; None for a table of another layout."""
+    if any("NodeID" not in n or "Alive" not in n for n in nodes):
+        return None  # another Ray's layout: stop polling, Ray's own lookup decides
+    return any(n["NodeID"] == node_id and n["Alive"] for n in nodes)
 
 
 def stop_ray() -> None:

@@ -1,6 +1,7 @@
 """What makes a local search's Ray start quick, and what keeps the overlapped start safe.
 
-- ``ray.init`` asks the GCS for its new raylet once a second; ``_prompt_node_lookup`` polls first.
+- ``ray.init`` asks the GCS for its new raylet once a second; ``_prompt_node_lookup`` polls first
+  (and the node table's layout it reads is Ray's).
 - The raylet's retries to reach its object store come in 50 ms steps (FAST_RETRIES reach Ray).
 - The cost estimate and Ray Tune's import run in a thread while ``ray.init`` runs in the main
   thread: the three import graphs share no module, so no module is imported by two threads at once.
@@ -80,6 +81,14 @@ def test_a_gcs_that_does_not_answer_is_left_to_rays_own_call(ray_lookup):
     assert log[-2:] == ["disconnect", ("ray's get_node", "127.0.0.1:6379", "n1")]
 
 
+def test_a_node_table_of_another_layout_ends_the_polling_at_once(ray_lookup):
+    log, answers, _ = ray_lookup
+    answers([{"node_id": "n1", "state": "ALIVE"}])  # never polled again: a second poll would fail here
+    with ray_cluster._prompt_node_lookup():
+        ray._private.services.get_node("127.0.0.1:6379", "n1")
+    assert log.count("poll") == 1 and log[-1] == ("ray's get_node", "127.0.0.1:6379", "n1")
+
+
 def test_rays_get_node_is_put_back_when_the_start_fails(ray_lookup):
     *_, ray_get_node = ray_lookup
     with pytest.raises(ValueError), ray_cluster._prompt_node_lookup():
@@ -107,6 +116,8 @@ _PARTS = {
         import ray
         config = ray._private.state.state.get_system_config()
         print("CONFIG " + json.dumps({key: config.get(key) for key in ray_cluster.FAST_RETRIES}))
+        # the node table's layout the start's polling reads (another layout would end it at once)
+        print("REGISTERED " + json.dumps(ray_cluster._registered(ray.nodes(), ray.get_runtime_context().get_node_id())))
         ray_cluster.stop_ray()
     """,
     "tune": """
@@ -146,3 +157,4 @@ def test_the_estimate_ray_tune_and_ray_start_import_no_module_in_common(data_roo
     assert modules["start"] & modules["tune"] == set()
     assert modules["start"] & modules["estimate"] == set()
     assert printed("start", "CONFIG") == ray_cluster.FAST_RETRIES
+    assert printed("start", "REGISTERED") is True
