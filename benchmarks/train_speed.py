@@ -29,7 +29,7 @@ import torch
 
 from snn.allocator import keep_freed_memory
 from snn.config import RunConfig
-from snn.data import default_data_dir, make_splits, read_dataset
+from snn.data import DataError, default_data_dir, make_splits, read_dataset
 from snn.models import build_model
 from snn.training import EVAL_BATCH_SIZE, evaluate, train
 
@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     models = ("fc", "csnn") if args.model == "both" else (args.model,)
     batches = {m: args.batches or DEFAULT_BATCHES[m] for m in models}
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        read_dataset(root, download=False)  # before anything is timed: missing or broken files are one line
+    except DataError as e:
+        parser.exit(2, f"python -m benchmarks.train_speed: error: {e}\n")
     result = benchmark(models, device, root, batches, args.repeats, args.warmup, not args.no_memory, log)
     print(json.dumps(result) if args.json else format_table(result))
     return 0

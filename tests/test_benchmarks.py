@@ -32,3 +32,10 @@ def test_search_quality_reuses_a_search_retrain_only_for_the_seed_network_itself
     assert not _same_network({**chosen, "lr": 2e-3}, seed)
     assert not _same_network({**chosen, "surrogate_alpha": 3.0}, seed)
     assert not _same_network({**chosen, "limit_train": 5000}, seed)  # other data: another experiment
+
+
+def test_train_speed_without_mnist_says_so_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--data-dir", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.count("\n") == 1 and "mnist files not found" in run.stderr and "Traceback" not in run.stderr
