@@ -188,12 +188,12 @@ def concurrent_training(model: str, root: str, trials: int, batches: int, device
 # ----------------------------------------------------------------------------- the benchmark
 
 
-def benchmark(models, device: torch.device, root: str, batches: dict, repeats: int, warmup: int,
+def benchmark(models, device: torch.device, root: str, data, batches: dict, repeats: int, warmup: int,
               memory: bool, log) -> dict:
+    """The table's figures; ``data``: the splits under ``root`` (``read_dataset``), read by the caller."""
     # the project's trainer keeps freed memory in the process (snn.allocator); set from the start, the
     # seed's loop runs with it too, so the ratios compare the two loops' code, not the allocator's
     keep_freed_memory()
-    data = read_dataset(root, download=False)
     train_loader, test_loader = seed_reference.loaders(root, BATCH)
     samples = {m: {k: [] for k in ("ref_train", "proj_train", "ref_eval", "proj_eval")} for m in models}
     for r in range(repeats):
@@ -297,10 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     batches = {m: args.batches or DEFAULT_BATCHES[m] for m in models}
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        read_dataset(root, download=False)  # before anything is timed: missing or broken files are one line
+        data = read_dataset(root, download=False)  # missing or broken files: one line, before anything runs
     except DataError as e:
         parser.exit(2, f"python -m benchmarks.train_speed: error: {e}\n")
-    result = benchmark(models, device, root, batches, args.repeats, args.warmup, not args.no_memory, log)
+    result = benchmark(models, device, root, data, batches, args.repeats, args.warmup, not args.no_memory, log)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
 
