@@ -17,7 +17,7 @@ from spikingjelly.activation_based.neuron.base_node import BaseNode
 from torch import nn
 
 from .config import RunConfig
-from .fastpath import FastMaxPool2d, FusedIFNode, FusedLIFNode, poisson_input_current, set_fused
+from .fastpath import FastMaxPool2d, FusedIFNode, FusedLIFNode, fire_and_pool, poisson_input_current, set_fused
 from .spikes import ANALOG_INPUT, POISSON_INPUT, Synapses, record_activity
 from .spikes import spiking_layers as spiking_layers  # re-exported: its home was here
 
@@ -127,10 +127,10 @@ class CSNN(nn.Module):
             # faster on CPU (the fused neurons keep the layout); training stays NCHW on CPU, where
             # channels_last batch-norm backward is slower than what the forward gains
             images = images.contiguous(memory_format=torch.channels_last)
-        current = self.encoder(images)  # [N, C, 28, 28]
-        current = current.unsqueeze(0).expand(self.T, *current.shape)  # [T, N, C, 28, 28]
-        x = self.pool1(self.sn1(current))  # [T, N, C, 14, 14]
-        x = self.pool2(self.sn2(self.conv2(x)))  # [T, N, C, 7, 7]
+        current = self.encoder(images)  # [N, C, 28, 28], presented at each of the T steps
+        # pool(neuron(...)), fused into one pass on the CPU (snn/fastpath/fire_pool.py)
+        x = fire_and_pool(self.sn1, self.pool1, current, steps=self.T)  # [T, N, C, 14, 14]
+        x = fire_and_pool(self.sn2, self.pool2, self.conv2(x))  # [T, N, C, 7, 7]
         x = self.sn3(self.fc1(self.flatten(x)))  # [T, N, C*16]
         return self.sn4(self.fc2(x)).mean(0)  # [N, 10] firing rate
 

@@ -203,10 +203,18 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
             counts.add("input", inputs[0].sum(dtype=torch.float64) * T)  # expected spikes: T·p per pixel
 
     def on_spikes(name: str):
-        def hook(_module, _inputs, spikes):
-            counts.add(f"spikes/{name}", count_spikes(spikes))
-            counts.neuron_steps[name] += spikes.numel()
-        return hook
+        def counter(count: torch.Tensor, neuron_steps: int) -> None:
+            counts.add(f"spikes/{name}", count)
+            counts.neuron_steps[name] += neuron_steps
+        return counter
+
+    def watch(name: str, layer: BaseNode):
+        """The fused neurons count their own spikes (also when fused with their pool); others by a hook."""
+        counter = on_spikes(name)
+        if hasattr(layer, "register_spike_counter"):
+            return layer.register_spike_counter(counter)
+        return layer.register_forward_hook(lambda _module, _inputs, spikes: counter(count_spikes(spikes),
+                                                                                   spikes.numel()))
 
     def on_synapse_input(synapse: Synapses):
         layer = weights[synapse.layer]
@@ -223,7 +231,7 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
         return hook
 
     handles = [model.register_forward_pre_hook(on_images)]
-    handles += [m.register_forward_hook(on_spikes(name)) for name, m in layers.items()]
+    handles += [watch(name, m) for name, m in layers.items()]
     handles += [modules[s.layer].register_forward_pre_hook(on_synapse_input(s)) for s in declared]
     activity = Activity()
     try:

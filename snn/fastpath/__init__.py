@@ -6,6 +6,8 @@ tests/snn/test_fast_paths.py shows each computes what it replaces):
 * ``neurons``: spikingjelly's IF/LIF nodes with a fused multi-step forward and its hand-written
   backward (numpy loops for small steps, inductor-compiled ones for large steps);
 * ``pooling``: 2x2 max-pools as the maximum of four strided views;
+* ``fire_pool``: a neuron layer and the 2x2 max-pool after it in one pass of a C kernel (the
+  CSNN's two blocks), built on first use by ``native`` with the machine's C compiler;
 * ``poisson``: the FC-SNN's Poisson input current, drawing random numbers only for the pixels
   that can vary, four 16-bit lanes per 64-bit draw of numpy's PCG64 (seeded from torch's generator);
 * ``compiled``: the compile-or-fall-back wrapper and the step size from which it pays;
@@ -20,12 +22,13 @@ from __future__ import annotations
 import torch
 
 from .backends import BACKENDS, CUDA_ONLY_BACKENDS, neuron_implementation, select_cuda_backend
+from .fire_pool import fire_and_pool
 from .neurons import FusedIFNode, FusedLIFNode, _FusedMultiStep
 from .pooling import FastMaxPool2d, max_pool_2x2
 from .poisson import (INPUT_GROUPS, LANE_BITS, bernoulli_spikes, draw_lanes, poisson_input_current, spike_thresholds,
                       uniform_lanes)
 
-__all__ = ["BACKENDS", "CUDA_ONLY_BACKENDS", "FastMaxPool2d", "FusedIFNode", "FusedLIFNode",
+__all__ = ["BACKENDS", "CUDA_ONLY_BACKENDS", "FastMaxPool2d", "FusedIFNode", "FusedLIFNode", "fire_and_pool",
            "INPUT_GROUPS", "LANE_BITS", "bernoulli_spikes", "draw_lanes", "max_pool_2x2", "neuron_implementation",
            "poisson_input_current", "select_cuda_backend", "set_fused", "spike_thresholds", "uniform_lanes"]
 

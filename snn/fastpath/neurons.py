@@ -13,11 +13,14 @@ anything outside the fused profile (CUDA, other dtypes, soft reset, ``detach_res
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 import torch
 from spikingjelly.activation_based import neuron
+from torch.utils.hooks import RemovableHandle
 
+from ..spikes import count_spikes
 from . import compiled
 from .compiled import _Compiled
 
@@ -230,9 +233,31 @@ def _backward_steps_numpy(grad_h, reset_grad, grad_v, tau):
 
 
 class _FusedMultiStep:
-    """Mixin: run spikingjelly's IF/LIF multi-step forward through the fused CPU kernels."""
+    """Mixin: run spikingjelly's IF/LIF multi-step forward through the fused CPU kernels.
+
+    Spike counters (``register_spike_counter``) are told each forward's spike count, also when
+    ``fire_and_pool`` fuses the layer with its pool and its spikes never exist as a tensor.
+    """
 
     fused = True  # set False (backend "torch") to keep spikingjelly's own path
+
+    def register_spike_counter(self, counter) -> RemovableHandle:
+        """Call ``counter(count, neuron_steps)`` after every forward: the spikes fired (a float64 scalar
+        tensor) and the neuron-steps they were fired over. Returns a handle whose ``remove()`` stops it."""
+        counters = self.__dict__.setdefault("_spike_counters", OrderedDict())  # weakly referenced by the handle
+        handle = RemovableHandle(counters)
+        counters[handle.id] = counter
+        return handle
+
+    def tell_spike_counters(self, count: torch.Tensor, neuron_steps: int) -> None:
+        for counter in list(self.__dict__.get("_spike_counters", {}).values()):
+            counter(count, neuron_steps)
+
+    def forward(self, *args, **kwargs):
+        spikes = super().forward(*args, **kwargs)
+        if self.__dict__.get("_spike_counters"):
+            self.tell_spike_counters(count_spikes(spikes), spikes.numel())
+        return spikes
 
     def _fused_tau(self) -> float | None:
         return None

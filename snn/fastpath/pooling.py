@@ -76,11 +76,15 @@ class FastMaxPool2d(layer.MaxPool2d):
 
     fused = True  # set False (backend "torch") to keep spikingjelly's own path
 
+    def is_2x2(self) -> bool:
+        """A 2x2 window of stride 2, no padding, dilation, indices or ceil mode: what the fast paths compute."""
+        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
+                and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1) and not self.return_indices
+                and not self.ceil_mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape_ok = x.dim() == 5 if self.step_mode == "m" else x.dim() in (3, 4)  # else spikingjelly says why not
-        if not (self.fused and shape_ok and x.device.type == "cpu" and _pair(self.kernel_size) == (2, 2)
-                and _pair(self.stride or self.kernel_size) == (2, 2) and _pair(self.padding) == (0, 0)
-                and _pair(self.dilation) == (1, 1) and not self.return_indices and not self.ceil_mode):
+        if not (self.fused and shape_ok and x.device.type == "cpu" and self.is_2x2()):
             return super().forward(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _MaxPool2x2.apply(x) if x.dim() >= 4 else super().forward(x)  # aten's backward takes 4-D

@@ -1,0 +1,175 @@
+"""A fused IF/LIF neuron layer and the 2x2 max-pool after it: ``pool(neuron(x))`` in one pass.
+
+The CSNN's first block fires 4 x 128 x 64 x 28 x 28 neurons a batch and pools them at once.
+Unfused, the neuron writes its spikes (and, training, its charges) in full, the pool reads
+them back and writes its indices, and the backward reads and writes each of those again: the
+block was about 40% of a batch. ``fire_pool.c`` runs two rows of neurons at a time through
+all T steps in a buffer that stays in the CPU's cache and writes only the pooled spikes; the
+backward recomputes the charges from the currents. The CSNN's first current is the same at every step (``steps``),
+so it is read once, and its gradient comes back summed over the steps.
+
+Same spikes, same last V, same gradients, bit for bit, as ``FusedIFNode`` / ``FusedLIFNode``
+followed by ``FastMaxPool2d`` (tests/snn/test_fire_pool.py). Only for what the kernel
+computes: a fused neuron (hard reset to 0, ATan or Sigmoid surrogate) fresh from a reset,
+a 2x2 stride-2 max-pool, float32 currents on the CPU with even H and W, NCHW or
+channels_last steps, and no hooks on either module; anything else runs ``pool(neuron(x))``.
+Spike counting (``snn.spikes.record_activity``) gets the neuron's count from the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import nn
+
+from . import native
+from .neurons import _FusedMultiStep
+from .pooling import FastMaxPool2d
+
+_SURROGATES = (0, 1)  # spikingjelly's ids the kernel computes: Sigmoid, ATan
+
+
+class _Layout(ctypes.Structure):
+    """fire_pool.c's Layout: a step as [G, H, W, B] (NCHW: G = N*C, B = 1; channels_last: G = N, B = C)."""
+
+    _fields_ = [("G", ctypes.c_int64), ("H", ctypes.c_int64), ("W", ctypes.c_int64), ("B", ctypes.c_int64)]
+
+
+class _Neuron(ctypes.Structure):
+    """fire_pool.c's Neuron: steps, tau (0 for IF) and threshold."""
+
+    _fields_ = [("T", ctypes.c_int64), ("tau", ctypes.c_float), ("threshold", ctypes.c_float)]
+
+
+_library: ctypes.CDLL | None | bool = False  # False: not loaded yet
+
+
+def _kernels() -> ctypes.CDLL | None:
+    global _library
+    if _library is False:
+        lib = native.load("fire_pool.c")
+        if lib is not None:
+            lib.fire_pool_forward.restype = ctypes.c_int64
+            lib.fire_pool_forward.argtypes = [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p,
+                                              ctypes.c_void_p, ctypes.c_int]
+            lib.fire_pool_backward.restype = None
+            lib.fire_pool_backward.argtypes = [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p,
+                                               ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_int]
+        _library = lib
+    return _library
+
+
+def fire_and_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    """``pool(neuron(x_seq))`` for multi-step modules, fused where the kernel computes exactly that.
+
+    x: currents [T, N, C, H, W]; or, with ``steps``, one current [N, C, H, W] presented at every
+    one of ``steps`` steps (x_seq is then x expanded over them). Returns the pooled spikes
+    [T, N, C, H/2, W/2] and leaves the neuron's V at its last step, as ``pool(neuron(x_seq))`` does.
+    """
+    spec = _fusable(neuron, pool, x, steps)
+    if spec is None:
+        x_seq = x if steps is None else x.unsqueeze(0).expand(steps, *x.shape)
+        return pool(neuron(x_seq))
+    if torch.is_grad_enabled() and x.requires_grad:
+        pooled, v_last, count = _FirePool.apply(x, spec)
+    else:
+        pooled, v_last, count = _forward(x, spec)
+    neuron._memories["v"] = v_last
+    neuron.tell_spike_counters(count, spec.steps * spec.neurons_per_step)
+    return pooled
+
+
+class _Spec:
+    """What one fused call computes: the step layout, the neuron's parameters, the threads."""
+
+    def __init__(self, x: torch.Tensor, steps: int, broadcast: bool, channels_last: bool, tau: float | None,
+                 threshold: float, surrogate_id: int, alpha: float):
+        n, c, h, w = x.shape[-4:]
+        self.steps, self.broadcast, self.channels_last = steps, broadcast, channels_last
+        self.shape = (n, c, h, w)
+        self.neurons_per_step = n * c * h * w
+        self.layout = _Layout(n, h, w, c) if channels_last else _Layout(n * c, h, w, 1)
+        self.step_stride = 0 if broadcast else self.neurons_per_step
+        self.neuron = _Neuron(steps, 0.0 if tau is None else tau, threshold)
+        self.surrogate_id, self.alpha = surrogate_id, alpha
+
+    def empty_steps(self, steps: int, height: int, width: int) -> torch.Tensor:
+        """An uninitialised [steps, N, C, height, width] float tensor in this call's step layout."""
+        n, c = self.shape[:2]
+        if self.channels_last:
+            strides = (n * height * width * c, height * width * c, 1, width * c, c)
+        else:
+            strides = (n * c * height * width, c * height * width, height * width, width, 1)
+        return torch.empty_strided((steps, n, c, height, width), strides)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """x [T, N, C, H, W] copied, where needed, into this call's step layout."""
+        like = self.empty_steps(x.shape[0], *x.shape[-2:])
+        return x if x.stride() == like.stride() else like.copy_(x)
+
+
+def _fusable(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: int | None) -> _Spec | None:
+    """The call's _Spec when the kernel computes exactly ``pool(neuron(x_seq))``, else None."""
+    if not (isinstance(neuron, _FusedMultiStep) and isinstance(pool, FastMaxPool2d) and pool.fused
+            and pool.is_2x2() and neuron.step_mode == "m" and pool.step_mode == "m"):
+        return None
+    if (neuron._forward_hooks or neuron._forward_pre_hooks or pool._forward_hooks or pool._forward_pre_hooks
+            or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks):
+        return None  # a hook must see the spikes themselves
+    v = neuron._memories.get("v")
+    if not (isinstance(v, (int, float)) and v == 0.0):  # only from a reset state, V = 0
+        return None
+    if x.dim() != (4 if steps is not None else 5) or x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    T = steps if steps is not None else x.shape[0]
+    n, c, h, w = x.shape[-4:]
+    if not (T >= 1 and h % 2 == 0 and w % 2 == 0 and x.numel() > 0):
+        return None
+    step = x if steps is not None else x[0]
+    channels_last = step.is_contiguous(memory_format=torch.channels_last) and not step.is_contiguous()
+    if not (step.is_contiguous() or channels_last):
+        return None
+    if steps is None and x.stride(0) != step.numel():
+        return None
+    profile = neuron._fused_profile(x if steps is None else x.unsqueeze(0))
+    if profile is None or profile[0] not in _SURROGATES or _kernels() is None:
+        return None
+    surrogate_id, alpha = profile
+    return _Spec(x, T, steps is not None, channels_last, neuron._fused_tau(), float(neuron.v_threshold),
+                 surrogate_id, alpha)
+
+
+def _forward(x: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pooled spikes, last V, the neuron's spike count as a float64 scalar) of the fused forward."""
+    n, c, h, w = spec.shape
+    pooled = spec.empty_steps(spec.steps, h // 2, w // 2)
+    v_last = spec.empty_steps(1, h, w)[0]
+    count = _kernels().fire_pool_forward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, pooled.data_ptr(),
+                                         v_last.data_ptr(), torch.get_num_threads())
+    return pooled, v_last, torch.tensor(float(count), dtype=torch.float64)
+
+
+class _FirePool(torch.autograd.Function):
+    """The fused forward; its backward recomputes the charges from the saved currents."""
+
+    @staticmethod
+    def forward(ctx, x, spec):
+        x = x.detach()
+        pooled, v_last, count = _forward(x, spec)
+        ctx.save_for_backward(x)
+        ctx.spec = spec
+        ctx.mark_non_differentiable(v_last, count)
+        return pooled, v_last, count
+
+    @staticmethod
+    def backward(ctx, grad_pooled, _grad_v, _grad_count):
+        (x,) = ctx.saved_tensors
+        spec = ctx.spec
+        if grad_pooled is None:
+            return None, None
+        grad_pooled = spec.dense(grad_pooled)
+        grad_x = torch.empty_like(x, memory_format=torch.preserve_format)
+        _kernels().fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, grad_pooled.data_ptr(),
+                                      grad_x.data_ptr(), spec.surrogate_id, spec.alpha, torch.get_num_threads())
+        return grad_x, None
