@@ -42,22 +42,12 @@ class _Neuron(ctypes.Structure):
     _fields_ = [("T", ctypes.c_int64), ("tau", ctypes.c_float), ("threshold", ctypes.c_float)]
 
 
-_library: ctypes.CDLL | None | bool = False  # False: not loaded yet
-
-
-def _kernels() -> ctypes.CDLL | None:
-    global _library
-    if _library is False:
-        lib = native.load("fire_pool.c")
-        if lib is not None:
-            lib.fire_pool_forward.restype = ctypes.c_int64
-            lib.fire_pool_forward.argtypes = [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p,
-                                              ctypes.c_void_p, ctypes.c_int]
-            lib.fire_pool_backward.restype = None
-            lib.fire_pool_backward.argtypes = [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p,
-                                               ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_int]
-        _library = lib
-    return _library
+_KERNELS = native.Kernels("fire_pool.c", {
+    "fire_pool_forward": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p,
+                                           ctypes.c_void_p, ctypes.c_int]),
+    "fire_pool_backward": (None, [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p, ctypes.c_void_p,
+                                  ctypes.c_int, ctypes.c_float, ctypes.c_int]),
+})
 
 
 def fire_and_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
@@ -133,7 +123,7 @@ def _fusable(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: int | N
     if steps is None and x.stride(0) != step.numel():
         return None
     profile = neuron._fused_profile(x if steps is None else x.unsqueeze(0))
-    if profile is None or profile[0] not in _SURROGATES or _kernels() is None:
+    if profile is None or profile[0] not in _SURROGATES or _KERNELS.get() is None:
         return None
     surrogate_id, alpha = profile
     return _Spec(x, T, steps is not None, channels_last, neuron._fused_tau(), float(neuron.v_threshold),
@@ -145,7 +135,7 @@ def _forward(x: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor, 
     n, c, h, w = spec.shape
     pooled = spec.empty_steps(spec.steps, h // 2, w // 2)
     v_last = spec.empty_steps(1, h, w)[0]
-    count = _kernels().fire_pool_forward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, pooled.data_ptr(),
+    count = _KERNELS.get().fire_pool_forward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, pooled.data_ptr(),
                                          v_last.data_ptr(), torch.get_num_threads())
     return pooled, v_last, torch.tensor(float(count), dtype=torch.float64)
 
@@ -170,6 +160,6 @@ class _FirePool(torch.autograd.Function):
             return None, None
         grad_pooled = spec.dense(grad_pooled)
         grad_x = torch.empty_like(x, memory_format=torch.preserve_format)
-        _kernels().fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, grad_pooled.data_ptr(),
+        _KERNELS.get().fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, grad_pooled.data_ptr(),
                                       grad_x.data_ptr(), spec.surrogate_id, spec.alpha, torch.get_num_threads())
         return grad_x, None

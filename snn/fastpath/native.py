@@ -11,7 +11,7 @@ The library is cached under ``$SNN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/snn-tu
 is loaded from there only if that folder and file belong to this user and nobody else can
 write to them; otherwise it is compiled afresh into a private temporary folder. Without a
 compiler (or where compiling fails) ``load`` warns once and returns None, and the caller runs
-its torch code, which computes the same.
+its torch code, which computes the same; ``SNN_C_KERNELS=0`` chooses that torch code outright.
 """
 
 from __future__ import annotations
@@ -30,6 +30,32 @@ from pathlib import Path
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC"]
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
+
+
+class Kernels:
+    """The functions of one C file, built and loaded on first ``get()``; None there where it cannot be built.
+
+    signatures: {function name: (restype, [argtypes])}, as ctypes declares them.
+    """
+
+    def __init__(self, source_name: str, signatures: dict):
+        self.source_name, self.signatures = source_name, signatures
+
+    def get(self) -> ctypes.CDLL | None:
+        if not enabled():
+            return None
+        lib = load(self.source_name)
+        if lib is not None and not getattr(lib, "_declared", False):
+            for name, (restype, argtypes) in self.signatures.items():
+                function = getattr(lib, name)
+                function.restype, function.argtypes = restype, argtypes
+            lib._declared = True
+        return lib
+
+
+def enabled() -> bool:
+    """False when ``SNN_C_KERNELS=0`` turns the C kernels off (the torch and numpy paths then run)."""
+    return os.environ.get("SNN_C_KERNELS", "1") != "0"
 
 
 def compiler() -> str | None:

@@ -2,16 +2,18 @@
 
 spikingjelly 2.0's multi-step IF/LIF neurons run on the CPU as its Torch reference: about ten
 autograd-recorded tensor ops per time step, each a full pass over ``[N, ...]``. ``FusedIFNode`` /
-``FusedLIFNode`` are spikingjelly's own ``IFNode`` / ``LIFNode`` with a multi-step forward of three
-to five in-place ops per step (numpy for small steps, inductor-compiled loops for large ones) and
-spikingjelly's hand-written backward (``_ops/*/cpu.py``, the surrogate gradient evaluated once for
-all steps; compiled for large steps). Spikes are bit-identical to spikingjelly's; gradients agree
+``FusedLIFNode`` are spikingjelly's own ``IFNode`` / ``LIFNode`` whose multi-step forward and
+backward (spikingjelly's hand-written one, ``_ops/*/cpu.py``) run all steps in one call of a C
+kernel (``neurons.c``, built by ``native`` on first use). Without a C compiler (or with
+``SNN_C_KERNELS=0``) they run the same ops as a loop of three to five in-place ops per step: numpy
+for small steps, torch for large ones. Spikes are bit-identical to spikingjelly's; gradients agree
 to float rounding (tests/snn/test_fast_paths.py). Half-precision currents are cast to float32 first;
 anything outside the fused profile (CUDA, other dtypes, soft reset, ``detach_reset``, custom surrogates) runs spikingjelly's own path.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections import OrderedDict
 
@@ -21,8 +23,7 @@ from spikingjelly.activation_based import neuron
 from torch.utils.hooks import RemovableHandle
 
 from ..spikes import count_spikes
-from . import compiled
-from .compiled import _Compiled
+from . import native
 
 try:  # spikingjelly 2.x internals: the surrogate ids and gradients its own kernels use
     from spikingjelly._ops.surrogate import _surrogate_gradient, _surrogate_spec
@@ -43,11 +44,14 @@ def _multi_step_if_lif(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, 
     S = (H >= threshold), V = S * 0 + (1 - S) * H, written here as H - H * S (equal bits).
     Returns spikes [T, ...], the last V [...], and H [T, ...] when ``keep_charge``.
     """
-    if x_seq[0].numel() >= compiled.COMPILE_MIN_STEP_NUMEL and x_seq.device.type == "cpu":
-        result = _compiled_loop(x_seq.detach(), v.detach(), tau, threshold, keep_charge)
-        if result is not None:
-            return result
     spikes = torch.empty_strided(x_seq.shape, _dense_strides(x_seq), dtype=x_seq.dtype, device=x_seq.device)
+    if x_seq.device.type == "cpu" and _same_layout(x_seq, spikes) and (lib := _KERNELS.get()) is not None:
+        charge = torch.empty_like(spikes) if keep_charge else None
+        v = _like(v.detach(), spikes[0], copy=True)  # the kernel updates it in place to the last V
+        lib.if_lif_forward(x_seq.data_ptr(), x_seq.stride(0), v.data_ptr(), len(x_seq), spikes[0].numel(),
+                           0.0 if tau is None else tau, threshold, spikes.data_ptr(),
+                           None if charge is None else charge.data_ptr(), torch.get_num_threads())
+        return spikes, v, charge
     charge = torch.empty_like(spikes) if keep_charge else torch.empty_like(spikes[0]).expand_as(spikes)
     if spikes[0].numel() <= _NUMPY_MAX_STEP_NUMEL and x_seq.device.type == "cpu":
         v = torch.from_numpy(_if_lif_steps_numpy(x_seq.detach().numpy(), v.detach().numpy(), tau, threshold,
@@ -90,59 +94,30 @@ def _if_lif_steps_numpy(x_seq, v, tau, threshold, spikes, charge):
     return v
 
 
-def if_lif_steps(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
-                 keep_charge: bool):
-    """The loop of ``_multi_step_if_lif`` as pure tensor functions, the form torch.compile fuses.
-
-    Same float ops as the eager loops (spikes bit-identical, tests/snn/test_fast_paths.py).
-    Returns spikes [T, ...], the last V [...] and, when ``keep_charge``, H [T, ...] (else None).
-    """
-    spikes, charges = [], []
-    for t in range(x_seq.shape[0]):
-        h = v + x_seq[t] if tau is None else v + (x_seq[t] - v) / tau
-        s = (h >= threshold).to(h.dtype)
-        v = h - h * s
-        spikes.append(s)
-        charges.append(h)
-    return torch.stack(spikes), v, torch.stack(charges) if keep_charge else None
 
 
-_compiled_loop = _Compiled(if_lif_steps, "the IF/LIF loop")
+# neurons.c: the forward and backward over all steps in one call (all sizes, where a C compiler is)
+_KERNELS = native.Kernels("neurons.c", {
+    "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                              ctypes.c_float, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
+    "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                               ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_float,
+                               ctypes.c_float, ctypes.c_void_p, ctypes.c_int]),
+})
+_C_SURROGATES = (0, 1)  # the surrogates neurons.c computes: Sigmoid, ATan
 
 
-# the surrogates whose gradient ``if_lif_backward`` writes out (spikingjelly's ids: 0 Sigmoid, 1 ATan)
-_COMPILED_SURROGATES = (0, 1)
+def _same_layout(x_seq: torch.Tensor, dense: torch.Tensor) -> bool:
+    """x_seq's steps are laid out as the dense [T, ...] tensor's, one after another or all one (stride 0)."""
+    return (x_seq.dtype == torch.float32 and x_seq[0].stride() == dense[0].stride()
+            and x_seq.stride(0) in (0, dense[0].numel()))
 
 
-def if_lif_backward(grad_spikes: torch.Tensor, charge: torch.Tensor, grad_v: torch.Tensor | None,
-                    tau: float | None, threshold: float, alpha: float, surrogate_id: int):
-    """The backward of ``if_lif_steps`` as pure tensor functions, the form torch.compile fuses.
-
-    The same arithmetic as ``_FusedIFLIF.backward``'s eager steps (spikingjelly's
-    ``_ops/lif/cpu.py``), one step at a time from the last: dS/dH is the surrogate gradient at
-    H - threshold, the hard reset's dV/dH is (1 - S) - H * dS/dH with S = (H >= threshold)
-    recomputed from the charge, dL/dH = dL/dS * dS/dH + dL/dV * dV/dH, and dL/dX is dL/dH
-    (IF) or dL/dH / tau (LIF). Returns dL/dX [T, ...] and dL/dV of the initial V.
-    """
-    carry, grads = grad_v, []
-    for t in range(charge.shape[0] - 1, -1, -1):
-        h = charge[t]
-        if surrogate_id == 1:  # ATan: (alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)
-            x = (h - threshold) * (math.pi / 2 * alpha)
-            sg = 1.0 / (x * x + 1.0) * (alpha / 2)
-        else:  # Sigmoid: (1 - s) * s * alpha, s = sigmoid(alpha * x)
-            sig = torch.sigmoid((h - threshold) * alpha)
-            sg = (1.0 - sig) * sig * alpha
-        grad_h = grad_spikes[t] * sg
-        if carry is not None:
-            reset_grad = (1.0 - (h >= threshold).to(h.dtype)) - h * sg
-            grad_h = grad_h + carry * reset_grad
-        carry = grad_h if tau is None else grad_h - grad_h / tau
-        grads.append(grad_h if tau is None else grad_h / tau)
-    return torch.stack(grads[::-1]), carry
-
-
-_compiled_backward = _Compiled(if_lif_backward, "the IF/LIF backward")
+def _like(x: torch.Tensor, layout: torch.Tensor, copy: bool = False) -> torch.Tensor:
+    """x with the strides of ``layout`` (same shape): x itself when it has them and no ``copy`` is asked."""
+    if x.stride() == layout.stride() and not copy and x.dtype == layout.dtype:
+        return x
+    return torch.empty_like(layout).copy_(x)
 
 
 def _dense_strides(x_seq: torch.Tensor) -> tuple[int, ...]:
@@ -188,12 +163,14 @@ class _FusedIFLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_v):
         charge, spikes = ctx.saved_tensors
         tau, threshold, alpha, surrogate_id = ctx.params
-        if (charge[0].numel() >= compiled.COMPILE_MIN_STEP_NUMEL and charge.device.type == "cpu"
-                and grad_spikes is not None and surrogate_id in _COMPILED_SURROGATES):
-            result = _compiled_backward(grad_spikes, charge, grad_v, tau, threshold, alpha, surrogate_id)
-            if result is not None:
-                grad_x, grad_v_init = result
-                return grad_x, grad_v_init if ctx.needs_input_grad[1] else None, None, None, None, None
+        if surrogate_id in _C_SURROGATES and grad_spikes is not None and (lib := _KERNELS.get()) is not None:
+            grad_spikes = _like(grad_spikes, charge)
+            carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
+            grad_x = torch.empty_like(charge)
+            lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), len(charge),
+                                charge[0].numel(), 0.0 if tau is None else tau, threshold, surrogate_id, alpha,
+                                math.pi / 2 * alpha, alpha / 2, grad_x.data_ptr(), torch.get_num_threads())
+            return grad_x, carry if ctx.needs_input_grad[1] else None, None, None, None, None
         sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
         # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH
         reset_grad = torch.sub(1.0, spikes).addcmul_(charge, sg, value=-1.0)

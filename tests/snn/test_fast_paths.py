@@ -51,11 +51,36 @@ def use_compiled(monkeypatch, compiled: bool, *wrappers) -> None:
         monkeypatch.setattr(wrapper, "compiled", None)
 
 
+def use_kernels(monkeypatch, on: bool) -> None:
+    """The C kernels (``snn.fastpath.native``) on, or off (``SNN_C_KERNELS=0``: the numpy and torch loops)."""
+    if on and fastpath.native.compiler() is None:
+        pytest.skip("the C kernels need a C compiler")
+    monkeypatch.setenv("SNN_C_KERNELS", "1" if on else "0")
+
+
+def kernel_calls(monkeypatch, kernels) -> list[str]:
+    """The names of ``kernels``' (a ``native.Kernels``) functions called from now on, in order."""
+    calls: list[str] = []
+    lib = kernels.get()
+    assert lib is not None or not fastpath.native.enabled(), "the C kernels did not build"
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(lib, name)
+
+    monkeypatch.setattr(kernels, "get", lambda: Spy() if fastpath.native.enabled() else None)
+    return calls
+
+
 @pytest.mark.parametrize("kind,tau", [("if", 2.0), ("lif", 2.0), ("lif", 3.5)])
 @pytest.mark.parametrize("surrogate_name,alpha", [("atan", None), ("atan", 4.0), ("sigmoid", None)])
-# steps of up to 16,384 neurons run the time loop in numpy, larger ones in torch: both are checked
+# the C kernel, or without it: steps of up to 16,384 neurons in numpy, larger ones in torch
 @pytest.mark.parametrize("shape", [(20, 16, 10), (4, 3, 5, 6, 6), (6, 2, 64, 12, 12)])
-def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, surrogate_name, alpha, shape):
+@pytest.mark.parametrize("kernels", [True, False])
+def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, surrogate_name, alpha, shape, kernels,
+                                                                    monkeypatch):
+    use_kernels(monkeypatch, kernels)
     torch.manual_seed(0)
     x_seq = torch.randn(shape) * 1.5 + 0.4  # [T, N, ...] currents around the threshold
     upstream = torch.randn(shape)
@@ -69,11 +94,12 @@ def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, s
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("kernels", [True, False])
 @pytest.mark.parametrize("kind", ["if", "lif"])
-def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compiled, monkeypatch):
+def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, kernels, monkeypatch):
     """A loss on the neuron's last V as well as its spikes: the backward carries dL/dV through every step."""
-    use_compiled(monkeypatch, compiled, fastpath.neurons._compiled_loop, fastpath.neurons._compiled_backward)
+    use_kernels(monkeypatch, kernels)
+    calls = kernel_calls(monkeypatch, fastpath.neurons._KERNELS)
     torch.manual_seed(15)
     x_seq, upstream, v_upstream = torch.randn(5, 3, 4, 6, 6) * 1.5 + 0.4, torch.randn(5, 3, 4, 6, 6), torch.randn(3, 4, 6, 6)
     grads = []
@@ -83,8 +109,7 @@ def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, compil
         (grad,) = torch.autograd.grad((spikes * upstream).sum() + (node.v * v_upstream).sum(), x)
         grads.append(grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
-    if compiled:  # both compiled, none fell back to the eager loops (a fallback sets them False)
-        assert fastpath.neurons._compiled_loop.compiled not in (None, False) and fastpath.neurons._compiled_backward.compiled not in (None, False)
+    assert calls == (["if_lif_forward", "if_lif_backward"] if kernels else [])
 
 
 def test_fused_neuron_on_an_expanded_channels_last_input_matches_spikingjelly():
@@ -103,15 +128,16 @@ def test_both_time_loops_are_chosen_by_step_size():
 
 
 @pytest.mark.parametrize("kind,tau,surrogate_name", [("if", 2.0, "atan"), ("lif", 3.5, "sigmoid")])
-def test_compiled_time_loop_equals_spikingjelly(kind, tau, surrogate_name, monkeypatch):
-    """The inductor-compiled loop and backward (large steps; here forced on for a small one) compute the same."""
-    use_compiled(monkeypatch, True, fastpath.neurons._compiled_loop, fastpath.neurons._compiled_backward)
+def test_c_kernel_time_loop_equals_spikingjelly(kind, tau, surrogate_name, monkeypatch):
+    """The C kernel's forward and backward ran, and compute what spikingjelly does, also on an
+    expanded (stride 0 over T) channels_last input in inference, whose layout the spikes keep."""
+    use_kernels(monkeypatch, True)
+    calls = kernel_calls(monkeypatch, fastpath.neurons._KERNELS)
     torch.manual_seed(14)
     x_seq, upstream = torch.randn(4, 3, 5, 6, 6) * 1.5 + 0.4, torch.randn(4, 3, 5, 6, 6)
     fused, reference = pair(kind, surrogate_name, tau=tau)
     spikes, v, grad = run(fused, x_seq, upstream)
-    assert fastpath.neurons._compiled_loop.compiled not in (None, False), "the compiled loop did not run"
-    assert fastpath.neurons._compiled_backward.compiled not in (None, False), "the compiled backward did not run"
+    assert calls == ["if_lif_forward", "if_lif_backward"]
     ref_spikes, ref_v, ref_grad = run(reference, x_seq, upstream)
     assert torch.equal(spikes, ref_spikes) and torch.equal(v, ref_v)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
@@ -120,6 +146,7 @@ def test_compiled_time_loop_equals_spikingjelly(kind, tau, surrogate_name, monke
     functional.reset_net(reference)
     with torch.no_grad():
         spikes = fused(expanded)  # inference: no charge kept, layout kept
+    assert calls[-1] == "if_lif_forward"
     assert spikes[0].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(spikes, reference(expanded))
 
