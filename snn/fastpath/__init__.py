@@ -4,13 +4,15 @@ The same model, the same spike law, less time on a CPU (measured by ``benchmarks
 tests/snn/test_fast_paths.py shows each computes what it replaces):
 
 * ``neurons``: spikingjelly's IF/LIF nodes with a fused multi-step forward and its hand-written
-  backward (numpy loops for small steps, inductor-compiled ones for large steps);
-* ``pooling``: 2x2 max-pools as the maximum of four strided views;
-* ``fire_pool``: a neuron layer and the 2x2 max-pool after it in one pass of a C kernel (the
-  CSNN's two blocks), built on first use by ``native`` with the machine's C compiler;
+  backward, all steps in one call of a C kernel (``neurons.c``);
+* ``fire_pool``: a neuron layer and the 2x2 max-pool after it in one pass of a C kernel
+  (``fire_pool.c``): the CSNN's two blocks;
+* ``native``: builds the C kernels on first use with the machine's C compiler, caches and loads
+  them; without a compiler (or with ``SNN_C_KERNELS=0``) the same ops run as numpy/torch loops;
+* ``pooling``: 2x2 max-pools as the maximum of four strided views (where no neuron fuses with them);
 * ``poisson``: the FC-SNN's Poisson input current, drawing random numbers only for the pixels
   that can vary, four 16-bit lanes per 64-bit draw of numpy's PCG64 (seeded from torch's generator);
-* ``compiled``: the compile-or-fall-back wrapper and the step size from which it pays;
+* ``compiled``: torch.compile-or-fall-back for the large max-pools ``pooling`` runs;
 * ``backends``: ``backend`` (a config field) picks the neuron implementation: ``auto`` (the fused
   CPU neurons on a CPU, spikingjelly's fastest CUDA kernels on a GPU), ``torch`` (spikingjelly's
   Torch reference everywhere, and the dense Poisson encoder: the seed's computation, op for op),

@@ -1,4 +1,4 @@
-"""The inductor-compiled kernels' shared switch: how large a step must be, and compile-or-fall-back."""
+"""The inductor-compiled max-pool's switch: how large an input must be, and compile-or-fall-back."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import warnings
 
 import torch
 
-# From this many neurons per step (the CSNN's conv layers: 128 x 64 x 28 x 28 and x 14 x 14), the
-# time loop is memory-bound: three full passes per step in torch ops. torch.compile (inductor's C++
-# code) fuses a whole loop into one pass that reads each input once, ~1.35x faster per training and
-# evaluation batch of the CSNN; the first call compiles for 15-60 s (cached on disk for later runs).
-# Smaller steps would not repay the compile.
+# From this many elements (a CSNN block's spikes, when a hook keeps fire_pool from fusing it with its
+# neuron), the max of four strided views is memory-bound in eager torch; torch.compile (inductor's C++
+# code) makes it one pass. The first call compiles for 15-60 s (cached on disk for later runs).
+# Smaller inputs would not repay the compile.
 COMPILE_MIN_STEP_NUMEL = 1 << 20
 
 
