@@ -9,7 +9,7 @@ keeps each multiply and add apart, as torch's kernels compute them, and nothing 
 The library is cached under ``$SNN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/snn-tune``, else
 ``~/.cache/snn-tune``, named by a hash of the source, the compiler, its flags and the CPU. It
 is loaded from there only if that folder and file belong to this user and nobody else can
-write to them; otherwise it is compiled afresh into a private temporary folder. Without a
+write to them; otherwise it is compiled afresh into a private temporary folder, removed once loaded. Without a
 compiler (or where compiling fails) ``load`` warns once and returns None, and the caller runs
 its torch code, which computes the same; ``SNN_C_KERNELS=0`` chooses that torch code outright.
 """
@@ -30,6 +30,7 @@ from pathlib import Path
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC"]
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_TEMPORARY = "snn-kernels-"  # the prefix of a build folder used once, where no private cache is
 
 
 class Kernels:
@@ -70,7 +71,10 @@ def load(source_name: str) -> ctypes.CDLL | None:
     """The compiled library of the C file ``source_name`` next to this module; None where it cannot be built."""
     if source_name not in _loaded:
         try:
-            _loaded[source_name] = ctypes.CDLL(str(_build(Path(__file__).with_name(source_name))))
+            path = _build(Path(__file__).with_name(source_name))
+            _loaded[source_name] = ctypes.CDLL(str(path))
+            if path.parent.name.startswith(_TEMPORARY):  # no private cache: nothing is left behind
+                shutil.rmtree(path.parent, ignore_errors=True)  # (the loaded library stays mapped)
         except (OSError, subprocess.SubprocessError, RuntimeError) as error:
             warnings.warn(f"could not build the C kernel {source_name} ({error}); running the torch path instead",
                           stacklevel=2)
@@ -89,7 +93,7 @@ def _build(source: Path) -> Path:
     folder = _private_cache()
     if folder is not None and _trusted(folder / name):
         return folder / name
-    folder = folder or Path(tempfile.mkdtemp(prefix="snn-kernels-"))
+    folder = folder or Path(tempfile.mkdtemp(prefix=_TEMPORARY))
     scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
     try:
         built = scratch / name

@@ -185,6 +185,7 @@ def test_a_library_in_a_folder_others_can_write_to_is_never_loaded(fresh_native,
     assert native.load(source.name) is not None
     assert planted and fresh_native not in planted[0].parents
     assert not list(fresh_native.glob("*.so"))
+    assert not planted[0].parent.exists()  # the one-off build folder is removed once the library is loaded
 
 
 def test_without_a_compiler_the_torch_paths_run(fresh_native, monkeypatch):
