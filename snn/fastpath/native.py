@@ -17,6 +17,7 @@ its torch code, which computes the same; ``SNN_C_KERNELS=0`` chooses that torch 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -87,8 +88,7 @@ def _build(source: Path) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on the PATH")
     code = source.read_bytes()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(b"\0".join([code, " ".join(FLAGS).encode(), version.encode(), _cpu().encode()]))
+    key = hashlib.sha256(b"\0".join([code, " ".join(FLAGS).encode(), _identity(cc).encode()]))
     name = f"{source.stem}-{key.hexdigest()[:20]}.so"
     folder = _private_cache()
     if folder is not None and _trusted(folder / name):
@@ -105,6 +105,13 @@ def _build(source: Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder / name
+
+
+@functools.lru_cache(maxsize=None)
+def _identity(cc: str) -> str:
+    """What the built library depends on beyond its source and flags: the compiler's version and the CPU."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    return version + "\0" + _cpu()
 
 
 def _private_cache() -> Path | None:

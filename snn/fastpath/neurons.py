@@ -163,7 +163,8 @@ class _FusedIFLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_v):
         charge, spikes = ctx.saved_tensors
         tau, threshold, alpha, surrogate_id = ctx.params
-        if surrogate_id in _C_SURROGATES and grad_spikes is not None and (lib := _KERNELS.get()) is not None:
+        if (charge.device.type == "cpu" and surrogate_id in _C_SURROGATES and grad_spikes is not None
+                and (lib := _KERNELS.get()) is not None):
             grad_spikes = _like(grad_spikes, charge)
             carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
             grad_x = torch.empty_like(charge)
