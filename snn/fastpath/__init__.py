@@ -11,7 +11,8 @@ tests/snn/test_fast_paths.py shows each computes what it replaces):
   them; without a compiler (or with ``SNN_C_KERNELS=0``) the same ops run as numpy/torch loops;
 * ``pooling``: 2x2 max-pools as the maximum of four strided views (where no neuron fuses with them);
 * ``poisson``: the FC-SNN's Poisson input current, drawing random numbers only for the pixels
-  that can vary, four 16-bit lanes per 64-bit draw of numpy's PCG64 (seeded from torch's generator);
+  that can vary, four 16-bit lanes per 64-bit draw of numpy's PCG64 (seeded from torch's generator),
+  the spikes meeting the weight in a C kernel (``poisson.c``);
 * ``compiled``: torch.compile-or-fall-back for the large max-pools ``pooling`` runs;
 * ``backends``: ``backend`` (a config field) picks the neuron implementation: ``auto`` (the fused
   CPU neurons on a CPU, spikingjelly's fastest CUDA kernels on a GPU), ``torch`` (spikingjelly's

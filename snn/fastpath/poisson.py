@@ -4,14 +4,19 @@ The Poisson input draws T x N x 784 uniform numbers per batch, and most MNIST pi
 (never spike). ``poisson_input_current`` draws only for the fractional pixels, four 16-bit
 uniforms per 64-bit draw, and feeds only their spikes through the linear layer; every pixel
 still spikes at every step, independently, with probability equal to its intensity (to 2^-16).
+On a CPU with a C compiler the spikes meet the weight in ``poisson.c``, image by image with no
+padding; elsewhere in padded groups of images by torch's batched matmul.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
 import torch
+
+from . import native
 
 # Each 64-bit draw is split into four 16-bit uniform lanes, so a spike costs a quarter of a draw.
 LANE_BITS = 16
@@ -87,20 +92,30 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
     A pixel spikes at a step with probability equal to its intensity, as in ``poisson_encode``:
     intensity 0 never spikes and intensity 1 always does. So the always-on pixels add a
     constant current, and random numbers are drawn only for the fractional pixels of each
-    image (about 145 of 784 on MNIST). The images are split into ``INPUT_GROUPS`` groups by
-    their count of fractional pixels; within a group each image's count is padded to the
-    group's largest with probability 0, and the group's spikes [n, K, T] go through the weight
-    by one batched matmul. The draws are 16-bit lanes (``bernoulli_spikes``): each spike
+    image (about 145 of 784 on MNIST). ``poisson.c`` (float32 on a CPU, a C compiler at hand)
+    adds each spiking pixel's weights into its image's current, and in the backward each spike's
+    current gradient into its pixel's weight gradient: one draw of [M, T] lanes for the batch's M
+    fractional pixels. Otherwise the images are split into ``INPUT_GROUPS`` groups by their count
+    of fractional pixels; within a group each image's count is padded to the group's largest
+    with probability 0, and the group's spikes [n, K, T] go through the weight by one batched matmul. The draws are 16-bit lanes (``bernoulli_spikes``): each spike
     probability is within 7.6e-6 of the intensity for MNIST's k/255 levels (2^-16 at worst);
     only the summation order of the current differs otherwise.
     """
     n, p = images.shape
     always = images >= 1.0  # [N, P]
     fractional = (images > 0.0) & ~always  # [N, P]
-    constant = (always.to(weight.dtype) @ weight.t()).unsqueeze(2)  # [N, O, 1]
+    constant = always.to(weight.dtype) @ weight.t()  # [N, O]
     counts = fractional.sum(1)
     if n == 0 or int(counts.max()) == 0:
-        return constant.squeeze(2).expand(T, n, weight.shape[0])
+        return constant.expand(T, n, weight.shape[0])
+    if images.device.type == "cpu" and weight.dtype == torch.float32 and (lib := _KERNELS.get()) is not None:
+        # poisson.c: every image's fractional pixels, row-major, drawn for in one piece, no padding
+        rows, pixels = fractional.nonzero(as_tuple=True)
+        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        thresholds = spike_thresholds(images[rows, pixels])
+        lanes = uniform_lanes((len(pixels), T), images.device)  # [M, T]
+        return _PoissonCurrent.apply(weight, constant, lanes, thresholds, pixels, offsets, lib)
+    constant = constant.unsqueeze(2)  # [N, O, 1]
     by_count = torch.argsort(counts, stable=True)  # images of similar counts side by side
     counts = counts[by_count]
     # every fractional pixel of the sorted batch, row-major: image after image, each in pixel order
@@ -122,6 +137,44 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
     current = torch.cat(parts).index_select(0, torch.argsort(by_count))  # [N, O, T], the batch's order
     # [T, N, O] contiguous: the neuron's time loop then reads each step's [N, O] in one piece
     return (current + constant).permute(2, 0, 1).contiguous()
+
+
+_KERNELS = native.Kernels("poisson.c", {
+    "poisson_current_forward": (None, [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int]),
+    "poisson_current_backward": (None, [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 4 + [ctypes.c_void_p, ctypes.c_int]),
+})
+
+
+class _PoissonCurrent(torch.autograd.Function):
+    """poisson.c's current [T, N, O] and the weight's gradient, from the lanes drawn for the fractional pixels."""
+
+    @staticmethod
+    def forward(ctx, weight, constant, lanes, thresholds, pixels, offsets, lib):
+        T, (n, o) = lanes.shape[1], constant.shape
+        weight_t = weight.detach().t().contiguous()  # [P, O]: a pixel's weights side by side
+        constant = constant.detach().contiguous()
+        current = torch.empty(T, n, o)
+        lib.poisson_current_forward(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(), offsets.data_ptr(),
+                                    weight_t.data_ptr(), constant.data_ptr(), n, o, T, current.data_ptr(),
+                                    torch.get_num_threads())
+        ctx.save_for_backward(lanes, thresholds, pixels, offsets)
+        ctx.lib, ctx.pixels_in = lib, weight.shape[1]
+        return current
+
+    @staticmethod
+    def backward(ctx, grad):
+        lanes, thresholds, pixels, offsets = ctx.saved_tensors
+        T, n, o = grad.shape
+        grad = grad.contiguous()
+        grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_weight_t = torch.empty(ctx.pixels_in, o)
+            ctx.lib.poisson_current_backward(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(),
+                                             offsets.data_ptr(), grad.data_ptr(), n, o, T, ctx.pixels_in,
+                                             grad_weight_t.data_ptr(), torch.get_num_threads())
+            grad_weight = grad_weight_t.t()
+        grad_constant = grad.sum(0) if ctx.needs_input_grad[1] else None
+        return grad_weight, grad_constant, None, None, None, None, None
 
 
 def _group_current(rows: torch.Tensor, slots: torch.Tensor, pixels: torch.Tensor, thresholds: torch.Tensor,

@@ -272,8 +272,11 @@ def test_fast_max_pool_leaves_other_windows_to_max_pool2d(monkeypatch):
 # ----------------------------------------------------------------------------- Poisson input
 
 
-def test_poisson_input_current_spikes_each_pixel_at_its_intensity():
+@pytest.mark.parametrize("kernels", [True, False])  # poisson.c, or the torch groups without a compiler
+def test_poisson_input_current_spikes_each_pixel_at_its_intensity(kernels, monkeypatch):
     """With an identity weight the current is each pixel's spike train: rates match intensities."""
+    use_kernels(monkeypatch, kernels)
+    calls = kernel_calls(monkeypatch, fastpath.poisson._KERNELS)
     torch.manual_seed(6)
     images = torch.rand(4, 100)
     images[:, :20] = 0.0
@@ -289,12 +292,16 @@ def test_poisson_input_current_spikes_each_pixel_at_its_intensity():
     centred = spikes[:, :, 30:] - images[:, 30:]
     lag1 = (centred[1:] * centred[:-1]).mean() / (images[:, 30:] * (1 - images[:, 30:])).mean()
     assert abs(lag1) < 5 / math.sqrt(T * 4 * 70)
+    assert calls == (["poisson_current_forward"] if kernels else [])
 
 
-def test_poisson_input_current_keeps_each_image_its_own_pixels_across_groups():
-    """Images of very different fractional-pixel counts are drawn for in separate groups
-    (``INPUT_GROUPS``): each image's current still comes from its own pixels, in the batch's order,
-    and the weight's gradient is exactly the one of Linear over the spikes drawn."""
+@pytest.mark.parametrize("kernels", [True, False])
+def test_poisson_input_current_keeps_each_image_its_own_pixels_across_groups(kernels, monkeypatch):
+    """Images of very different fractional-pixel counts (drawn for in separate groups, ``INPUT_GROUPS``,
+    on the torch path; one after another by poisson.c): each image's current still comes from its
+    own pixels, in the batch's order, and the weight's gradient is the one of Linear over the spikes drawn."""
+    use_kernels(monkeypatch, kernels)
+    calls = kernel_calls(monkeypatch, fastpath.poisson._KERNELS)
     torch.manual_seed(5)
     n, p, T = 3 * INPUT_GROUPS + 1, 64, 2000
     images = (torch.rand(n, p) < 0.3).float()  # binary pixels: 0 or 1, never drawn for
@@ -311,6 +318,7 @@ def test_poisson_input_current_keeps_each_image_its_own_pixels_across_groups():
     (grad,) = torch.autograd.grad((spikes * upstream).sum(), weight)
     expected = torch.einsum("tno,tnp->op", upstream, spikes.detach())
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-3)
+    assert calls == (["poisson_current_forward", "poisson_current_backward"] if kernels else [])
 
 
 @pytest.mark.parametrize("n", [3, 2 * INPUT_GROUPS + 2])
@@ -325,8 +333,10 @@ def test_poisson_input_current_with_groups_of_binary_images(n):
     assert ((rate[-1, :5] - images[-1, :5]).abs() < 0.05).all()
 
 
-def test_poisson_input_current_equals_the_dense_layer_on_binary_images():
+@pytest.mark.parametrize("kernels", [True, False])
+def test_poisson_input_current_equals_the_dense_layer_on_binary_images(kernels, monkeypatch):
     """Binary images have no randomness: the current is exactly Linear(poisson_encode(...))."""
+    use_kernels(monkeypatch, kernels)
     torch.manual_seed(7)
     images = (torch.rand(5, 784) < 0.3).float()
     weight = torch.randn(10, 784, requires_grad=True)
@@ -338,7 +348,10 @@ def test_poisson_input_current_equals_the_dense_layer_on_binary_images():
     torch.testing.assert_close(grad, dense_grad)
 
 
-def test_poisson_input_current_matches_the_dense_encoder_in_mean_and_variance():
+@pytest.mark.parametrize("kernels", [True, False])
+def test_poisson_input_current_matches_the_dense_encoder_in_mean_and_variance(kernels, monkeypatch):
+    use_kernels(monkeypatch, kernels)
+    calls = kernel_calls(monkeypatch, fastpath.poisson._KERNELS)
     torch.manual_seed(8)
     images = torch.rand(3, 784) * (torch.rand(3, 784) < 0.25)
     weight = torch.randn(10, 784) * 0.1
@@ -350,6 +363,7 @@ def test_poisson_input_current_matches_the_dense_encoder_in_mean_and_variance():
     for current in (fast, dense):
         assert ((current.mean(0) - expected_mean).abs() <= 5 * (expected_var / T).sqrt()).all()
         assert ((current.var(0) / expected_var - 1).abs() < 0.15).all()
+    assert calls == (["poisson_current_forward"] if kernels else [])
 
 
 def test_fc_model_sparse_and_dense_inputs_agree_on_binary_images():
