@@ -31,6 +31,19 @@ INLINE float surrogate(int surrogate_id, float x, float alpha, float scale, floa
     return (1.0f - sig) * sig * alpha;
 }
 
+/* This thread's share [from, to) of M neurons, inside a parallel region; 0 when it has none. */
+static int my_share(int64_t M, int64_t *from, int64_t *to) {
+    int threads = 1, id = 0;
+#ifdef _OPENMP
+    threads = omp_get_num_threads();
+    id = omp_get_thread_num();
+#endif
+    const int64_t per = (M + threads - 1) / threads;
+    *from = id * per;
+    *to = *from + per < M ? *from + per : M;
+    return *from < *to;
+}
+
 INLINE void forward_range(int lif, int keep, const float *restrict x, int64_t xt, float *restrict v, int64_t T,
                           int64_t M, float tau, float threshold, float *restrict spikes, float *restrict charges,
                           int64_t from, int64_t to) {
@@ -54,13 +67,8 @@ void if_lif_forward(const float *x, int64_t xt, float *v, int64_t T, int64_t M, 
     const int lif = tau != 0.0f;
 #pragma omp parallel num_threads(threads) if (T * M >= PARALLEL_MIN)
     {
-        int nt = 1, id = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        id = omp_get_thread_num();
-#endif
-        const int64_t per = (M + nt - 1) / nt, from = id * per, to = from + per < M ? from + per : M;
-        if (from < to) {
+        int64_t from, to;
+        if (my_share(M, &from, &to)) {
             /* literal first arguments: each case compiles to its own vectorised loop */
             if (lif && charges) forward_range(1, 1, x, xt, v, T, M, tau, threshold, spikes, charges, from, to);
             else if (lif) forward_range(1, 0, x, xt, v, T, M, tau, threshold, spikes, NULL, from, to);
@@ -94,13 +102,8 @@ void if_lif_backward(const float *grad_spikes, const float *charges, float *carr
     const int lif = tau != 0.0f;
 #pragma omp parallel num_threads(threads) if (T * M >= PARALLEL_MIN)
     {
-        int nt = 1, id = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        id = omp_get_thread_num();
-#endif
-        const int64_t per = (M + nt - 1) / nt, from = id * per, to = from + per < M ? from + per : M;
-        if (from < to) {
+        int64_t from, to;
+        if (my_share(M, &from, &to)) {
             if (!lif && surrogate_id == 1)
                 backward_range(0, 1, grad_spikes, charges, carry, T, M, tau, threshold, alpha, scale, half_alpha,
                                grad_x, from, to);
