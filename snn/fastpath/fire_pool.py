@@ -71,7 +71,7 @@ def fire_and_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: in
 
 
 class _Spec:
-    """What one fused call computes: the step layout, the neuron's parameters, the threads."""
+    """What one fused call computes: the steps, their layout and the neuron's parameters."""
 
     def __init__(self, x: torch.Tensor, steps: int, broadcast: bool, channels_last: bool, tau: float | None,
                  threshold: float, surrogate_id: int, alpha: float):
@@ -135,8 +135,8 @@ def _forward(x: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor, 
     n, c, h, w = spec.shape
     pooled = spec.empty_steps(spec.steps, h // 2, w // 2)
     v_last = spec.empty_steps(1, h, w)[0]
-    count = _KERNELS.get().fire_pool_forward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, pooled.data_ptr(),
-                                         v_last.data_ptr(), torch.get_num_threads())
+    count = _KERNELS.get().fire_pool_forward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron,
+                                             pooled.data_ptr(), v_last.data_ptr(), torch.get_num_threads())
     return pooled, v_last, torch.tensor(float(count), dtype=torch.float64)
 
 
@@ -156,10 +156,9 @@ class _FirePool(torch.autograd.Function):
     def backward(ctx, grad_pooled, _grad_v, _grad_count):
         (x,) = ctx.saved_tensors
         spec = ctx.spec
-        if grad_pooled is None:
-            return None, None
-        grad_pooled = spec.dense(grad_pooled)
+        grad_pooled = spec.dense(grad_pooled)  # never None: autograd materialises unused outputs' zeros
         grad_x = torch.empty_like(x, memory_format=torch.preserve_format)
-        _KERNELS.get().fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, grad_pooled.data_ptr(),
-                                      grad_x.data_ptr(), spec.surrogate_id, spec.alpha, torch.get_num_threads())
+        _KERNELS.get().fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron,
+                                          grad_pooled.data_ptr(), grad_x.data_ptr(), spec.surrogate_id, spec.alpha,
+                                          torch.get_num_threads())
         return grad_x, None

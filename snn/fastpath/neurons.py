@@ -8,7 +8,8 @@ kernel (``neurons.c``, built by ``native`` on first use). Without a C compiler (
 ``SNN_C_KERNELS=0``) they run the same ops as a loop of three to five in-place ops per step: numpy
 for small steps, torch for large ones. Spikes are bit-identical to spikingjelly's; gradients agree
 to float rounding (tests/snn/test_fast_paths.py). Half-precision currents are cast to float32 first;
-anything outside the fused profile (CUDA, other dtypes, soft reset, ``detach_reset``, custom surrogates) runs spikingjelly's own path.
+anything outside the fused profile (CUDA, other dtypes, soft reset, ``detach_reset``, custom
+surrogates) runs spikingjelly's own path.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ void poisson_current_forward(const int16_t *lanes, const int16_t *thresholds, co
 }
 
 /* grad_weight_t [P, O] (overwritten) = for every spike, the current's gradient grad [T, N, O] at its
- * step, image and output (as a 0/1 spike times the gradient, as the matmul of the torch path). Each thread sums into its own [P, O]; they are added in thread order. */
+ * step, image and output (a 0/1 spike times the gradient, as the torch path's matmul). Each thread
+ * sums into its own [P, O]; they are added in thread order. */
 void poisson_current_backward(const int16_t *lanes, const int16_t *thresholds, const int64_t *pixels,
                               const int64_t *offsets, const float *grad, int64_t N, int64_t O, int64_t T, int64_t P,
                               float *grad_weight_t, int threads) {

@@ -97,7 +97,8 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
     current gradient into its pixel's weight gradient: one draw of [M, T] lanes for the batch's M
     fractional pixels. Otherwise the images are split into ``INPUT_GROUPS`` groups by their count
     of fractional pixels; within a group each image's count is padded to the group's largest
-    with probability 0, and the group's spikes [n, K, T] go through the weight by one batched matmul. The draws are 16-bit lanes (``bernoulli_spikes``): each spike
+    with probability 0, and the group's spikes [n, K, T] go through the weight by one batched
+    matmul. The draws are 16-bit lanes (``bernoulli_spikes``): each spike
     probability is within 7.6e-6 of the intensity for MNIST's k/255 levels (2^-16 at worst);
     only the summation order of the current differs otherwise.
     """
