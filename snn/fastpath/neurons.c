@@ -15,20 +15,33 @@
 #define INLINE static inline __attribute__((always_inline))
 #define PARALLEL_MIN (1 << 16) /* neuron-steps from which a call is split between threads */
 
+/* A layer's steps: T steps of M neurons each; tau 0 for IF, else LIF with this tau. */
+typedef struct {
+    int64_t T, M;
+    float tau, threshold;
+} Layer;
+
+/* The surrogate gradient: id 0 Sigmoid, 1 ATan; scale = pi / 2 * alpha and half_alpha = alpha / 2
+ * as floats, as spikingjelly's Python computes them before its float ops. */
+typedef struct {
+    int id;
+    float alpha, scale, half_alpha;
+} Surrogate;
+
 INLINE float charge(int lif, float v, float x, float tau) {
     return lif ? v + (x - v) / tau : v + x;
 }
 
-/* dS/dH at x = H - threshold: 0 Sigmoid (s = sigmoid(alpha x); (1 - s) s alpha), 1 ATan
- * ((alpha / 2) / (1 + (pi / 2 alpha x)^2)); scale: pi / 2 * alpha, half_alpha: alpha / 2, as floats. */
-INLINE float surrogate(int surrogate_id, float x, float alpha, float scale, float half_alpha) {
-    if (surrogate_id == 1) {
-        float z = x * scale;
+/* dS/dH at x = H - threshold: Sigmoid (s = sigmoid(alpha x); (1 - s) s alpha) or ATan
+ * ((alpha / 2) / (1 + (pi / 2 alpha x)^2)). */
+INLINE float surrogate(int id, float x, const Surrogate *sg) {
+    if (id == 1) {
+        float z = x * sg->scale;
         z = z * z + 1.0f;
-        return (1.0f / z) * half_alpha;
+        return (1.0f / z) * sg->half_alpha;
     }
-    const float sig = 1.0f / (1.0f + expf(-(x * alpha)));
-    return (1.0f - sig) * sig * alpha;
+    const float sig = 1.0f / (1.0f + expf(-(x * sg->alpha)));
+    return (1.0f - sig) * sig * sg->alpha;
 }
 
 /* This thread's share [from, to) of M neurons, inside a parallel region; 0 when it has none. */
@@ -44,15 +57,14 @@ static int my_share(int64_t M, int64_t *from, int64_t *to) {
     return *from < *to;
 }
 
-INLINE void forward_range(int lif, int keep, const float *restrict x, int64_t xt, float *restrict v, int64_t T,
-                          int64_t M, float tau, float threshold, float *restrict spikes, float *restrict charges,
-                          int64_t from, int64_t to) {
-    for (int64_t t = 0; t < T; t++) {
+INLINE void forward_range(int lif, int keep, const float *restrict x, int64_t xt, float *restrict v, const Layer *l,
+                          float *restrict spikes, float *restrict charges, int64_t from, int64_t to) {
+    for (int64_t t = 0; t < l->T; t++) {
         const float *x_t = x + t * xt;
-        float *s_t = spikes + t * M, *h_t = keep ? charges + t * M : NULL;
+        float *s_t = spikes + t * l->M, *h_t = keep ? charges + t * l->M : NULL;
         for (int64_t i = from; i < to; i++) {
-            const float h = charge(lif, v[i], x_t[i], tau);
-            const float s = (float)(h >= threshold);
+            const float h = charge(lif, v[i], x_t[i], l->tau);
+            const float s = (float)(h >= l->threshold);
             v[i] = h - h * s;
             s_t[i] = s;
             if (keep) h_t[i] = h;
@@ -61,61 +73,51 @@ INLINE void forward_range(int lif, int keep, const float *restrict x, int64_t xt
 }
 
 /* x [T, M] (step t at x + t*xt; xt 0: the same current at every step) from V = v (M floats,
- * updated in place to the last V): spikes [T, M] and, when charges is not NULL, H [T, M]. tau 0: IF. */
-void if_lif_forward(const float *x, int64_t xt, float *v, int64_t T, int64_t M, float tau, float threshold,
-                    float *spikes, float *charges, int threads) {
-    const int lif = tau != 0.0f;
-#pragma omp parallel num_threads(threads) if (T * M >= PARALLEL_MIN)
+ * updated in place to the last V): spikes [T, M] and, when charges is not NULL, H [T, M]. */
+void if_lif_forward(const float *x, int64_t xt, float *v, Layer l, float *spikes, float *charges, int threads) {
+    const int lif = l.tau != 0.0f;
+#pragma omp parallel num_threads(threads) if (l.T * l.M >= PARALLEL_MIN)
     {
         int64_t from, to;
-        if (my_share(M, &from, &to)) {
+        if (my_share(l.M, &from, &to)) {
             /* literal first arguments: each case compiles to its own vectorised loop */
-            if (lif && charges) forward_range(1, 1, x, xt, v, T, M, tau, threshold, spikes, charges, from, to);
-            else if (lif) forward_range(1, 0, x, xt, v, T, M, tau, threshold, spikes, NULL, from, to);
-            else if (charges) forward_range(0, 1, x, xt, v, T, M, tau, threshold, spikes, charges, from, to);
-            else forward_range(0, 0, x, xt, v, T, M, tau, threshold, spikes, NULL, from, to);
+            if (lif && charges) forward_range(1, 1, x, xt, v, &l, spikes, charges, from, to);
+            else if (lif) forward_range(1, 0, x, xt, v, &l, spikes, NULL, from, to);
+            else if (charges) forward_range(0, 1, x, xt, v, &l, spikes, charges, from, to);
+            else forward_range(0, 0, x, xt, v, &l, spikes, NULL, from, to);
         }
     }
 }
 
-INLINE void backward_range(int lif, int surrogate_id, const float *restrict grad_spikes, const float *restrict charges,
-                           float *restrict carry, int64_t T, int64_t M, float tau, float threshold, float alpha,
-                           float scale, float half_alpha, float *restrict grad_x, int64_t from, int64_t to) {
-    for (int64_t t = T - 1; t >= 0; t--) {
-        const float *g_t = grad_spikes + t * M, *h_t = charges + t * M;
-        float *gx_t = grad_x + t * M;
+INLINE void backward_range(int lif, int id, const float *restrict grad_spikes, const float *restrict charges,
+                           float *restrict carry, const Layer *l, const Surrogate *sg, float *restrict grad_x,
+                           int64_t from, int64_t to) {
+    for (int64_t t = l->T - 1; t >= 0; t--) {
+        const float *g_t = grad_spikes + t * l->M, *h_t = charges + t * l->M;
+        float *gx_t = grad_x + t * l->M;
         for (int64_t i = from; i < to; i++) {
-            const float h = h_t[i], s = (float)(h >= threshold);
-            const float sg = surrogate(surrogate_id, h - threshold, alpha, scale, half_alpha);
-            const float grad_h = g_t[i] * sg + carry[i] * ((1.0f - s) - h * sg);
-            carry[i] = lif ? grad_h - grad_h / tau : grad_h;
-            gx_t[i] = lif ? grad_h / tau : grad_h;
+            const float h = h_t[i], s = (float)(h >= l->threshold);
+            const float dsdh = surrogate(id, h - l->threshold, sg);
+            const float grad_h = g_t[i] * dsdh + carry[i] * ((1.0f - s) - h * dsdh);
+            carry[i] = lif ? grad_h - grad_h / l->tau : grad_h;
+            gx_t[i] = lif ? grad_h / l->tau : grad_h;
         }
     }
 }
 
 /* dL/dX [T, M] from dL/dS [T, M] and the charges H [T, M]; carry (M floats) holds dL/dV of the last
  * V (zeros when it reaches no loss) and returns dL/dV of the initial V. */
-void if_lif_backward(const float *grad_spikes, const float *charges, float *carry, int64_t T, int64_t M, float tau,
-                     float threshold, int surrogate_id, float alpha, float scale, float half_alpha, float *grad_x,
-                     int threads) {
-    const int lif = tau != 0.0f;
-#pragma omp parallel num_threads(threads) if (T * M >= PARALLEL_MIN)
+void if_lif_backward(const float *grad_spikes, const float *charges, float *carry, Layer l, Surrogate sg,
+                     float *grad_x, int threads) {
+    const int lif = l.tau != 0.0f;
+#pragma omp parallel num_threads(threads) if (l.T * l.M >= PARALLEL_MIN)
     {
         int64_t from, to;
-        if (my_share(M, &from, &to)) {
-            if (!lif && surrogate_id == 1)
-                backward_range(0, 1, grad_spikes, charges, carry, T, M, tau, threshold, alpha, scale, half_alpha,
-                               grad_x, from, to);
-            else if (!lif)
-                backward_range(0, 0, grad_spikes, charges, carry, T, M, tau, threshold, alpha, scale, half_alpha,
-                               grad_x, from, to);
-            else if (surrogate_id == 1)
-                backward_range(1, 1, grad_spikes, charges, carry, T, M, tau, threshold, alpha, scale, half_alpha,
-                               grad_x, from, to);
-            else
-                backward_range(1, 0, grad_spikes, charges, carry, T, M, tau, threshold, alpha, scale, half_alpha,
-                               grad_x, from, to);
+        if (my_share(l.M, &from, &to)) {
+            if (!lif && sg.id == 1) backward_range(0, 1, grad_spikes, charges, carry, &l, &sg, grad_x, from, to);
+            else if (!lif) backward_range(0, 0, grad_spikes, charges, carry, &l, &sg, grad_x, from, to);
+            else if (sg.id == 1) backward_range(1, 1, grad_spikes, charges, carry, &l, &sg, grad_x, from, to);
+            else backward_range(1, 0, grad_spikes, charges, carry, &l, &sg, grad_x, from, to);
         }
     }
 }

@@ -49,8 +49,8 @@ def _multi_step_if_lif(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, 
     if x_seq.device.type == "cpu" and _same_layout(x_seq, spikes) and (lib := _KERNELS.get()) is not None:
         charge = torch.empty_like(spikes) if keep_charge else None
         v = _like(v.detach(), spikes[0], copy=True)  # the kernel updates it in place to the last V
-        lib.if_lif_forward(x_seq.data_ptr(), x_seq.stride(0), v.data_ptr(), len(x_seq), spikes[0].numel(),
-                           0.0 if tau is None else tau, threshold, spikes.data_ptr(),
+        layer = _Layer(len(x_seq), spikes[0].numel(), 0.0 if tau is None else tau, threshold)
+        lib.if_lif_forward(x_seq.data_ptr(), x_seq.stride(0), v.data_ptr(), layer, spikes.data_ptr(),
                            None if charge is None else charge.data_ptr(), torch.get_num_threads())
         return spikes, v, charge
     charge = torch.empty_like(spikes) if keep_charge else torch.empty_like(spikes[0]).expand_as(spikes)
@@ -97,13 +97,25 @@ def _if_lif_steps_numpy(x_seq, v, tau, threshold, spikes, charge):
 
 
 
+class _Layer(ctypes.Structure):
+    """neurons.c's Layer: T steps of M neurons; tau 0 for IF."""
+
+    _fields_ = [("T", ctypes.c_int64), ("M", ctypes.c_int64), ("tau", ctypes.c_float), ("threshold", ctypes.c_float)]
+
+
+class _Surrogate(ctypes.Structure):
+    """neurons.c's Surrogate: spikingjelly's id (0 Sigmoid, 1 ATan), alpha, pi / 2 * alpha and alpha / 2."""
+
+    _fields_ = [("id", ctypes.c_int), ("alpha", ctypes.c_float), ("scale", ctypes.c_float),
+                ("half_alpha", ctypes.c_float)]
+
+
 # neurons.c: the forward and backward over all steps in one call (all sizes, where a C compiler is)
 _KERNELS = native.Kernels("neurons.c", {
-    "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                              ctypes.c_float, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
-    "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                               ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_float,
-                               ctypes.c_float, ctypes.c_void_p, ctypes.c_int]),
+    "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, _Layer, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_int]),
+    "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, _Layer, _Surrogate, ctypes.c_void_p,
+                               ctypes.c_int]),
 })
 _C_SURROGATES = (0, 1)  # the surrogates neurons.c computes: Sigmoid, ATan
 
@@ -169,9 +181,10 @@ class _FusedIFLIF(torch.autograd.Function):
             grad_spikes = _like(grad_spikes, charge)
             carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
             grad_x = torch.empty_like(charge)
-            lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), len(charge),
-                                charge[0].numel(), 0.0 if tau is None else tau, threshold, surrogate_id, alpha,
-                                math.pi / 2 * alpha, alpha / 2, grad_x.data_ptr(), torch.get_num_threads())
+            layer = _Layer(len(charge), charge[0].numel(), 0.0 if tau is None else tau, threshold)
+            surrogate = _Surrogate(surrogate_id, alpha, math.pi / 2 * alpha, alpha / 2)
+            lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), layer, surrogate,
+                                grad_x.data_ptr(), torch.get_num_threads())
             return grad_x, carry if ctx.needs_input_grad[1] else None, None, None, None, None
         sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
         # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH

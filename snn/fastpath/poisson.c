@@ -1,8 +1,7 @@
 /* The FC-SNN's Poisson input current from each image's fractional pixels: see poisson.py.
  *
- * Image n's fractional pixels are entries offsets[n] .. offsets[n+1] - 1 of pixels (their index)
- * and thresholds (int16); entry k spikes at step t when its uniform int16 lane lanes[k*T + t] is
- * below its threshold. The forward adds, for every spike, the pixel's weights (weight_t [P, O],
+ * Entry k of a batch's fractional pixels (Pixels) spikes at step t when its uniform int16 lane
+ * lanes[k*T + t] is below its threshold. The forward adds, for every spike, the pixel's weights (weight_t [P, O],
  * pixel-major) into the image's current; the backward sums, for every spike, the current's
  * gradient into the pixel's weight gradient. A pixel's spikes are first made 0/1 floats (one
  * vectorised compare of its T lanes), then multiply its weights (or gradients) in one vectorised
@@ -18,10 +17,17 @@
 
 #define LANES 16 /* partial sums of the backward's step sums, one vector register */
 
+/* A batch's fractional pixels: image n's are entries offsets[n] .. offsets[n+1] - 1 of pixels (the
+ * pixel's index) and thresholds, and rows of lanes [M, T]; N images, O outputs, T steps. */
+typedef struct {
+    const int16_t *lanes, *thresholds;
+    const int64_t *pixels, *offsets;
+    int64_t N, O, T;
+} Pixels;
+
 /* current [T, N, O] = constant [N, O] + the spiking pixels' weights, summed in pixel order. */
-void poisson_current_forward(const int16_t *lanes, const int16_t *thresholds, const int64_t *pixels,
-                             const int64_t *offsets, const float *weight_t, const float *constant, int64_t N,
-                             int64_t O, int64_t T, float *current, int threads) {
+void poisson_current_forward(Pixels px, const float *weight_t, const float *constant, float *current, int threads) {
+    const int64_t N = px.N, O = px.O, T = px.T;
 #pragma omp parallel num_threads(threads)
     {
         float *acc = malloc(O * T * sizeof(float)); /* [O, T]: the image's current, output-major */
@@ -29,10 +35,10 @@ void poisson_current_forward(const int16_t *lanes, const int16_t *thresholds, co
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++) {
             memset(acc, 0, O * T * sizeof(float));
-            for (int64_t k = offsets[n]; k < offsets[n + 1]; k++) {
-                const int16_t *lane = lanes + k * T, threshold = thresholds[k];
+            for (int64_t k = px.offsets[n]; k < px.offsets[n + 1]; k++) {
+                const int16_t *lane = px.lanes + k * T, threshold = px.thresholds[k];
                 for (int64_t t = 0; t < T; t++) spikes[t] = (float)(lane[t] < threshold);
-                const float *w = weight_t + pixels[k] * O;
+                const float *w = weight_t + px.pixels[k] * O;
                 for (int64_t o = 0; o < O; o++) {  /* a spike times the weight, as the torch path's matmul */
                     const float w_o = w[o];
                     float *a = acc + o * T;
@@ -50,9 +56,8 @@ void poisson_current_forward(const int16_t *lanes, const int16_t *thresholds, co
 /* grad_weight_t [P, O] (overwritten) = for every spike, the current's gradient grad [T, N, O] at its
  * step, image and output (a 0/1 spike times the gradient, as the torch path's matmul). Each thread
  * sums into its own [P, O]; they are added in thread order. */
-void poisson_current_backward(const int16_t *lanes, const int16_t *thresholds, const int64_t *pixels,
-                              const int64_t *offsets, const float *grad, int64_t N, int64_t O, int64_t T, int64_t P,
-                              float *grad_weight_t, int threads) {
+void poisson_current_backward(Pixels px, const float *grad, int64_t P, float *grad_weight_t, int threads) {
+    const int64_t N = px.N, O = px.O, T = px.T;
     int used = 1;
 #ifdef _OPENMP
     used = threads < omp_get_max_threads() ? threads : omp_get_max_threads();
@@ -72,10 +77,10 @@ void poisson_current_backward(const int16_t *lanes, const int16_t *thresholds, c
         for (int64_t n = 0; n < N; n++) {
             for (int64_t t = 0; t < T; t++)
                 for (int64_t o = 0; o < O; o++) g[o * T + t] = grad[(t * N + n) * O + o];
-            for (int64_t k = offsets[n]; k < offsets[n + 1]; k++) {
-                const int16_t *lane = lanes + k * T, threshold = thresholds[k];
+            for (int64_t k = px.offsets[n]; k < px.offsets[n + 1]; k++) {
+                const int16_t *lane = px.lanes + k * T, threshold = px.thresholds[k];
                 for (int64_t t = 0; t < T; t++) spikes[t] = (float)(lane[t] < threshold);
-                float *gw = mine + pixels[k] * O;
+                float *gw = mine + px.pixels[k] * O;
                 for (int64_t o = 0; o < O; o++) {  /* the spikes' dot product with the gradient */
                     const float *g_o = g + o * T;
                     float part[LANES] = {0};

@@ -140,9 +140,16 @@ def poisson_input_current(images: torch.Tensor, weight: torch.Tensor, T: int) ->
     return (current + constant).permute(2, 0, 1).contiguous()
 
 
+class _Pixels(ctypes.Structure):
+    """poisson.c's Pixels: the batch's fractional pixels, their thresholds and lanes, image by image."""
+
+    _fields_ = [("lanes", ctypes.c_void_p), ("thresholds", ctypes.c_void_p), ("pixels", ctypes.c_void_p),
+                ("offsets", ctypes.c_void_p), ("N", ctypes.c_int64), ("O", ctypes.c_int64), ("T", ctypes.c_int64)]
+
+
 _KERNELS = native.Kernels("poisson.c", {
-    "poisson_current_forward": (None, [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int]),
-    "poisson_current_backward": (None, [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 4 + [ctypes.c_void_p, ctypes.c_int]),
+    "poisson_current_forward": (None, [_Pixels, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
+    "poisson_current_backward": (None, [_Pixels, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]),
 })
 
 
@@ -151,13 +158,12 @@ class _PoissonCurrent(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, constant, lanes, thresholds, pixels, offsets, lib):
-        T, (n, o) = lanes.shape[1], constant.shape
+        (n, o), T = constant.shape, lanes.shape[1]
         weight_t = weight.detach().t().contiguous()  # [P, O]: a pixel's weights side by side
         constant = constant.detach().contiguous()
         current = torch.empty(T, n, o)
-        lib.poisson_current_forward(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(), offsets.data_ptr(),
-                                    weight_t.data_ptr(), constant.data_ptr(), n, o, T, current.data_ptr(),
-                                    torch.get_num_threads())
+        lib.poisson_current_forward(_pixels(lanes, thresholds, pixels, offsets, n, o), weight_t.data_ptr(),
+                                    constant.data_ptr(), current.data_ptr(), torch.get_num_threads())
         ctx.save_for_backward(lanes, thresholds, pixels, offsets)
         ctx.lib, ctx.pixels_in = lib, weight.shape[1]
         return current
@@ -165,17 +171,22 @@ class _PoissonCurrent(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         lanes, thresholds, pixels, offsets = ctx.saved_tensors
-        T, n, o = grad.shape
-        grad = grad.contiguous()
+        _, n, o = grad.shape
+        grad = grad.contiguous()  # [T, N, O]
         grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_weight_t = torch.empty(ctx.pixels_in, o)
-            ctx.lib.poisson_current_backward(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(),
-                                             offsets.data_ptr(), grad.data_ptr(), n, o, T, ctx.pixels_in,
-                                             grad_weight_t.data_ptr(), torch.get_num_threads())
+            ctx.lib.poisson_current_backward(_pixels(lanes, thresholds, pixels, offsets, n, o), grad.data_ptr(),
+                                             ctx.pixels_in, grad_weight_t.data_ptr(), torch.get_num_threads())
             grad_weight = grad_weight_t.t()
         grad_constant = grad.sum(0) if ctx.needs_input_grad[1] else None
         return grad_weight, grad_constant, None, None, None, None, None
+
+
+def _pixels(lanes, thresholds, pixels, offsets, n: int, o: int) -> _Pixels:
+    """poisson.c's view of the fractional pixels (the tensors must outlive the call)."""
+    return _Pixels(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(), offsets.data_ptr(), n, o,
+                   lanes.shape[1])
 
 
 def _group_current(rows: torch.Tensor, slots: torch.Tensor, pixels: torch.Tensor, thresholds: torch.Tensor,
