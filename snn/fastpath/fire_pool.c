@@ -13,13 +13,13 @@
  * last V and gradients are bit-identical to FusedIFNode / FusedLIFNode followed by aten's
  * max-pool (tests/snn/test_fire_pool.py).
  */
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define INLINE static inline __attribute__((always_inline))
+#include "neuron_step.h"
+
 #define BLOCK_FLOATS 4096 /* floats of a block's step, at most (unless one row pair is larger) */
 
 typedef struct {
@@ -31,22 +31,6 @@ typedef struct {
     float tau; /* 0: IF; else LIF (decay_input, hard reset to 0) with this tau */
     float threshold;
 } Neuron;
-
-/* The charge H from V and the current X, as spikingjelly computes it. */
-INLINE float charge(int lif, float v, float x, float tau) {
-    return lif ? v + (x - v) / tau : v + x;
-}
-
-/* The surrogate gradient dS/dH at H - threshold, spikingjelly's float ops: 0 Sigmoid, 1 ATan. */
-INLINE float surrogate(int surrogate_id, float x, float alpha) {
-    if (surrogate_id == 1) {
-        float z = x * (float)(M_PI / 2 * alpha);
-        z = z * z + 1.0f;
-        return (1.0f / z) * (alpha / 2);
-    }
-    const float sig = 1.0f / (1.0f + expf(-(x * alpha)));
-    return (1.0f - sig) * sig * alpha;
-}
 
 /* A block's windows: R rows of W/2 windows of B channels, n of them; corner k of window i at
  * (k / 2) * row + (k % 2) * B from the window's top-left neuron. */
@@ -112,8 +96,8 @@ INLINE int64_t forward_block(int lif, const float *x, ptrdiff_t xt, const Window
  * the steps in step order. The pool passes a window's gradient to its first neuron (row-major)
  * that spiked, the top-left one when none did: aten's argmax. Scratch: h of T * 4n floats,
  * current, carry, grad of 4n. */
-INLINE void backward_block(int lif, int surrogate_id, const float *x, ptrdiff_t xt, const Windows *w,
-                           const Neuron *n, const float *restrict g, ptrdiff_t gt, float *grad_x, float alpha,
+INLINE void backward_block(int lif, int id, const float *x, ptrdiff_t xt, const Windows *w,
+                           const Neuron *n, const float *restrict g, ptrdiff_t gt, float *grad_x, const Surrogate *sg,
                            float *restrict h, float *restrict current, float *restrict carry, float *restrict grad) {
     const ptrdiff_t len = 4 * w->n, nw = w->n;
     const float th = n->threshold;
@@ -140,8 +124,8 @@ INLINE void backward_block(int lif, int surrogate_id, const float *x, ptrdiff_t 
         }
         for (ptrdiff_t i = 0; i < len; i++) {  /* dL/dS -> this step's dL/dX, in place */
             const float ht = h_t[i], s = (float)(ht >= th);
-            const float sg = surrogate(surrogate_id, ht - th, alpha);
-            const float grad_h = grad[i] * sg + carry[i] * ((1.0f - s) - ht * sg);
+            const float dsdh = surrogate(id, ht - th, sg);
+            const float grad_h = grad[i] * dsdh + carry[i] * ((1.0f - s) - ht * dsdh);
             carry[i] = lif ? grad_h - grad_h / n->tau : grad_h;
             grad[i] = lif ? grad_h / n->tau : grad_h;
         }
@@ -172,7 +156,10 @@ static ptrdiff_t block_start(const Layout *l, const Windows *w, int64_t b) {
 
 /* The pooled spikes out [T, G, H/2, W/2, B] of currents x from V = 0, the last V into v_last (when
  * not NULL); returns the spikes the layer fired (before pooling). Blocks run in parallel. */
-int64_t fire_pool_forward(const float *x, int64_t xt, Layout l, Neuron n, float *out, float *v_last, int threads) {
+int64_t fire_pool_forward(const float *x, int64_t xt, const Layout *layout, const Neuron *neuron, float *out,
+                          float *v_last, int threads) {
+    const Layout l = *layout;
+    const Neuron n = *neuron;
     const Windows w = block_windows(&l);
     const int64_t blocks = l.G * (l.H / 2 / w.R);
     const ptrdiff_t step_out = blocks * w.n;
@@ -198,9 +185,11 @@ int64_t fire_pool_forward(const float *x, int64_t xt, Layout l, Neuron n, float 
 }
 
 /* dL/dX into grad_x (laid out as x; one step, summed over the steps, when xt is 0) from the pooled
- * spikes' gradient g [T, G, H/2, W/2, B]; surrogate_id 0 Sigmoid, 1 ATan. */
-void fire_pool_backward(const float *x, int64_t xt, Layout l, Neuron n, const float *g, float *grad_x,
-                        int surrogate_id, float alpha, int threads) {
+ * spikes' gradient g [T, G, H/2, W/2, B]. */
+void fire_pool_backward(const float *x, int64_t xt, const Layout *layout, const Neuron *neuron, const float *g,
+                        float *grad_x, const Surrogate *sg, int threads) {
+    const Layout l = *layout;
+    const Neuron n = *neuron;
     const Windows w = block_windows(&l);
     const int64_t blocks = l.G * (l.H / 2 / w.R);
     const ptrdiff_t step_g = blocks * w.n, len = 4 * w.n;
@@ -214,14 +203,14 @@ void fire_pool_backward(const float *x, int64_t xt, Layout l, Neuron n, const fl
             const ptrdiff_t at = block_start(&l, &w, b);
             const float *g_b = g + b * w.n;
             float *gx = grad_x + at;
-            if (!lif && surrogate_id == 1)
-                backward_block(0, 1, x + at, xt, &w, &n, g_b, step_g, gx, alpha, h, current, carry, grad);
+            if (!lif && sg->id == 1)
+                backward_block(0, 1, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
             else if (!lif)
-                backward_block(0, 0, x + at, xt, &w, &n, g_b, step_g, gx, alpha, h, current, carry, grad);
-            else if (surrogate_id == 1)
-                backward_block(1, 1, x + at, xt, &w, &n, g_b, step_g, gx, alpha, h, current, carry, grad);
+                backward_block(0, 0, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
+            else if (sg->id == 1)
+                backward_block(1, 1, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
             else
-                backward_block(1, 0, x + at, xt, &w, &n, g_b, step_g, gx, alpha, h, current, carry, grad);
+                backward_block(1, 0, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
         }
         free(h);
     }

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import native
-from .neurons import _FusedMultiStep
+from .neurons import Surrogate, _FusedMultiStep
 from .pooling import FastMaxPool2d
 
 _SURROGATES = (0, 1)  # spikingjelly's ids the kernel computes: Sigmoid, ATan
@@ -43,10 +43,10 @@ class _Neuron(ctypes.Structure):
 
 
 _KERNELS = native.Kernels("fire_pool.c", {
-    "fire_pool_forward": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p,
-                                           ctypes.c_void_p, ctypes.c_int]),
-    "fire_pool_backward": (None, [ctypes.c_void_p, ctypes.c_int64, _Layout, _Neuron, ctypes.c_void_p, ctypes.c_void_p,
-                                  ctypes.c_int, ctypes.c_float, ctypes.c_int]),
+    "fire_pool_forward": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(_Layout),
+                                           ctypes.POINTER(_Neuron), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
+    "fire_pool_backward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(_Layout), ctypes.POINTER(_Neuron),
+                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(Surrogate), ctypes.c_int]),
 })
 
 
@@ -76,13 +76,13 @@ class _Spec:
     def __init__(self, x: torch.Tensor, steps: int, broadcast: bool, channels_last: bool, tau: float | None,
                  threshold: float, surrogate_id: int, alpha: float):
         n, c, h, w = x.shape[-4:]
-        self.steps, self.broadcast, self.channels_last = steps, broadcast, channels_last
+        self.steps, self.channels_last = steps, channels_last
         self.shape = (n, c, h, w)
         self.neurons_per_step = n * c * h * w
         self.layout = _Layout(n, h, w, c) if channels_last else _Layout(n * c, h, w, 1)
         self.step_stride = 0 if broadcast else self.neurons_per_step
         self.neuron = _Neuron(steps, 0.0 if tau is None else tau, threshold)
-        self.surrogate_id, self.alpha = surrogate_id, alpha
+        self.surrogate = Surrogate.of(surrogate_id, alpha)
 
     def empty_steps(self, steps: int, height: int, width: int) -> torch.Tensor:
         """An uninitialised [steps, N, C, height, width] float tensor in this call's step layout."""
@@ -159,6 +159,6 @@ class _FirePool(torch.autograd.Function):
         grad_pooled = spec.dense(grad_pooled)  # never None: autograd materialises unused outputs' zeros
         grad_x = torch.empty_like(x, memory_format=torch.preserve_format)
         _KERNELS.get().fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron,
-                                          grad_pooled.data_ptr(), grad_x.data_ptr(), spec.surrogate_id, spec.alpha,
+                                          grad_pooled.data_ptr(), grad_x.data_ptr(), spec.surrogate,
                                           torch.get_num_threads())
         return grad_x, None

@@ -1,17 +1,18 @@
 """The fast paths' C kernels: compiled with the machine's C compiler on first use, cached, loaded by ctypes.
 
-A kernel is one C file next to this module, compiled once per machine for its CPU
+A kernel is one C file next to this module (with the headers beside it), compiled once per machine for its CPU
 (``-march=native``) in about half a second. Float rounding stays IEEE's: ``-ffp-contract=off``
 keeps each multiply and add apart, as torch's kernels compute them, and nothing like
 ``-ffast-math`` is used. The kernels parallelise with OpenMP and share torch's own runtime
 (``libgomp.so.1``, already loaded with torch).
 
 The library is cached under ``$SNN_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/snn-tune``, else
-``~/.cache/snn-tune``, named by a hash of the source, the compiler, its flags and the CPU. It
+``~/.cache/snn-tune``, named by a hash of the source and headers, the compiler, its flags and the CPU. It
 is loaded from there only if that folder and file belong to this user and nobody else can
-write to them; otherwise it is compiled afresh into a private temporary folder, removed once loaded. Without a
-compiler (or where compiling fails) ``load`` warns once and returns None, and the caller runs
-its torch code, which computes the same; ``SNN_C_KERNELS=0`` chooses that torch code outright.
+write to them; otherwise it is compiled afresh into a private temporary folder, removed once
+loaded. Without a compiler (or where compiling fails) ``load`` warns once and returns None, and
+the caller runs its torch code, which computes the same; ``SNN_C_KERNELS=0`` chooses that torch
+code outright.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def _build(source: Path) -> Path:
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on the PATH")
-    code = source.read_bytes()
-    key = hashlib.sha256(b"\0".join([code, " ".join(FLAGS).encode(), _identity(cc).encode()]))
+    # the source and every header beside it (what it may include) name the build
+    code = [source.read_bytes(), *(h.read_bytes() for h in sorted(source.parent.glob("*.h")))]
+    key = hashlib.sha256(b"\0".join([*code, " ".join(FLAGS).encode(), _identity(cc).encode()]))
     name = f"{source.stem}-{key.hexdigest()[:20]}.so"
     folder = _private_cache()
     if folder is not None and _trusted(folder / name):

@@ -5,14 +5,14 @@
  * S = (H >= threshold), V = H - H * S (the hard reset to 0). One call runs all T steps; the
  * M neurons of a step are one contiguous, vectorised loop, split between threads when large.
  */
-#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#define INLINE static inline __attribute__((always_inline))
+#include "neuron_step.h"
+
 #define PARALLEL_MIN (1 << 16) /* neuron-steps from which a call is split between threads */
 
 /* A layer's steps: T steps of M neurons each; tau 0 for IF, else LIF with this tau. */
@@ -20,29 +20,6 @@ typedef struct {
     int64_t T, M;
     float tau, threshold;
 } Layer;
-
-/* The surrogate gradient: id 0 Sigmoid, 1 ATan; scale = pi / 2 * alpha and half_alpha = alpha / 2
- * as floats, as spikingjelly's Python computes them before its float ops. */
-typedef struct {
-    int id;
-    float alpha, scale, half_alpha;
-} Surrogate;
-
-INLINE float charge(int lif, float v, float x, float tau) {
-    return lif ? v + (x - v) / tau : v + x;
-}
-
-/* dS/dH at x = H - threshold: Sigmoid (s = sigmoid(alpha x); (1 - s) s alpha) or ATan
- * ((alpha / 2) / (1 + (pi / 2 alpha x)^2)). */
-INLINE float surrogate(int id, float x, const Surrogate *sg) {
-    if (id == 1) {
-        float z = x * sg->scale;
-        z = z * z + 1.0f;
-        return (1.0f / z) * sg->half_alpha;
-    }
-    const float sig = 1.0f / (1.0f + expf(-(x * sg->alpha)));
-    return (1.0f - sig) * sig * sg->alpha;
-}
 
 /* This thread's share [from, to) of M neurons, inside a parallel region; 0 when it has none. */
 static int my_share(int64_t M, int64_t *from, int64_t *to) {
@@ -74,7 +51,9 @@ INLINE void forward_range(int lif, int keep, const float *restrict x, int64_t xt
 
 /* x [T, M] (step t at x + t*xt; xt 0: the same current at every step) from V = v (M floats,
  * updated in place to the last V): spikes [T, M] and, when charges is not NULL, H [T, M]. */
-void if_lif_forward(const float *x, int64_t xt, float *v, Layer l, float *spikes, float *charges, int threads) {
+void if_lif_forward(const float *x, int64_t xt, float *v, const Layer *layer, float *spikes, float *charges,
+                    int threads) {
+    const Layer l = *layer;
     const int lif = l.tau != 0.0f;
 #pragma omp parallel num_threads(threads) if (l.T * l.M >= PARALLEL_MIN)
     {
@@ -107,8 +86,10 @@ INLINE void backward_range(int lif, int id, const float *restrict grad_spikes, c
 
 /* dL/dX [T, M] from dL/dS [T, M] and the charges H [T, M]; carry (M floats) holds dL/dV of the last
  * V (zeros when it reaches no loss) and returns dL/dV of the initial V. */
-void if_lif_backward(const float *grad_spikes, const float *charges, float *carry, Layer l, Surrogate sg,
-                     float *grad_x, int threads) {
+void if_lif_backward(const float *grad_spikes, const float *charges, float *carry, const Layer *layer,
+                     const Surrogate *spec, float *grad_x, int threads) {
+    const Layer l = *layer;
+    const Surrogate sg = *spec;
     const int lif = l.tau != 0.0f;
 #pragma omp parallel num_threads(threads) if (l.T * l.M >= PARALLEL_MIN)
     {

@@ -95,27 +95,32 @@ def _if_lif_steps_numpy(x_seq, v, tau, threshold, spikes, charge):
     return v
 
 
-
-
 class _Layer(ctypes.Structure):
     """neurons.c's Layer: T steps of M neurons; tau 0 for IF."""
 
     _fields_ = [("T", ctypes.c_int64), ("M", ctypes.c_int64), ("tau", ctypes.c_float), ("threshold", ctypes.c_float)]
 
 
-class _Surrogate(ctypes.Structure):
-    """neurons.c's Surrogate: spikingjelly's id (0 Sigmoid, 1 ATan), alpha, pi / 2 * alpha and alpha / 2."""
+class Surrogate(ctypes.Structure):
+    """neuron_step.h's Surrogate (the C kernels' surrogate gradient): spikingjelly's id (0 Sigmoid,
+    1 ATan), alpha, pi / 2 * alpha and alpha / 2, the constants rounded to float as torch rounds them."""
 
     _fields_ = [("id", ctypes.c_int), ("alpha", ctypes.c_float), ("scale", ctypes.c_float),
                 ("half_alpha", ctypes.c_float)]
 
+    @classmethod
+    def of(cls, surrogate_id: int, alpha: float) -> "Surrogate":
+        return cls(surrogate_id, alpha, math.pi / 2 * alpha, alpha / 2)
 
-# neurons.c: the forward and backward over all steps in one call (all sizes, where a C compiler is)
+
+# neurons.c: the forward and backward over all steps in one call (all sizes, where a C compiler is).
+# Structs cross by pointer (ctypes turns an instance into one): passed by value through ctypes,
+# fire_pool.c's Surrogate (an int and three floats) arrived garbled and its gradients were wrong.
 _KERNELS = native.Kernels("neurons.c", {
-    "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, _Layer, ctypes.c_void_p,
-                              ctypes.c_void_p, ctypes.c_int]),
-    "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, _Layer, _Surrogate, ctypes.c_void_p,
-                               ctypes.c_int]),
+    "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.POINTER(_Layer),
+                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
+    "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_Layer),
+                               ctypes.POINTER(Surrogate), ctypes.c_void_p, ctypes.c_int]),
 })
 _C_SURROGATES = (0, 1)  # the surrogates neurons.c computes: Sigmoid, ATan
 
@@ -182,9 +187,8 @@ class _FusedIFLIF(torch.autograd.Function):
             carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
             grad_x = torch.empty_like(charge)
             layer = _Layer(len(charge), charge[0].numel(), 0.0 if tau is None else tau, threshold)
-            surrogate = _Surrogate(surrogate_id, alpha, math.pi / 2 * alpha, alpha / 2)
-            lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), layer, surrogate,
-                                grad_x.data_ptr(), torch.get_num_threads())
+            lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), layer,
+                                Surrogate.of(surrogate_id, alpha), grad_x.data_ptr(), torch.get_num_threads())
             return grad_x, carry if ctx.needs_input_grad[1] else None, None, None, None, None
         sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
         # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH

@@ -26,7 +26,9 @@ typedef struct {
 } Pixels;
 
 /* current [T, N, O] = constant [N, O] + the spiking pixels' weights, summed in pixel order. */
-void poisson_current_forward(Pixels px, const float *weight_t, const float *constant, float *current, int threads) {
+void poisson_current_forward(const Pixels *pixels, const float *weight_t, const float *constant, float *current,
+                             int threads) {
+    const Pixels px = *pixels;
     const int64_t N = px.N, O = px.O, T = px.T;
 #pragma omp parallel num_threads(threads)
     {
@@ -56,7 +58,8 @@ void poisson_current_forward(Pixels px, const float *weight_t, const float *cons
 /* grad_weight_t [P, O] (overwritten) = for every spike, the current's gradient grad [T, N, O] at its
  * step, image and output (a 0/1 spike times the gradient, as the torch path's matmul). Each thread
  * sums into its own [P, O]; they are added in thread order. */
-void poisson_current_backward(Pixels px, const float *grad, int64_t P, float *grad_weight_t, int threads) {
+void poisson_current_backward(const Pixels *pixels, const float *grad, int64_t P, float *grad_weight_t, int threads) {
+    const Pixels px = *pixels;
     const int64_t N = px.N, O = px.O, T = px.T;
     int used = 1;
 #ifdef _OPENMP

@@ -148,8 +148,10 @@ class _Pixels(ctypes.Structure):
 
 
 _KERNELS = native.Kernels("poisson.c", {
-    "poisson_current_forward": (None, [_Pixels, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
-    "poisson_current_backward": (None, [_Pixels, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]),
+    "poisson_current_forward": (None, [ctypes.POINTER(_Pixels), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_int]),
+    "poisson_current_backward": (None, [ctypes.POINTER(_Pixels), ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                                        ctypes.c_int]),
 })
 
 
