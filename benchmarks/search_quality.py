@@ -27,21 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from snn.cli import Parser, fail
-from snn.config import MODELS, SURROGATE_DEFAULT_ALPHA, RunConfig
+from snn.config import MODELS, RunConfig
 from snn.data import default_data_dir, read_dataset
+from snn.networks import flat_values, resolve
 from snn.io import write_json, write_text
 from tuning import experiment as files
 from tuning.search.inputs import DEFAULT_VAL_SIZE
 from tuning.search.retrain import retrain
 from tuning.search.space import SpaceError, default_space_path, load_space
 
-DATA_FIELDS = ("dataset", "limit_train", "limit_test", "val_size")  # what the seed arm takes from the space
+DATA_FIELDS = ("limit_train", "limit_test", "val_size", "scale_data")  # what the seed arm takes from the space
 SYNOPS = "test_synops_per_image"
 
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m benchmarks.search_quality", description=__doc__.splitlines()[0])
-    p.add_argument("model", choices=MODELS)
+    p.add_argument("model", help="fc, csnn or package.module:function")
     p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml)")
     p.add_argument("--trials", type=int, help="trials per search (default: the space's)")
     p.add_argument("--epochs-per-trial", type=int, help="ASHA's max_t (default: the space's)")
@@ -107,25 +108,26 @@ def _seed_configuration(args, space, epochs: int) -> RunConfig:
     """The seed's configuration on the searches' data (same subset, same validation split)."""
     data_fields = {k: v for k, v in space.fixed.items() if k in DATA_FIELDS}
     data_fields.setdefault("val_size", DEFAULT_VAL_SIZE)
-    return RunConfig(model=args.model, **data_fields, epochs=epochs)
+    return RunConfig(model=args.model, dataset=space.data, **data_fields, epochs=epochs)
 
 
 def _same_network(chosen: dict[str, Any], seed: RunConfig) -> bool:
     """Whether a search's chosen configuration trains exactly what the seed's does, from the same seeds
-    (the retrain runs seeds ``seed``, ``seed`` + 1, ...); only the device may differ."""
-    def network(config: dict[str, Any]) -> dict[str, Any]:
-        alpha = config.get("surrogate_alpha")  # None: spikingjelly's default for the surrogate
-        return {**{k: v for k, v in config.items() if k != "device"},
-                "surrogate_alpha": SURROGATE_DEFAULT_ALPHA[config["surrogate"]] if alpha is None else alpha}
+    (the retrain runs seeds ``seed``, ``seed`` + 1, ...); only the device may differ. The network's
+    parameters are compared as built (a factory's defaults filled in)."""
+    def effective(config: RunConfig) -> dict[str, Any]:
+        values = {**flat_values(config), **resolve(config.model).defaults_for(config.net)}
+        values.pop("device")
+        return values
 
-    return network(chosen) == network(seed.to_dict())
+    return effective(RunConfig.from_dict(chosen)) == effective(seed)
 
 
 def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[str, Any]:
     """The seed's configuration on the searches' data (same subset, same validation split), ``--seeds`` seeds."""
     config = _seed_configuration(args, space, epochs)
     print(f"retraining the seed's configuration: {config.to_dict()}", flush=True)
-    data = read_dataset(args.data_dir or default_data_dir(), config.dataset)
+    data = read_dataset(args.data_dir or default_data_dir(), config.dataset, scale=config.scale_data)
     result = retrain(folder, config.to_dict(), epochs, args.seeds, data)
     summary = {"retrain": result, "best_trial": {"config": config.to_dict()}}
     write_json(folder / files.SUMMARY, summary)

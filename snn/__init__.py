@@ -1,4 +1,5 @@
-"""Spiking networks for MNIST: the seed's FC-SNN and CSNN, their data, one trainer, one evaluator.
+"""Spiking networks: the seed's FC-SNN and CSNN families, any spikingjelly network of yours, image data,
+one trainer, one evaluator.
 
 ``import snn`` is light: the names below load their module (and torch) on first use, so a
 program that only needs ``snn.RunConfig`` does not pay for torch and spikingjelly. The
@@ -15,10 +16,12 @@ from .config import SEED_DEFAULTS, ConfigError, RunConfig
 
 _LAZY = {
     "CheckpointError": "checkpoint", "History": "checkpoint", "read_checkpoint": "checkpoint",
-    "DataError": "data", "Dataset": "data", "Split": "data", "default_data_dir": "data", "make_splits": "data",
-    "read_dataset": "data",
-    "CSNN": "models", "FCSNN": "models", "build_model": "models", "poisson_encode": "models",
-    "record_firing_rates": "models",
+    "DataError": "data", "Dataset": "data", "Split": "data", "as_dataset": "data", "default_data_dir": "data",
+    "make_splits": "data", "read_dataset": "data",
+    "CSNN": "models", "FCSNN": "models", "csnn": "models", "fc_snn": "models",
+    "PoissonLinear": "layers", "poisson_encode": "layers",
+    "Network": "networks", "NetworkError": "networks", "build_model": "networks", "resolve": "networks",
+    "record_activity": "spikes", "record_firing_rates": "spikes",
     "evaluate": "training", "predict": "training",
 }
 

@@ -55,6 +55,8 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     shuffle_rng: torch.Generator
     history: History
+    input_shape: tuple[int, ...] = (1, 28, 28)  # one image's (C, H, W): what the network was built for
+    classes: int = 10
 
     def save(self, path: Path | str) -> None:
         save_checkpoint(path, self)
@@ -68,6 +70,7 @@ def save_checkpoint(path: Path | str, state: RunState) -> None:
         "scheduler": None if state.scheduler is None else state.scheduler.state_dict(),
         "epoch": len(state.history.epochs),
         "config": state.config.to_dict(),
+        "data": {"input_shape": list(state.input_shape), "classes": state.classes},
         "history": state.history.epochs,
         "status": state.history.status,
         "rng": {

@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by ``snn.train`` and ``tuning.search``: config flags, one-line errors."""
+"""Command-line plumbing shared by ``snn.train`` and ``tuning.search``: config flags, config files, one-line errors."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import os
 import re
 import sys
 import tempfile
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import ConfigError, RunConfig, check_fits
+import yaml
+
+from .config import TRAINER_FIELDS, ConfigError, RunConfig
 
 _TYPES = {"int": int, "float": float, "str": str}
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
@@ -43,12 +47,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one line to stderr and exit; the single way bad input leaves a command."""
     print(message, file=sys.stderr)
     raise SystemExit(code)
-
-
-def check_memory(config: RunConfig) -> None:
-    """Refuse a config whose training batch cannot fit in the memory of the device it runs on (ConfigTooLarge)."""
-    available, where = device_memory(config.device)
-    check_fits(config, available, where)
 
 
 def device_memory(device: str) -> tuple[int, str]:
@@ -89,13 +87,15 @@ def unwritable(folder: Path) -> str | None:
     return None
 
 
+# --- flags ----------------------------------------------------------------------------------------
+
+
 def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per RunConfig field (``lr_schedule`` -> ``--lr-schedule``), default unset."""
-    group = parser.add_argument_group("run configuration (unset flags keep the seed's defaults)")
+    """One ``--flag`` per trainer field of RunConfig (``lr_schedule`` -> ``--lr-schedule``), default unset."""
+    group = parser.add_argument_group("training (unset flags keep the seed's defaults for fc and csnn)")
     for f in dataclasses.fields(RunConfig):
-        if f.name in skip:
+        if f.name in skip or f.name not in TRAINER_FIELDS:
             continue
-        flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -103,13 +103,138 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             kwargs["type"] = _TYPES[str(f.type).split(" ")[0]]
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
-        group.add_argument(flag, **kwargs)
+        group.add_argument(flag_name(f.name), **kwargs)
+
+
+def add_network_flags(parser: argparse.ArgumentParser, network) -> None:
+    """One ``--flag`` per parameter of the network factory (``width_1`` -> ``--width-1``), default unset."""
+    group = parser.add_argument_group(f"the network: {network.name} (unset flags keep the factory's defaults)")
+    for name in network.parameters:
+        if name in TRAINER_FIELDS:
+            continue  # the trainer's flag gives it to both
+        default = network.defaults.get(name, "(required)")
+        group.add_argument(flag_name(name), dest=f"net.{name}", default=argparse.SUPPRESS,
+                           type=_parameter_parser(network.factory, name, default),
+                           help=f"{name} (default {default!r})")
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parameter_parser(factory, name: str, default: Any):
+    """How to read a factory parameter's value from text: its annotation's type, else its default's, else YAML."""
+    kind = None
+    try:
+        hints = typing.get_type_hints(factory)
+        kind = _plain_type(hints.get(name))
+    except Exception:  # annotations that cannot be resolved here
+        kind = None
+    if kind is None and default is not None and not isinstance(default, str) and type(default) in (int, float, bool):
+        kind = type(default)
+    if kind is bool:
+        return _boolean
+    if kind in (int, float):
+        return _number_or_none(kind)
+    if kind is str:
+        return _text_or_none
+    return _yaml_value
+
+
+def _plain_type(hint: Any) -> type | None:
+    """int, float, str or bool from an annotation (``int | None`` counts as int)."""
+    if hint in (int, float, str, bool):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+
+
+def _number_or_none(kind: type):
+    def parse(text: str):
+        if text.lower() in ("none", "null"):
+            return None
+        try:
+            value = float(text) if kind is float else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a number' if kind is float else 'an integer'}") \
+                from None
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _text_or_none(text: str):
+    return None if text.lower() in ("none", "null") else text
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _yaml_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields the user set as flags (the positional model is not one)."""
-    names = {f.name for f in dataclasses.fields(RunConfig)} - {"model"}
-    return {k: v for k, v in vars(args).items() if k in names}
+    """The trainer fields the user set as flags (the positional model is not one)."""
+    return {k: v for k, v in vars(args).items() if k in TRAINER_FIELDS}
+
+
+def network_overrides(args: argparse.Namespace, network) -> dict[str, Any]:
+    """The network parameters the user set as flags (a trainer flag the factory also takes counts too)."""
+    values = {k.removeprefix("net."): v for k, v in vars(args).items() if k.startswith("net.")}
+    values.update({k: v for k, v in vars(args).items() if k in TRAINER_FIELDS and network.takes(k)})
+    return values
+
+
+# --- config files ---------------------------------------------------------------------------------
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The JSON object a --config file holds; ConfigFileError, one line naming the file, when it is not one."""
+    try:
+        values = json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise ConfigFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, bytes that are no text, nesting too deep
+        raise ConfigFileError(f"{path}: not JSON ({str(e)[:200] or type(e).__name__})") from None
+    if not isinstance(values, dict):
+        raise ConfigFileError(f"{path}: holds {_JSON_KINDS.get(type(values), 'a value')}, "
+                              f"expected a JSON object of config fields") from None
+    return values
+
+
+def config_from_values(values: Mapping[str, Any], path: Path | str, model: str | None = None,
+                       network=None) -> RunConfig:
+    """A RunConfig from a config file's object: RunConfig fields, the network's parameters under ``net`` or
+    beside the fields (routed by the factory's signature). ConfigFileError names the file and the fault."""
+    from .networks import NetworkError, resolve, route
+
+    values = dict(values)
+    if "model" not in values:
+        if model is None:
+            raise ConfigFileError(f"{path}: has no model field; name the model on the command line (fc or csnn)")
+        values["model"] = model
+    try:
+        network = network or resolve(values["model"])
+        net = values.pop("net", {}) or {}
+        if not isinstance(net, Mapping):
+            raise ConfigError("net", "must be an object of the network's parameters", net)
+        rest = {k: v for k, v in values.items() if k != "model"}
+        trainer, flat_net = route(rest, network)
+        return RunConfig.from_dict({"model": values["model"], **trainer, "net": {**net, **flat_net}})
+    except (ConfigError, NetworkError) as e:
+        raise ConfigFileError(f"{path}: {e}") from None
+    except TypeError as e:
+        raise ConfigFileError(f"{path}: {e}") from None
 
 
 def load_config_file(path: Path, model: str | None = None) -> RunConfig:
@@ -119,20 +244,4 @@ def load_config_file(path: Path, model: str | None = None) -> RunConfig:
     does not. Raises ConfigFileError, one line naming the file, when it is missing, not JSON, not
     an object, or has an unknown key or an invalid value.
     """
-    try:
-        values = json.loads(Path(path).read_bytes())
-    except OSError as e:
-        raise ConfigFileError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except ValueError as e:  # JSONDecodeError, or bytes that are no text
-        raise ConfigFileError(f"{path}: not JSON ({e})") from None
-    if not isinstance(values, dict):
-        raise ConfigFileError(f"{path}: holds {_JSON_KINDS.get(type(values), 'a value')}, "
-                              f"expected a JSON object of config fields") from None
-    if "model" not in values:
-        if model is None:
-            raise ConfigFileError(f"{path}: has no model field; name the model on the command line (fc or csnn)")
-        values = {**values, "model": model}
-    try:
-        return RunConfig.from_dict(values)
-    except ConfigError as e:
-        raise ConfigFileError(f"{path}: {e}") from None
+    return config_from_values(read_config_file(path), path, model)

@@ -1,56 +1,66 @@
-"""MNIST and Fashion-MNIST from their IDX files, held as tensors, batched by indexing.
+"""Image datasets held as tensors and batched by indexing: torchvision's, a factory of your own, or tensors.
 
-Files are read once (``read_dataset``) into uint8 tensors; ``make_splits`` carves the
-validation split and the size limits and moves everything to the training device;
-``batches`` draws index batches of a shuffled permutation on that device. Missing files
-are downloaded from torchvision's mirrors (its URLs and checksums) into torchvision's layout.
+``read_dataset(root, name)`` gives a ``Dataset`` of train and test ``Split`` tensors on the CPU:
+
+* ``mnist``, ``fashion-mnist``, ``kmnist``, ``cifar10``: torchvision's dataset classes, their files
+  in torchvision's layout under ``root`` (``root/MNIST/raw/...``, ``root/cifar-10-batches-py/...``);
+  missing files are downloaded from torchvision's mirrors with torchvision's downloader, checked
+  against torchvision's MD5 sums and moved into place whole (nothing half-written is left);
+* ``package.module:function``: a factory of your own (``root=`` is passed when it takes it) that
+  returns train and test images (``[N, C, H, W]`` or ``[N, H, W]``; uint8 0..255, or floats in
+  [0, 1]) and integer labels, as ``((x, y), (x, y))``, ``(x, y, x, y)`` or
+  ``{"train": (x, y), "test": (x, y), "classes": K}`` (numpy arrays or torch tensors).
+
+``as_dataset`` turns tensors, numpy arrays or torch ``Dataset`` objects into one (the Python API).
+Every dataset is checked (``check_dataset``): matching lengths, labels in [0, classes), finite
+pixels in [0, 1] unless ``scale`` min-max scales them, no empty split; anything else is one
+``DataError`` line. Image shape and the number of classes come from the data alone.
+
+``make_splits`` carves the validation split and the size limits and moves the tensors to the
+training device; ``batches`` draws index batches of a shuffled permutation on that device.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import http.client
-import io
+import contextlib
+import importlib
+import inspect
 import os
+import socket
 import sys
+import tempfile
 import urllib.error
-import urllib.request
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from .config import RunConfig
-from .io import atomic_write_bytes
+from .config import DATASETS, RunConfig, is_reference
 
-# torchvision's layout: ROOT/<folder>/raw/<file>
-_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+VAL_SPLIT_SEED = 12345  # fixed, so every run and trial holds out the same validation images
+DOWNLOAD_TIMEOUT_S = 60.0  # a download gives up after this many seconds without receiving a byte
+# The MNIST-like datasets' files in torchvision's layout (ROOT/<class name>/raw/<file>) and split sizes
+MNIST_LIKE = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-_IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
-IMAGE_SHAPE = (28, 28)  # pixels, height x width, of every image the models take
 _EXPECTED_COUNT = {"train": 60_000, "test": 10_000}
-VAL_SPLIT_SEED = 12345  # fixed, so every run and trial holds out the same validation images
-DOWNLOAD_TIMEOUT_S = 60.0  # a download gives up after this many seconds without receiving a byte
-_DOWNLOAD_CHUNK = 1 << 16
+_CIFAR_COUNT = {"train": 50_000, "test": 10_000}
 
 
 class DataError(RuntimeError):
-    """The dataset files are missing, truncated or corrupt."""
+    """The data is missing, truncated, corrupt or breaks a rule; the message is one line."""
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: images uint8 [N, 28, 28] (0..255) and labels int64 [N]."""
+    """One split: images [N, C, H, W] (uint8 0..255, or float intensities in [0, 1]) and int64 labels [N]."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -65,17 +75,27 @@ class Split:
         return self if n is None else Split(self.images[:n], self.labels[:n])
 
     def float_images(self, index: torch.Tensor | slice) -> torch.Tensor:
-        """Images at index as float [n, 1, 28, 28] intensities in [0, 1]."""
-        return self.images[index].unsqueeze(1).float().div_(255.0)
+        """Images at index as float [n, C, H, W] intensities in [0, 1]."""
+        images = self.images[index]
+        if images.dtype == torch.uint8:
+            return images.float().div_(255.0)
+        return images.float()
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """The splits a run uses; ``val`` is None when no validation split is held out."""
+    """The splits a run uses (``val`` is None when no validation split is held out) and what they hold."""
 
     train: Split
     test: Split
     val: Split | None = None
+    classes: int = 10
+    name: str = field(default="", compare=False)  # where it came from: mnist, a factory's reference, "tensors"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image's shape (C, H, W)."""
+        return tuple(self.train.images.shape[1:])
 
     def splits(self) -> dict[str, Split]:
         named = {"train": self.train, "test": self.test}
@@ -90,37 +110,420 @@ def default_data_dir() -> Path:
 
 
 def raw_folder(root: Path | str, name: str = "mnist") -> Path:
-    return Path(root) / _FOLDERS[name] / "raw"
+    """Where torchvision keeps an MNIST-like dataset's files under ``root``."""
+    return Path(root) / MNIST_LIKE[name] / "raw"
 
 
-def read_dataset(root: Path | str, name: str = "mnist", download: bool = True, *,
+def read_dataset(root: Path | str, name: str = "mnist", download: bool = True, *, scale: bool = False,
                  download_timeout: float = DOWNLOAD_TIMEOUT_S) -> Dataset:
-    """Read the four IDX files of ``name`` under ``root`` (train and test, on the CPU).
+    """The train and test splits of ``name`` (a torchvision dataset or a factory reference), checked, on the CPU.
 
-    Missing files are downloaded into ``raw_folder(root, name)`` when ``download`` is true
-    (``download_timeout``: seconds without data before giving up). If files are still missing,
-    or any file is truncated or corrupt, raises DataError with one line that names the folder
-    and the files (and, when a download failed, why).
+    Missing files of a torchvision dataset are downloaded when ``download`` is true
+    (``download_timeout``: seconds without data before a mirror is given up on). DataError, one
+    line naming the folder and the files (and why a download failed), when they cannot be had.
     """
+    if is_reference(name):
+        return check_dataset(_from_factory(name, Path(root)), scale, name)
+    if name not in DATASETS:
+        raise DataError(f"dataset {name!r}: must be one of {', '.join(DATASETS)} or package.module:function")
+    if name == "cifar10":
+        return check_dataset(_read_cifar10(Path(root), download, download_timeout), scale, name)
     folder = raw_folder(root, name)
     missing = _missing(folder)
     if missing and download:
         try:
-            _download(folder, name, missing, timeout=download_timeout)
+            _download_mnist_like(folder, name, missing, download_timeout)
         except _DownloadFailed as e:
             raise DataError(_missing_message(name, folder, missing, f"the download failed ({e})")) from None
         missing = _missing(folder)
     if missing:
         raise DataError(_missing_message(name, folder, missing))
-    train = _read_pair(folder, "train")
-    test = _read_pair(folder, "test")
-    return Dataset(train=train, test=test)
+    train, test = _read_mnist_like(folder, "train"), _read_mnist_like(folder, "test")
+    return check_dataset(Dataset(train=train, test=test, classes=10, name=name), scale, name)
+
+
+def read_config_dataset(config: RunConfig, root: Path | str | None = None, download: bool = True) -> Dataset:
+    """The dataset a config names (``config.dataset``, scaled when ``config.scale_data``), read from ``root``."""
+    return read_dataset(root or default_data_dir(), config.dataset, download=download, scale=config.scale_data)
 
 
 def _missing_message(name: str, folder: Path, missing: list[str], why: str = "") -> str:
     return (f"{name} files not found in {folder}: expected {', '.join(FILES.values())} "
             f"(missing: {', '.join(missing)}){'; ' + why if why else ''}; set --data-dir or SNN_DATA_DIR "
-            f"to the folder that holds {_FOLDERS[name]}/raw")
+            f"to the folder that holds {MNIST_LIKE[name]}/raw")
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def check_dataset(data: Dataset, scale: bool = False, where: str = "the data") -> Dataset:
+    """``data`` checked (DataError, one line, naming ``where``), its images [N, C, H, W] and scaled when asked."""
+    splits = {"train": data.train, "test": data.test}
+    shapes = set()
+    for split_name, split in splits.items():
+        images, labels = split.images, split.labels
+        if len(labels) == 0 or len(images) == 0:
+            raise DataError(f"{where}: the {split_name} split is empty")
+        if len(images) != len(labels):
+            raise DataError(f"{where}: {len(images)} {split_name} images but {len(labels)} labels; lengths must match")
+        if images.dim() not in (3, 4):
+            raise DataError(f"{where}: {split_name} images have shape {tuple(images.shape)}; expected [N, C, H, W] "
+                            f"or [N, H, W]")
+        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise DataError(f"{where}: {split_name} labels must be a 1-D integer tensor, got {labels.dtype} of shape "
+                            f"{tuple(labels.shape)}")
+        shapes.add(tuple(images.shape[-3:]) if images.dim() == 4 else (1, *images.shape[-2:]))
+    if len(shapes) != 1:
+        raise DataError(f"{where}: train and test images differ in shape ({' vs '.join(map(str, sorted(shapes)))})")
+    classes = data.classes
+    smallest = min(int(s.labels.min()) for s in splits.values())
+    if smallest < 0:
+        raise DataError(f"{where}: label {smallest} is negative; labels must lie in [0, classes)")
+    for split_name, split in splits.items():
+        largest = int(split.labels.max())
+        if largest >= classes:
+            raise DataError(f"{where}: {split_name} label {largest} is outside [0, {classes}) (classes: {classes})")
+    images = {n: s.images if s.images.dim() == 4 else s.images.unsqueeze(1) for n, s in splits.items()}
+    if any(i.is_floating_point() for i in images.values()):
+        images = _checked_intensities(images, scale, where)
+    elif any(i.dtype != torch.uint8 for i in images.values()):
+        raise DataError(f"{where}: images must be uint8 (0..255) or floats in [0, 1], got "
+                        f"{', '.join(sorted({str(i.dtype) for i in images.values()}))}")
+    return Dataset(train=Split(images["train"], splits["train"].labels.long()),
+                   test=Split(images["test"], splits["test"].labels.long()), val=data.val, classes=classes,
+                   name=data.name or where)
+
+
+def _checked_intensities(images: dict[str, torch.Tensor], scale: bool, where: str) -> dict[str, torch.Tensor]:
+    """Float images as float32 intensities in [0, 1]: checked, or min-max scaled by the training split's range."""
+    images = {n: i.float() for n, i in images.items()}
+    for split_name, split in images.items():
+        if not torch.isfinite(split).all():
+            raise DataError(f"{where}: the {split_name} images hold NaN or infinite pixels")
+    if scale:
+        low, high = float(images["train"].min()), float(images["train"].max())
+        if high <= low:
+            raise DataError(f"{where}: the training images are all {low:g}; nothing to scale")
+        return {n: ((i - low) / (high - low)).clamp_(0.0, 1.0) for n, i in images.items()}
+    for split_name, split in images.items():
+        low, high = float(split.min()), float(split.max())
+        if low < 0.0 or high > 1.0:
+            raise DataError(f"{where}: {split_name} pixels span [{low:g}, {high:g}], outside [0, 1]; scale them, "
+                            f"or set scale_data: true to min-max scale them by the training split's range")
+    return images
+
+
+# --- from Python and from factories ------------------------------------------------------------------
+
+
+def as_dataset(value: Any, scale: bool = False, where: str = "the data") -> Dataset:
+    """A checked Dataset from what Python code passes: a Dataset, ((x, y), (x, y)), (x, y, x, y),
+    {"train": ..., "test": ..., "classes": K}, or a pair of torch ``Dataset`` objects of (image, label) items."""
+    if isinstance(value, Dataset):
+        return check_dataset(value, scale, where)
+    classes = None
+    if isinstance(value, Mapping):
+        if not {"train", "test"} <= set(value):
+            raise DataError(f"{where}: a mapping needs the keys train and test, got {', '.join(map(str, value))}")
+        classes = value.get("classes")
+        train, test = value["train"], value["test"]
+    elif isinstance(value, (tuple, list)) and len(value) == 4:
+        train, test = (value[0], value[1]), (value[2], value[3])
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        train, test = value
+    else:
+        raise DataError(f"{where}: expected train and test splits, as ((images, labels), (images, labels)), "
+                        f"(images, labels, images, labels) or {{'train': ..., 'test': ...}}, got {type(value).__name__}")
+    splits = {name: _split(part, f"{where}: the {name} split") for name, part in (("train", train), ("test", test))}
+    if classes is None:
+        classes = int(splits["train"].labels.max()) + 1 if len(splits["train"].labels) else 0
+    elif not (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1):
+        raise DataError(f"{where}: classes must be an integer >= 1, got {classes!r}")
+    return check_dataset(Dataset(train=splits["train"], test=splits["test"], classes=classes, name=where), scale,
+                         where)
+
+
+def _split(part: Any, where: str) -> Split:
+    if isinstance(part, torch.utils.data.Dataset) and not isinstance(part, (tuple, list)):
+        return _from_torch_dataset(part, where)
+    if not (isinstance(part, (tuple, list)) and len(part) == 2):
+        raise DataError(f"{where}: expected (images, labels) or a torch Dataset, got {type(part).__name__}")
+    images, labels = (_tensor(v, f"{where}'s {what}") for v, what in zip(part, ("images", "labels")))
+    return Split(images, labels)
+
+
+def _tensor(value: Any, where: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise DataError(f"{where}: a numpy array of Python objects; expected numbers")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise DataError(f"{where}: expected a torch tensor or a numpy array, got {type(value).__name__}")
+
+
+def _from_torch_dataset(dataset: torch.utils.data.Dataset, where: str) -> Split:
+    """A torch Dataset of (image, label) items, stacked once into tensors."""
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+    except Exception as e:  # a user's __getitem__
+        raise DataError(f"{where}: reading its items raised {type(e).__name__}: {_first_line(e)}") from None
+    if not items:
+        return Split(torch.empty(0, 1, 1, 1), torch.empty(0, dtype=torch.long))
+    try:
+        images = torch.stack([_tensor(item[0], where) for item in items])
+        labels = torch.tensor([int(item[1]) for item in items], dtype=torch.long)
+    except (TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise DataError(f"{where}: its items are not (image tensor, integer label) pairs ({_first_line(e)})") from None
+    return Split(images, labels)
+
+
+def _from_factory(reference: str, root: Path) -> Dataset:
+    """What a ``package.module:function`` data factory returns, as a Dataset (unchecked)."""
+    factory = import_reference(reference, "dataset", DataError)
+    try:
+        takes_root = "root" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_root = False
+    try:
+        value = factory(root=root) if takes_root else factory()
+    except Exception as e:
+        raise DataError(f"dataset {reference}: the factory raised {type(e).__name__}: {_first_line(e)}") from None
+    return as_dataset(value, where=f"dataset {reference}")
+
+
+def import_reference(reference: str, what: str, error: type[Exception]):
+    """The callable ``package.module:function`` names, imported from the current folder or PYTHONPATH."""
+    module_name, _, qualname = reference.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # "importable from the current folder", also for console commands
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise error(f"{what} {reference}: cannot import {module_name} ({e}); the module must be importable "
+                    f"from the current folder or PYTHONPATH") from None
+    except Exception as e:  # the module's own code failed
+        raise error(f"{what} {reference}: importing {module_name} raised {type(e).__name__}: "
+                    f"{_first_line(e)}") from None
+    target: Any = module
+    for part in qualname.split("."):
+        if not hasattr(target, part):
+            raise error(f"{what} {reference}: {module_name} has no {qualname}") from None
+        target = getattr(target, part)
+    if not callable(target):
+        raise error(f"{what} {reference}: {qualname} is a {type(target).__name__}, not a function") from None
+    return target
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
+
+
+# --- torchvision's datasets --------------------------------------------------------------------------
+
+
+def _torchvision_class(name: str):
+    import torchvision  # only here: a factory's or your own tensors need none of it
+
+    return {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST,
+            "kmnist": torchvision.datasets.KMNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+
+
+def _missing(folder: Path) -> list[str]:
+    return [f for f in FILES.values() if not (folder / f).exists() and not (folder / f"{f}.gz").exists()]
+
+
+def _read_mnist_like(folder: Path, split: str) -> Split:
+    """One split's two IDX files, read by torchvision's readers (a ``.gz`` alone is unpacked beside it first)."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    prefix = "train" if split == "train" else "test"
+    images_path, labels_path = folder / FILES[f"{prefix}_images"], folder / FILES[f"{prefix}_labels"]
+    images = _read_idx(images_path, read_image_file)
+    labels = _read_idx(labels_path, read_label_file)
+    if len(images) != len(labels):
+        raise DataError(f"{labels_path}: {len(labels)} labels for {len(images)} images; the files do not match")
+    if len(labels) != _EXPECTED_COUNT[split]:
+        raise DataError(f"{labels_path}: {len(labels)} {split} examples, expected {_EXPECTED_COUNT[split]}")
+    if tuple(images.shape[1:]) != (28, 28):
+        raise DataError(f"{images_path}: images of {'x'.join(map(str, images.shape[1:]))}, expected 28x28")
+    if int(labels.max()) > 9 or int(labels.min()) < 0:
+        raise DataError(f"{labels_path}: label {int(labels.max())} out of range 0..9; the file is corrupt")
+    return Split(images.unsqueeze(1), labels)
+
+
+def _read_idx(path: Path, reader) -> torch.Tensor:
+    if not path.exists():
+        _unpack(path.with_name(path.name + ".gz"), path)
+    try:
+        return reader(str(path))
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # torchvision's reader asserts on a bad header; a short file fails its reshape
+        raise DataError(f"{path}: not a readable IDX file ({type(e).__name__}: {_first_line(e)}); the file is "
+                        f"truncated or corrupt") from None
+
+
+def _unpack(packed: Path, target: Path) -> None:
+    """A gzip file unpacked beside it with torchvision's extract_archive (into a temporary name, then renamed)."""
+    from torchvision.datasets.utils import extract_archive
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack-") as scratch:
+        try:
+            extract_archive(str(packed), str(Path(scratch) / target.name))
+            os.replace(Path(scratch) / target.name, target)
+        except OSError as e:
+            raise DataError(f"{packed}: cannot be unpacked ({getattr(e, 'strerror', None) or e})") from None
+        except EOFError as e:
+            raise DataError(f"{packed}: not a readable gzip file ({e})") from None
+
+
+def _read_cifar10(root: Path, download: bool, timeout: float) -> Dataset:
+    """CIFAR-10 by torchvision's class: its batch files are loaded only once their MD5 matches the official files'."""
+    source = _torchvision_class("cifar10")
+    folder = root / source.base_folder
+    probe = object.__new__(source)
+    probe.root = str(root)
+    if not probe._check_integrity():
+        if not download:
+            raise DataError(f"cifar10 files not found or not the official ones in {folder}; set --data-dir or "
+                            f"SNN_DATA_DIR to the folder that holds {source.base_folder}")
+        _download_cifar10(root, source, timeout)
+    try:
+        train, test = source(str(root), train=True), source(str(root), train=False)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise DataError(f"cifar10 in {folder}: {_first_line(e)}") from None
+    splits = {}
+    for name, part in (("train", train), ("test", test)):
+        images = torch.from_numpy(np.ascontiguousarray(part.data.transpose(0, 3, 1, 2)))  # HWC -> [N, 3, 32, 32]
+        splits[name] = Split(images, torch.tensor(part.targets, dtype=torch.long))
+        if len(images) != _CIFAR_COUNT[name]:
+            raise DataError(f"cifar10 in {folder}: {len(images)} {name} images, expected {_CIFAR_COUNT[name]}")
+    return Dataset(train=splits["train"], test=splits["test"], classes=len(train.classes), name="cifar10")
+
+
+def _download_cifar10(root: Path, source, timeout: float) -> None:
+    """torchvision's CIFAR-10 archive into ``root``, unpacked there with torchvision's extract_archive."""
+    from torchvision.datasets.utils import extract_archive
+
+    made = _make_folders(root)
+    try:
+        archive = _fetch(root, source.filename, source.tgz_md5, [source.url.rsplit("/", 1)[0] + "/"], timeout,
+                         _announcer("cifar10", root))
+        try:
+            extract_archive(str(archive), str(root))
+        except (OSError, EOFError) as e:
+            raise DataError(f"{archive}: cannot be unpacked ({e})") from None
+        finally:
+            archive.unlink(missing_ok=True)
+    except _DownloadFailed as e:
+        raise DataError(f"cifar10 files not found in {root / source.base_folder}; the download failed ({e}); set "
+                        f"--data-dir or SNN_DATA_DIR to the folder that holds {source.base_folder}") from None
+    finally:
+        _remove_if_empty(made)
+
+
+class _DownloadFailed(Exception):
+    """No mirror gave a file; the message says, per mirror, why."""
+
+
+def _download_mnist_like(folder: Path, name: str, files: list[str], timeout: float) -> None:
+    """Fetch ``files`` (plain IDX names) of ``name`` from torchvision's mirrors into ``folder``, unpacked;
+    folders made for nothing are removed again."""
+    source = _torchvision_class(name)
+    checksums = dict(source.resources)  # {"train-images-idx3-ubyte.gz": md5, ...}
+    made = _make_folders(folder)
+    announce = _announcer(name, folder)
+    try:
+        for file in files:
+            packed = _fetch(folder, f"{file}.gz", checksums[f"{file}.gz"], list(source.mirrors), timeout, announce)
+            try:
+                _unpack(packed, folder / file)
+            finally:
+                packed.unlink(missing_ok=True)
+    except DataError as e:
+        raise _DownloadFailed(str(e)) from None
+    finally:
+        _remove_if_empty(made)
+
+
+def _announcer(name: str, folder: Path):
+    """A function that says once, on stderr, where the files go and from which mirror."""
+    said = []
+
+    def announce(mirror: str) -> None:
+        if not said:
+            print(f"downloading {name} into {folder} from {mirror}", file=sys.stderr, flush=True)
+            said.append(mirror)
+    return announce
+
+
+def _fetch(folder: Path, file: str, md5: str, mirrors: list[str], timeout: float, announce) -> Path:
+    """``folder/file`` from the first mirror that serves it intact, by torchvision's ``download_url``.
+
+    The file arrives in a private temporary folder and is moved into place once its MD5 is
+    torchvision's, so a failed download leaves nothing. _DownloadFailed says, per mirror, why not.
+    """
+    from torchvision.datasets.utils import calculate_md5, download_url
+
+    failures = []
+    for mirror in mirrors:
+        url = f"{mirror}{file}"
+        announce(mirror)
+        try:
+            with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch, _socket_timeout(timeout):
+                download_url(url, scratch, file, md5=None)
+                found = calculate_md5(Path(scratch) / file)
+                if found != md5:
+                    raise _DownloadFailed(f"MD5 {found}, expected {md5}: not the file torchvision knows")
+                os.replace(Path(scratch) / file, folder / file)
+            return folder / file
+        except (OSError, urllib.error.URLError, _DownloadFailed, RuntimeError) as e:
+            failures.append(f"{url}: {_describe(e, timeout)}")
+    raise _DownloadFailed("; ".join(failures) or "no mirror known")
+
+
+def _remove_if_empty(made: list[Path]) -> None:
+    for made_folder in reversed(made):
+        if made_folder.exists() and not any(made_folder.iterdir()):
+            made_folder.rmdir()
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """torchvision's downloader waits on a socket forever; for the download, give up after ``seconds``."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    """Why a fetch failed, in a few words."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no data for {timeout:g} s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create folder and its missing parents; returns those it created, outermost first."""
+    made = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {folder}: {e.strerror or e}") from None
+    return made
+
+
+# --- splits and batches ------------------------------------------------------------------------------
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,12 +546,15 @@ def make_splits(data: Dataset, config: RunConfig | None = None, *, val_size: int
         device = resolve_device(config.device) if device is None else device
     device = device or "cpu"
     train, val = data.train, None
+    if val_size >= len(train):
+        raise DataError(f"val_size {val_size} leaves no training image of the {len(train):,}")
     if val_size:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
         val = Split(train.images[order[:val_size]], train.labels[order[:val_size]]).to(device)
         keep = order[val_size:].sort().values
         train = Split(train.images[keep], train.labels[keep])
-    return Dataset(train=train.head(limit_train).to(device), test=data.test.head(limit_test).to(device), val=val)
+    return Dataset(train=train.head(limit_train).to(device), test=data.test.head(limit_test).to(device), val=val,
+                   classes=data.classes, name=data.name)
 
 
 def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
@@ -161,149 +567,6 @@ def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generato
     yield from order.split(batch_size)
 
 
-def _missing(folder: Path) -> list[str]:
-    return [f for f in FILES.values() if not (folder / f).exists() and not (folder / f"{f}.gz").exists()]
-
-
-class _DownloadFailed(Exception):
-    """No mirror gave a file; the message says, per mirror, why."""
-
-
-def _download(folder: Path, name: str, files: list[str], *, timeout: float) -> None:
-    """Fetch ``files`` (plain IDX names) from torchvision's mirrors for ``name`` into ``folder``.
-
-    Each file is fetched gzip-compressed, checked against torchvision's MD5, decompressed and
-    written atomically, so an interrupted download leaves no partial file; folders it made for
-    nothing are removed again. A line on stderr says where the files go once a mirror answers.
-    """
-    import torchvision  # only here: reading files that are present does not need it
-
-    source = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
-    checksums = dict(source.resources)  # {"train-images-idx3-ubyte.gz": md5, ...}
-    announced = False
-
-    def announce(mirror: str) -> None:
-        nonlocal announced
-        if not announced:
-            print(f"downloading {name} into {folder} from {mirror}", file=sys.stderr, flush=True)
-            announced = True
-
-    made = _make_folders(folder)
-    try:
-        for file in files:
-            content = _fetch(f"{file}.gz", list(source.mirrors), checksums[f"{file}.gz"], timeout, announce)
-            try:
-                atomic_write_bytes(folder / file, content)
-            except OSError as e:
-                raise _DownloadFailed(f"cannot write {folder / file}: {e.strerror or e}") from None
-    finally:
-        for made_folder in reversed(made):
-            if not any(made_folder.iterdir()):
-                made_folder.rmdir()
-
-
-def _fetch(file: str, mirrors: list[str], md5: str, timeout: float, on_connect) -> bytes:
-    """The unpacked content of the gzip file ``file`` from the first mirror that serves it intact."""
-    failures = []
-    for mirror in mirrors:
-        url = f"{mirror}{file}"
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "snn-tune"}),
-                                        timeout=timeout) as response:
-                on_connect(mirror)
-                return _checked_and_unpacked(_receive(response, file), md5)
-        except (OSError, http.client.HTTPException, _DownloadFailed) as e:
-            failures.append(f"{url}: {_describe(e, timeout)}")
-    raise _DownloadFailed("; ".join(failures) or "no mirror known")
-
-
-def _receive(response, label: str) -> bytes:
-    """The whole body of an HTTP response, with a progress bar on a terminal."""
-    size = int(response.headers.get("Content-Length") or 0) or None
-    buffer = io.BytesIO()
-    with tqdm(total=size, desc=label, unit="B", unit_scale=True, file=sys.stderr, disable=None, leave=False) as bar:
-        while chunk := response.read(_DOWNLOAD_CHUNK):
-            buffer.write(chunk)
-            bar.update(len(chunk))
-    if size is not None and buffer.tell() != size:
-        raise _DownloadFailed(f"connection closed after {buffer.tell()} of {size} bytes")
-    return buffer.getvalue()
-
-
-def _checked_and_unpacked(payload: bytes, md5: str) -> bytes:
-    found = hashlib.md5(payload, usedforsecurity=False).hexdigest()
-    if found != md5:
-        raise _DownloadFailed(f"MD5 {found}, expected {md5}: not the file torchvision knows")
-    try:
-        return gzip.decompress(payload)
-    except (OSError, EOFError, zlib.error) as e:
-        raise _DownloadFailed(f"not a readable gzip file ({e})") from None
-
-
-def _describe(error: BaseException, timeout: float) -> str:
-    """Why a fetch failed, in a few words."""
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    if isinstance(reason, TimeoutError):
-        return f"no data for {timeout:g} s"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return str(reason) or type(reason).__name__
-
-
-def _make_folders(folder: Path) -> list[Path]:
-    """Create folder and its missing parents; returns those it created, outermost first."""
-    made = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _DownloadFailed(f"cannot create {folder}: {e.strerror or e}") from None
-    return made
-
-
-def _read_pair(folder: Path, split: str) -> Split:
-    prefix = "train" if split == "train" else "test"
-    images = _read_idx(folder / FILES[f"{prefix}_images"], _IMAGES_MAGIC, IMAGE_SHAPE)
-    labels = _read_idx(folder / FILES[f"{prefix}_labels"], _LABELS_MAGIC, ())
-    where = folder / FILES[f"{prefix}_labels"]
-    if len(images) != len(labels):
-        raise DataError(f"{where}: {len(labels)} labels for {len(images)} images; the files do not match")
-    if len(labels) != _EXPECTED_COUNT[split]:
-        raise DataError(f"{where}: {len(labels)} {split} examples, expected {_EXPECTED_COUNT[split]}")
-    if labels.max() > 9:
-        raise DataError(f"{where}: label {int(labels.max())} out of range 0..9; the file is corrupt")
-    return Split(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
-
-
-def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
-    """An IDX file of uint8 items of ``item_shape`` ([N, *item_shape]), checked against its header; else DataError."""
-    raw = _read_bytes(path)
-    if len(raw) < 8:
-        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header; the file is truncated")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise DataError(f"{path}: magic number {found}, expected {magic}; not an MNIST IDX file or corrupt")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    if tuple(dims[1:]) != item_shape:
-        shape = "x".join(map(str, dims[1:])) or "scalars"
-        want = "x".join(map(str, item_shape)) or "scalars"
-        raise DataError(f"{path}: its header declares items of {shape}, expected {want}; not MNIST's format")
-    expected = header + int(np.prod(dims))
-    if len(raw) != expected:
-        raise DataError(f"{path}: {len(raw)} bytes, expected {expected} for shape {dims}; the file is truncated or corrupt")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        path = path.with_name(path.name + ".gz")
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
+__all__ = ["DATASETS", "DataError", "Dataset", "FILES", "Split", "as_dataset", "batches", "check_dataset",
+           "default_data_dir", "import_reference", "make_splits", "raw_folder", "read_config_dataset",
+           "read_dataset", "resolve_device"]

@@ -1,42 +1,54 @@
-"""Train one network: ``python -m snn.train fc|csnn [flags]`` or ``python -m snn.train --config FILE [flags]``.
+"""Train one network: ``python -m snn.train MODEL [flags]`` or ``python -m snn.train --config FILE [flags]``.
 
-Writes OUT/config.json, OUT/metrics.csv (one row per epoch) and OUT/checkpoint.pt after
-every epoch; ``--resume`` continues OUT from its checkpoint. ``--config`` starts from a saved
-RunConfig (a search's best_config.json, a run's config.json); flags beside it override its fields.
+MODEL is fc, csnn or ``package.module:function`` (a network factory of your own); its parameters
+are flags (``--T``, ``--hidden-layers``, ``--width-1``; ``python -m snn.train MODEL --help`` lists
+them) beside the trainer's. Writes OUT/config.json, OUT/metrics.csv (one row per epoch) and
+OUT/checkpoint.pt after every epoch; ``--resume`` continues OUT from its checkpoint. ``--config``
+starts from a saved RunConfig (a search's best_config.json, a run's config.json); flags beside it
+override its fields. Every check (flags, config file, data, the network's probe, memory) passes
+before anything is written.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, read_checkpoint
-from .cli import (ConfigFileError, Parser, add_config_flags, check_memory, config_overrides, fail, load_config_file,
-                  unwritable)
-from .config import MODELS, ConfigError, ConfigTooLarge, RunConfig
+from .cli import (ConfigFileError, Parser, add_config_flags, add_network_flags, config_from_values, config_overrides,
+                  device_memory, fail, network_overrides, read_config_file, unwritable)
+from .config import ConfigError, ConfigTooLarge, RunConfig
 from .data import DataError, default_data_dir, make_splits, read_dataset, resolve_device
 from .io import write_json
+from .networks import NetworkError, check_fits, probe, probe_images, resolve
 from .run_folder import RunFolder
-from .training import EpochRecord, RunState, train
+from .training import EpochRecord, RunState, check_backend, train
+
+PROG = "python -m snn.train"
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="python -m snn.train", description="Train the seed's FC-SNN or CSNN on MNIST.")
-    parser.add_argument("model", nargs="?", choices=MODELS, default=None,
-                        help="fc (FC-SNN) or csnn; may be left out with --config or --resume")
+def build_parser(network=None) -> Parser:
+    parser = Parser(prog=PROG, description="Train a spiking network: the seed's FC-SNN or CSNN, their families, "
+                                           "or a factory of your own.")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="fc (FC-SNN), csnn, or package.module:function (a network factory of your own); "
+                             "may be left out with --config or --resume")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="start from the RunConfig in this JSON file (results/NAME/best_config.json, "
                              "OUT/config.json); flags given beside it override its fields")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding MNIST/raw (default: $SNN_DATA_DIR, else ./data)")
+                        help="folder holding the dataset's files (default: $SNN_DATA_DIR, else ./data)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download missing files (default: fetch them from torchvision's mirrors)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/runs/MODEL-TIME)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(parser, skip=("model",))
+    add_config_flags(parser)
+    if network is not None:
+        add_network_flags(parser, network)
     return parser
 
 
@@ -51,71 +63,84 @@ def format_epoch(record: EpochRecord, epochs: int) -> str:
     return " | ".join(parts)
 
 
-def _file_config(args) -> RunConfig | None:
-    """The --config file's RunConfig, its model checked against the positional one; None without --config."""
-    if args.config is None:
-        return None
-    config = load_config_file(args.config, model=args.model)
-    if args.model is not None and config.model != args.model:
-        fail(f"python -m snn.train: error: model {args.model} does not match {args.config}, which has "
-             f"model {config.model!r}; leave the model out or give {config.model}")
-    return config
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict | None]:
+    """The flags, parsed once the model is known (its factory's parameters are flags), and the --config file's
+    values. The model comes from the positional argument, else the --config file, else the resumed checkpoint."""
+    first, _ = build_parser().parse_known_args(argv)
+    file_values = read_config_file(first.config) if first.config is not None else None
+    model = first.model or (file_values or {}).get("model")
+    if model is None and first.resume and first.out is not None and (first.out / "checkpoint.pt").is_file():
+        model = read_checkpoint(first.out / "checkpoint.pt")["config"].get("model")
+    network = resolve(model) if isinstance(model, str) else None
+    return build_parser(network).parse_args(argv), file_values
 
 
-def _new_config(args) -> RunConfig:
-    """A new run's config: the --config file (else the model's seed defaults) with the flags on top."""
-    base = _file_config(args)
-    if base is not None:
-        return base.replace(**config_overrides(args))
-    if args.model is None:
-        fail("python -m snn.train: error: give a model (fc or csnn) or --config FILE (see --help)")
-    return RunConfig(model=args.model, **config_overrides(args))
+def _new_config(args, file_values: dict | None) -> RunConfig:
+    """A new run's config: the --config file (else the model's defaults) with the flags on top."""
+    if file_values is not None:
+        base = config_from_values(file_values, args.config, model=args.model)
+        if args.model is not None and base.model != args.model:
+            fail(f"{PROG}: error: model {args.model} does not match {args.config}, which has model {base.model!r}; "
+                 f"leave the model out or give {base.model}")
+    elif args.model is None:
+        fail(f"{PROG}: error: give a model (fc, csnn or package.module:function) or --config FILE (see --help)")
+    else:
+        base = RunConfig(model=args.model)
+    network = resolve(base.model)
+    return base.replace(**config_overrides(args)).with_net(**network_overrides(args, network))
 
 
-def _resumed_config(args, out: Path) -> RunConfig:
+def _resumed_config(args, file_values: dict | None, out: Path) -> RunConfig:
     """The saved config of the run in ``out``; what the command asks for must match it, except epochs."""
     saved = RunConfig.from_dict(read_checkpoint(RunFolder(out).checkpoint)["config"])
-    base = _file_config(args)
-    asked = {**(base.to_dict() if base is not None else {}), **config_overrides(args)}
+    asked = saved.to_dict()
+    if file_values is not None:
+        asked = config_from_values(file_values, args.config, model=args.model or saved.model).to_dict()
+    asked.update(config_overrides(args))
+    asked["net"] = {**asked["net"], **network_overrides(args, resolve(saved.model))}
     if args.model is not None:
         asked["model"] = args.model
-    changed = [k for k, v in asked.items() if k != "epochs" and getattr(saved, k) != v]
+    ours = saved.to_dict()
+    changed = [k for k, v in asked.items() if k != "epochs" and ours[k] != v]
     if changed:
-        fail(f"python -m snn.train: error: --resume keeps the saved config; it has "
-             f"{changed[0]}={getattr(saved, changed[0])!r} (only --epochs may change)")
+        fail(f"{PROG}: error: --resume keeps the saved config; it has {changed[0]}={ours[changed[0]]!r} (only "
+             f"--epochs may change)")
     return saved.replace(epochs=asked.get("epochs", saved.epochs))
 
 
 def _check_out(out: Path, resume: bool) -> None:
     if out.exists() and not out.is_dir():
-        fail(f"python -m snn.train: error: --out {out} is a file, not a folder")
+        fail(f"{PROG}: error: --out {out} is a file, not a folder")
     if resume and RunFolder(out).resume_point() is None:
-        fail(f"python -m snn.train: error: --resume: no checkpoint at {RunFolder(out).checkpoint}")
+        fail(f"{PROG}: error: --resume: no checkpoint at {RunFolder(out).checkpoint}")
     if not resume and out.exists() and any(out.iterdir()):
-        fail(f"python -m snn.train: error: {out} already holds a run; pass --resume to continue it "
-             f"or choose another --out")
+        fail(f"{PROG}: error: {out} already holds a run; pass --resume to continue it or choose another --out")
     reason = unwritable(out)
     if reason:
-        fail(f"python -m snn.train: error: --out {out}: {reason}")
+        fail(f"{PROG}: error: --out {out}: {reason}")
 
 
-def run(args) -> int:
+def run(args, file_values: dict | None) -> int:
     if args.resume:
         if args.out is None:
-            fail("python -m snn.train: error: --resume needs --out, the folder of the run to continue")
+            fail(f"{PROG}: error: --resume needs --out, the folder of the run to continue")
         out = args.out
         _check_out(out, resume=True)
-        config = _resumed_config(args, out)
+        config = _resumed_config(args, file_values, out)
     else:
-        config = _new_config(args)  # every check of the config comes before anything is written
-        out = args.out or Path("results") / "runs" / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = _new_config(args, file_values)  # every check of the config comes before anything is written
+        out = args.out or Path("results") / "runs" / f"{config.model.rpartition(':')[2]}-{time.strftime('%Y%m%d-%H%M%S')}"
         _check_out(out, resume=False)
     device = resolve_device(config.device)
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
-        fail("python -m snn.train: error: --device cuda but no CUDA device is available")
-    check_memory(config)
-    data = make_splits(read_dataset(args.data_dir or default_data_dir(), config.dataset, download=not args.no_download),
-                       config)
+        fail(f"{PROG}: error: --device cuda but no CUDA device is available")
+    check_backend(config.backend, device)
+    dataset = read_dataset(args.data_dir or default_data_dir(), config.dataset, download=not args.no_download,
+                           scale=config.scale_data)
+    available, where = device_memory(config.device)
+    network = resolve(config.model)
+    check_fits(config, probe(config, probe_images(dataset), dataset.classes, network, available), available, where)
+    data = make_splits(dataset, config)
     folder = RunFolder(out)
     write_json(folder.config, config.to_dict())
     bar = None
@@ -137,13 +162,13 @@ def run(args) -> int:
         folder.on_epoch(record, state)
         tqdm.write(format_epoch(record, config.epochs))
 
-    print(f"{config.model} on {config.dataset}: {len(data.train)} train / {len(data.test)} test images, "
-          f"device {device}, writing {out}")
+    print(f"{config.model} on {config.dataset}: {len(data.train)} train / {len(data.test)} test images "
+          f"{'x'.join(map(str, data.input_shape))}, {data.classes} classes, device {device}, writing {out}")
     try:
         history = train(config, data, on_epoch=on_epoch, on_batch=on_batch,
-                        resume_from=folder.checkpoint if args.resume else None)
+                        resume_from=folder.checkpoint if args.resume else None, network=network)
     except KeyboardInterrupt:
-        fail(f"interrupted; continue with: python -m snn.train {config.model} --out {out} --resume", 130)
+        fail(f"interrupted; continue with: {PROG} --out {out} --resume", 130)
     if history.status == "diverged":
         fail(f"diverged at epoch {len(history.epochs)}: the training loss or the weights are no longer finite; "
              f"try a smaller --lr", 1)
@@ -158,11 +183,11 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return run(args)
-    except (ConfigError, ConfigFileError, ConfigTooLarge, DataError, CheckpointError) as e:
-        fail(f"python -m snn.train: error: {e}")
+        args, file_values = parse(argv)
+        return run(args, file_values)
+    except (ConfigError, ConfigFileError, ConfigTooLarge, DataError, CheckpointError, NetworkError) as e:
+        fail(f"{PROG}: error: {e}")
 
 
 if __name__ == "__main__":

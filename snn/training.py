@@ -22,10 +22,9 @@ from .checkpoint import EpochRecord, History, RunState, load_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, batches, resolve_device
 from .fastpath import CUDA_ONLY_BACKENDS, select_cuda_backend
-from .models import build_model
+from .networks import Network, build_model
 from .spikes import QuietOutputCounter, record_activity
 
-NUM_CLASSES = 10
 EVAL_BATCH_SIZE = 128  # images per evaluation batch, as in training: larger ones only add memory
 _NAN_CHECK_EVERY = 20  # batches; a host sync, so not every batch on a GPU
 
@@ -33,10 +32,15 @@ OnEpoch = Callable[[EpochRecord, RunState], None]
 OnBatch = Callable[[int, int, float], None]  # (batch index, batches per epoch, loss)
 
 
-def use_backend(backend: str, device: torch.device) -> None:
-    """Make spikingjelly's CUDA neurons use ``backend``; a CUDA-only backend on a CPU is a ConfigError."""
+def check_backend(backend: str, device: torch.device) -> None:
+    """A CUDA-only backend on a CPU is a ConfigError."""
     if backend in CUDA_ONLY_BACKENDS and device.type != "cuda":
         raise ConfigError("backend", f"{backend} runs on CUDA only, and the device is {device}", backend)
+
+
+def use_backend(backend: str, device: torch.device) -> None:
+    """Make spikingjelly's CUDA neurons use ``backend``; a CUDA-only backend on a CPU is a ConfigError."""
+    check_backend(backend, device)
     if device.type == "cuda":
         select_cuda_backend(backend)
 
@@ -49,8 +53,16 @@ def make_optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
 
 
 def rate_loss(rates: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The seed's loss: MSE between output firing rates [N, 10] and one-hot labels."""
-    return F.mse_loss(rates, F.one_hot(labels, NUM_CLASSES).to(rates.dtype))
+    """The seed's loss: MSE between output firing rates [N, classes] and one-hot labels."""
+    return F.mse_loss(rates, F.one_hot(labels, rates.shape[1]).to(rates.dtype))
+
+
+def cross_entropy_loss(rates: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the output firing rates [N, classes] as the logits."""
+    return F.cross_entropy(rates, labels)
+
+
+LOSSES = {"mse": rate_loss, "ce": cross_entropy_loss}
 
 
 @dataclass(frozen=True)
@@ -106,11 +118,12 @@ FIRMIN_SILENCE = SilenceRule()  # S = 5 spikes, F = 5%
 
 
 class _SilenceProbe:
-    """``SilenceRule`` applied to the training forwards of one epoch."""
+    """``SilenceRule`` applied to the training forwards of one epoch, on the output layer
+    (``output_layer``, else the last spiking layer the network defines); T is the steps it runs per forward."""
 
-    def __init__(self, rule: SilenceRule, model: nn.Module, T: int):
-        self.rule, self.model = rule, model
-        self.min_spikes = rule.min_spikes_at(T)
+    def __init__(self, rule: SilenceRule, model: nn.Module, output_layer: str | None):
+        self.rule, self.model, self.output_layer = rule, model, output_layer
+        self.steps: int | None = None  # the output layer's steps per forward, once watched
         self.fraction: float | None = None  # of the watched images that were silent, once judged
         self.accuracy: float | None = None  # training accuracy on the watched images, once judged
         self._counter: QuietOutputCounter | None = None
@@ -124,7 +137,15 @@ class _SilenceProbe:
 
     def before_batch(self, i: int) -> None:
         if i == self.rule.warmup_batches:
-            self._counter = QuietOutputCounter(self.model, self.min_spikes)
+            self._counter = QuietOutputCounter(self.model, self._min_spikes, self.output_layer)
+
+    def _min_spikes(self, steps: int) -> float:
+        self.steps = steps
+        return self.rule.min_spikes_at(steps)
+
+    @property
+    def min_spikes(self) -> float | None:
+        return None if self.steps is None else self.rule.min_spikes_at(self.steps)
 
     def watch(self, out: torch.Tensor, labels: torch.Tensor) -> None:
         """Count a training batch's correct predictions while the probe watches."""
@@ -170,13 +191,14 @@ def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int 
     model.eval()
     device = split.labels.device
     keep_freed_memory()  # large CPU tensors reused without page faults (snn/allocator.py)
+    loss_fn = LOSSES[config.loss]
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     with record_activity(model) as activity, _autocast(config, device):
         for index in batches(len(split), batch_size, shuffle=False, device=device):
             labels = split.labels[index]
             out = model(split.float_images(index)).float()
-            loss_sum += rate_loss(out, labels) * len(index)
+            loss_sum += loss_fn(out, labels) * len(index)
             correct += (out.argmax(1) == labels).sum()
     n = len(split)
     return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "rates": dict(activity.rates),
@@ -184,17 +206,20 @@ def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int 
 
 
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Predicted class per image of a float batch [N, 1, 28, 28]."""
+    """Predicted class per image of a float batch [N, C, H, W]."""
     model.eval()
     with torch.no_grad():
         return model(images).argmax(1)
 
 
 def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, on_batch: OnBatch | None = None,
-          resume_from: Path | str | None = None, silence: SilenceRule | None = FIRMIN_SILENCE) -> History:
+          resume_from: Path | str | None = None, silence: SilenceRule | None = FIRMIN_SILENCE,
+          network: Network | None = None) -> History:
     """Train the model ``config`` describes on ``data`` for ``config.epochs`` epochs.
 
-    ``data`` must already sit on the config's device (``make_splits(data, config)`` puts it there).
+    ``data`` must already sit on the config's device (``make_splits(data, config)`` puts it there);
+    the network is built for its image shape and classes, by ``network`` when given (a resolved
+    factory, e.g. a callable passed from Python) else by the factory ``config.model`` names.
     ``resume_from`` continues a checkpoint written by ``RunState.save``: same config, model,
     optimizer, scheduler, RNG states and history, so the resumed run matches an unbroken one.
     Stops early with ``status == "diverged"`` when the loss (or a weight) becomes NaN or
@@ -225,19 +250,21 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     use_backend(config.backend, device)
     keep_freed_memory()  # large CPU tensors reused without page faults (snn/allocator.py)
     torch.manual_seed(config.seed)
-    model = build_model(config).to(device)
+    model = build_model(config, data.input_shape, data.classes, network).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters())
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
                  if config.lr_schedule == "cosine" else None)
-    state = RunState(config, model, optimizer, scheduler, torch.Generator().manual_seed(config.seed), History(config))
+    state = RunState(config, model, optimizer, scheduler, torch.Generator().manual_seed(config.seed), History(config),
+                     data.input_shape, data.classes)
     if resume_from is not None:
         load_checkpoint(resume_from, state)
 
     for epoch in range(len(state.history.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
-        probe = _SilenceProbe(silence, state.model, config.T) if silence is not None and epoch == 1 else None
+        probe = (_SilenceProbe(silence, state.model, config.output_layer) if silence is not None and epoch == 1
+                 else None)
         record = {"epoch": epoch, **_train_epoch(state, data.train, device, on_batch, probe)}
         finite = math.isfinite(record["train_loss"]) and _parameters_are_finite(state.model)
         silent = finite and probe is not None and probe.silent
@@ -266,6 +293,7 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
 def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: OnBatch | None,
                  probe: _SilenceProbe | None = None) -> EpochRecord:
     config, model, optimizer = state.config, state.model, state.optimizer
+    loss_fn = LOSSES[config.loss]
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -281,7 +309,7 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
             labels = split.labels[index]
             with _autocast(config, device):
                 out = model(split.float_images(index)).float()
-            loss = rate_loss(out, labels)
+            loss = loss_fn(out, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

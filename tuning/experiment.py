@@ -109,6 +109,15 @@ def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: li
     return row
 
 
+def flat_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A RunConfig as JSON holds it (the network's parameters under ``net``) as one flat mapping."""
+    if not isinstance(config, Mapping):
+        return None if config is None else config
+    net = config.get("net")
+    flat = {k: v for k, v in config.items() if k != "net"}
+    return {**flat, **net} if isinstance(net, Mapping) else flat
+
+
 def sampled_values(row: Mapping[str, Any]) -> dict[str, Any]:
     """The sampled hyperparameters of a trials.csv row, without the ``config/`` prefix."""
     return {k.removeprefix(CONFIG_PREFIX): v for k, v in row.items() if k.startswith(CONFIG_PREFIX)}

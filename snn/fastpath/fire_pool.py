@@ -66,7 +66,7 @@ def fire_and_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: in
     else:
         pooled, v_last, count = _forward(x, spec)
     neuron._memories["v"] = v_last
-    neuron.tell_spike_counters(count, spec.steps * spec.neurons_per_step)
+    neuron.tell_spike_counters(count, spec.steps * spec.neurons_per_step, spec.steps)
     return pooled
 
 

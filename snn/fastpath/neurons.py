@@ -238,21 +238,22 @@ class _FusedMultiStep:
     fused = True  # set False (backend "torch") to keep spikingjelly's own path
 
     def register_spike_counter(self, counter) -> RemovableHandle:
-        """Call ``counter(count, neuron_steps)`` after every forward: the spikes fired (a float64 scalar
-        tensor) and the neuron-steps they were fired over. Returns a handle whose ``remove()`` stops it."""
+        """Call ``counter(count, neuron_steps, steps)`` after every forward: the spikes fired (a float64
+        scalar tensor), the neuron-steps they were fired over and the time steps of the call. Returns a
+        handle whose ``remove()`` stops it."""
         counters = self.__dict__.setdefault("_spike_counters", OrderedDict())  # weakly referenced by the handle
         handle = RemovableHandle(counters)
         counters[handle.id] = counter
         return handle
 
-    def tell_spike_counters(self, count: torch.Tensor, neuron_steps: int) -> None:
+    def tell_spike_counters(self, count: torch.Tensor, neuron_steps: int, steps: int) -> None:
         for counter in list(self.__dict__.get("_spike_counters", {}).values()):
-            counter(count, neuron_steps)
+            counter(count, neuron_steps, steps)
 
     def forward(self, *args, **kwargs):
         spikes = super().forward(*args, **kwargs)
         if self.__dict__.get("_spike_counters"):
-            self.tell_spike_counters(count_spikes(spikes), spikes.numel())
+            self.tell_spike_counters(count_spikes(spikes), spikes.numel(), spikes.shape[0] if self.step_mode == "m" else 1)
         return spikes
 
     def _fused_tau(self) -> float | None:

@@ -118,6 +118,7 @@ def read_experiment(path: Path | str) -> Experiment:
     exp.best_config = _read_json(path / files.BEST_CONFIG, exp.missing)
     if exp.best_config is None and exp.summary:
         exp.best_config = (exp.summary.get("best_trial") or {}).get("config")
+    exp.best_config = files.flat_config(exp.best_config)
     exp.trials = _read_csv(path / files.TRIALS, exp.missing, required=("trial_id",))
     exp.trial_metrics = _read_csv(path / files.TRIAL_METRICS, exp.missing, required=("trial_id", files.EPOCH))
     exp.retrain_metrics = _read_retrain_metrics(path / files.RETRAIN, exp.missing)

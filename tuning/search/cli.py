@@ -26,6 +26,7 @@ from snn.checkpoint import CheckpointError
 from snn.cli import fail
 from snn.config import ConfigError, ConfigTooLarge
 from snn.data import DataError
+from snn.networks import NetworkError
 
 from .. import experiment as files
 from .inputs import build_parser, checked_input
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None, *, trainable=None) -> int:
     try:
         return run(args, trainable)
     except (SpaceError, ConfigError, ConfigTooLarge, DataError, ResourceError, CheckpointError, InputError,
-            ClusterError) as e:
+            ClusterError, NetworkError) as e:
         fail(f"python -m tuning.search: error: {e}")
 
 
@@ -130,12 +131,12 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
                                **({"trainable": trainable} if trainable else {}))
     if outcome.interrupted:
         _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
-        fail(f"search interrupted; continue with: python -m tuning.search {space.model} "
+        fail(f"search interrupted; continue with: python -m tuning.search "
              f"--results-dir {args.results_dir} --name {experiment.name} --resume", 130)
     ray_cluster.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
     if settings.retrain and outcome.best_config is not None:
         outcome.retrain = retrain(experiment, outcome.best_config, space.budget.retrain_epochs,
-                                  settings.retrain_seeds, data)
+                                  settings.retrain_seeds, data, space.net)
         if settings.retrain_pareto and settings.cost:
             outcome.pareto_retrain = retrain_front(experiment, outcome.rows, space, settings, data)
     _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
@@ -151,7 +152,7 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
     counts = files.trial_counts(outcome.rows)
     best = outcome.best_row
     write_summary(experiment, {
-        "experiment": experiment.name, "model": space.model, "dataset": space.fixed.get("dataset", "mnist"),
+        "experiment": experiment.name, "model": space.model, "dataset": space.data,
         "metric": settings.metric, "mode": "max", "status": status, "wall_seconds": wall_seconds,
         "search_seconds": outcome.search_seconds, "trial_training_seconds": outcome.trial_seconds,
         "max_concurrent": outcome.max_concurrent, "trials": counts, "budget": space.budget.__dict__,

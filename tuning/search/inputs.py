@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from snn.cli import Parser, device_memory, unwritable
-from snn.config import MAX_SEED, MODELS, ConfigTooLarge, check_fits
+from snn.config import MAX_SEED, MODELS, ConfigTooLarge
 from snn.data import default_data_dir, read_dataset
+from snn.networks import check_fits, probe, probe_images
 
 from .. import experiment as files
 from .settings import InputError, ResourceError, Settings, check_local_gpus, check_resource_request
@@ -41,8 +42,9 @@ SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in abou
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m tuning.search", description=__doc__.splitlines()[0])
-    p.add_argument("model", choices=MODELS)
-    p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="fc, csnn, or package.module:function (your network factory); may be left out with --space")
+    p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml for fc and csnn)")
     p.add_argument("--preset", choices=("smoke",), help="smoke: 6 trials of up to 3 epochs on a 2,000-image subset")
     p.add_argument("--metric", choices=METRICS, default="test_acc",
                    help="test_acc (as the seed reports) or val_acc (a held-out training split; keeps test unbiased)")
@@ -131,7 +133,10 @@ def parse_select(text: str) -> str:
 def checked_input(args: argparse.Namespace):
     """Every check of the input that needs no Ray; (experiment folder, space, settings, dataset). Writes nothing."""
     _check_flags(args)
-    experiment = (args.results_dir / (args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")).resolve()
+    if args.model is None and args.space is None and not args.resume:
+        raise InputError("give a model (fc, csnn or package.module:function) or --space FILE (see --help)")
+    default_name = f"{model_label(args.model or 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = (args.results_dir / (args.name or default_name)).resolve()
     if args.resume:
         space, settings = load_state(experiment, args.model)
     else:
@@ -143,13 +148,13 @@ def checked_input(args: argparse.Namespace):
     _check_loggers(settings.loggers)
     if not args.address:
         check_local_gpus(settings.gpus_per_trial, settings.device)
-    _check_memory(space, settings)
-    data = read_dataset(args.data_dir or default_data_dir(), space.fixed.get("dataset", "mnist"))
+    data = read_dataset(args.data_dir or default_data_dir(), space.data,
+                        scale=bool(space.fixed.get("scale_data", False)))
+    check_network(space, settings, data)
     return experiment, space, settings, data
 
 
 BUDGET_FLAGS = {"trials": 1, "epochs_per_trial": 1, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 1}
-MEMORY_PARAMS = ("T", "channels", "batch_size")  # what training_memory_bytes grows with
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -192,21 +197,40 @@ def _not_a_folder_name(name: str) -> str | None:
     return None
 
 
-def _check_memory(space: SearchSpace, settings: Settings) -> None:
-    """Refuse a space whose largest trial (largest T, channels, batch size) cannot fit in one device's memory."""
-    largest: dict[str, Any] = {}
-    for name in MEMORY_PARAMS:
-        dist = space.params.get(name)
-        values = [] if dist is None else getattr(dist, "choices", None) or [dist.low, dist.high]
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if numbers:
-            largest[name] = max(numbers)
-    config = space.config_for(largest, device=settings.device)
+def check_network(space: SearchSpace, settings: Settings, data) -> None:
+    """Build the space's network for the data and run it once on two images (``snn.networks.probe``): at the
+    seed's point (or the factory's defaults), and at the largest trial (every number at its highest), which
+    must fit in one device's memory. A factory that fails, or builds what cannot be trained, is one line."""
     available, where = device_memory(settings.device)
-    try:
-        check_fits(config, available, where)
-    except ConfigTooLarge as e:
-        raise ConfigTooLarge(f"{space.path}: the largest trial of this space: {e}") from None
+    images = probe_images(data)
+    seed, outside = space.seed_point()
+    points = [("the first trial", seed if not outside else largest_point(space, pick=min)),
+              ("the largest trial", largest_point(space, pick=max))]
+    for label, point in points:
+        config = space.config_for(point, device="cpu")
+        try:
+            found = probe(config, images, data.classes, space.net, available)
+            check_fits(config, found, available, where)
+        except ConfigTooLarge as e:
+            raise ConfigTooLarge(f"{space.path}: {label} of this space: {e}") from None
+
+
+def largest_point(space: SearchSpace, pick=max) -> dict[str, Any]:
+    """Every searched number at its highest (``pick=max``) or lowest, every other choice at the seed's value
+    where it has one (else its first); conditional parameters where their condition holds."""
+    seed = space.seed_point()[0]
+    point: dict[str, Any] = {}
+    for name in sorted(space.params, key=lambda n: n in space.conditions):
+        if not space.applies(name, point):
+            continue
+        dist = space.params[name]
+        values = list(getattr(dist, "choices", None) or [dist.low, dist.high])
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(values):
+            point[name] = pick(numbers)
+        else:
+            point[name] = seed[name] if name in seed and seed[name] in values else values[0]
+    return point
 
 
 def _check_loggers(loggers: tuple[str, ...]) -> None:
@@ -217,7 +241,15 @@ def _check_loggers(loggers: tuple[str, ...]) -> None:
             raise ResourceError(f"--logger {logger} needs the {module} package: {extra}")
 
 
+def model_label(model: str) -> str:
+    """A model's name as a folder name: fc, csnn, or the function of package.module:function."""
+    return model.rpartition(":")[2].rpartition(".")[2] or "search"
+
+
 def _space_from_args(args: argparse.Namespace) -> SearchSpace:
+    if args.space is None and args.model not in MODELS:
+        raise InputError(f"{args.model}: a network of your own needs --space FILE, a search space naming what to "
+                         f"search (search_spaces/ holds examples)")
     space = load_space(args.space or default_space_path(args.model), args.model)
     fixed: dict[str, Any] = {}
     params: dict[str, Any] = {}
@@ -225,7 +257,7 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     if args.preset == "smoke":
         fixed.update(SMOKE["fixed"])
         budget.update(SMOKE["budget"])
-        params.update({k: v for k, v in SMOKE["params"][args.model].items() if k in space.params})
+        params.update({k: v for k, v in SMOKE["params"].get(space.model, {}).items() if k in space.params})
     for key in ("trials", "epochs_per_trial", "grace_period", "reduction_factor", "retrain_epochs"):
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
@@ -269,7 +301,7 @@ def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Setting
         value = getattr(args, flag)
         if value < (1 if flag == "retrain_seeds" else 0):
             raise ResourceError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'retrain_seeds' else 0}, got {value}")
-    return Settings(model=args.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
+    return Settings(model=space.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
                     max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
                     device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget,

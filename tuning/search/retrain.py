@@ -20,7 +20,7 @@ from snn.checkpoint import read_checkpoint
 from snn.config import RunConfig
 from snn.data import Dataset, Split, batches, make_splits, resolve_device
 from snn.io import atomic_write_bytes, write_csv
-from snn.models import build_model
+from snn.networks import Network, build_model
 from snn.run_folder import CHECKPOINT_FILE, RunFolder
 from snn.training import EVAL_BATCH_SIZE, RunState, predict, train
 
@@ -29,8 +29,11 @@ from .. import experiment as files
 SAMPLE_IMAGES = 10  # test images the report shows with their predictions
 
 
-def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: int, data: Dataset) -> dict[str, Any]:
-    """Train ``best_config`` for ``epochs`` with ``seeds`` seeds; return the summary of their test accuracy."""
+def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: int, data: Dataset,
+            network: Network | None = None) -> dict[str, Any]:
+    """Train ``best_config`` for ``epochs`` with ``seeds`` seeds; return the summary of their test accuracy.
+
+    ``network``: the resolved factory (a callable passed from Python); else ``best_config``'s model names it."""
     base = RunConfig.from_dict(best_config).replace(epochs=epochs)
     splits = make_splits(data, base)
     histories: dict[int, list[dict[str, Any]]] = {}
@@ -48,10 +51,10 @@ def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: i
                        f"train loss {record['train_loss']:.4f}, {record['train_images_per_s']:.0f} img/s")
 
         history = train(config, splits, on_epoch=on_epoch, on_batch=_progress_bar(),
-                        resume_from=folder.resume_point())
+                        resume_from=folder.resume_point(), network=network)
         histories[seed] = history.epochs
         if first_model is None:
-            first_model = final[0].model if final else _saved_model(folder, config)
+            first_model = final[0].model if final else _saved_model(folder, config, splits, network)
     write_csv(experiment / files.RETRAIN_METRICS, [{"seed": s, **r} for s, h in histories.items() for r in h])
     if first_model is not None:
         write_predictions(experiment / files.PREDICTIONS, first_model, splits.test)
@@ -70,29 +73,34 @@ def retrain_front(experiment: Path, rows: list[dict[str, Any]], space, settings,
         print(f"Pareto point {point['trial_id']}: {settings.metric} {point[accuracy]:.2%}, "
               f"{point[cost]:,.0f} {settings.cost} per image in the search")
         summary = retrain(experiment / files.PARETO_RETRAIN / str(point["trial_id"]), config,
-                          space.budget.retrain_epochs, settings.retrain_seeds, data)
+                          space.budget.retrain_epochs, settings.retrain_seeds, data, space.net)
         retrained.append({"trial_id": point["trial_id"], "search_accuracy": point[accuracy],
                           "search_cost": point[cost], "retrain": summary})
     return retrained
 
 
-def _saved_model(folder: RunFolder, config: RunConfig) -> torch.nn.Module:
+def _saved_model(folder: RunFolder, config: RunConfig, data: Dataset, network: Network | None) -> torch.nn.Module:
     """The model of a retrain that had already finished before this run (nothing left to train)."""
-    model = build_model(config).to(resolve_device(config.device))
+    model = build_model(config, data.input_shape, data.classes, network).to(resolve_device(config.device))
     model.load_state_dict(read_checkpoint(folder.checkpoint)["model"])
     return model
 
 
 def write_predictions(path: Path, model: torch.nn.Module, test: Split) -> None:
-    """The model's predicted digit for every test image, and a few images to show (uint8 [n, 28, 28])."""
+    """The model's predicted class for every test image, and a few images to show (uint8 [n, H, W] or [n, H, W, 3])."""
     torch.manual_seed(0)  # Poisson input: the same predictions for the same model
     predicted = torch.cat([predict(model, test.float_images(index)).cpu()
                            for index in batches(len(test), EVAL_BATCH_SIZE, shuffle=False,
                                                 device=test.labels.device)])
     picks = np.random.default_rng(0).choice(len(test), size=min(SAMPLE_IMAGES, len(test)), replace=False)
     buffer = io.BytesIO()
+    samples = test.images[torch.from_numpy(picks)].cpu()  # [n, C, H, W]
+    if samples.is_floating_point():
+        samples = (samples * 255).round()
+    samples = samples.to(torch.uint8)
+    samples = samples[:, 0] if samples.shape[1] == 1 else samples.permute(0, 2, 3, 1)  # greyscale or RGB
     np.savez_compressed(buffer, labels=test.labels.cpu().numpy(), predicted=predicted.numpy(),
-                        sample_index=picks, sample_images=test.images[torch.from_numpy(picks)].cpu().numpy())
+                        sample_index=picks, sample_images=samples.numpy())
     atomic_write_bytes(path, buffer.getvalue())
 
 

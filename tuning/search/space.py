@@ -1,13 +1,20 @@
 """Search spaces: YAML files parsed into Optuna distributions, checked before Ray starts.
 
-A space file has four top-level keys: ``model`` (fc or csnn), ``search`` (the parameters
-TPE samples, each with a type and bounds or choices), ``fixed`` (RunConfig values held
-constant) and ``budget`` (trials, ASHA's epochs and rungs, retrain epochs, the silence rule).
+A space file has up to five top-level keys: ``model`` (fc, csnn or a ``package.module:function``
+network factory), ``data`` (mnist, fashion-mnist, kmnist, cifar10 or a ``package.module:function``
+data factory; default mnist), ``search`` (the parameters TPE samples, each with a type and bounds
+or choices), ``fixed`` (values held constant) and ``budget`` (trials, ASHA's epochs and rungs,
+retrain epochs, the silence rule).
+
+A parameter is the trainer's when it is a ``RunConfig`` field (lr, optimizer, batch_size, ...)
+and the network's when the factory's signature takes it (T, tau, widths, ...; a name both take
+goes to both); any other name is refused with the rule (``snn.networks.route``).
 
 A searched parameter may hold ``when: {other: [values]}``: it is sampled only in trials whose
-``other`` (a searched categorical without a condition of its own) took one of the values, so
-TPE only sees what a trial uses (tau for LIF/PLIF neurons, momentum for SGD). Sampling is
-define-by-run (``SearchSpace.sample``), as in Ray's and Optuna's define-by-run examples.
+``other`` (a searched categorical or integer without a condition of its own) took one of the
+values, so TPE only sees what a trial uses (tau for LIF/PLIF neurons, momentum for SGD, the
+width of a hidden layer that exists). Sampling is define-by-run (``SearchSpace.sample``), as in
+Ray's and Optuna's define-by-run examples.
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ from typing import Any
 import optuna
 import yaml
 
-from snn.config import MODELS, SURROGATE_DEFAULT_ALPHA, ConfigError, RunConfig, field_names
+from snn.config import DATASETS, MODELS, ConfigError, RunConfig, is_reference
+from snn.networks import Network, NetworkError, config_from_flat, flat_values, resolve, route
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-_TOP_KEYS = ("model", "search", "fixed", "budget")
+_TOP_KEYS = ("model", "data", "search", "fixed", "budget")
 _PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
                "categorical": {"type", "choices", "when"}}
-# Fields a search never samples: they name the run, not a hyperparameter.
-_NOT_SEARCHABLE = ("model", "epochs", "device", "seed")
+# Fields a search never samples or fixes in a space: they name the run, not a hyperparameter (the data is
+# the top-level ``data`` key).
+_NOT_SEARCHABLE = ("model", "net", "dataset", "epochs", "device", "seed")
 
 
 class SpaceError(ValueError):
@@ -54,11 +63,17 @@ class SearchSpace:
     """A validated space: what is searched, what is fixed, and the budget."""
 
     path: Path
-    model: str
+    model: str  # fc, csnn or package.module:function
     params: dict[str, optuna.distributions.BaseDistribution]
     fixed: dict[str, Any]
     budget: Budget = field(default_factory=Budget)
     conditions: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # param -> {other: values}
+    data: str = "mnist"  # the dataset: a torchvision name or a package.module:function factory
+    network: Network | None = field(default=None, compare=False, repr=False)  # the resolved factory
+
+    @property
+    def net(self) -> Network:
+        return self.network or resolve(self.model)
 
     def applies(self, name: str, values: dict[str, Any]) -> bool:
         """Whether parameter ``name`` is sampled in a trial whose other values are ``values``."""
@@ -75,19 +90,23 @@ class SearchSpace:
     def seed_point(self) -> tuple[dict[str, Any], list[str]]:
         """The seed configuration's value of each parameter it uses, and the ones the ranges exclude.
 
-        The seed's values are those of ``RunConfig(model=...)`` with this space's fixed values.
+        The seed's values are the trainer's defaults (the seed report's for fc and csnn) and the
+        factory's defaults (the seed's networks for fc and csnn), with this space's fixed values.
+        A parameter with no default (a factory's required argument) excludes the seed point.
         """
-        seed = RunConfig.from_dict({"model": self.model, **self.fixed}).to_dict()
-        if seed["surrogate_alpha"] is None:  # spikingjelly's default for the surrogate
-            seed["surrogate_alpha"] = SURROGATE_DEFAULT_ALPHA[seed["surrogate"]]
-        point = {name: seed[name] for name in self.params if name not in self.conditions}
-        point.update({name: seed[name] for name in self.conditions if self.applies(name, point)})
-        outside = [f"{name}={value!r}" for name, value in point.items() if not _contains(self.params[name], value)]
+        seed = self.config_for({})
+        values = {**flat_values(seed), **self.net.defaults_for(seed.net)}
+        point = {name: values.get(name, _NO_DEFAULT) for name in self.params if name not in self.conditions}
+        point.update({name: values.get(name, _NO_DEFAULT) for name in self.conditions if self.applies(name, point)})
+        outside = [f"{name}={'(no default)' if value is _NO_DEFAULT else repr(value)}" for name, value in point.items()
+                   if value is _NO_DEFAULT or not _contains(self.params[name], value)]
         return point, outside
 
     def config_for(self, sampled: dict[str, Any], **overrides: Any) -> RunConfig:
-        """The RunConfig of one trial: fixed values, then the sampled ones, then overrides."""
-        return RunConfig.from_dict({"model": self.model, **self.fixed, **sampled, **overrides})
+        """The RunConfig of one trial: fixed values, then the sampled ones, then overrides (trainer fields)."""
+        values = {**self.fixed, **sampled}
+        config = config_from_flat(self.model, values, self.net)
+        return config.replace(dataset=self.data, **overrides)
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """The searched parameters as plain data (summary.json, the report)."""
@@ -103,11 +122,14 @@ class SearchSpace:
         return out
 
 
+_NO_DEFAULT = object()
+
+
 def default_space_path(model: str) -> Path:
     return SPACES_DIR / f"{model}.yaml"
 
 
-def load_space(path: Path | str, model: str | None = None) -> SearchSpace:
+def load_space(path: Path | str, model: str | None = None, network: Network | None = None) -> SearchSpace:
     """Parse and validate a space file; SpaceError names the file, the key and the rule."""
     path = Path(path)
     try:
@@ -121,11 +143,12 @@ def load_space(path: Path | str, model: str | None = None) -> SearchSpace:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpaceError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', e)}") from None
-    return parse_space(raw, path, model)
+    return parse_space(raw, path, model, network)
 
 
-def parse_space(raw: Any, path: Path | str, model: str | None = None) -> SearchSpace:
-    """Validate the parsed YAML of a space file (see ``load_space``)."""
+def parse_space(raw: Any, path: Path | str, model: str | None = None, network: Network | None = None) -> SearchSpace:
+    """Validate the parsed YAML of a space file (see ``load_space``). ``network``: the model's resolved
+    factory when the caller has it (a callable passed from Python); else ``model`` is resolved by name."""
     path = Path(path)
 
     def fail(key: str, rule: str) -> SpaceError:
@@ -136,11 +159,18 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None) -> SearchS
     for key in raw:
         if key not in _TOP_KEYS:
             raise fail(str(key), f"unknown key; allowed: {', '.join(_TOP_KEYS)}")
-    space_model = raw.get("model", model)
-    if space_model not in MODELS:
-        raise fail("model", f"must be one of {', '.join(MODELS)}, got {space_model!r}")
+    space_model = raw.get("model", model) if model is None or network is None else model
+    if not (space_model in MODELS or is_reference(space_model)):
+        raise fail("model", f"must be one of {', '.join(MODELS)} or package.module:function, got {space_model!r}")
     if model is not None and space_model != model:
         raise fail("model", f"the file is for {space_model!r} but the command searches {model!r}")
+    data = raw.get("data", "mnist")
+    if not (data in DATASETS or is_reference(data)):
+        raise fail("data", f"must be one of {', '.join(DATASETS)} or package.module:function, got {data!r}")
+    try:
+        network = network or resolve(space_model)
+    except NetworkError as e:
+        raise fail("model", str(e)) from None
 
     search = _mapping(raw.get("search"), "search", fail)
     fixed = _mapping(raw.get("fixed"), "fixed", fail)
@@ -148,24 +178,33 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None) -> SearchS
     if not search:
         raise fail("search", "must list at least one parameter to search")
 
-    known = set(field_names()) - set(_NOT_SEARCHABLE)
     for name in [*search, *fixed]:
         section = "search" if name in search else "fixed"
-        if name not in known:
-            raise fail(f"{section}.{name}", f"is not a searchable config field; known: {', '.join(sorted(known))}")
+        if name == "dataset":
+            raise fail(f"{section}.{name}", "the dataset is the top-level data: key")
+        if name in _NOT_SEARCHABLE and not network.takes(name):
+            raise fail(f"{section}.{name}", "names the run, not a hyperparameter; it cannot be searched or fixed in "
+                                            "a space (the command's flags set it)")
+        try:
+            route({name: None}, network)
+        except ConfigError as e:
+            raise fail(f"{section}.{name}", e.rule) from None
     for name in search:
         if name in fixed:
             raise fail(f"search.{name}", "is also in fixed; a parameter is either searched or fixed")
 
-    _check_value(space_model, fixed, {}, "fixed", fail)
+    _check_value(space_model, network, fixed, {}, "fixed", fail)
     params = {name: _distribution(name, spec, fail) for name, spec in search.items()}
     for name, dist in params.items():
         for value in _extremes(dist):
-            _check_value(space_model, fixed, {name: value}, f"search.{name}", fail)
+            _check_value(space_model, network, fixed, {name: value}, f"search.{name}", fail)
     conditions = {name: _condition(name, spec["when"], params, search, fail)
                   for name, spec in search.items() if "when" in spec}
+    required = [p for p in network.parameters if p not in network.defaults and p not in search and p not in fixed]
+    if required:
+        raise fail(required[0], f"{network.signature_text()} has no default for it: search or fix it")
     return SearchSpace(path=path, model=space_model, params=params, fixed=dict(fixed), budget=budget,
-                       conditions=conditions)
+                       conditions=conditions, data=data, network=network)
 
 
 def with_overrides(space: SearchSpace, *, fixed: dict[str, Any] | None = None,
@@ -173,13 +212,14 @@ def with_overrides(space: SearchSpace, *, fixed: dict[str, Any] | None = None,
     """A copy of ``space`` with fixed values, parameter specs or budget entries replaced (presets)."""
     raw = {
         "model": space.model,
+        "data": space.data,
         "search": {**space.describe(), **(params or {})},
         "fixed": {**copy.deepcopy(space.fixed), **(fixed or {})},
         "budget": {**space.budget.__dict__, **(budget or {})},
     }
     for name in fixed or {}:
         raw["search"].pop(name, None)
-    return parse_space(raw, space.path, space.model)
+    return parse_space(raw, space.path, space.model, space.network)
 
 
 def _mapping(value: Any, key: str, fail) -> dict:
@@ -270,7 +310,8 @@ def _distribution(name: str, spec: Any, fail) -> optuna.distributions.BaseDistri
 
 
 def _condition(name: str, when: Any, params: dict, search: dict, fail) -> dict[str, list[Any]]:
-    """``when: {other: [values]}``: other is a searched categorical without a condition, values among its choices."""
+    """``when: {other: [values]}``: other is a searched categorical or integer without a condition, values among
+    its choices (its range)."""
     key = f"search.{name}.when"
     if not isinstance(when, dict) or not when:
         raise fail(key, f"must be a mapping like {{neuron: [lif, plif]}}, got {when!r}")
@@ -278,15 +319,18 @@ def _condition(name: str, when: Any, params: dict, search: dict, fail) -> dict[s
     for other, values in when.items():
         if other not in params:
             raise fail(f"{key}.{other}", f"names no searched parameter; searched: {', '.join(params)}")
-        if not isinstance(params[other], optuna.distributions.CategoricalDistribution):
-            raise fail(f"{key}.{other}", "a condition must name a categorical parameter")
+        dist = params[other]
+        if not isinstance(dist, (optuna.distributions.CategoricalDistribution, optuna.distributions.IntDistribution)):
+            raise fail(f"{key}.{other}", "a condition must name a categorical or integer parameter")
         if other == name or "when" in search[other]:
             raise fail(f"{key}.{other}", "a condition must name a parameter without a condition of its own")
         values = values if isinstance(values, list) else [values]
-        unknown = [v for v in values if v not in params[other].choices]
+        unknown = [v for v in values if not _contains(dist, v) or (isinstance(dist, optuna.distributions.IntDistribution)
+                                                                   and not isinstance(v, int))]
         if not values or unknown:
-            raise fail(f"{key}.{other}", f"values must be among {other}'s choices {list(params[other].choices)}, "
-                                         f"got {unknown or values!r}")
+            allowed = (f"choices {list(dist.choices)}" if isinstance(dist, optuna.distributions.CategoricalDistribution)
+                       else f"range [{dist.low}, {dist.high}]")
+            raise fail(f"{key}.{other}", f"values must be among {other}'s {allowed}, got {unknown or values!r}")
         condition[other] = values
     return condition
 
@@ -311,10 +355,12 @@ def _extremes(dist: optuna.distributions.BaseDistribution) -> list[Any]:
     return [dist.low, dist.high]
 
 
-def _check_value(model: str, fixed: dict, sampled: dict, key: str, fail) -> None:
-    """Build the RunConfig the value implies, so impossible values fail at load."""
+def _check_value(model: str, network: Network, fixed: dict, sampled: dict, key: str, fail) -> None:
+    """Build the RunConfig the value implies (and check the shipped factories' rules), so impossible values
+    fail at load."""
     try:
-        RunConfig.from_dict({"model": model, **fixed, **sampled})
+        config = config_from_flat(model, {**fixed, **sampled}, network)
+        network.check(config.net, complete=False)
     except ConfigError as e:
         where = key if key != "fixed" else f"fixed.{e.field_name}"
         raise fail(where, f"impossible value: {e}") from None

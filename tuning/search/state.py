@@ -24,7 +24,8 @@ def create_experiment(experiment: Path, space: SearchSpace, settings: Settings) 
 
 
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:
-    raw = {"model": space.model, "search": space.describe(), "fixed": space.fixed, "budget": space.budget.__dict__}
+    raw = {"model": space.model, "data": space.data, "search": space.describe(), "fixed": space.fixed,
+           "budget": space.budget.__dict__}
     write_json(experiment / files.STATE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
 
 

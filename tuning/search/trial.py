@@ -38,6 +38,7 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
     """Ray function trainable: train one sampled config for the budget's epochs per trial."""
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     config = setup.space.config_for(sampled, epochs=setup.space.budget.epochs_per_trial, device=setup.device)
+    network = setup.space.net
     splits = make_splits(data, config)
     node_id = ray.get_runtime_context().get_node_id()
     epochs_reported = [0]
@@ -57,9 +58,10 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
     silence = None if setup.space.budget.silence is None else SilenceRule(**setup.space.budget.silence)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        train(config, splits, on_epoch=report, on_batch=post_progress, silence=silence)
+        train(config, splits, on_epoch=report, on_batch=post_progress, silence=silence, network=network)
         return
     with checkpoint.as_directory() as folder:
         resume_from = Path(folder) / CHECKPOINT_FILE
         epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
-        train(config, splits, on_epoch=report, on_batch=post_progress, resume_from=resume_from, silence=silence)
+        train(config, splits, on_epoch=report, on_batch=post_progress, resume_from=resume_from, silence=silence,
+              network=network)
