@@ -51,6 +51,7 @@ def build_parser() -> Parser:
     p.add_argument("--arms", default="tpe,random,seed", help="which arms to run, comma-separated")
     p.add_argument("--objective", help="passed to the searches (e.g. accuracy,synops)")
     p.add_argument("--select", help="passed to the searches (e.g. knee)")
+    p.add_argument("--retrain-pareto", type=int, help="passed to the searches: also retrain K points of the front")
     p.add_argument("--out", type=Path, default=Path("results/search-quality"))
     p.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
     return p
@@ -91,11 +92,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
-    """One search arm through the real CLI, selecting on val_acc; its summary.json."""
+    """One search arm through the real CLI, selecting on val_acc; its summary.json.
+
+    An arm whose folder holds a finished search is not run again; one that was cut short is resumed
+    (``--resume``), so the whole command can be run again after a kill."""
+    summary_file = args.out / sampler / files.SUMMARY
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        if summary.get("status") == "complete" and summary.get("retrain"):
+            print(f"the {sampler} search in {args.out / sampler} is finished: its results are used", flush=True)
+            return summary
     command = [sys.executable, "-m", "tuning.search", args.model, "--metric", "val_acc", "--sampler", sampler,
                "--results-dir", str(args.out), "--name", sampler, "--retrain-epochs", str(epochs),
                "--retrain-seeds", str(args.seeds), "--no-dashboard", "--no-report"]
-    for flag in ("space", "trials", "epochs_per_trial", "data_dir", "objective", "select"):
+    if (args.out / sampler).exists():
+        command.append("--resume")
+    for flag in ("space", "trials", "epochs_per_trial", "data_dir", "objective", "select", "retrain_pareto"):
         if getattr(args, flag) is not None:
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     print("$", " ".join(command), flush=True)
