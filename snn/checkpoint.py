@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .errors import SnnTuneError
 from .io import torch_save
 
 EpochRecord = dict[str, Any]
@@ -26,7 +27,7 @@ EpochRecord = dict[str, Any]
 _TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SnnTuneError, RuntimeError):
     """A checkpoint cannot be read or belongs to another configuration."""
 
 

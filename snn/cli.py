@@ -17,13 +17,14 @@ from typing import Any, NoReturn
 import yaml
 
 from .config import TRAINER_FIELDS, ConfigError, RunConfig
+from .errors import SnnTuneError
 
 _TYPES = {"int": int, "float": float, "str": str}
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
                type(None): "null"}
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(SnnTuneError, ValueError):
     """A --config file that does not hold a valid RunConfig; the message names the file and the fault."""
 
 

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import SnnTuneError
+
 MODELS = ("fc", "csnn")  # the shipped network factories (snn.models); any package.module:function too
 DATASETS = ("mnist", "fashion-mnist", "kmnist", "cifar10")  # torchvision's; any package.module:function too
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -42,11 +44,11 @@ SEED_DEFAULTS: dict[str, dict[str, Any]] = {
 GENERIC_DEFAULTS: dict[str, Any] = dict(optimizer="adam", lr=1e-3, momentum=0.0, epochs=10)
 
 
-class ConfigTooLarge(ValueError):
+class ConfigTooLarge(SnnTuneError, ValueError):
     """One training batch of a config would not fit in the memory of the device that runs it."""
 
 
-class ConfigError(ValueError):
+class ConfigError(SnnTuneError, ValueError):
     """A config value breaks a rule; the message names the field, the rule and the value."""
 
     def __init__(self, field_name: str, rule: str, value: Any):

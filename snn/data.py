@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .config import DATASETS, RunConfig, is_reference
+from .errors import SnnTuneError
 
 VAL_SPLIT_SEED = 12345  # fixed, so every run and trial holds out the same validation images
 DOWNLOAD_TIMEOUT_S = 60.0  # a download gives up after this many seconds without receiving a byte
@@ -54,7 +55,7 @@ _EXPECTED_COUNT = {"train": 60_000, "test": 10_000}
 _CIFAR_COUNT = {"train": 50_000, "test": 10_000}
 
 
-class DataError(RuntimeError):
+class DataError(SnnTuneError, RuntimeError):
     """The data is missing, truncated, corrupt or breaks a rule; the message is one line."""
 
 

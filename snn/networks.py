@@ -32,6 +32,7 @@ from torch import nn
 
 from .config import TRAINER_FIELDS, ConfigError, ConfigTooLarge, RunConfig, format_bytes, is_reference
 from .data import import_reference
+from .errors import SnnTuneError
 
 BUILTIN = {"fc": "snn.models:fc_snn", "csnn": "snn.models:csnn"}
 DATA_ARGUMENTS = ("input_shape", "classes")  # what the data gives a factory that takes them
@@ -39,7 +40,7 @@ PROBE_IMAGES = 2  # images of the probe's forward and backward pass
 BYTES_PER_WEIGHT = 16  # a float32 weight, its gradient and Adam's two moments
 
 
-class NetworkError(ValueError):
+class NetworkError(SnnTuneError, ValueError):
     """A network factory that cannot be imported or called, or that builds something this tool cannot train."""
 
 

@@ -46,6 +46,8 @@ import torch
 from spikingjelly.activation_based.neuron.base_node import BaseNode
 from torch import nn
 
+from .errors import SnnTuneError
+
 # Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014: 45 nm CMOS
 PJ_PER_SYNOP = 0.9  # pJ per 32-bit float add: a SynOp accumulates a weight into a membrane
 PJ_PER_MAC = 4.6  # pJ per 32-bit float multiply (3.7 pJ) and add (0.9 pJ)
@@ -54,7 +56,7 @@ SYNAPTIC_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 SynapticLayer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d
 
 
-class NoSpikingLayer(ValueError):
+class NoSpikingLayer(SnnTuneError, ValueError):
     """The network holds no spikingjelly neuron: nothing spikes, so nothing here can be counted."""
 
 

@@ -8,23 +8,26 @@ a bad flag, space file, data folder, saved search or resource request is one ``I
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import math
 import os
 import re
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from snn.cli import Parser, device_memory, unwritable
 from snn.config import MAX_SEED, MODELS, ConfigTooLarge
-from snn.data import default_data_dir, read_dataset
-from snn.networks import check_fits, probe, probe_images
+from snn.data import as_dataset, default_data_dir, read_dataset
+from snn.networks import Network, check_fits, probe, probe_images
 
 from .. import experiment as files
 from .settings import InputError, ResourceError, Settings, check_local_gpus, check_resource_request
-from .space import SearchSpace, SpaceError, default_space_path, load_space, with_overrides
+from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 from .state import load_state
 
 METRICS = ("test_acc", "val_acc")
@@ -95,6 +98,52 @@ def build_parser() -> Parser:
     return p
 
 
+@dataclass(frozen=True)
+class Options:
+    """A search's request, flag for flag (``python -m tuning.search --help``); ``tuning.search.run`` fills it
+    from keywords. ``space`` is a file, or a mapping of the file's content; ``logger`` the trackers to use."""
+
+    model: str | None = None
+    space: Path | Mapping | None = None
+    preset: str | None = None
+    metric: str = "test_acc"
+    trials: int | None = None
+    epochs_per_trial: int | None = None
+    grace_period: int | None = None
+    reduction_factor: int | None = None
+    retrain_epochs: int | None = None
+    retrain_seeds: int | None = None
+    no_retrain: bool = False
+    time_budget: float | None = None
+    no_seed_trial: bool = False
+    sampler: str = "tpe"
+    seed: int = 0
+    objective: str | None = None
+    retrain_pareto: int = 0
+    select: str = "max-accuracy"
+    logger: tuple[str, ...] = ()
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0
+    max_failures: int = 2
+    device: str = "auto"
+    data_dir: Path | None = None
+    results_dir: Path = Path("results")
+    name: str | None = None
+    resume: bool = False
+    address: str | None = None
+    join_timeout: float = 30.0
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
+    no_dashboard: bool = False
+    no_report: bool = False
+
+    @classmethod
+    def from_flags(cls, args: argparse.Namespace) -> Options:
+        values = vars(args)
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a duration like 90s, 30m, 2h or 1h30m (a bare number is minutes)."""
     match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", text)
@@ -130,37 +179,45 @@ def parse_select(text: str) -> str:
     return text
 
 
-def checked_input(args: argparse.Namespace):
-    """Every check of the input that needs no Ray; (experiment folder, space, settings, dataset). Writes nothing."""
+def checked_input(args: Options, network: Network | None = None, data: Any = None):
+    """Every check of the input that needs no Ray; (experiment folder, space, settings, dataset). Writes nothing.
+
+    ``network``: the model's factory resolved from a callable (the Python API); ``data``: the dataset
+    passed from Python (tensors, a Dataset), else the space's ``data`` is read from ``args.data_dir``.
+    """
     _check_flags(args)
-    if args.model is None and args.space is None and not args.resume:
+    if args.model is None and args.space is None and not args.resume and network is None:
         raise InputError("give a model (fc, csnn or package.module:function) or --space FILE (see --help)")
-    default_name = f"{model_label(args.model or 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    experiment = (args.results_dir / (args.name or default_name)).resolve()
+    model = network.name if network is not None else args.model
+    default_name = f"{model_label(model or 'search')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = (Path(args.results_dir) / (args.name or default_name)).resolve()
     if args.resume:
-        space, settings = load_state(experiment, args.model)
+        space, settings = load_state(experiment, model, network)
     else:
         if experiment.exists():
             raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
-        space = _space_from_args(args)
+        space = _space_from_args(args, network)
         settings = _settings_from_args(args, space)
     check_resource_request(settings.cpus_per_trial, settings.gpus_per_trial)
     _check_loggers(settings.loggers)
     if not args.address:
         check_local_gpus(settings.gpus_per_trial, settings.device)
-    data = read_dataset(args.data_dir or default_data_dir(), space.data,
-                        scale=bool(space.fixed.get("scale_data", False)))
-    check_network(space, settings, data)
-    return experiment, space, settings, data
+    scale = bool(space.fixed.get("scale_data", False))
+    if data is not None:
+        dataset = as_dataset(data, scale, where="data")
+    else:
+        dataset = read_dataset(args.data_dir or default_data_dir(), space.data, scale=scale)
+    check_network(space, settings, dataset)
+    return experiment, space, settings, dataset
 
 
 BUDGET_FLAGS = {"trials": 1, "epochs_per_trial": 1, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 1}
 
 
-def _check_flags(args: argparse.Namespace) -> None:
+def _check_flags(args: Options) -> None:
     """The flags' own rules, before any file is read; InputError names the flag."""
     if args.name is not None:
-        problem = _not_a_folder_name(args.name)
+        problem = _not_a_folder_name(str(args.name))
         if problem:
             raise InputError(f"--name {args.name!r}: {problem}; a name is one folder name inside --results-dir")
     if not 0 <= args.seed <= MAX_SEED:
@@ -181,7 +238,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         if not host or not port.isdigit() or not 1024 <= int(port) <= 65535:
             raise InputError(f"--address must be HOST:PORT with a port in [1024, 65535] (Ray's rule), or auto; "
                              f"got {args.address!r}")
-    reason = unwritable(args.results_dir)
+    reason = unwritable(Path(args.results_dir))
     if reason:
         raise InputError(f"--results-dir {args.results_dir}: {reason}")
 
@@ -246,11 +303,15 @@ def model_label(model: str) -> str:
     return model.rpartition(":")[2].rpartition(".")[2] or "search"
 
 
-def _space_from_args(args: argparse.Namespace) -> SearchSpace:
-    if args.space is None and args.model not in MODELS:
-        raise InputError(f"{args.model}: a network of your own needs --space FILE, a search space naming what to "
+def _space_from_args(args: Options, network: Network | None = None) -> SearchSpace:
+    model = network.name if network is not None else args.model
+    if args.space is None and model not in MODELS:
+        raise InputError(f"{model}: a network of your own needs --space FILE, a search space naming what to "
                          f"search (search_spaces/ holds examples)")
-    space = load_space(args.space or default_space_path(args.model), args.model)
+    if isinstance(args.space, Mapping):
+        space = parse_space(dict(args.space), "<space from Python>", model, network)
+    else:
+        space = load_space(args.space or default_space_path(model), model, network)
     fixed: dict[str, Any] = {}
     params: dict[str, Any] = {}
     budget: dict[str, int] = {}
@@ -269,7 +330,7 @@ def _space_from_args(args: argparse.Namespace) -> SearchSpace:
     return space
 
 
-def _check_budget_flags(args: argparse.Namespace, space: SearchSpace, budget: dict[str, int]) -> None:
+def _check_budget_flags(args: Options, space: SearchSpace, budget: dict[str, int]) -> None:
     """`grace_period <= epochs_per_trial` when a flag set either: the message names where each value came from."""
     if args.grace_period is None and args.epochs_per_trial is None:
         return  # the space file's own budget: its checks name the file
@@ -288,22 +349,21 @@ def _check_budget_flags(args: argparse.Namespace, space: SearchSpace, budget: di
                      f"{source('epochs_per_trial')}")
 
 
-def _settings_from_args(args: argparse.Namespace, space: SearchSpace) -> Settings:
-    if args.retrain_seeds is None:
-        args.retrain_seeds = 1 if args.preset == "smoke" else 3
+def _settings_from_args(args: Options, space: SearchSpace) -> Settings:
+    retrain_seeds = args.retrain_seeds if args.retrain_seeds is not None else 1 if args.preset == "smoke" else 3
     seed_trial = not args.no_seed_trial
     outside = space.seed_point()[1]
     if seed_trial and outside:
         print(f"note: the seed's configuration lies outside this space ({', '.join(outside)}), so it is not "
               f"trial 0; widen the ranges to include it", file=sys.stderr)
         seed_trial = False
-    for flag in ("retrain_seeds", "max_failures", "max_concurrent"):
-        value = getattr(args, flag)
+    for flag, value in (("retrain_seeds", retrain_seeds), ("max_failures", args.max_failures),
+                        ("max_concurrent", args.max_concurrent)):
         if value < (1 if flag == "retrain_seeds" else 0):
             raise ResourceError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'retrain_seeds' else 0}, got {value}")
     return Settings(model=space.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
                     gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                    max_failures=args.max_failures, retrain_seeds=args.retrain_seeds, retrain=not args.no_retrain,
+                    max_failures=args.max_failures, retrain_seeds=retrain_seeds, retrain=not args.no_retrain,
                     device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget,
                     loggers=tuple(dict.fromkeys(args.logger)), cost=args.objective, select=args.select,
                     retrain_pareto=args.retrain_pareto)

@@ -53,10 +53,13 @@ SHARED_IMPORTS = ("pydantic", "socketserver", "ray._common.usage.usage_lib", "ra
 
 
 def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int | None,
-              join_timeout: float = CLUSTER_TIMEOUT_S) -> None:
+              join_timeout: float = CLUSTER_TIMEOUT_S, import_paths: list[str] = ()) -> None:
     """Join ``address``, or start a local Ray with its dashboard on ``dashboard_host`` (loopback by default).
 
     ``dashboard_port`` None: Ray's 8265, or the next free port when another Ray holds it.
+    ``import_paths``: folders the trials' workers need on their Python path (a network or data factory
+    of the user's, importable from the current folder): a local Ray's workers inherit PYTHONPATH. On a
+    cluster, such code must be importable on every node.
 
     Raises ClusterError (one line) when Ray cannot start or the cluster does not answer within
     ``join_timeout`` seconds; nothing of the search has been written then.
@@ -65,6 +68,9 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
         _join(address, join_timeout)
         print(f"joined the Ray cluster at {address}")
         return
+    if import_paths:
+        known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        os.environ["PYTHONPATH"] = os.pathsep.join([*[p for p in import_paths if p not in known], *filter(None, known)])
     if dashboard and not is_loopback(dashboard_host):
         print(f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
               f"it can run code through Ray's job API", file=sys.stderr)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from snn.errors import SnnTuneError
 
-class InputError(ValueError):
+
+class InputError(SnnTuneError, ValueError):
     """A flag or a saved search that breaks a rule; the message names the flag or file and the rule."""
 
 
-class ResourceError(ValueError):
+class ResourceError(SnnTuneError, ValueError):
     """A resource request no node can satisfy."""
 
 
-class ClusterError(RuntimeError):
+class ClusterError(SnnTuneError, RuntimeError):
     """Ray could not be started, or the cluster of --address did not answer in time."""
 
 

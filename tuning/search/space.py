@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import optuna
 import yaml
 
+from snn.errors import SnnTuneError
 from snn.config import DATASETS, MODELS, ConfigError, RunConfig, is_reference
 from snn.networks import Network, NetworkError, config_from_flat, flat_values, resolve, route
 
@@ -40,7 +42,7 @@ _PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", 
 _NOT_SEARCHABLE = ("model", "net", "dataset", "epochs", "device", "seed")
 
 
-class SpaceError(ValueError):
+class SpaceError(SnnTuneError, ValueError):
     """A space file breaks a rule; the message names the file, the key and the rule."""
 
 
@@ -74,6 +76,22 @@ class SearchSpace:
     @property
     def net(self) -> Network:
         return self.network or resolve(self.model)
+
+    def import_paths(self) -> list[str]:
+        """The folders a Ray worker needs on its path to import this space's model and data factories:
+        where their top-level packages were imported from (none for the shipped ones)."""
+        paths = []
+        for reference in (self.net.name, self.data):
+            module = reference.partition(":")[0] if ":" in reference else ""
+            top = sys.modules.get(module.partition(".")[0]) if module else None
+            origin = getattr(top, "__file__", None)
+            if top is None or origin is None or module.startswith(("snn.", "tuning.")) or module == "__main__":
+                continue
+            root = Path(origin).resolve().parent
+            if Path(origin).name == "__init__.py":
+                root = root.parent
+            paths.append(str(root))
+        return list(dict.fromkeys(paths))
 
     def applies(self, name: str, values: dict[str, Any]) -> bool:
         """Whether parameter ``name`` is sampled in a trial whose other values are ``values``."""

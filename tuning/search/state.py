@@ -29,8 +29,11 @@ def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> Non
     write_json(experiment / files.STATE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
 
 
-def load_state(experiment: Path, model: str) -> tuple[SearchSpace, Settings]:
-    """The space and settings of the search to resume, once its folder is known to be safe to unpickle from."""
+def load_state(experiment: Path, model: str | None, network=None) -> tuple[SearchSpace, Settings]:
+    """The space and settings of the search to resume, once its folder is known to be safe to unpickle from.
+
+    Its model's factory is imported by the reference search.json names (``network``: the callable
+    passed from Python instead)."""
     from .trust import UntrustedExperiment, check_resumable
 
     state_file = experiment / files.STATE
@@ -42,7 +45,7 @@ def load_state(experiment: Path, model: str) -> tuple[SearchSpace, Settings]:
         raise InputError(str(e)) from None
     try:
         state = json.loads(state_file.read_bytes())
-        space = parse_space(state["space"], Path(state["space_file"]), model)
+        space = parse_space(state["space"], Path(state["space_file"]), model, network)
         settings = Settings(**state["settings"])
     except (ValueError, KeyError, TypeError) as e:  # not JSON, not UTF-8, keys missing or unknown, a bad space
         raise InputError(f"--resume: {state_file} is damaged ({type(e).__name__}: {e}); "
