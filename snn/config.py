@@ -154,9 +154,9 @@ def _checked_net(net: Any) -> dict[str, Any]:
         if not (isinstance(name, str) and name.isidentifier()):
             raise ConfigError("net", "keys must be parameter names", name)
         if not _is_json_value(value):
-            raise ConfigError(f"net.{name}", "must be a number, text, true/false, null or a list of them", value)
+            raise ConfigError(name, "must be a number, text, true/false, null or a list of them", value)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"net.{name}", "must be a finite number", value)
+            raise ConfigError(name, "must be a finite number", value)
     return dict(net)
 
 

@@ -222,6 +222,29 @@ def check_csnn_args(*, input_shape, T, channels, channels_1, channels_2, channel
         raise ConfigError("blocks", f"{blocks} blocks halve a {side}-pixel side to nothing", blocks)
 
 
+def describe_fc(net: dict, input_shape: tuple[int, ...], classes: int) -> str:
+    """An FC-SNN of the family in words: "784-800-400-10, LIF tau 2, T 25, Poisson input"."""
+    widths = [net[f"width_{i}"] for i in range(1, int(net["hidden_layers"]) + 1)]
+    layers = "-".join(map(str, [math.prod(input_shape), *widths, classes]))
+    return f"{layers}, {_neuron_words(net)}, T {net['T']}, {net['encoding']} input"
+
+
+def describe_csnn(net: dict, input_shape: tuple[int, ...], classes: int) -> str:
+    """A CSNN of the family in words: "3x3 conv 64-64, FC 1024-10, IF, T 4" (and dropout)."""
+    blocks = int(net["blocks"])
+    channels = [net.get(f"channels_{k}") or net["channels"] for k in range(1, blocks + 1)]
+    hidden = net.get("fc_width") or channels[-1] * 16
+    k = net["kernel_size"]
+    dropout = f", dropout {net['dropout']:.2g}" if net.get("dropout") else ""
+    return (f"{k}x{k} conv {'-'.join(map(str, channels))}, FC {hidden}-{classes}, {_neuron_words(net)}, "
+            f"T {net['T']}{dropout}")
+
+
+def _neuron_words(net: dict) -> str:
+    kind = str(net["neuron"]).upper()
+    return kind if kind == "IF" else f"{kind} tau {net['tau']:.3g}"
+
+
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
     """Turn the model's fast paths on (auto, triton, cuda) or off (torch: spikingjelly's reference and the
     dense Poisson encoder everywhere, the seed's computation op for op)."""

@@ -68,6 +68,17 @@ class Network:
         effective = _EFFECTIVE.get(self.name)
         return effective(values) if effective is not None else values
 
+    def describe(self, net: Mapping[str, Any], input_shape: tuple[int, ...] = (1, 28, 28), classes: int = 10) -> str:
+        """The network in words: the shipped families' shapes ("784-800-10, LIF tau 2, T 25, poisson input"),
+        else the factory's name and the parameters it is given."""
+        describer = _DESCRIBERS.get(self.name)
+        if describer is not None:
+            from . import models
+
+            return getattr(models, describer)(self.defaults_for(net), tuple(input_shape), classes)
+        given = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(net.items()))
+        return f"{self.name.rpartition(':')[2]}({given})"
+
     def check(self, net: Mapping[str, Any], complete: bool = True) -> None:
         """The parameters' names (and, for the shipped factories, their values) without building anything;
         ``complete``: every parameter without a default must be there."""
@@ -91,6 +102,8 @@ class Network:
         except ConfigError:
             raise
         except Exception as e:  # the user's code: any failure is one line
+            if _out_of_memory(e):
+                raise
             raise NetworkError(f"model {self.name}: the factory raised {type(e).__name__}: {_first_line(e)}") from None
         if not isinstance(module, nn.Module):
             raise NetworkError(f"model {self.name}: the factory returned a {type(module).__name__}, not a "
@@ -177,6 +190,7 @@ def _csnn_filled(values: dict[str, Any]) -> dict[str, Any]:
 
 
 _EFFECTIVE = {"fc": _surrogate_alpha_filled, "csnn": _csnn_filled}
+_DESCRIBERS = {"fc": "describe_fc", "csnn": "describe_csnn"}
 
 
 def route(values: Mapping[str, Any], network: Network, where: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -242,7 +256,7 @@ class Probe:
 
 
 def probe(config: RunConfig, images: torch.Tensor, classes: int, network: Network | None = None,
-          available_bytes: int | None = None) -> Probe:
+          available_bytes: int | None = None, where: str = "this machine's memory") -> Probe:
     """Build ``config``'s network on the CPU and run one training forward and backward on ``images``.
 
     Raises NetworkError (one line) when the network is not something this tool can train: no
@@ -271,9 +285,11 @@ def probe(config: RunConfig, images: torch.Tensor, classes: int, network: Networ
             _check_output(out, len(images), classes, network)
             _backward(out, network)
         except (RuntimeError, MemoryError) as e:
-            if capped and ("alloc" in str(e).lower() or isinstance(e, MemoryError)):
-                raise ConfigTooLarge(f"{_first_line(e)}: the network of {len(images)} images does not fit in "
-                                     f"{format_bytes(available_bytes)}; lower T, the widths or the batch") from None
+            if capped and _out_of_memory(e):
+                shown = ", ".join(f"{k}={v}" for k, v in sorted(config.net.items()))
+                raise ConfigTooLarge(f"one training batch does not fit: {len(images)} images of it ({shown}) already "
+                                     f"need more than the {format_bytes(available_bytes)} of {where} "
+                                     f"({_first_line(e)}); lower T, the widths or the batch size") from None
             raise NetworkError(f"model {network.name}: running it raised {type(e).__name__}: {_first_line(e)}") from None
     if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()):
         raise NetworkError(f"model {network.name}: no weight got a gradient from the loss; a surrogate-gradient "
@@ -297,11 +313,16 @@ def check_fits(config: RunConfig, found: Probe, available_bytes: int, where: str
                              f"{where}; lower the batch size, T or the network's widths")
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, torch's and numpy's "cannot allocate" errors."""
+    return isinstance(error, MemoryError) or "alloc" in str(error).lower()
+
+
 def _call(model: nn.Module, images: torch.Tensor, network: Network) -> torch.Tensor:
     try:
         return model(images)
     except Exception as e:
-        if isinstance(e, (MemoryError,)) or "alloc" in str(e).lower():
+        if _out_of_memory(e):
             raise
         raise NetworkError(f"model {network.name}: its forward on a batch [N, C, H, W] = {list(images.shape)} raised "
                            f"{type(e).__name__}: {_first_line(e)}") from None

@@ -139,7 +139,8 @@ def run(args, file_values: dict | None) -> int:
                            scale=config.scale_data)
     available, where = device_memory(config.device)
     network = resolve(config.model)
-    check_fits(config, probe(config, probe_images(dataset), dataset.classes, network, available), available, where)
+    check_fits(config, probe(config, probe_images(dataset), dataset.classes, network, available, where), available,
+               where)
     data = make_splits(dataset, config)
     folder = RunFolder(out)
     write_json(folder.config, config.to_dict())

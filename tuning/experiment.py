@@ -52,6 +52,7 @@ NODE_ID = "node_id"  # the Ray node the trial ran on
 CONFIG_PREFIX = "config/"  # trials.csv's columns of the sampled values
 RAY_TRIAL_ID = "ray_trial_id"  # the user attribute of each Optuna trial that names its Ray trial
 SEED_TRIAL = "seed_trial"  # trials.csv: true for the trial that ran the seed's configuration
+NETWORK = "network"  # trials.csv: the trial's network in words ("784-800-10, LIF tau 2, T 25, poisson input")
 
 # Ray's trial statuses; a finished trial is one of FINISHED.
 TERMINATED, ERROR = "TERMINATED", "ERROR"
@@ -75,7 +76,7 @@ def retrain_folder(seed: int) -> str:
 
 
 def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: list[dict[str, Any]],
-              metric: str, max_epochs: int, seed_trial: bool = False) -> dict[str, Any]:
+              metric: str, max_epochs: int, seed_trial: bool = False, network: str | None = None) -> dict[str, Any]:
     """One row of trials.csv: how the trial ended, its best and last figures, its sampled values.
 
     ``last_<metric>`` (the metric at the last epoch the trial ran) is what ranks trials;
@@ -93,6 +94,8 @@ def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: li
         "epochs": epochs,
         SEED_TRIAL: seed_trial,
     }
+    if network is not None:
+        row[NETWORK] = network
     for name in dict.fromkeys([metric, "test_acc"]):
         values = [v for v in (_number(r.get(name)) for r in history) if v is not None]
         row[f"best_{name}"] = max(values) if values else math.nan

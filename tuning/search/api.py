@@ -212,7 +212,7 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
     outcome = tuner.run_search(experiment, space, settings, data, resume=args.resume and began,
                                **({"trainable": trainable} if trainable else {}))
     if outcome.interrupted:
-        _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start, status="interrupted")
+        _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start, status="interrupted")
         raise SearchInterrupted(experiment, f"python -m tuning.search --results-dir {args.results_dir} "
                                             f"--name {experiment.name} --resume")
     ray_cluster.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
@@ -221,13 +221,13 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
                                   settings.retrain_seeds, data, space.net)
         if settings.retrain_pareto and settings.cost:
             outcome.pareto_retrain = retrain_front(experiment, outcome.rows, space, settings, data)
-    _finish(experiment, outcome, space, settings, wall_seconds=time.time() - start)
+    _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start)
     if not args.no_report:
         _build_report(experiment)
     return None
 
 
-def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *, wall_seconds: float,
+def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, data, *, wall_seconds: float,
             status: str = "complete") -> None:
     """Write summary.json and print the outcome."""
     from .results import write_summary
@@ -236,6 +236,8 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
     best = outcome.best_row
     write_summary(experiment, {
         "experiment": experiment.name, "model": space.model, "dataset": space.data,
+        "data": {"name": data.name, "input_shape": list(data.input_shape), "classes": data.classes,
+                 "train_images": len(data.train), "test_images": len(data.test)},
         "metric": settings.metric, "mode": "max", "status": status, "wall_seconds": wall_seconds,
         "search_seconds": outcome.search_seconds, "trial_training_seconds": outcome.trial_seconds,
         "max_concurrent": outcome.max_concurrent, "trials": counts, "budget": space.budget.__dict__,
@@ -243,7 +245,7 @@ def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, *
         "best_trial": None if best is None else {
             "trial_id": best["trial_id"], "metric_value": best[f"last_{settings.metric}"],
             "max_metric_value": best[f"best_{settings.metric}"], "seed_trial": bool(best.get(files.SEED_TRIAL)),
-            "config": outcome.best_config},
+            "network": best.get(files.NETWORK), "config": outcome.best_config},
         "seed_trial": _seed_trial_summary(outcome.rows, settings.metric),
         "objectives": [settings.metric] + ([files.objective_metric(settings.cost, settings.metric)]
                                            if settings.cost else []),
@@ -279,7 +281,7 @@ def _seed_trial_summary(rows: list[dict], metric: str) -> dict | None:
     if seed is None:
         return None
     return {"trial_id": seed["trial_id"], "metric_value": seed[f"last_{metric}"], "epochs": seed["epochs"],
-            "stopped_early": seed["stopped_early"]}
+            "stopped_early": seed["stopped_early"], "network": seed.get(files.NETWORK)}
 
 
 def _build_report(experiment: Path) -> None:

@@ -35,8 +35,8 @@ def seed_epoch_seconds(space: SearchSpace, settings: Settings, data: Dataset,
 
     Raises ``Stopped`` at the next batch once ``stop`` is set (it may run in a thread).
     """
-    config = space.config_for(space.seed_point()[0], device=settings.device, epochs=1)
-    return _epoch_seconds(config, data, settings.cpus_per_trial, stop)
+    config = space.config_for(space.first_point(), device=settings.device, epochs=1)
+    return _epoch_seconds(config, data, settings.cpus_per_trial, stop, space.net)
 
 
 def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency: int) -> str:
@@ -61,7 +61,8 @@ def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency
     return "\n".join(lines)
 
 
-def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float, stop: threading.Event | None = None) -> float:
+def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float, stop: threading.Event | None = None,
+                   network=None) -> float:
     """Seconds for one epoch of ``config`` on this machine's CPU or GPU, from a few batches of the trainer."""
     splits = make_splits(data, config)
     probe = config.replace(epochs=1, val_size=0, limit_train=(_TIMED_BATCHES + 1) * config.batch_size,
@@ -71,7 +72,7 @@ def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float, stop: threadin
     torch.set_num_threads(max(1, int(cpus)))
     try:
         start = time.perf_counter()
-        train(probe, make_splits(data, probe), on_batch=lambda *_: _stamp(stamps, stop), silence=None)
+        train(probe, make_splits(data, probe), on_batch=lambda *_: _stamp(stamps, stop), silence=None, network=network)
     finally:
         torch.set_num_threads(threads)
     gaps = [b - a for a, b in zip([start, *stamps], stamps)]  # seconds per batch

@@ -260,34 +260,14 @@ def check_network(space: SearchSpace, settings: Settings, data) -> None:
     must fit in one device's memory. A factory that fails, or builds what cannot be trained, is one line."""
     available, where = device_memory(settings.device)
     images = probe_images(data)
-    seed, outside = space.seed_point()
-    points = [("the first trial", seed if not outside else largest_point(space, pick=min)),
-              ("the largest trial", largest_point(space, pick=max))]
+    points = [("the first trial", space.first_point()), ("the largest trial", space.corner(max))]
     for label, point in points:
         config = space.config_for(point, device="cpu")
         try:
-            found = probe(config, images, data.classes, space.net, available)
+            found = probe(config, images, data.classes, space.net, available, where)
             check_fits(config, found, available, where)
         except ConfigTooLarge as e:
             raise ConfigTooLarge(f"{space.path}: {label} of this space: {e}") from None
-
-
-def largest_point(space: SearchSpace, pick=max) -> dict[str, Any]:
-    """Every searched number at its highest (``pick=max``) or lowest, every other choice at the seed's value
-    where it has one (else its first); conditional parameters where their condition holds."""
-    seed = space.seed_point()[0]
-    point: dict[str, Any] = {}
-    for name in sorted(space.params, key=lambda n: n in space.conditions):
-        if not space.applies(name, point):
-            continue
-        dist = space.params[name]
-        values = list(getattr(dist, "choices", None) or [dist.low, dist.high])
-        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if numbers and len(numbers) == len(values):
-            point[name] = pick(numbers)
-        else:
-            point[name] = seed[name] if name in seed and seed[name] in values else values[0]
-    return point
 
 
 def _check_loggers(loggers: tuple[str, ...]) -> None:

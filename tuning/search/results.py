@@ -67,10 +67,13 @@ def trial_outcomes(grid, statuses: dict[str, str]) -> list[TrialOutcome]:
 
 
 def write_trial_files(folder: Path, outcomes: list[TrialOutcome], metric: str, max_epochs: int,
-                      seed_trial: str | None = None) -> list[dict[str, Any]]:
-    """Write trials.csv and trial_metrics.csv; return trials.csv's rows."""
+                      seed_trial: str | None = None, describe=None) -> list[dict[str, Any]]:
+    """Write trials.csv and trial_metrics.csv; return trials.csv's rows. ``describe``: a trial's sampled values ->
+    its network in words (trials.csv's ``network`` column)."""
     rows = [files.trial_row(t.trial_id, t.status, t.config, t.history, metric, max_epochs,
-                            seed_trial=t.trial_id == seed_trial) for t in outcomes]
+                            seed_trial=t.trial_id == seed_trial,
+                            network=describe(t.config) if describe is not None and t.config else None)
+            for t in outcomes]
     write_csv(folder / files.TRIALS, rows)
     write_csv(folder / files.TRIAL_METRICS, [{"trial_id": t.trial_id, **r} for t in outcomes for r in t.history])
     return rows

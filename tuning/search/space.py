@@ -120,6 +120,28 @@ class SearchSpace:
                    if value is _NO_DEFAULT or not _contains(self.params[name], value)]
         return point, outside
 
+    def corner(self, pick=max) -> dict[str, Any]:
+        """Every searched number at its highest (``pick=max``) or lowest, every other choice at the seed's value
+        where it has one (else its first); conditional parameters where their condition holds."""
+        seed = self.seed_point()[0]
+        point: dict[str, Any] = {}
+        for name in sorted(self.params, key=lambda n: n in self.conditions):
+            if not self.applies(name, point):
+                continue
+            dist = self.params[name]
+            values = list(getattr(dist, "choices", None) or [dist.low, dist.high])
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if numbers and len(numbers) == len(values):
+                point[name] = pick(numbers)
+            else:
+                point[name] = seed[name] if seed.get(name, _NO_DEFAULT) in values else values[0]
+        return point
+
+    def first_point(self) -> dict[str, Any]:
+        """What trial 0 runs: the seed's point when the space holds it, else every number at its lowest."""
+        point, outside = self.seed_point()
+        return self.corner(min) if outside else point
+
     def config_for(self, sampled: dict[str, Any], **overrides: Any) -> RunConfig:
         """The RunConfig of one trial: fixed values, then the sampled ones, then overrides (trainer fields)."""
         values = {**self.fixed, **sampled}

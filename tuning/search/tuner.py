@@ -52,7 +52,7 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
             tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
                                run_config=_run_config(experiment, space, settings))
         grid = tuner.fit()
-    outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start)
+    outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start, data=data)
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
     return outcome
@@ -124,7 +124,13 @@ def _logger_callbacks(experiment: Path, settings: Settings) -> list:
     return callbacks
 
 
-def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float) -> SearchOutcome:
+def describe_network(space: SearchSpace, sampled: dict, data: Dataset) -> str:
+    """A trial's network in words, for the data the search ran on."""
+    return space.net.describe(space.config_for(sampled).net, data.input_shape, data.classes)
+
+
+def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float,
+            data: Dataset) -> SearchOutcome:
     """Write trials.csv, trial_metrics.csv and best_config.json from the Tuner's results.
 
     The search is ``interrupted`` when a trial is unfinished or fewer trials ran than asked
@@ -134,7 +140,8 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, sear
     analysis = tune.ExperimentAnalysis(str(experiment / files.TUNE))
     outcomes = results.trial_outcomes(grid, {t.trial_id: t.status for t in analysis.trials})
     seed_trial = _seed_trial_id(experiment) if settings.seed_trial else None
-    rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial, seed_trial)
+    rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial, seed_trial,
+                                     describe=lambda sampled: describe_network(space, sampled, data))
     best = files.best_trial(rows, settings.metric)
     if settings.cost:
         best = _pareto(experiment, rows, settings) or best

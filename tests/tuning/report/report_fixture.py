@@ -16,6 +16,7 @@ import pytest
 
 import snn
 from snn.io import write_csv, write_json
+from snn.networks import config_from_flat
 from snn.run_folder import RunFolder
 from snn.training import train
 from tuning.experiment import PREDICTIONS, STUDY
@@ -48,8 +49,8 @@ RETRAIN_SEEDS = (0, 1)
 
 
 def retrain_config(seed: int) -> snn.RunConfig:
-    return snn.RunConfig(model="fc", **FIXED, **BEST, epochs=RETRAIN_EPOCHS, seed=seed, limit_train=500,
-                         limit_test=500, device="cpu")
+    return config_from_flat("fc", {**FIXED, **BEST, "epochs": RETRAIN_EPOCHS, "seed": seed, "limit_train": 500,
+                                   "limit_test": 500, "device": "cpu"})
 
 
 def train_retrain_seed(folder: Path, data: snn.Dataset, seed: int) -> list[dict]:

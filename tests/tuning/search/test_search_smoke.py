@@ -138,7 +138,7 @@ def test_best_config_parses_and_is_the_best_trial(smoke):
     ran_to_the_end = trials[~trials["stopped_early"] & ~trials["diverged"]]
     best = ran_to_the_end.loc[ran_to_the_end["last_test_acc"].idxmax()]  # ranked by the last epoch, not the max
     assert config.model == "fc" and config.limit_train == 2000
-    assert math.isclose(config.lr, best["config/lr"]) and config.T == best["config/T"]
+    assert math.isclose(config.lr, best["config/lr"]) and config.net["T"] == best["config/T"]
 
 
 def test_the_retrain_ran_and_the_summary_holds_its_test_accuracy(smoke):

@@ -55,13 +55,27 @@ def test_a_good_space_gives_distributions_fixed_values_and_budget(tmp_path):
     assert space.fixed == {"batch_size": 128}
     assert space.budget.trials == 4 and space.budget.epochs_per_trial == 4  # the default
     config = space.config_for({"lr": 0.01, "T": 3, "channels": 16})
-    assert (config.model, config.T, config.channels, config.batch_size) == ("csnn", 3, 16, 128)
+    assert (config.model, config.net, config.lr, config.batch_size) == ("csnn", {"T": 3, "channels": 16}, 0.01, 128)
 
 
 BAD = {
     "yaml syntax": ("search: {lr: [1, 2\n", "YAML syntax error"),
     "unknown top key": (GOOD + "extras: 1\n", "extras: unknown key"),
-    "not a config field": (GOOD.replace("T: {", "Tee: {"), "search.Tee: is not a searchable config field"),
+    "not a config field": (GOOD.replace("T: {", "Tee: {"), "search.Tee: is neither a trainer setting (a RunConfig "
+                                                          "field: python -m snn.train --help) nor a parameter of "
+                                                          "csnn(T, channels, channels_1"),
+    "data from the data": (GOOD.replace("T: {", "classes: {"), "search.classes: comes from the data"),
+    "a run's name": (GOOD.replace("batch_size: 128", "seed: 3"), "fixed.seed: names the run, not a hyperparameter"),
+    "dataset in fixed": (GOOD.replace("batch_size: 128", "dataset: kmnist"), "fixed.dataset: the dataset is the "
+                                                                              "top-level data: key"),
+    "unknown data": (GOOD + "data: imagenet\n", "data: must be one of mnist, fashion-mnist, kmnist, cifar10 or "
+                                                 "package.module:function, got 'imagenet'"),
+    "unimportable model": (GOOD.replace("model: csnn", "model: nowhere.to_be:found"),
+                           "model: model nowhere.to_be:found: cannot import nowhere.to_be"),
+    "kernel size": (GOOD.replace("T: {type: int, low: 2, high: 8}", "kernel_size: {type: categorical, choices: [3, 4]}"),
+                    "search.kernel_size: impossible value: kernel_size: must be one of 3, 5, got 4"),
+    "too many blocks": (GOOD.replace("T: {type: int, low: 2, high: 8}", "blocks: {type: int, low: 1, high: 4}"),
+                        "search.blocks: impossible value: blocks: must be <= 3, got 4"),
     "low > high": (GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"),
                    "search.lr: `low <= high` must hold, got low=0.1, high=0.01"),
     "log with low <= 0": (GOOD.replace("low: 1.0e-3", "low: 0.0"), "search.lr: log scale needs `low > 0`, got low=0.0"),
@@ -72,11 +86,16 @@ BAD = {
     "unknown param key": (GOOD.replace("high: 8}", "high: 8, step: 2}"), "search.T.step: unknown key"),
     "both searched and fixed": (GOOD.replace("batch_size: 128", "T: 4"), "search.T: is also in fixed"),
     "bad budget": (GOOD.replace("trials: 4", "trials: 0"), "budget.trials: must be an integer >= 1"),
-    "wrong model": (GOOD.replace("model: csnn", "model: resnet"), "model: must be one of fc, csnn"),
+    "wrong model": (GOOD.replace("model: csnn", "model: resnet"), "model: must be one of fc, csnn or "
+                                                                  "package.module:function, got 'resnet'"),
     "condition on an unknown parameter": (GOOD.replace("high: 8}", "high: 8, when: {neuron: [lif]}}"),
                                           "search.T.when.neuron: names no searched parameter"),
-    "condition on a numeric parameter": (GOOD.replace("high: 8}", "high: 8, when: {lr: [0.01]}}"),
-                                         "search.T.when.lr: a condition must name a categorical parameter"),
+    "condition on a float parameter": (GOOD.replace("high: 8}", "high: 8, when: {lr: [0.01]}}"),
+                                       "search.T.when.lr: a condition must name a categorical or integer parameter"),
+    "condition on a value outside an integer's range": (
+        GOOD.replace("channels: {type: categorical, choices: [16, 32]}",
+                     "channels: {type: categorical, choices: [16, 32], when: {T: [9]}}"),
+        "search.channels.when.T: values must be among T's range [2, 8], got [9]"),
     "condition on a value not among the choices": (GOOD.replace("high: 8}", "high: 8, when: {channels: [99]}}"),
                                                    "search.T.when.channels: values must be among"),
     "condition that is not a mapping": (GOOD.replace("high: 8}", "high: 8, when: channels}"),
@@ -164,6 +183,57 @@ def test_the_seed_point_holds_the_seeds_values_of_the_parameters_it_uses(tmp_pat
     point, outside = load_space(write(tmp_path, CONDITIONAL)).seed_point()
     assert point == {"lr": 1e-3, "optimizer": "adam", "neuron": "lif", "tau": 2.0} and outside == []
     assert load_space(write(tmp_path, GOOD)).seed_point()[1] == ["channels=64"]  # C 64 is not among [16, 32]
+
+
+FAMILY = """
+model: csnn
+search:
+  blocks: {type: int, low: 1, high: 3}
+  channels_1: {type: categorical, choices: [16, 64]}
+  channels_2: {type: categorical, choices: [16, 64], when: {blocks: [2, 3]}}
+  channels_3: {type: categorical, choices: [16, 64], when: {blocks: [3]}}
+  fc_width: {type: categorical, choices: [256, 1024]}
+"""
+
+
+def test_a_width_is_sampled_only_for_the_blocks_that_exist(tmp_path):
+    """Conditions on an integer depth, define-by-run: TPE never sees a block's channels that were not used."""
+    space = load_space(write(tmp_path, FAMILY))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    samples = [space.sample(study.ask()) for _ in range(60)]
+    assert {v["blocks"] for v in samples} == {1, 2, 3}
+    for values in samples:
+        assert ("channels_2" in values) == (values["blocks"] >= 2)
+        assert ("channels_3" in values) == (values["blocks"] == 3)
+        config = space.config_for(values)
+        assert config.net["blocks"] == values["blocks"] and "channels_3" not in config.net or values["blocks"] == 3
+
+
+def test_the_seed_point_of_a_family_is_the_seed_network_with_its_defaults_spelled_out(tmp_path):
+    """The seed CSNN's channels_1/channels_2 (unset: channels, 64) and fc_width (unset: 16 x 64) are its values."""
+    point, outside = load_space(write(tmp_path, FAMILY)).seed_point()
+    assert point == {"blocks": 2, "channels_1": 64, "channels_2": 64, "fc_width": 1024} and outside == []
+
+
+def test_a_factory_of_your_own_takes_its_signatures_parameters(tmp_path, monkeypatch):
+    module = tmp_path / "my_nets.py"
+    module.write_text("def tiny(input_shape, classes, width=32, T=2):\n    raise NotImplementedError\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    space = load_space(write(tmp_path, """
+        model: my_nets:tiny
+        search:
+          width: {type: int, low: 8, high: 64}
+          lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+        fixed:
+          T: 3
+        """))
+    config = space.config_for({"width": 16, "lr": 0.002})
+    assert (config.model, config.net, config.lr, config.optimizer) == ("my_nets:tiny", {"T": 3, "width": 16}, 0.002,
+                                                                         "adam")
+    assert space.seed_point() == ({"width": 32, "lr": 1e-3}, [])  # the factory's defaults, the trainer's
+    with pytest.raises(SpaceError, match=r"search.depth: is neither a trainer setting .* nor a parameter of "
+                                         r"my_nets:tiny\(width, T\)"):
+        load_space(write(tmp_path, "model: my_nets:tiny\nsearch:\n  depth: {type: int, low: 1, high: 2}\n"))
 
 
 @pytest.mark.parametrize("path", sorted(SPACES_DIR.glob("*.yaml")), ids=lambda p: p.name)
