@@ -114,7 +114,7 @@ def add_network_flags(parser: argparse.ArgumentParser, network) -> None:
         if name in TRAINER_FIELDS:
             continue  # the trainer's flag gives it to both
         default = network.defaults.get(name, "(required)")
-        group.add_argument(flag_name(name), dest=f"net.{name}", default=argparse.SUPPRESS,
+        group.add_argument(flag_name(name), dest=f"net.{name}", metavar=name.upper(), default=argparse.SUPPRESS,
                            type=_parameter_parser(network.factory, name, default),
                            help=f"{name} (default {default!r})")
 

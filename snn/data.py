@@ -471,7 +471,6 @@ def _fetch(folder: Path, file: str, md5: str, mirrors: list[str], timeout: float
     failures = []
     for mirror in mirrors:
         url = f"{mirror}{file}"
-        announce(mirror)
         try:
             with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch, _socket_timeout(timeout):
                 download_url(url, scratch, file, md5=None)
@@ -479,6 +478,7 @@ def _fetch(folder: Path, file: str, md5: str, mirrors: list[str], timeout: float
                 if found != md5:
                     raise _DownloadFailed(f"MD5 {found}, expected {md5}: not the file torchvision knows")
                 os.replace(Path(scratch) / file, folder / file)
+            announce(mirror)  # once a mirror has served a file: an offline attempt stays one line
             return folder / file
         except (OSError, urllib.error.URLError, _DownloadFailed, RuntimeError) as e:
             failures.append(f"{url}: {_describe(e, timeout)}")

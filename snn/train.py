@@ -30,9 +30,9 @@ from .training import EpochRecord, RunState, check_backend, train
 PROG = "python -m snn.train"
 
 
-def build_parser(network=None) -> Parser:
-    parser = Parser(prog=PROG, description="Train a spiking network: the seed's FC-SNN or CSNN, their families, "
-                                           "or a factory of your own.")
+def build_parser(network=None, add_help: bool = True) -> Parser:
+    parser = Parser(prog=PROG, add_help=add_help, description="Train a spiking network: the seed's FC-SNN or CSNN, "
+                                                              "their families, or a factory of your own.")
     parser.add_argument("model", nargs="?", default=None,
                         help="fc (FC-SNN), csnn, or package.module:function (a network factory of your own); "
                              "may be left out with --config or --resume")
@@ -66,7 +66,7 @@ def format_epoch(record: EpochRecord, epochs: int) -> str:
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict | None]:
     """The flags, parsed once the model is known (its factory's parameters are flags), and the --config file's
     values. The model comes from the positional argument, else the --config file, else the resumed checkpoint."""
-    first, _ = build_parser().parse_known_args(argv)
+    first, _ = build_parser(add_help=False).parse_known_args(argv)  # --help waits for the network's flags
     file_values = read_config_file(first.config) if first.config is not None else None
     model = first.model or (file_values or {}).get("model")
     if model is None and first.resume and first.out is not None and (first.out / "checkpoint.pt").is_file():
