@@ -47,6 +47,9 @@ SECTIONS = (
             "Every trial at its last epoch; the Pareto front of the trials that ran all their epochs in blue, "
             "dominated ones in grey, stopped and silent ones as grey crosses; the seed's configuration and the "
             "retrained choice marked.", figures.pareto),
+    Section("front-networks", "The networks on the front",
+            "Each network on the Pareto front by its shape, with its accuracy at its last epoch and its synaptic "
+            "operations per image.", figures.front_networks),
     Section("costs", "What the networks spend",
             "Accuracy, spikes, synaptic operations, the dense equivalent's MACs and an energy estimate, per test "
             "image, for the seed's configuration and the selected one.", figures.cost_table),

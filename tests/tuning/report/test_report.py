@@ -67,8 +67,8 @@ def test_report_tolerates_missing_and_unreadable_files(finished_experiment):
     assert "summary.json is missing" in page
     assert "trials.csv is unreadable" in page
     assert "Retrained test accuracy" in page and "2 seed(s) (0, 1)" in page  # from retrain/metrics.csv instead
-    # history, parallel coordinates, per-parameter and Pareto need trials.csv (importance: the journal)
-    assert attribute(page, "data-figure-count") == len(SECTIONS) - 4
+    # history, parallel coordinates, per-parameter, Pareto and its networks need trials.csv (importance: the journal)
+    assert attribute(page, "data-figure-count") == len(SECTIONS) - 5
 
 
 def test_the_report_builds_from_a_copied_folder_without_ray_torch_or_mnist(finished_experiment, tmp_path):

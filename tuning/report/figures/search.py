@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,28 +72,52 @@ def parallel_coordinates(exp: ExperimentLike) -> go.Figure:
     return fig
 
 
+NOT_SAMPLED = "not sampled"  # the tick of a conditional parameter's trials whose condition failed
+
+
 def _axis(name: str, spec: dict[str, Any], column: pd.Series) -> dict[str, Any]:
-    """One parallel-coordinates axis: categoricals as indices, log-scale numbers as log10."""
+    """One parallel-coordinates axis: categoricals as indices, log-scale numbers as log10. A conditional
+    parameter's trials that did not sample it (a width of a layer that does not exist) sit at an extra tick,
+    "not sampled", below the range."""
+    absent = column.isna()
     if spec.get("type") == "categorical":
-        choices = [str(c) for c in spec.get("choices") or sorted(column.astype(str).unique())]
+        choices = [str(c) for c in spec.get("choices") or sorted(column.dropna().astype(str).unique())]
         index = {c: i for i, c in enumerate(choices)}
-        return dict(label=name, values=[index.get(str(v), -1) for v in column], tickvals=list(range(len(choices))),
-                    ticktext=choices, range=[-0.3, len(choices) - 0.7])
+        values = [-1 if gone else index.get(str(v), -1) for v, gone in zip(column, absent)]
+        ticks, labels = list(range(len(choices))), choices
+        if absent.any():
+            ticks, labels = [-1, *ticks], [NOT_SAMPLED, *labels]
+        return dict(label=name, values=values, tickvals=ticks, ticktext=labels, range=[min(ticks) - 0.3,
+                                                                                       len(choices) - 0.7])
     low, high = float(spec.get("low", column.min())), float(spec.get("high", column.max()))
-    if spec.get("log") and low > 0:
-        ticks = np.linspace(math.log10(low), math.log10(high), 5)
-        return dict(label=f"{name} (log)", values=np.log10(column.astype(float)), range=[ticks[0], ticks[-1]],
-                    tickvals=ticks, ticktext=[f"{10 ** t:.3g}" for t in ticks])
-    return dict(label=name, values=column.astype(float), range=[low, high])
+    log = spec.get("log") and low > 0
+    lo, hi = (math.log10(low), math.log10(high)) if log else (low, high)
+    whole = spec.get("type") == "int" and not log and high - low <= 10
+    ticks = [float(v) for v in range(int(low), int(high) + 1)] if whole else list(np.linspace(lo, hi, 5))
+    labels = [f"{10 ** t:.3g}" if log else f"{t:g}" for t in ticks]
+    numbers = column.astype(float)
+    values = np.log10(numbers) if log else numbers
+    if absent.any():
+        below = lo - 0.15 * (hi - lo or 1.0)
+        values = values.where(~absent, below)
+        ticks, labels, lo = [below, *ticks], [NOT_SAMPLED, *labels], below
+    return dict(label=f"{name} (log)" if log else name, values=values, range=[lo, hi], tickvals=ticks,
+                ticktext=labels)
 
 
 @dataclass(frozen=True)
 class Importances:
-    """Each evaluator's importance per parameter, over the study's finished trials."""
+    """Each evaluator's importance per parameter, over the study's finished trials.
+
+    A conditional parameter (a width of a layer that exists in some trials, tau of LIF neurons) is
+    ranked by Optuna's conditional PED-ANOVA; fANOVA and mean decrease impurity rank only the
+    parameters every finished trial sampled, so they leave it out (``conditional`` names them).
+    """
 
     by_evaluator: dict[str, dict[str, float]]
     trials: int  # COMPLETE trials the evaluators saw
     not_run: list[str]  # "evaluator: why" for those that could not run
+    conditional: list[str] = field(default_factory=list)  # parameters only some finished trials sampled
 
 
 def importance_info(exp: ExperimentLike) -> Importances:
@@ -118,7 +142,9 @@ def importance_info(exp: ExperimentLike) -> Importances:
             failures.append(f"{label}: {type(e).__name__}: {e}")
     if not results:
         raise MissingData("no importance evaluator could run: " + "; ".join(failures))
-    return Importances(results, len(complete), failures)
+    everywhere = set.intersection(*(set(t.params) for t in complete))
+    conditional = sorted({p for t in complete for p in t.params} - everywhere)
+    return Importances(results, len(complete), failures, conditional)
 
 
 def param_importances(exp: ExperimentLike) -> go.Figure:
@@ -127,8 +153,9 @@ def param_importances(exp: ExperimentLike) -> go.Figure:
     first = next(iter(info.by_evaluator.values()))
     order = sorted({p for values in info.by_evaluator.values() for p in values}, key=lambda p: first.get(p, 0.0))
     fig = go.Figure()
-    for label, importances in info.by_evaluator.items():
-        fig.add_trace(go.Bar(y=order, x=[importances.get(p, 0.0) for p in order], orientation="h", name=label,
+    labels = [f"{p} (conditional)" if p in info.conditional else p for p in order]
+    for label, importances in info.by_evaluator.items():  # None: not ranked by this evaluator (no bar, not 0)
+        fig.add_trace(go.Bar(y=labels, x=[importances.get(p) for p in order], orientation="h", name=label,
                              hovertemplate="%{y}: %{x:.3f}"))
     fig.update_layout(barmode="group", showlegend=True)
     fig.update_xaxes(title_text="importance (sums to 1 per evaluator)", range=[0, 1])
@@ -136,8 +163,11 @@ def param_importances(exp: ExperimentLike) -> go.Figure:
     skipped = f"; not run: {'; '.join(info.not_run)}" if info.not_run else ""
     if "fANOVA" not in info.by_evaluator and not info.not_run:
         skipped = " (fANOVA and mean decrease impurity need scikit-learn)"
+    if info.conditional and len(info.by_evaluator) > 1:
+        skipped += "; a conditional parameter is ranked by PED-ANOVA only"
+    rows = len(order) * max(1, len(info.by_evaluator))
     return style(fig, f"Hyperparameter importance over the {info.trials} trials that ran to their last epoch"
-                      f"{note}{skipped}", max(300, 90 + 40 * len(order) * max(1, len(info.by_evaluator))))
+                      f"{note}{skipped}", max(300, 90 + 40 * rows))
 
 
 def _importance_evaluators() -> dict[str, optuna.importance.BaseImportanceEvaluator]:

@@ -45,6 +45,7 @@ def pareto_info(exp: ExperimentLike) -> pd.DataFrame:
         "selected": trials["trial_id"] == exp.best_trial_id,
         "retrained": trials["trial_id"].isin({str(p["trial_id"]) for p in
                                               (exp.summary or {}).get("pareto_retrain") or []}),
+        "network": trials[files.NETWORK] if files.NETWORK in trials.columns else "",
     })
     table = table[table["accuracy"].notna() & table["synops"].notna()]
     if table.empty:
@@ -65,8 +66,9 @@ def pareto(exp: ExperimentLike) -> go.Figure:
         if not rows.empty:
             fig.add_trace(go.Scatter(x=rows["synops"], y=rows["accuracy"], mode="markers", name=label,
                                      marker=dict(symbol=symbol, size=9, color=colour), text=rows["trial_id"],
-                                     hovertemplate="trial %{text}<br>%{x:,.0f} SynOps/image<br>%{y:.2%}"
-                                                   "<extra></extra>"))
+                                     customdata=rows["network"],
+                                     hovertemplate="trial %{text}: %{customdata}<br>%{x:,.0f} SynOps/image<br>"
+                                                   "%{y:.2%}<extra></extra>"))
     front = table[table["on_front"]].sort_values("synops")
     fig.add_trace(go.Scatter(x=front["synops"], y=front["accuracy"], mode="lines", name="front",
                              line=dict(color="#1f77b4", shape="hv", width=1), hoverinfo="skip"))
@@ -86,6 +88,24 @@ def pareto(exp: ExperimentLike) -> go.Figure:
     fig.update_yaxes(title_text=f"{metric_label(exp.metric)} at the trial's last epoch", tickformat=".1%")
     return style(fig, f"Accuracy against SynOps: {int(table['on_front'].sum())} of {len(table)} trials on the "
                       f"Pareto front", 460)
+
+
+def front_networks(exp: ExperimentLike) -> go.Figure:
+    """The networks on the Pareto front by shape, from the most accurate to the cheapest, with what they spend."""
+    table = pareto_info(exp)
+    front = table[table["on_front"]].sort_values("accuracy", ascending=False)
+    if front.empty:
+        raise MissingData("no trial on the Pareto front yet: none ran all its epochs")
+    marks = [" (selected)" if sel else " (retrained)" if ret else " (seed's)" if seed else ""
+             for sel, ret, seed in zip(front["selected"], front["retrained"], front["seed_trial"])]
+    cells = [[f"{t}{m}" for t, m in zip(front["trial_id"], marks)],
+             [str(n) if isinstance(n, str) and n else "-" for n in front["network"]],
+             [f"{a:.2%}" for a in front["accuracy"]], [f"{c:,.0f}" for c in front["synops"]]]
+    fig = go.Figure(go.Table(header=dict(values=["trial", "network", metric_label(exp.metric), "SynOps per image"],
+                                         align="left", fill_color="#eef2f7"),
+                             cells=dict(values=cells, align=["left", "left", "right", "right"], height=26),
+                             columnwidth=[1.4, 4, 1.2, 1.4]))
+    return style(fig, f"The {len(front)} networks on the Pareto front, by shape", 120 + 28 * len(front))
 
 
 def cost_table_info(exp: ExperimentLike) -> dict[str, dict[str, float]]:
