@@ -37,9 +37,12 @@ SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in abou
     "fixed": {"limit_train": 2000, "limit_test": 1000},
     "budget": {"trials": 6, "epochs_per_trial": 3, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 3},
     "params": {"fc": {"T": {"type": "int", "low": 8, "high": 100, "log": True},  # holds the seed's 100
-                      "lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}},
+                      "lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True},
+                      **{f"width_{k}": {"type": "int", "low": 16, "high": 64, "log": True} for k in (1, 2, 3)}},
                "csnn": {"T": {"type": "int", "low": 2, "high": 3},
-                        "channels": {"type": "categorical", "choices": [4, 8]}}},
+                        "channels": {"type": "categorical", "choices": [4, 8]},
+                        **{f"channels_{k}": {"type": "categorical", "choices": [4, 8]} for k in (1, 2, 3)},
+                        "fc_width": {"type": "categorical", "choices": [32, 64]}}},
 }
 
 

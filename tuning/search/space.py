@@ -249,11 +249,15 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None, network: N
 
 def with_overrides(space: SearchSpace, *, fixed: dict[str, Any] | None = None,
                    params: dict[str, dict[str, Any]] | None = None, budget: dict[str, int] | None = None) -> SearchSpace:
-    """A copy of ``space`` with fixed values, parameter specs or budget entries replaced (presets)."""
+    """A copy of ``space`` with fixed values, parameter specs or budget entries replaced (presets); a replaced
+    parameter keeps its ``when:`` condition."""
+    described = space.describe()
+    replaced = {name: {**({"when": described[name]["when"]} if "when" in described.get(name, {}) else {}), **spec}
+                for name, spec in (params or {}).items()}
     raw = {
         "model": space.model,
         "data": space.data,
-        "search": {**space.describe(), **(params or {})},
+        "search": {**described, **replaced},
         "fixed": {**copy.deepcopy(space.fixed), **(fixed or {})},
         "budget": {**space.budget.__dict__, **(budget or {})},
     }

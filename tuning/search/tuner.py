@@ -28,6 +28,7 @@ from .progress import LiveTable, hide_ray_restore_advice
 from .searcher import PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
 from .space import SearchSpace
+from .inputs import model_label
 from .trial import TrialSetup, run_trial
 
 Trainable = Callable[..., None]  # run_trial's signature: (sampled, setup=..., data=...)
@@ -38,10 +39,10 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
     """Run (or resume) the Tuner, then write the trial tables and best_config.json."""
     board = start_board()
     setup = TrialSetup(space, settings.cpus_per_trial, settings.device, progress_board=board)
-    trainable = tune.with_resources(
+    trainable = named_trainable(tune.with_resources(
         tune.with_parameters(trainable, setup=setup, data=data),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    )
+    ), f"{model_label(space.model)}_trial")
     hide_ray_restore_advice()
     start = time.time()
     with resuming_into(experiment):  # restored from a copied or moved folder, the search writes there only
@@ -56,6 +57,23 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
     return outcome
+
+
+def named_trainable(trainable: Trainable, name: str):
+    """The trial function as a Trainable class called ``name``, the name the Ray dashboard shows for each trial's
+    actor (Ray Tune's own wrapping names every function trainable ``wrap_function.<locals>.ImplicitFunc``).
+
+    Uses ``ray.tune.trainable.function_trainable.wrap_function`` (checked with Ray 2.41 to 2.60), which Ray Tune
+    calls on any function it is given; where it has moved, the function goes to Ray Tune as it is (one warning).
+    """
+    try:
+        from ray.tune.trainable.function_trainable import wrap_function
+    except ImportError:
+        warnings.warn("Ray Tune's wrap_function has moved: the dashboard shows the trials as ImplicitFunc",
+                      stacklevel=2)
+        return trainable
+    wrapped = wrap_function(trainable)
+    return type(name, (wrapped,), {"__qualname__": name, "__module__": __name__})
 
 
 def study_storage(experiment: Path) -> optuna.storages.JournalStorage:
