@@ -1,7 +1,7 @@
 """Does the search find a better network than the seed's? One command, three arms, one table.
 
     python -m benchmarks.search_quality fc --trials 16 --epochs-per-trial 4 --retrain-epochs 20 --seeds 3
-    python -m benchmarks.search_quality csnn --space search_spaces/csnn-cpu.yaml --seeds 3
+    python -m benchmarks.search_quality csnn --space csnn-cpu --seeds 3
 
 For one model, space and budget it runs, each in its own experiment folder under --out:
 
@@ -43,7 +43,7 @@ SYNOPS = "test_synops_per_image"
 def build_parser() -> Parser:
     p = Parser(prog="python -m benchmarks.search_quality", description=__doc__.splitlines()[0])
     p.add_argument("model", help="fc, csnn or package.module:function")
-    p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml)")
+    p.add_argument("--space", type=Path, help="search-space YAML, or a shipped space's name (default: the model's)")
     p.add_argument("--trials", type=int, help="trials per search (default: the space's)")
     p.add_argument("--epochs-per-trial", type=int, help="ASHA's max_t (default: the space's)")
     p.add_argument("--retrain-epochs", type=int, help="epochs of every retrain (default: the space's)")

@@ -18,7 +18,7 @@ from snn.models import CSNN, FCSNN, csnn, fc_snn
 from snn.networks import build_model, probe, resolve
 from snn.spikes import record_activity, spiking_layers, synaptic_layers
 from snn.training import evaluate
-from tuning.search.space import SPACES_DIR, load_space
+from tuning.search.space import shipped_spaces, load_space
 
 SEED_FIGURES = Path(__file__).with_name("data") / "seed_figures.json"
 
@@ -57,7 +57,7 @@ def test_the_seed_networks_spend_what_they_spent_before_the_families(model, back
 @pytest.mark.parametrize("space_file", ["fc.yaml", "fc-cpu.yaml", "csnn.yaml", "csnn-cpu.yaml"])
 def test_each_shipped_family_holds_the_seed_network_exactly(space_file):
     """Trial 0 of every shipped space builds the seed's network: the same layers, names and initial weights."""
-    space = load_space(SPACES_DIR / space_file)
+    space = load_space(shipped_spaces()[space_file.removesuffix(".yaml")])
     point, outside = space.seed_point()
     assert outside == []
     torch.manual_seed(0)

@@ -56,7 +56,7 @@ def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency
         lines.append(f"the time budget stops the search after {_duration(settings.time_budget_s)}")
     if not torch.cuda.is_available() and search_s + retrain_s > _HOUR:
         lines.append(f"warning: this machine has no GPU and this budget takes hours here; faster: "
-                     f"--time-budget 30m, --space search_spaces/{space.model}-cpu.yaml (where there is one), "
+                     f"--time-budget 30m, --space {space.model}-cpu (where there is one), "
                      f"fewer --trials or --retrain-epochs, or --preset smoke")
     return "\n".join(lines)
 

@@ -50,7 +50,8 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m tuning.search", description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", default=None,
                    help="fc, csnn, or package.module:function (your network factory); may be left out with --space")
-    p.add_argument("--space", type=Path, help="search-space YAML (default search_spaces/MODEL.yaml for fc and csnn)")
+    p.add_argument("--space", type=Path, help="a search-space YAML file, or a shipped space's name: fc, fc-cpu, csnn, "
+                                              "csnn-cpu (default: the model's, for fc and csnn)")
     p.add_argument("--preset", choices=("smoke",), help="smoke: 6 trials of up to 3 epochs on a 2,000-image subset")
     p.add_argument("--metric", choices=METRICS, default="test_acc",
                    help="test_acc (as the seed reports) or val_acc (a held-out training split; keeps test unbiased)")
@@ -290,7 +291,7 @@ def _space_from_args(args: Options, network: Network | None = None) -> SearchSpa
     model = network.name if network is not None else args.model
     if args.space is None and model not in MODELS:
         raise InputError(f"{model}: a network of your own needs --space FILE, a search space naming what to "
-                         f"search (search_spaces/ holds examples)")
+                         f"search (python -m tuning.search --help lists the shipped ones to start from)")
     if isinstance(args.space, Mapping):
         space = parse_space(dict(args.space), "<space from Python>", model, network)
     else:

@@ -20,6 +20,7 @@ Ray's and Optuna's define-by-run examples.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import math
 import sys
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from snn.errors import SnnTuneError
 from snn.config import DATASETS, MODELS, ConfigError, RunConfig, is_reference
 from snn.networks import Network, NetworkError, config_from_flat, flat_values, resolve, route
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SHIPPED = "search_spaces"  # the shipped spaces: package data of ``tuning`` (tuning/search_spaces/*.yaml)
 _TOP_KEYS = ("model", "data", "search", "fixed", "budget")
 _PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
                "categorical": {"type", "choices", "when"}}
@@ -165,13 +166,29 @@ class SearchSpace:
 _NO_DEFAULT = object()
 
 
+def shipped_spaces() -> dict[str, Path]:
+    """The spaces that ship with the package, by name (fc, fc-cpu, csnn, csnn-cpu), read from its package data."""
+    folder = importlib.resources.files("tuning") / SHIPPED
+    return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in sorted(folder.iterdir(), key=str)
+            if entry.name.endswith(".yaml")}
+
+
 def default_space_path(model: str) -> Path:
-    return SPACES_DIR / f"{model}.yaml"
+    """The shipped space of a shipped model (fc, csnn)."""
+    return shipped_spaces()[model]
+
+
+def space_path(given: Path | str) -> Path:
+    """A space file: ``given`` where it exists, else the shipped space of that name (``--space csnn-cpu``)."""
+    path = Path(given)
+    if not path.exists() and str(given).removesuffix(".yaml") in shipped_spaces():
+        return shipped_spaces()[str(given).removesuffix(".yaml")]
+    return path
 
 
 def load_space(path: Path | str, model: str | None = None, network: Network | None = None) -> SearchSpace:
     """Parse and validate a space file; SpaceError names the file, the key and the rule."""
-    path = Path(path)
+    path = space_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
