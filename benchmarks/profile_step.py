@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from snn.config import MODELS, RunConfig
 from snn.data import default_data_dir, make_splits, read_dataset
-from snn.models import build_model
+from snn.networks import build_model
 from snn.training import evaluate, make_optimizer, rate_loss
 
 BATCH = 128
@@ -40,7 +40,7 @@ def main() -> None:
     splits = make_splits(data, config.replace(limit_train=BATCH * (args.warmup + args.batches),
                                               limit_test=BATCH * args.batches))
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(config, data.input_shape, data.classes)
     optimizer = make_optimizer(config, model.parameters())
 
     def train_batch(i: int) -> None:

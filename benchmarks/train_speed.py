@@ -30,7 +30,7 @@ import torch
 from snn.allocator import keep_freed_memory
 from snn.config import RunConfig
 from snn.data import DataError, default_data_dir, make_splits, read_dataset
-from snn.models import build_model
+from snn.networks import build_model
 from snn.training import EVAL_BATCH_SIZE, evaluate, train
 
 from . import seed_reference

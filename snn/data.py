@@ -341,6 +341,7 @@ def _read_mnist_like(folder: Path, split: str) -> Split:
 
     prefix = "train" if split == "train" else "test"
     images_path, labels_path = folder / FILES[f"{prefix}_images"], folder / FILES[f"{prefix}_labels"]
+    _check_image_header(images_path)
     images = _read_idx(images_path, read_image_file)
     labels = _read_idx(labels_path, read_label_file)
     if len(images) != len(labels):
@@ -352,6 +353,19 @@ def _read_mnist_like(folder: Path, split: str) -> Split:
     if int(labels.max()) > 9 or int(labels.min()) < 0:
         raise DataError(f"{labels_path}: label {int(labels.max())} out of range 0..9; the file is corrupt")
     return Split(images.unsqueeze(1), labels)
+
+
+def _check_image_header(path: Path) -> None:
+    """An images file whose IDX header declares images of another size than 28x28 is named before it is read."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if len(header) == 16 and header[2:4] == b"\x08\x03":  # uint8, three dimensions: N, H, W
+        height, width = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+        if (height, width) != (28, 28):
+            raise DataError(f"{path}: its header declares images of {height}x{width}, expected 28x28; not this "
+                            f"dataset's files")
 
 
 def _read_idx(path: Path, reader) -> torch.Tensor:

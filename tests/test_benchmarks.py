@@ -26,11 +26,13 @@ def test_search_quality_reuses_a_search_retrain_only_for_the_seed_network_itself
     from snn.config import RunConfig
 
     seed = RunConfig(model="fc", val_size=5000, epochs=30)
-    chosen = {**seed.to_dict(), "surrogate_alpha": 2.0, "device": "cpu"}  # ATan's default, spelled out
+    # the seed's network with its defaults spelled out, as a search's trial 0 samples them (ATan's alpha 2.0)
+    chosen = {**seed.to_dict(), "net": {"T": 100, "hidden_layers": 0, "surrogate_alpha": 2.0}, "device": "cpu"}
     assert _same_network(chosen, seed)
     assert not _same_network({**chosen, "seed": 3}, seed)  # its retrain ran other seeds
     assert not _same_network({**chosen, "lr": 2e-3}, seed)
-    assert not _same_network({**chosen, "surrogate_alpha": 3.0}, seed)
+    assert not _same_network({**chosen, "net": {"surrogate_alpha": 3.0}}, seed)
+    assert not _same_network({**chosen, "net": {"hidden_layers": 1}}, seed)
     assert not _same_network({**chosen, "limit_train": 5000}, seed)  # other data: another experiment
 
 

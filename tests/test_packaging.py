@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,8 +28,14 @@ def run(*args, cwd: Path, env: dict | None = None, timeout: float = 600) -> subp
 def installed(tmp_path_factory) -> dict:
     """A fresh virtual environment holding the wheel built from this checkout."""
     base = tmp_path_factory.mktemp("wheel")
+    source = base / "source"  # a copy, so that the build leaves nothing in the checkout
+    listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT).stdout.split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
-                base / "dist", ROOT, cwd=base)
+                base / "dist", source, cwd=base)
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((base / "dist").glob("snn_tune-*.whl"))
     venv = base / "venv"
