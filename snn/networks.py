@@ -22,6 +22,7 @@ import contextlib
 import functools
 import inspect
 import os
+import re
 import resource
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -127,11 +128,16 @@ def _resolved(name: str) -> Network:
 
 
 def reference_of(factory: Callable) -> str:
-    """``package.module:function`` of a callable (a factory defined in a notebook is ``__main__:name``)."""
-    for name, reference in BUILTIN.items():
+    """``package.module:function`` of a callable (a factory defined in a notebook is ``__main__:name``; the
+    name of a lambda or a nested function, which cannot be imported again, is spelled with identifiers only)."""
+    for name in BUILTIN:
         if factory is _resolved(name).factory:
             return name
-    return f"{getattr(factory, '__module__', None) or '__main__'}:{getattr(factory, '__qualname__', repr(factory))}"
+    module = getattr(factory, "__module__", None) or "__main__"
+    qualname = getattr(factory, "__qualname__", None) or type(factory).__name__
+    parts = [re.sub(r"\W", "_", part) or "_" for part in qualname.split(".")]
+    parts = [f"_{part}" if part[0].isdigit() else part for part in parts]
+    return f"{module}:{'.'.join(parts)}"
 
 
 def _describe(name: str, factory: Callable) -> Network:
