@@ -273,8 +273,8 @@ def probe(config: RunConfig, images: torch.Tensor, classes: int, network: Networ
     from .spikes import NoSpikingLayer, output_layer_name, record_activity
 
     network = network or resolve(config.model)
-    torch.manual_seed(config.seed)
-    with _memory_capped(available_bytes) as capped:
+    with torch.random.fork_rng(devices=[]), _memory_capped(available_bytes) as capped:  # the caller's RNG untouched
+        torch.manual_seed(config.seed)
         try:
             model = build_model(config.replace(device="cpu"), tuple(images.shape[1:]), classes, network)
             try:

@@ -219,10 +219,11 @@ class Activity:
 def record_activity(model: nn.Module) -> Iterator[Activity]:
     """Count spikes, SynOps and MACs over every forward of ``model`` inside the block.
 
-    Yields an ``Activity`` that is filled in when the block ends. The hooks add to tensors on the
-    model's device (and to Python ints for shapes); they read a value off the device once per
-    synaptic layer and forward (whether its input holds spikes), and once at the end.
-    NoSpikingLayer when the model holds no spiking layer.
+    Yields an ``Activity`` that is filled in when the block ends. Whether a synaptic layer's input
+    holds spikes is decided on the block's first forward, by an exact check of every value (a
+    network's wiring decides it: a layer fed spikes is fed spikes on every batch); that check and
+    the final sums are the only reads off the device. The hooks add to tensors on the model's
+    device (and to Python ints for shapes). NoSpikingLayer when the model holds no spiking layer.
     """
     layers = spiking_layers(model)
     output = output_layer_name(model)
@@ -262,7 +263,7 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
             samples = math.prod(x.shape[:-(spatial + 1)])
             if hasattr(module, "expected_input_spikes"):  # it builds its spikes from x itself
                 counts.add(f"expected/{name}", module.expected_input_spikes(x))
-            elif holds_spikes(x):
+            elif _holds_spikes_here(counts.spikes_in, name, x):
                 counts.add(f"synops/{name}", synops(layer, x))
             else:
                 counts.analog_macs += samples * macs_per_forward(layer, counts.input_sizes.get(name))
@@ -295,6 +296,13 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
                                                    for name in counts.ran)
 
 
+def _holds_spikes_here(decided: dict[str, bool], name: str, x: torch.Tensor) -> bool:
+    """Whether synaptic layer ``name``'s input holds spikes: checked on its first forward, then remembered."""
+    if name not in decided:
+        decided[name] = holds_spikes(x)
+    return decided[name]
+
+
 @contextlib.contextmanager
 def record_firing_rates(model: nn.Module) -> Iterator[dict[str, float]]:
     """Collect each spiking layer's mean firing rate (spikes per neuron per step) over the forwards in the block.
@@ -319,6 +327,7 @@ class _Counts:
     analog_macs: int = 0
     order: list[str] = field(default_factory=list)
     ran: dict[str, None] = field(default_factory=dict)  # synaptic layers that ran, in order
+    spikes_in: dict[str, bool] = field(default_factory=dict)  # whether each synaptic layer's input holds spikes
     input_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # spatial size each convolution was fed
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
