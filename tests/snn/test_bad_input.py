@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from snn.config import RunConfig, format_bytes
 from snn.data import FILES
+from snn.networks import probe, probe_images
 from tests.bad_input import Case, RunsCodeWhenUnpickled, assert_refused, run_cases
 from tests.idx_files import write_bytes
 
@@ -35,10 +37,20 @@ def images_of_32_by_32(folder: Path) -> None:
 
 CASES = {
     "T-too-large": Case(TRAIN, ("fc", *OUT, "--T", "1000000000"),
-                        "one training batch needs about 422 TB (T=1000000000, batch_size=128), more than the"),
-    "channels-too-large": Case(TRAIN, ("csnn", *OUT, "--channels", "1000000"), "channels=1000000), more than the"),
+                        "one training batch does not fit: 2 images of it (T=1000000000) already need more than the"),
+    "channels-too-large": Case(TRAIN, ("csnn", *OUT, "--channels", "1000000"),
+                               "one training batch does not fit: 2 images of it (channels=1000000) already need more "
+                               "than the"),
     "batch-too-large": Case(TRAIN, ("fc", *OUT, "--batch-size", "99999999999999999999"),
-                            "batch_size: must be in [1, 60000]"),
+                            "(batch_size=99999999999999999999), more than the"),
+    "batch-zero": Case(TRAIN, ("fc", *OUT, "--batch-size", "0"), "batch_size: must be >= 1, got 0"),
+    "hidden-layers-too-many": Case(TRAIN, ("fc", *OUT, "--hidden-layers", "4"), "hidden_layers: must be <= 3, got 4"),
+    "width-zero": Case(TRAIN, ("fc", *OUT, "--hidden-layers", "1", "--width-1", "0"), "width_1: must be >= 1, got 0"),
+    "blocks-too-many": Case(TRAIN, ("csnn", *OUT, "--blocks", "4"), "blocks: must be <= 3, got 4"),
+    "T-not-an-integer": Case(TRAIN, ("fc", *OUT, "--T", "2.5"), "argument --T: '2.5' is not an integer"),
+    "model-unknown": Case(TRAIN, ("resnet", *OUT), "model 'resnet': must be one of fc, csnn or package.module:function"),
+    "val-size-all": Case(TRAIN, ("fc", *OUT, "--val-size", "60000"),
+                         "val_size 60000 leaves no training image of the 60,000"),
     "surrogate-alpha-nan": Case(TRAIN, ("fc", *OUT, "--surrogate-alpha", "nan"),
                                 "surrogate_alpha: must be a finite number, got nan"),
     "lr-negative": Case(TRAIN, ("fc", *OUT, "--lr", "-1e-3"), "lr: must be > 0, got -0.001"),
@@ -52,7 +64,8 @@ CASES = {
     "crafted-checkpoint": Case(TRAIN, ("fc", *OUT, "--resume"), "refused: it refers to posix.system",
                                a_crafted_checkpoint),
     "idx-32x32": Case(TRAIN, ("fc", *OUT, "--data-dir", "{case}/data", "--no-download"),
-                      "its header declares items of 32x32, expected 28x28", images_of_32_by_32),
+                      "train-images-idx3-ubyte: its header declares images of 32x32, expected 28x28",
+                      images_of_32_by_32),
 }
 
 
@@ -64,6 +77,15 @@ def outcomes(tmp_path_factory, data_root):
 @pytest.mark.parametrize("cause", sorted(CASES))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(outcomes, cause):
     assert_refused(outcomes[cause], CASES[cause].fragment)
+
+
+def test_the_memory_check_names_what_one_batch_needs_as_the_probe_measured_it(outcomes, dataset):
+    """The need is the probe's measure of the seed FC-SNN on the first two training images, times the batch."""
+    config = RunConfig(model="fc", batch_size=99999999999999999999)
+    need = probe(config, probe_images(dataset), dataset.classes).training_bytes(config.batch_size)
+    (line,) = outcomes["batch-too-large"].stderr.splitlines()
+    assert f"one training batch needs about {format_bytes(need)} (batch_size=99999999999999999999), more than the " \
+           in line, line
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(outcomes, tmp_path_factory):

@@ -14,8 +14,8 @@ from snn.training import History, train
 
 TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "train_images_per_s"}
 SMALL = {
-    "fc": dict(model="fc", T=5, limit_train=500, limit_test=200, device="cpu"),
-    "csnn": dict(model="csnn", T=2, channels=4, limit_train=256, limit_test=100, device="cpu"),
+    "fc": dict(model="fc", net={"T": 5}, limit_train=500, limit_test=200, device="cpu"),
+    "csnn": dict(model="csnn", net={"T": 2, "channels": 4}, limit_train=256, limit_test=100, device="cpu"),
 }
 
 
@@ -69,7 +69,9 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_run(dataset, tmp_path)
     saved = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1
     assert saved["config"] == config.to_dict()
+    assert saved["config"]["net"] == {"T": 2, "channels": 4}
     assert RunConfig.from_dict(saved["config"]) == config
+    assert saved["data"] == {"input_shape": [1, 28, 28], "classes": 10}
     assert saved["history"] == history.epochs
     assert saved["status"] == "completed"
     assert set(saved["model"]) >= {"encoder.0.weight", "encoder.1.running_mean", "fc1.weight", "fc2.weight"}
@@ -93,6 +95,13 @@ def test_a_checkpoint_of_another_config_is_refused_by_field(dataset, tmp_path):
     train(config, subset(dataset, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
     with pytest.raises(CheckpointError, match=r"saved for lr=0\.001, this run has lr=0\.01"):
         train(config.replace(lr=0.01), subset(dataset, config), resume_from=tmp_path / "c.pt")
+
+
+def test_a_checkpoint_of_another_network_is_refused_by_net(dataset, tmp_path):
+    config = RunConfig(**SMALL["fc"], epochs=1)
+    train(config, subset(dataset, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    with pytest.raises(CheckpointError, match=r"saved for net=\{'T': 5\}, this run has net=\{'T': 6\}$"):
+        train(config.with_net(T=6), subset(dataset, config), resume_from=tmp_path / "c.pt")
 
 
 def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path):

@@ -15,16 +15,24 @@ import torch
 import snn.training
 from snn.config import RunConfig
 from snn.train import main
+from tests.bad_input import REPO
 from tests.idx_files import write_synthetic_dataset
 
 TINY = ["--T", "3", "--epochs", "1", "--limit-train", "300", "--limit-test", "200", "--device", "cpu", "--quiet"]
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "train_images_per_s"]
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """Each test runs in its own folder: a default --out (results/runs/...) or a default data folder (./data) that
+    a broken check let through lands there, not in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def snn_train(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}
+    env = {**{k: v for k, v in os.environ.items() if k != "SNN_DATA_DIR"}, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "snn.train", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+                          env=env, cwd=cwd or Path.cwd(), timeout=300)
 
 
 def read_metrics(out: Path) -> list[dict[str, str]]:
@@ -48,7 +56,9 @@ def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(data_root, tmp_
     assert "epoch   1/1" in result.stdout and "best test acc" in result.stdout
 
     config = json.loads((out / "config.json").read_text())
-    assert (config["model"], config["T"], config["epochs"], config["limit_train"], config["tau"]) == ("fc", 3, 1, 300, 2.0)
+    assert (config["model"], config["net"], config["epochs"], config["limit_train"]) == ("fc", {"T": 3}, 1, 300)
+    assert RunConfig.from_dict(config) == RunConfig(model="fc", net={"T": 3}, epochs=1, limit_train=300, limit_test=200,
+                                                    device="cpu")
     rows = read_metrics(out)
     assert len(rows) == 1
     assert list(rows[0])[:3] == ["epoch", "train_loss", "train_acc"]
@@ -56,6 +66,7 @@ def test_a_run_writes_config_metrics_and_checkpoint_then_resumes(data_root, tmp_
     assert rows[0]["epoch"] == "1" and 0 <= float(rows[0]["test_acc"]) <= 1
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1 and saved["config"] == config
+    assert saved["data"] == {"input_shape": [1, 28, 28], "classes": 10}
     first_row = (out / "metrics.csv").read_text().splitlines()[1]
 
     result = snn_train("--out", out, "--resume", "--epochs", "2", "--quiet", "--data-dir", data_root)  # the model is saved
@@ -121,9 +132,11 @@ def test_resume_refuses_a_changed_config_field(capsys, tmp_path, data_root):
     code, _, err = run_main(capsys, "csnn", "--out", out, "--resume", "--data-dir", data_root)
     assert code == 2 and "model='fc'" in err
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({**json.loads((out / "config.json").read_text()), "T": 5}))
+    other.write_text(json.dumps({**json.loads((out / "config.json").read_text()), "net": {"T": 5}}))
     code, _, err = run_main(capsys, "--config", other, "--out", out, "--resume", "--data-dir", data_root)
-    assert code == 2 and "it has T=3 (only --epochs may change)" in err
+    assert code == 2 and "it has net={'T': 3} (only --epochs may change)" in err
+    code, _, err = run_main(capsys, "--out", out, "--resume", "--T", "4", "--data-dir", data_root)
+    assert code == 2 and "it has net={'T': 3} (only --epochs may change)" in err
     assert len(read_metrics(out)) == 1
 
 
@@ -163,7 +176,8 @@ def test_missing_fashion_mnist_names_its_folder(capsys, tmp_path):
 
 def config_file(path: Path, **changes) -> Path:
     """A config JSON as a search's best_config.json holds it: every field of a tiny CPU run."""
-    values = RunConfig(model="fc", T=3, epochs=1, limit_train=300, limit_test=200, device="cpu", lr=2e-3).to_dict()
+    values = RunConfig(model="fc", net={"T": 3}, epochs=1, limit_train=300, limit_test=200, device="cpu",
+                       lr=2e-3).to_dict()
     path.write_text(json.dumps({**values, **changes}))
     return path
 
@@ -172,7 +186,7 @@ def test_a_config_file_is_the_run_and_flags_beside_it_override_its_fields(capsys
     best = config_file(tmp_path / "best_config.json")
     out = tmp_path / "run"
     assert main(["--config", str(best), "--T", "4", "--quiet", "--data-dir", str(data_root), "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text()) == {**json.loads(best.read_text()), "T": 4}
+    assert json.loads((out / "config.json").read_text()) == {**json.loads(best.read_text()), "net": {"T": 4}}
     # a run's own config.json reruns it; the model may be given when it is the file's
     again = tmp_path / "again"
     assert main(["fc", "--config", str(out / "config.json"), "--quiet", "--data-dir", str(data_root),
@@ -186,7 +200,7 @@ def test_a_config_file_without_some_fields_takes_their_defaults(capsys, tmp_path
     out = tmp_path / "run"
     assert main(["--config", str(partial), "--device", "cpu", "--quiet", "--data-dir", str(data_root), "--out", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())
-    assert (saved["T"], saved["channels"], saved["optimizer"], saved["lr"]) == (2, 4, "sgd", 0.1)  # the CSNN seed's
+    assert (saved["net"], saved["optimizer"], saved["lr"]) == ({"T": 2, "channels": 4}, "sgd", 0.1)  # the CSNN seed's
 
 
 def test_a_model_other_than_the_files_is_one_line_and_exit_2(capsys, tmp_path):
@@ -201,10 +215,17 @@ def test_a_model_other_than_the_files_is_one_line_and_exit_2(capsys, tmp_path):
     (None, "cannot be read (No such file or directory)"),
     ('{"model": "fc", "T": 3,', "not JSON (Expecting"),
     ("[1, 2]", "holds an array, expected a JSON object of config fields"),
-    ('{"model": "fc", "learning_rate": 0.1}', "learning_rate: is not a config field"),
+    ('{"model": "fc", "learning_rate": 0.1}', "learning_rate: is neither a trainer setting (a RunConfig field: "
+                                              "python -m snn.train --help) nor a parameter of fc(T, tau, neuron, "),
     ('{"model": "fc", "tau": 0.5}', "tau: must be > 1 (spikingjelly's LIF rule), got 0.5"),
+    ('{"model": "fc", "net": {"tau": 0.5}}', "tau: must be > 1 (spikingjelly's LIF rule), got 0.5"),
     ('{"model": "fc", "T": "20"}', "T: must be an integer, got '20'"),
-    ('{"model": "resnet"}', "model: must be one of fc, csnn, got 'resnet'"),
+    ('{"model": "fc", "net": {"channels": 4}}', "channels: is not a parameter of fc(T, tau, "),
+    ('{"model": "fc", "net": [3]}', "net: must be an object of the network's parameters, got [3]"),
+    ('{"model": "fc", "input_shape": [1, 28, 28]}', "input_shape: comes from the data (the images' shape and the "
+                                                    "labels), not from a config"),
+    ('{"model": "fc", "lr": 0}', "lr: must be > 0, got 0"),
+    ('{"model": "resnet"}', "model 'resnet': must be one of fc, csnn or package.module:function"),
     ('{"T": 20}', "has no model field"),
 ])
 def test_a_bad_config_file_is_one_line_naming_it_and_exit_2(capsys, tmp_path, content, fragment):
@@ -232,4 +253,48 @@ def test_a_bad_flag_beside_a_good_file_names_the_flags_field(capsys, tmp_path):
 
 def test_neither_model_nor_config_is_one_line_and_exit_2(capsys, tmp_path):
     code, _, err = run_main(capsys, "--out", tmp_path / "run")
-    assert code == 2 and "give a model (fc or csnn) or --config FILE" in err and len(err.splitlines()) == 1
+    assert code == 2 and "give a model (fc, csnn or package.module:function) or --config FILE" in err
+    assert len(err.splitlines()) == 1
+
+
+# The network's flags come from its factory's signature.
+
+@pytest.mark.parametrize(("model", "flags", "absent"), [
+    ("fc", ["--T", "--tau", "--neuron", "--encoding", "--hidden-layers", "--width-1", "--width-3"], "--blocks"),
+    ("csnn", ["--T", "--channels", "--channels-1", "--blocks", "--kernel-size", "--fc-width", "--dropout"],
+     "--hidden-layers"),
+])
+def test_help_lists_the_factorys_parameters_as_flags(capsys, model, flags, absent):
+    code, out, _ = run_main(capsys, model, "--help")
+    assert code == 0
+    for flag in (*flags, "--lr", "--batch-size", "--output-layer"):
+        assert f"  {flag} " in out, flag
+    assert absent not in out
+    assert "--input-shape" not in out and "--classes" not in out, "the data gives them"
+
+
+def test_network_flags_reach_the_saved_config(capsys, tmp_path, data_root):
+    out = tmp_path / "run"
+    assert main(["fc", *TINY, "--hidden-layers", "1", "--width-1", "7", "--encoding", "direct", "--data-dir",
+                 str(data_root), "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["net"] == {"T": 3, "hidden_layers": 1, "width_1": 7, "encoding": "direct"}
+    weights = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert tuple(weights["fc1.weight"].shape) == (7, 784) and tuple(weights["fc.weight"].shape) == (10, 7)
+
+
+def test_a_config_file_takes_net_and_flat_network_parameters_side_by_side(capsys, tmp_path, data_root):
+    both = tmp_path / "both.json"
+    both.write_text('{"model": "fc", "net": {"T": 2}, "tau": 3.0, "epochs": 1, "limit_train": 64, "limit_test": 32}')
+    out = tmp_path / "run"
+    assert main(["--config", str(both), "--device", "cpu", "--quiet", "--data-dir", str(data_root), "--out",
+                 str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["net"] == {"T": 2, "tau": 3.0} and saved["epochs"] == 1
+
+
+def test_a_bad_network_flag_is_one_line_and_writes_nothing(capsys, tmp_path):
+    code, out, err = run_main(capsys, "csnn", "--kernel-size", "4", "--out", tmp_path / "run")
+    assert (code, out) == (2, "") and len(err.splitlines()) == 1
+    assert err == "python -m snn.train: error: kernel_size: must be one of 3, 5, got 4\n"
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import http.server
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 import torch
 import torchvision
 
-from snn.data import FILES, VAL_SPLIT_SEED, DataError, Dataset, Split, batches, default_data_dir, make_splits, raw_folder, read_dataset
+from snn.data import (FILES, VAL_SPLIT_SEED, DataError, Dataset, Split, as_dataset, batches, default_data_dir, make_splits,
+                      raw_folder, read_dataset)
 from tests.idx_files import IMAGES_MAGIC, synthetic_images, synthetic_labels, write_bytes, write_idx, write_synthetic_dataset
 
 # ../shared/datasets/README.md
@@ -27,8 +29,9 @@ TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # --- the files --------------------------------------------------------------------------------------
 
 def test_reads_the_real_mnist_files(mnist):
-    assert mnist.train.images.shape == (60_000, 28, 28)
-    assert mnist.test.images.shape == (10_000, 28, 28)
+    assert mnist.train.images.shape == (60_000, 1, 28, 28)
+    assert mnist.test.images.shape == (10_000, 1, 28, 28)
+    assert (mnist.classes, mnist.name, mnist.input_shape) == (10, "mnist", (1, 28, 28))
     assert mnist.train.images.dtype == torch.uint8 and mnist.train.labels.dtype == torch.int64
     assert torch.bincount(mnist.train.labels).tolist() == TRAIN_LABEL_COUNTS
     assert torch.bincount(mnist.test.labels).tolist() == TEST_LABEL_COUNTS
@@ -42,18 +45,24 @@ def test_float_images_are_intensities_in_0_1(dataset):
     x = dataset.test.float_images(slice(0, 100))
     assert x.shape == (100, 1, 28, 28) and x.dtype == torch.float32
     assert x.min() == 0.0 and x.max() == 1.0
-    assert torch.equal(x[3, 0] * 255, dataset.test.images[3].float())
+    assert torch.equal(x[3] * 255, dataset.test.images[3].float())
 
 
 def test_gzip_files_read_the_same_as_plain_ones(dataset, data_copy):
     raw = raw_folder(data_copy)
+    originals = {}
     for key in ("test_images", "test_labels"):
         plain = raw / FILES[key]
-        write_bytes(raw / f"{FILES[key]}.gz", plain.read_bytes())
+        originals[key] = plain.read_bytes()
+        write_bytes(raw / f"{FILES[key]}.gz", originals[key])
         plain.unlink()
     data = read_dataset(data_copy, download=False)
     assert torch.equal(data.test.images, dataset.test.images)
     assert torch.equal(data.test.labels, dataset.test.labels)
+    for key, content in originals.items():  # a .gz alone is unpacked beside it, whole, and kept
+        assert (raw / FILES[key]).read_bytes() == content
+        assert (raw / f"{FILES[key]}.gz").exists()
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*FILES.values(), *(f"{FILES[k]}.gz" for k in originals)])
 
 
 # --- broken copies ----------------------------------------------------------------------------------
@@ -78,18 +87,22 @@ def test_one_missing_file_is_named(data_copy):
 def test_a_truncated_images_file_is_rejected(data_copy, data_root, keep_bytes):
     name = FILES["test_images"]
     write_bytes(raw_folder(data_copy) / name, (raw_folder(data_root) / name).read_bytes()[:keep_bytes])
-    with pytest.raises(DataError, match=r"truncated") as error:
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: not a readable IDX file \(.+\); the file is "
+                                       r"truncated or corrupt$") as error:
         read_dataset(data_copy, download=False)
-    assert name in str(error.value)
+    assert "\n" not in str(error.value)
 
 
-def test_a_truncated_gzip_file_is_rejected(data_copy, data_root):
+def test_a_truncated_gzip_file_is_rejected_and_nothing_is_unpacked(data_copy, data_root):
     name = FILES["test_images"]
     compressed = gzip.compress((raw_folder(data_root) / name).read_bytes(), compresslevel=1)
     (raw_folder(data_copy) / name).unlink()
     (raw_folder(data_copy) / f"{name}.gz").write_bytes(compressed[: len(compressed) // 2])
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: cannot be read"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: not a readable gzip file \(") as error:
         read_dataset(data_copy, download=False)
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in raw_folder(data_copy).iterdir()) == sorted(
+        [*(set(FILES.values()) - {name}), f"{name}.gz"]), "no partial file or temporary folder is left"
 
 
 def test_a_wrong_magic_number_is_rejected(data_copy, data_root):
@@ -97,9 +110,10 @@ def test_a_wrong_magic_number_is_rejected(data_copy, data_root):
     raw = bytearray((raw_folder(data_root) / name).read_bytes())
     raw[:4] = IMAGES_MAGIC.to_bytes(4, "big")  # an images header on a labels file
     write_bytes(raw_folder(data_copy) / name, bytes(raw))
-    with pytest.raises(DataError, match=r"magic number 2051, expected 2049") as error:
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: not a readable IDX file \(RuntimeError: .+\); "
+                                       r"the file is truncated or corrupt$") as error:
         read_dataset(data_copy, download=False)
-    assert name in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_a_label_count_mismatch_is_rejected(data_copy, dataset):
@@ -138,7 +152,8 @@ def test_fashion_mnist_is_read_from_fashionmnist_raw(tmp_path):
     data = read_dataset(tmp_path, "fashion-mnist", download=False)
     assert len(data.train) == 60_000 and len(data.test) == 10_000
     assert torch.equal(data.train.labels, torch.from_numpy(synthetic_labels(60_000).astype(np.int64)))
-    assert torch.equal(data.test.images, torch.from_numpy(synthetic_images(10_000)))
+    assert torch.equal(data.test.images, torch.from_numpy(synthetic_images(10_000)).unsqueeze(1))
+    assert (data.name, data.classes, data.input_shape) == ("fashion-mnist", 10, (1, 28, 28))
     with pytest.raises(DataError, match=r"mnist files not found in .*/MNIST/raw"):
         read_dataset(tmp_path, "mnist", download=False)  # the MNIST folder is not the Fashion-MNIST one
 
@@ -155,12 +170,91 @@ def test_default_data_dir_is_the_environment_variable_else_data(monkeypatch, tmp
     assert default_data_dir() == Path("data")
 
 
+# --- tensors from Python: as_dataset and its checks --------------------------------------------------
+
+def tensors(n_train: int = 6, n_test: int = 4, shape: tuple[int, ...] = (1, 5, 5), classes: int = 3):
+    """Float images in [0, 1] and labels 0..classes-1 (every class present in train)."""
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand(n_train, *shape, generator=g), torch.arange(n_train) % classes,
+            torch.rand(n_test, *shape, generator=g), torch.arange(n_test) % classes)
+
+
+def test_every_form_of_tensors_gives_the_same_dataset():
+    x, y, xt, yt = tensors()
+    forms = [(x, y, xt, yt), ((x, y), (xt, yt)), {"train": (x, y), "test": (xt, yt)},
+             ((x.numpy(), y.numpy()), (xt.numpy(), yt.numpy())),
+             (torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(xt, yt))]
+    for form in forms:
+        data = as_dataset(form)
+        assert torch.equal(data.train.images, x) and torch.equal(data.test.labels, yt), type(form)
+        assert data.train.labels.dtype == torch.int64
+        assert (data.classes, data.input_shape) == (3, (1, 5, 5))
+    assert as_dataset({"train": (x, y), "test": (xt, yt), "classes": 7}).classes == 7
+
+
+def test_images_without_a_channel_get_one_and_uint8_stays_uint8():
+    images = torch.randint(0, 256, (4, 6, 6), dtype=torch.uint8)
+    data = as_dataset((images, torch.tensor([0, 1, 0, 1]), images[:2], torch.tensor([1, 0])))
+    assert data.train.images.shape == (4, 1, 6, 6) and data.train.images.dtype == torch.uint8
+    assert torch.equal(data.train.float_images(slice(None)), images.unsqueeze(1).float() / 255)
+    assert data.input_shape == (1, 6, 6) and data.classes == 2
+
+
+def test_scale_min_max_scales_by_the_training_splits_range():
+    x = torch.tensor([0.0, 10.0, 20.0, 40.0]).view(4, 1, 1, 1)
+    xt = torch.tensor([-10.0, 30.0, 50.0]).view(3, 1, 1, 1)
+    data = as_dataset((x, torch.tensor([0, 1, 0, 1]), xt, torch.tensor([0, 1, 1])), scale=True)
+    assert data.train.images.flatten().tolist() == [0.0, 0.25, 0.5, 1.0]
+    assert data.test.images.flatten().tolist() == [0.0, 0.75, 1.0]  # clamped to the training range
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda x, y, xt, yt: (x, y[:5], xt, yt), "the data: 6 train images but 5 labels; lengths must match"),
+    (lambda x, y, xt, yt: (x, y, xt, torch.tensor([0, 1, 2, 3])),
+     "the data: test label 3 is outside [0, 3) (classes: 3)"),
+    (lambda x, y, xt, yt: (x, y - 1, xt, yt), "the data: label -1 is negative; labels must lie in [0, classes)"),
+    (lambda x, y, xt, yt: (x.index_fill(0, torch.tensor([2]), float("nan")), y, xt, yt),
+     "the data: the train images hold NaN or infinite pixels"),
+    (lambda x, y, xt, yt: (x, y, xt.index_fill(0, torch.tensor([1]), float("inf")), yt),
+     "the data: the test images hold NaN or infinite pixels"),
+    (lambda x, y, xt, yt: (x * 2, y, xt, yt), "the data: train pixels span [0"),
+    (lambda x, y, xt, yt: (x[:0], y[:0], xt, yt), "the data: the train split is empty"),
+    (lambda x, y, xt, yt: (x, y, xt[:0], yt[:0]), "the data: the test split is empty"),
+    (lambda x, y, xt, yt: (x, y.float(), xt, yt), "the data: train labels must be a 1-D integer tensor, got torch.float32"),
+    (lambda x, y, xt, yt: (x, y.view(6, 1), xt, yt), "the data: train labels must be a 1-D integer tensor"),
+    (lambda x, y, xt, yt: ((x * 100).to(torch.int32), y, (xt * 100).to(torch.int32), yt),
+     "the data: images must be uint8 (0..255) or floats in [0, 1], got torch.int32"),
+    (lambda x, y, xt, yt: (x.flatten(1), y, xt.flatten(1), yt), "the data: train images have shape (6, 25)"),
+    (lambda x, y, xt, yt: (x, y, xt[:, :, :4], yt), "the data: train and test images differ in shape"),
+    (lambda x, y, xt, yt: ((x, y), (xt, yt), (x, y)), "the data: expected train and test splits"),
+    (lambda x, y, xt, yt: {"train": (x, y)}, "the data: a mapping needs the keys train and test"),
+    (lambda x, y, xt, yt: {"train": (x, y), "test": (xt, yt), "classes": 0}, "the data: classes must be an integer >= 1"),
+    (lambda x, y, xt, yt: ((x.tolist(), y), (xt, yt)),
+     "the data: the train split's images: expected a torch tensor or a numpy array, got list"),
+])
+def test_bad_tensors_are_one_line_naming_the_rule(change, message):
+    with pytest.raises(DataError) as error:
+        as_dataset(change(*tensors()))
+    assert str(error.value).startswith(message), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_floats_outside_0_1_are_refused_unless_scaled():
+    _, y, xt, yt = tensors()
+    x = torch.linspace(-1, 1, 6 * 25).view(6, 1, 5, 5)
+    with pytest.raises(DataError, match=r"^the data: train pixels span \[-1, 1\], outside \[0, 1\]; scale them, or set "
+                                        r"scale_data: true to min-max scale them by the training split's range$"):
+        as_dataset((x, y, xt, yt))
+    scaled = as_dataset((x, y, xt, yt), scale=True)
+    assert (scaled.train.images.min(), scaled.train.images.max()) == (0.0, 1.0)
+
+
 # --- splits, limits, batches -----------------------------------------------------------------------
 
 def indexed_dataset() -> Dataset:
     """A dataset whose labels are the images' positions, so a split shows which images it holds."""
-    return Dataset(train=Split(torch.zeros(60_000, 28, 28, dtype=torch.uint8), torch.arange(60_000)),
-                   test=Split(torch.zeros(10_000, 28, 28, dtype=torch.uint8), torch.arange(10_000)))
+    return Dataset(train=Split(torch.zeros(60_000, 1, 28, 28, dtype=torch.uint8), torch.arange(60_000)),
+                   test=Split(torch.zeros(10_000, 1, 28, 28, dtype=torch.uint8), torch.arange(10_000)))
 
 
 def test_validation_split_is_disjoint_from_train_and_covers_it():
@@ -187,6 +281,12 @@ def test_validation_split_is_fixed_across_calls_and_seeds(dataset):
 def test_a_smaller_validation_split_is_a_prefix_of_a_larger_one():
     small, large = make_splits(indexed_dataset(), val_size=100), make_splits(indexed_dataset(), val_size=1_000)
     assert torch.equal(small.val.labels, large.val.labels[:100])
+
+
+def test_a_validation_split_that_leaves_no_training_image_is_refused():
+    with pytest.raises(DataError, match=r"^val_size 60000 leaves no training image of the 60,000$"):
+        make_splits(indexed_dataset(), val_size=60_000)
+    assert len(make_splits(indexed_dataset(), val_size=59_999).train) == 1
 
 
 def test_limits_keep_the_first_images(dataset):
@@ -237,6 +337,15 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A client that closes a connection mid-file (torchvision's downloader looks for a redirect with a GET
+    it does not read) is no error of the mirror's: nothing on stderr, where the download's own lines go."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """A local HTTP mirror, torchvision's only one for MNIST: put a file in it with ``serve(name, content)``.
@@ -245,7 +354,7 @@ def mirror(tmp_path, monkeypatch):
     """
     folder = tmp_path / "mirror"
     folder.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=folder))
+    server = QuietServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=folder))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
@@ -272,7 +381,8 @@ def test_missing_files_are_downloaded_into_the_root_in_torchvisions_layout(mirro
     data = read_dataset(root)
     assert sorted(p.name for p in raw_folder(root).iterdir()) == sorted(FILES.values())
     assert torch.equal(data.test.images, read_dataset(synthetic_root, download=False).test.images)
-    assert capsys.readouterr().err.splitlines()[0] == f"downloading mnist into {root / 'MNIST' / 'raw'} from {mirror.url}"
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("downloading")]
+    assert said == [f"downloading mnist into {root / 'MNIST' / 'raw'} from {mirror.url}"], "said once, where and from"
 
 
 def test_only_the_missing_file_is_downloaded_and_a_dead_mirror_is_skipped(mirror, data_copy, monkeypatch):

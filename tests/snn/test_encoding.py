@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from snn.fastpath import poisson_input_current
-from snn.models import poisson_encode
+from snn.layers import poisson_encode
 
 
 def five_sigma(p: torch.Tensor, n: int) -> torch.Tensor:

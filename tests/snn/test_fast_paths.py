@@ -18,7 +18,9 @@ from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, Split, make_splits
 from snn.fastpath import (INPUT_GROUPS, FastMaxPool2d, FusedIFNode, FusedLIFNode, bernoulli_spikes, draw_lanes,
                           poisson_input_current, set_fused, spike_thresholds, uniform_lanes)
-from snn.models import FCSNN, build_model, poisson_encode
+from snn.layers import poisson_encode
+from snn.models import fc_snn
+from snn.networks import build_model
 from snn.training import rate_loss, train, use_backend
 
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
@@ -185,16 +187,16 @@ def test_half_precision_currents_run_the_neuron_in_float32():
 
 
 def test_backend_torch_turns_the_fused_path_off():
-    model = build_model(RunConfig(model="csnn", channels=4, backend="torch"))
+    model = build_model(RunConfig(model="csnn", net={"channels": 4}, backend="torch"))
     assert not any(m.fused for m in model.modules() if isinstance(m, (fastpath.neurons._FusedMultiStep, FastMaxPool2d)))
-    assert not build_model(RunConfig(model="fc", backend="torch")).sparse_input
-    assert build_model(RunConfig(model="fc")).sparse_input
+    assert not build_model(RunConfig(model="fc", backend="torch")).fc.sparse
+    assert build_model(RunConfig(model="fc")).fc.sparse
 
 
 def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients():
     torch.manual_seed(5)
-    fast = build_model(RunConfig(model="csnn", channels=8))
-    reference = build_model(RunConfig(model="csnn", channels=8, backend="torch"))
+    fast = build_model(RunConfig(model="csnn", net={"channels": 8}))
+    reference = build_model(RunConfig(model="csnn", net={"channels": 8}, backend="torch"))
     reference.load_state_dict(fast.state_dict())
     images, labels = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
     out, ref_out = fast(images), reference(images)
@@ -368,10 +370,10 @@ def test_poisson_input_current_matches_the_dense_encoder_in_mean_and_variance(ke
 
 def test_fc_model_sparse_and_dense_inputs_agree_on_binary_images():
     torch.manual_seed(9)
-    fast = FCSNN(T=20)
-    reference = FCSNN(T=20)
+    fast = fc_snn(T=20)
+    reference = fc_snn(T=20)
     reference.load_state_dict(fast.state_dict())
-    reference.sparse_input = False
+    reference.fc.sparse = False
     set_fused(reference, False)
     images = (torch.rand(8, 1, 28, 28) < 0.2).float()
     torch.testing.assert_close(fast(images), reference(images))
@@ -501,7 +503,7 @@ def test_neuron_implementation_names_the_cpu_paths():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_cuda_training_step_with_amp_runs_spikingjelly_kernels(backend, restore_cuda_backend):
-    config = RunConfig(model="csnn", channels=8, T=2, device="cuda", amp=True, backend=backend)
+    config = RunConfig(model="csnn", net={"channels": 8, "T": 2}, device="cuda", amp=True, backend=backend)
     use_backend(config.backend, torch.device("cuda"))
     model = build_model(config).cuda()
     images, labels = torch.rand(4, 1, 28, 28, device="cuda"), torch.randint(0, 10, (4,), device="cuda")
@@ -516,14 +518,15 @@ def test_cuda_training_step_with_amp_runs_spikingjelly_kernels(backend, restore_
 
 def _synthetic(n: int) -> Dataset:
     g = torch.Generator().manual_seed(0)
-    images = (torch.rand(n, 28, 28, generator=g) * 300).clamp(max=255).to(torch.uint8)
+    images = (torch.rand(n, 1, 28, 28, generator=g) * 300).clamp(max=255).to(torch.uint8)
     return Dataset(Split(images, torch.randint(0, 10, (n,), generator=g)), Split(images[:64], torch.arange(64) % 10))
 
 
 def test_same_seed_same_metrics_with_the_fast_paths():
     data = _synthetic(256)
     for model in ("fc", "csnn"):
-        config = RunConfig(model=model, T=4, channels=4, epochs=1, device="cpu", seed=3)
+        net = {"T": 4, "channels": 4} if model == "csnn" else {"T": 4}
+        config = RunConfig(model=model, net=net, epochs=1, device="cpu", seed=3)
         first, second = train(config, data), train(config, data)
         keep = ("train_loss", "train_acc", "test_loss", "test_acc")
         assert [{k: r[k] for k in keep} for r in first.epochs] == [{k: r[k] for k in keep} for r in second.epochs]
@@ -534,7 +537,7 @@ def test_fc_accuracy_after_one_epoch_matches_the_reference_path(mnist):
     data = make_splits(mnist, limit_train=5000, limit_test=2000)
     accuracy = {}
     for backend in ("auto", "torch"):
-        config = RunConfig(model="fc", T=20, epochs=1, device="cpu", backend=backend)  # T=20 keeps it fast
+        config = RunConfig(model="fc", net={"T": 20}, epochs=1, device="cpu", backend=backend)  # T=20 keeps it fast
         accuracy[backend] = train(config, data).last("test_acc")
     assert accuracy["auto"] > 0.65 and accuracy["torch"] > 0.65  # measured: 0.7115 and 0.7140 (chance 0.1)
     # two runs with different Poisson draws: 2,000 test images give a standard error of ~0.7 points

@@ -15,7 +15,7 @@ from spikingjelly.activation_based import functional
 from snn import fastpath
 from snn.config import RunConfig
 from snn.fastpath import FastMaxPool2d, fire_and_pool, native
-from snn.models import build_model
+from snn.networks import build_model
 from snn.spikes import record_activity
 
 from .test_fast_paths import kernel_calls, pair, use_kernels
@@ -107,7 +107,7 @@ def test_activity_counts_are_the_same_fused_and_unfused(monkeypatch):
     """record_activity gets the fused layers' spike counts from the kernel: rates, spikes and SynOps equal."""
     use_kernels(monkeypatch, True)
     calls = kernel_calls(monkeypatch, fastpath.fire_pool._KERNELS)
-    config = RunConfig(model="csnn", channels=8, T=3)
+    config = RunConfig(model="csnn", net={"channels": 8, "T": 3})
     torch.manual_seed(0)
     model = build_model(config).eval()
     images = torch.rand(6, 1, 28, 28)
@@ -128,7 +128,7 @@ def test_training_steps_of_the_csnn_match_with_and_without_the_kernels(monkeypat
     for on in (True, False):
         use_kernels(monkeypatch, on)
         torch.manual_seed(0)
-        model = build_model(RunConfig(model="csnn", channels=8, T=4)).train()
+        model = build_model(RunConfig(model="csnn", net={"channels": 8, "T": 4})).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         images, labels = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
         for _ in range(2):

@@ -1,4 +1,5 @@
-"""The two networks: output shapes and ranges, surrogate gradients to every weight, config wiring, encoding."""
+"""The two seed networks and their families: output shapes and ranges, surrogate gradients to every weight,
+config wiring, encoding."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import torch
 from spikingjelly.activation_based import neuron, surrogate
 
 from snn.config import RunConfig
-from snn.models import CSNN, FCSNN, build_model, poisson_encode, record_firing_rates, spiking_layers
+from snn.layers import PoissonLinear, poisson_encode
+from snn.models import CSNN, FCSNN, csnn, fc_snn, spiking_layers
+from snn.networks import build_model
+from snn.spikes import record_firing_rates
 from snn.training import rate_loss
 
 SMALL = {"fc": dict(T=8), "csnn": dict(T=3, channels=4)}
@@ -17,7 +21,7 @@ SMALL = {"fc": dict(T=8), "csnn": dict(T=3, channels=4)}
 
 def small_model(model: str, **changes) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(RunConfig(model=model, **{**SMALL[model], **changes}))
+    return build_model(RunConfig(model=model, net={**SMALL[model], **changes}))
 
 
 def random_images(n: int = 6) -> torch.Tensor:
@@ -103,7 +107,9 @@ def test_csnn_with_plif_gets_gradients_up_to_its_first_silent_layer():
 def test_fc_architecture_is_the_seeds():
     net = build_model(RunConfig(model="fc"))
     assert isinstance(net, FCSNN)
+    assert isinstance(net.fc, PoissonLinear) and net.fc.T == 100 and net.fc.sparse
     assert tuple(net.fc.weight.shape) == (10, 784) and net.fc.bias is None
+    assert sorted(spiking_layers(net)) == ["sn"]
     assert isinstance(net.sn, neuron.LIFNode) and net.sn.tau == 2.0
     assert net.T == 100
     assert sum(p.numel() for p in net.parameters()) == 7840
@@ -111,7 +117,7 @@ def test_fc_architecture_is_the_seeds():
 
 @pytest.mark.parametrize("channels", [4, 64])
 def test_csnn_architecture_is_the_seeds(channels):
-    net = build_model(RunConfig(model="csnn", channels=channels))
+    net = build_model(RunConfig(model="csnn", net={"channels": channels}))
     assert isinstance(net, CSNN) and net.T == 4
     conv1, conv2 = net.encoder[0], net.conv2[0]
     assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.padding) == (1, channels, (3, 3), (1, 1))
@@ -163,7 +169,8 @@ def test_recorded_firing_rates_cover_every_spiking_layer(model):
 def test_fc_encodes_pixels_as_poisson_spikes_inside_forward(backend):
     """Wire output neuron o to pixel o alone (weight 1), so its input current is that pixel's spike train."""
     T = 400
-    net = build_model(RunConfig(model="fc", T=T, backend=backend))
+    net = build_model(RunConfig(model="fc", net={"T": T}, backend=backend))
+    assert net.fc.sparse == (backend != "torch")
     with torch.no_grad():
         net.fc.weight.zero_()
         net.fc.weight[torch.arange(10), torch.arange(10)] = 1.0
@@ -192,3 +199,70 @@ def test_poisson_encode_shape_and_values():
     assert spikes.shape == (7, 3, 1, 28, 28)
     assert spikes.dtype == images.dtype
     assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_factories_defaults_are_the_seed_networks_build_model_gives():
+    for factory, model in ((fc_snn, "fc"), (csnn, "csnn")):
+        torch.manual_seed(0)
+        direct = factory()
+        torch.manual_seed(0)
+        built = build_model(RunConfig(model=model))
+        assert type(direct) is type(built)
+        assert str(direct) == str(built)
+        assert direct.state_dict().keys() == built.state_dict().keys()
+        assert all(torch.equal(v, built.state_dict()[k]) for k, v in direct.state_dict().items()), model
+
+
+def test_fc_hidden_layers_are_named_and_sized_from_the_input_to_the_output():
+    net = fc_snn(T=2, hidden_layers=2, width_1=5, width_2=6, width_3=99)  # width_3 unused: two hidden layers
+    assert list(spiking_layers(net)) == ["sn1", "sn2", "sn"]
+    assert isinstance(net.fc1, PoissonLinear) and tuple(net.fc1.weight.shape) == (5, 784)
+    assert not isinstance(net.fc2, PoissonLinear) and tuple(net.fc2.weight.shape) == (6, 5)
+    assert tuple(net.fc.weight.shape) == (10, 6)
+    assert not hasattr(net, "fc3")
+    assert net(random_images(3)).shape == (3, 10)
+
+
+def test_fc_direct_encoding_presents_the_analog_image_at_every_step():
+    """No Poisson noise: the first layer's current is the same at each step, and so the output is deterministic."""
+    net = fc_snn(T=6, encoding="direct")
+    assert type(net.fc) is torch.nn.Linear
+    seen = []
+    net.sn.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0]))
+    images = random_images(2)
+    torch.manual_seed(1)
+    first = net(images)
+    torch.manual_seed(2)
+    assert torch.equal(net(images), first)
+    current = seen[0]  # [T, N, 10]
+    assert current.shape == (6, 2, 10)
+    assert torch.equal(current, net.fc(images.flatten(1)).expand(6, 2, 10))
+
+
+def test_csnn_blocks_channels_fc_width_and_dropout_make_the_layers_named_in_order():
+    net = csnn(T=2, blocks=3, channels_1=2, channels_2=3, channels_3=4, fc_width=7, dropout=0.25, kernel_size=5)
+    names = [name for name, _ in net.named_children()]
+    assert names == ["encoder", "sn1", "pool1", "conv2", "sn2", "pool2", "conv3", "sn3", "pool3", "flatten", "drop1",
+                     "fc1", "sn4", "drop2", "fc2", "sn5"]
+    assert [net.encoder[0].out_channels, net.conv2[0].out_channels, net.conv3[0].out_channels] == [2, 3, 4]
+    assert net.encoder[0].kernel_size == (5, 5) and net.encoder[0].padding == (2, 2)
+    assert tuple(net.fc1.weight.shape) == (7, 4 * 3 * 3)  # 28 -> 14 -> 7 -> 3
+    assert tuple(net.fc2.weight.shape) == (10, 7)
+    assert net.drop1.p == net.drop2.p == 0.25
+    assert net.train()(random_images(3)).shape == (3, 10)
+    one = csnn(T=2, blocks=1, channels=3)
+    assert [name for name, _ in one.named_children()] == ["encoder", "sn1", "pool1", "flatten", "fc1", "sn2", "fc2",
+                                                         "sn3"]
+    assert tuple(one.fc1.weight.shape) == (3 * 16, 3 * 14 * 14)
+
+
+@pytest.mark.parametrize(("model", "shapes"), [
+    ("fc", {"fc.weight": (4, 3 * 32 * 32)}),
+    ("csnn", {"encoder.0.weight": (4, 3, 3, 3), "fc1.weight": (4 * 16, 4 * 8 * 8), "fc2.weight": (4, 4 * 16)}),
+])
+def test_the_networks_take_the_datas_image_shape_and_classes(model, shapes):
+    net = build_model(RunConfig(model=model, net=SMALL[model]), input_shape=(3, 32, 32), classes=4)
+    weights = dict(net.named_parameters())
+    assert {name: tuple(weights[name].shape) for name in shapes} == shapes
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert net(images).shape == (5, 4)

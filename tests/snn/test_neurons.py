@@ -14,7 +14,8 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 
 from snn.config import RunConfig
-from snn.models import CSNN, FCSNN, build_model, spiking_layers
+from snn.models import csnn, fc_snn, spiking_layers
+from snn.networks import build_model
 
 # LIF, tau = 2: worked by hand from the equations above.
 LIF_INPUT = [2.0, 1.0, 1.0, 1.0, 0.0, 4.0, -2.0, 1.5]
@@ -77,7 +78,7 @@ def test_the_hand_worked_traces_follow_the_equations():
 @pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fc_lif_layer_matches_the_hand_worked_trace(mode, requires_grad):
-    layer = getattr(FCSNN(T=8, tau=2.0).sn, mode)()
+    layer = getattr(fc_snn(T=8, tau=2.0).sn, mode)()
     assert (layer.v_threshold, layer.v_reset, layer.decay_input, layer.detach_reset) == (1.0, 0.0, True, False)
     assert run_multistep(layer, LIF_INPUT, requires_grad) == (LIF_SPIKES, LIF_V)
     assert run_single_step_reference(neuron.LIFNode(tau=2.0, step_mode="s"), LIF_INPUT) == (LIF_SPIKES, LIF_V)
@@ -86,7 +87,7 @@ def test_fc_lif_layer_matches_the_hand_worked_trace(mode, requires_grad):
 @pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_csnn_if_layers_match_the_hand_worked_trace(mode, requires_grad):
-    net = getattr(CSNN(T=8, channels=2), mode)()
+    net = getattr(csnn(T=8, channels=2), mode)()
     for name, layer in spiking_layers(net).items():
         assert (layer.v_threshold, layer.v_reset, layer.detach_reset) == (1.0, 0.0, False), name
         assert run_multistep(layer, IF_INPUT, requires_grad) == (IF_SPIKES, IF_V), name
@@ -99,7 +100,8 @@ def test_lif_layers_agree_with_spikingjelly_and_the_equations_on_random_input(ta
     x = (torch.rand(30, generator=torch.Generator().manual_seed(0)) * 3 - 0.5).tolist()
     expected_spikes, expected_v = reference_trace(x, tau)
     for model in ("fc", "csnn"):
-        net = build_model(RunConfig(model=model, neuron="lif", tau=tau, T=2, channels=2, backend=backend))
+        net_params = {"neuron": "lif", "tau": tau, "T": 2, **({"channels": 2} if model == "csnn" else {})}
+        net = build_model(RunConfig(model=model, net=net_params, backend=backend))
         for name, layer in spiking_layers(net).items():
             spikes, vs = run_multistep(layer, x)
             assert spikes == expected_spikes, (model, name)
@@ -114,7 +116,7 @@ def test_if_layers_agree_with_spikingjelly_and_the_equations_on_random_input():
     x = (torch.rand(30, generator=torch.Generator().manual_seed(1)) * 1.5 - 0.25).tolist()
     expected = reference_trace(x, tau=None)
     for backend in ("auto", "torch"):
-        net = build_model(RunConfig(model="csnn", neuron="if", T=2, channels=2, backend=backend))
+        net = build_model(RunConfig(model="csnn", net={"neuron": "if", "T": 2, "channels": 2}, backend=backend))
         for name, layer in spiking_layers(net).items():
             spikes, vs = run_multistep(layer, x, requires_grad=True)
             assert spikes == expected[0], (backend, name)
@@ -124,7 +126,7 @@ def test_if_layers_agree_with_spikingjelly_and_the_equations_on_random_input():
 
 
 def test_plif_at_its_initial_tau_behaves_as_lif():
-    net = build_model(RunConfig(model="csnn", neuron="plif", tau=2.0, T=2, channels=2))
+    net = build_model(RunConfig(model="csnn", net={"neuron": "plif", "tau": 2.0, "T": 2, "channels": 2}))
     assert run_multistep(net.sn1, LIF_INPUT) == (LIF_SPIKES, LIF_V)
 
 
@@ -132,7 +134,7 @@ def test_plif_at_its_initial_tau_behaves_as_lif():
 @pytest.mark.parametrize("h", [0.2, 0.8, 1.0, 1.3])
 def test_spike_gradient_is_the_atan_surrogate(h, backend):
     """One IF step: S = Heaviside(X - 1), dS/dX = alpha / 2 / (1 + (pi / 2 * alpha * (X - 1))^2), alpha 2."""
-    layer = build_model(RunConfig(model="csnn", T=1, channels=2, backend=backend)).sn1
+    layer = build_model(RunConfig(model="csnn", net={"T": 1, "channels": 2}, backend=backend)).sn1
     functional.reset_net(layer)
     x = torch.tensor([[h]], requires_grad=True)  # [T=1, N=1]
     layer(x).sum().backward()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
 from snn.config import RunConfig
-from snn.models import CSNN, FCSNN, build_model, record_firing_rates
-from snn.spikes import (PJ_PER_MAC, PJ_PER_SYNOP, QuietOutputCounter, conv_coverage, macs_per_forward,
-                        record_activity, spiking_layers, synops, weight_layer)
+from snn.models import CSNN, fc_snn
+from snn.networks import build_model
+from snn.spikes import (PJ_PER_MAC, PJ_PER_SYNOP, NoSpikingLayer, QuietOutputCounter, conv_coverage, holds_spikes,
+                        macs_per_forward, output_layer_name, record_activity, record_firing_rates, spiking_layers,
+                        synaptic_layers, synops)
 
 
 def test_a_linear_spike_drives_one_synapse_per_output():
@@ -73,8 +76,8 @@ def test_fc_snn_counts_agree_with_the_hand_count(sparse_input):
     """T = 7, 15 always-spiking pixels per image, and weights that make output neurons 0-2 fire at
     every step and the other 7 never: 21 output spikes, 105 input spikes and 1050 SynOps per image."""
     T = 7
-    model = FCSNN(T=T)
-    model.sparse_input = sparse_input
+    model = fc_snn(T=T)
+    model.fc.sparse = sparse_input
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.weight[:3] = 1.0
@@ -95,7 +98,7 @@ def test_fc_snn_counts_agree_with_the_hand_count(sparse_input):
 
 
 def test_poisson_input_spikes_are_counted_at_their_expectation():
-    model = FCSNN(T=10)
+    model = fc_snn(T=10)
     images = torch.full((4, 1, 28, 28), 0.25)
     with torch.no_grad(), record_activity(model) as activity:
         model(images)
@@ -106,7 +109,7 @@ def test_poisson_input_spikes_are_counted_at_their_expectation():
 def csnn_that_fires(T: int = 3, channels: int = 4) -> CSNN:
     """A small CSNN whose every layer fires on random images (BN statistics of the batch, scaled weights)."""
     torch.manual_seed(0)
-    model = build_model(RunConfig(model="csnn", T=T, channels=channels, device="cpu"))
+    model = build_model(RunConfig(model="csnn", net={"T": T, "channels": channels}, device="cpu"))
     with torch.no_grad():
         model.fc1.weight.mul_(4)
         model.fc2.weight.mul_(6)
@@ -163,16 +166,42 @@ def test_csnn_macs_by_hand():
     assert activity.energy_estimate_uj == pytest.approx(expected_uj, rel=1e-12)
 
 
-@pytest.mark.parametrize("model", ["fc", "csnn"])
-def test_every_weight_layer_is_declared_and_the_output_layer_drives_nothing(model):
-    net = build_model(RunConfig(model=model, T=2, channels=4, device="cpu"))
-    declared = {s.layer for s in net.synapses}
-    weights = {name for name, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    assert {name for name in weights if not any(name == d or name.startswith(f"{d}.") for d in declared)} == set()
-    assert all(weight_layer(dict(net.named_modules())[d]) is not None for d in declared)
-    assert net.output_layer in spiking_layers(net)
-    assert net.output_layer not in {s.source for s in net.synapses}
-    assert list(spiking_layers(net))[-1] == net.output_layer
+@pytest.mark.parametrize(("model", "net", "weights", "analog"), [
+    ("fc", {"T": 2}, ["fc"], []),
+    ("fc", {"T": 2, "hidden_layers": 2, "width_1": 6, "width_2": 5}, ["fc1", "fc2", "fc"], []),
+    ("fc", {"T": 2, "encoding": "direct"}, ["fc"], ["fc"]),
+    ("csnn", {"T": 2, "channels": 4}, ["encoder", "conv2", "fc1", "fc2"], ["encoder"]),
+    ("csnn", {"T": 2, "channels": 4, "blocks": 3, "dropout": 0.2}, ["encoder", "conv2", "conv3", "fc1", "fc2"],
+     ["encoder"]),
+])
+def test_every_weight_layer_is_found_and_counted_and_the_output_layer_runs_last(model, net, weights, analog):
+    """Nothing is declared: every Linear and Conv is found (named by the container that holds it alone)
+    and counted, as SynOps when spikes reach it, as encoder MACs when the analog image does."""
+    network = build_model(RunConfig(model=model, net=net, device="cpu")).eval()
+    found = synaptic_layers(network)
+    assert list(found) == weights
+    every_weight = [m for m in network.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert sorted(map(id, found.values())) == sorted(map(id, every_weight)), "each weight layer once"
+    images = random_images(3)
+    with torch.no_grad(), record_activity(network) as activity:
+        network(images)
+    assert list(activity.synops) == [w for w in weights if w not in analog]
+    assert activity.encoder_macs == sum(macs_per_forward(found[w], (28, 28)) for w in analog)
+    sizes = {"encoder": (28, 28), "conv2": (14, 14), "conv3": (7, 7)}
+    assert activity.dense_macs == 2 * sum(macs_per_forward(found[w], sizes.get(w)) for w in weights)
+    output = output_layer_name(network)
+    assert output == list(spiking_layers(network))[-1] == activity.order[-1]
+    assert activity.order == list(spiking_layers(network)), "the spiking layers run in the order they are defined"
+    assert activity.steps == 2
+
+
+def test_a_named_output_layer_must_be_a_spiking_layer():
+    network = fc_snn(T=2, hidden_layers=1, width_1=4)
+    assert output_layer_name(network) == "sn"
+    assert output_layer_name(network, "sn1") == "sn1"
+    with pytest.raises(KeyError, match=r"output_layer 'fc' is not a spiking layer of the network; its spiking "
+                                       r"layers: sn1, sn"):
+        output_layer_name(network, "fc")
 
 
 def test_record_firing_rates_agrees_with_the_activity():
@@ -196,17 +225,85 @@ def test_hooks_are_removed_when_the_block_ends():
 
 def test_quiet_output_counter_counts_images_below_the_threshold():
     """Output neurons 0-2 fire at every step for images with white pixels; a blank image fires nothing."""
-    model = FCSNN(T=4)
+    model = fc_snn(T=4)
     with torch.no_grad():
         model.fc.weight.zero_()
         model.fc.weight[:3] = 1.0
     images = torch.cat([binary_images(3), torch.zeros(2, 1, 28, 28)])  # 12 output spikes, 12, 12, 0, 0
-    counter = QuietOutputCounter(model, min_spikes=12)
+    steps = []
+    counter = QuietOutputCounter(model, lambda T: steps.append(T) or 12)
     with torch.no_grad():
         model(images)
     assert counter.close() == (2, 5)
-    counter = QuietOutputCounter(model, min_spikes=12.5)
+    assert steps == [4], "the threshold is asked for the output layer's steps per forward"
+    counter = QuietOutputCounter(model, lambda T: 12.5)
     with torch.no_grad():
         model(images)
     assert counter.close() == (5, 5)
-    assert not model.sn._forward_hooks
+    assert not model.sn._forward_hooks and not model._forward_hooks
+
+
+class SummedTrains(nn.Module):
+    """A network of one's own: the analog image drives fc1 once; sn1's spike train is added to itself (counts of
+    0 or 2, as a SEW residual adds trains) before fc2; plain spikingjelly IF neurons, counted by hooks."""
+
+    def __init__(self, T: int = 3):
+        super().__init__()
+        self.T = T
+        self.fc1 = nn.Linear(4, 3, bias=False)
+        self.sn1 = neuron.IFNode(step_mode="m")
+        self.fc2 = nn.Linear(3, 2, bias=False)
+        self.sn2 = neuron.IFNode(step_mode="m")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 4] -> [N, 2]
+        functional.reset_net(self)
+        spikes = self.sn1(self.fc1(x).unsqueeze(0).repeat(self.T, 1, 1))  # [T, N, 3]
+        return self.sn2(self.fc2(spikes + spikes)).mean(0)
+
+
+def test_a_network_of_ones_own_is_counted_from_what_reaches_each_weight():
+    model = SummedTrains(T=3)
+    with torch.no_grad():
+        model.fc1.weight.fill_(1.0)  # a current of 2: every sn1 neuron fires at every step
+        model.fc2.weight.fill_(-1.0)  # sn2 never fires
+    with torch.no_grad(), record_activity(model) as activity:
+        model(torch.full((5, 4), 0.5))  # analog: not whole numbers
+    assert list(synaptic_layers(model)) == ["fc1", "fc2"]
+    assert activity.images == 5 and activity.steps == 3
+    assert activity.spikes == {"sn1": 3 * 3, "sn2": 0}
+    assert activity.rates == {"sn1": 1.0, "sn2": 0.0}
+    assert activity.encoder_macs == 4 * 3, "the analog image drives fc1 once per image"
+    assert activity.synops == {"fc2": 3 * 3 * 2 * 2}, "a count of 2 is two spikes, each driving 2 synapses"
+    assert activity.dense_macs == 3 * (4 * 3 + 3 * 2)
+    assert activity.input_spikes == 0
+    assert activity.order == ["sn1", "sn2"]
+    with torch.no_grad(), record_activity(model) as binary:
+        model(torch.ones(5, 4))  # whole numbers: input spikes, 4 per image, each driving fc1's 3 synapses
+    assert binary.encoder_macs == 0 and binary.synops == {"fc1": 4 * 3, "fc2": 3 * 3 * 2 * 2}
+
+
+def test_spikes_are_whole_non_negative_numbers():
+    assert holds_spikes(torch.tensor([0.0, 1.0, 1.0])) and holds_spikes(torch.tensor([0.0, 2.0, 3.0]))
+    assert holds_spikes(torch.tensor([True, False])) and holds_spikes(torch.tensor([0, 4]))
+    assert not holds_spikes(torch.tensor([0.0, 0.5])) and not holds_spikes(torch.tensor([-1.0, 1.0]))
+    assert not holds_spikes(torch.tensor([0, -2]))
+
+
+def test_a_network_without_a_spiking_layer_cannot_be_recorded():
+    with pytest.raises(NoSpikingLayer, match=r"^Linear holds no spikingjelly neuron module"):
+        with record_activity(nn.Linear(3, 2)):
+            pass
+
+
+def test_quiet_output_counter_judges_the_named_output_layer():
+    """The hidden layer sn1 fires at every step (2 neurons x 4 steps = 8 spikes per image); the output layer sn never."""
+    model = fc_snn(T=4, hidden_layers=1, width_1=2)
+    with torch.no_grad():
+        model.fc1.weight.fill_(1.0)
+        model.fc.weight.fill_(-1.0)
+    images = binary_images(3)
+    for layer, quiet in (("sn1", 0), ("sn", 3), (None, 3)):
+        counter = QuietOutputCounter(model, lambda T: 8, output_layer=layer)
+        with torch.no_grad():
+            model(images)
+        assert counter.close() == (quiet, 3), layer

@@ -7,17 +7,22 @@ import math
 import pytest
 import torch
 
+import snn.models
+import snn.networks
 import snn.training
 from snn.config import ConfigError, RunConfig
-from snn.data import Dataset, make_splits, read_dataset
-from snn.models import build_model, spiking_layers
-from snn.training import History, SilenceRule, evaluate, predict, rate_loss, train
+from snn.data import Dataset, as_dataset, make_splits, read_dataset
+from snn.models import spiking_layers
+from snn.networks import build_model
+from snn.training import LOSSES, History, SilenceRule, cross_entropy_loss, evaluate, predict, rate_loss, train
 
 TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "train_images_per_s"}
 
 
-def tiny_fc(**changes) -> RunConfig:
-    return RunConfig(**{"model": "fc", "T": 5, "epochs": 2, "limit_train": 500, "limit_test": 200,
+def tiny_fc(T: int = 5, **changes) -> RunConfig:
+    """A small CPU run: fc, or csnn of 4 channels, at T steps."""
+    net = {"T": T, "channels": 4} if changes.get("model") == "csnn" else {"T": T}
+    return RunConfig(**{"model": "fc", "net": net, "epochs": 2, "limit_train": 500, "limit_test": 200,
                         "device": "cpu", **changes})
 
 
@@ -32,7 +37,7 @@ def without_timing(history: History) -> list[dict]:
 
 def test_fc_learns_well_above_chance(mnist):
     """Measured: 73% test accuracy after 2 epochs (seeds 0-3: 71.7-73.4%); chance is about 10%."""
-    config = RunConfig(model="fc", T=20, epochs=2, limit_train=3_000, limit_test=2_000, device="cpu")
+    config = RunConfig(model="fc", net={"T": 20}, epochs=2, limit_train=3_000, limit_test=2_000, device="cpu")
     history = train(config, subset(mnist, config))
     assert history.status == "completed"
     assert [r["epoch"] for r in history.epochs] == [1, 2]
@@ -47,8 +52,8 @@ def test_fc_learns_well_above_chance(mnist):
 
 def test_csnn_learns_above_chance(mnist):
     """Measured: 43% test accuracy after one epoch of 2,000 images at C=8, T=4 with Adam 1e-3."""
-    config = RunConfig(model="csnn", T=4, channels=8, optimizer="adam", lr=1e-3, epochs=1, limit_train=2_000,
-                       limit_test=1_000, device="cpu")
+    config = RunConfig(model="csnn", net={"T": 4, "channels": 8}, optimizer="adam", lr=1e-3, epochs=1,
+                       limit_train=2_000, limit_test=1_000, device="cpu")
     history = train(config, subset(mnist, config))
     assert history.status == "completed"
     assert history.last("test_acc") > 0.25
@@ -57,7 +62,7 @@ def test_csnn_learns_above_chance(mnist):
 
 def test_fc_learns_the_synthetic_digits_the_mechanics_tests_use(synthetic_root):
     """Measured: 90% test accuracy after 2 epochs (seeds 0-2: 89.8-90.2%), so a run on them shows learning."""
-    config = RunConfig(model="fc", T=20, epochs=2, limit_train=3_000, limit_test=2_000, device="cpu")
+    config = RunConfig(model="fc", net={"T": 20}, epochs=2, limit_train=3_000, limit_test=2_000, device="cpu")
     history = train(config, subset(read_dataset(synthetic_root, download=False), config))
     assert history.last("test_acc") > 0.8
 
@@ -89,7 +94,7 @@ def test_on_epoch_and_on_batch_are_called(dataset):
 
 
 def test_a_nan_loss_stops_the_run_as_diverged(dataset, monkeypatch):
-    monkeypatch.setattr(snn.training, "rate_loss", lambda rates, labels: (rates * math.nan).sum())
+    monkeypatch.setitem(snn.training.LOSSES, "mse", lambda rates, labels: (rates * math.nan).sum())
     config = tiny_fc(epochs=3)
     seen = []
     history = train(config, subset(dataset, config), on_epoch=lambda record, state: seen.append(state.history.status))
@@ -105,7 +110,7 @@ def test_weights_gone_nan_stop_the_run_although_the_loss_stays_finite(dataset, m
     loss stay finite (0.1), and only the weights show that the run diverged."""
     monkeypatch.setattr(snn.training, "make_optimizer",
                         lambda config, params: torch.optim.SGD(params, lr=math.inf))
-    config = tiny_fc(epochs=3, model=model, channels=4, T=2)
+    config = tiny_fc(epochs=3, model=model, T=2)
     history = train(config, subset(dataset, config))
     assert history.status == "diverged"
     assert len(history.epochs) == 1
@@ -114,7 +119,7 @@ def test_weights_gone_nan_stop_the_run_although_the_loss_stays_finite(dataset, m
 
 def test_evaluate_reports_loss_accuracy_and_rates_consistent_with_predict(dataset):
     torch.manual_seed(0)
-    config = RunConfig(model="csnn", T=4, channels=4, device="cpu")
+    config = RunConfig(model="csnn", net={"T": 4, "channels": 4}, device="cpu")
     model = build_model(config)
     split = make_splits(dataset, limit_test=300).test
     images = split.float_images(slice(None))
@@ -151,7 +156,7 @@ ACTIVITY_KEYS = ("spikes_per_image", "input_spikes_per_image", "synops_per_image
 @pytest.mark.parametrize("model, spiking, synaptic", [("fc", ["sn"], ["fc"]),
                                                       ("csnn", ["sn1", "sn2", "sn3", "sn4"], ["conv2", "fc1", "fc2"])])
 def test_the_epoch_record_carries_spikes_synops_and_energy_of_test_and_val(dataset, model, spiking, synaptic):
-    config = tiny_fc(model=model, T=3, channels=4, epochs=1, val_size=200, limit_train=256)
+    config = tiny_fc(model=model, T=3, epochs=1, val_size=200, limit_train=256)
     record = train(config, subset(dataset, config)).epochs[0]
     for split in ("test", "val"):
         expected = [*ACTIVITY_KEYS, *(f"spikes_{s}" for s in spiking), *(f"synops_{s}" for s in synaptic)]
@@ -172,7 +177,7 @@ def test_the_epoch_record_carries_spikes_synops_and_energy_of_test_and_val(datas
 
 
 def test_evaluate_spikes_agree_with_the_firing_rates(dataset):
-    config = RunConfig(model="fc", T=10, device="cpu")
+    config = RunConfig(model="fc", net={"T": 10}, device="cpu")
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():
@@ -184,8 +189,8 @@ def test_evaluate_spikes_agree_with_the_firing_rates(dataset):
 
 def deaf(monkeypatch) -> None:
     """Every model train builds gets thresholds no input reaches: it never fires."""
-    def build_deaf_model(config):
-        model = build_model(config)
+    def build_deaf_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
         for m in spiking_layers(model).values():
             m.v_threshold = 1e9
         return model
@@ -195,7 +200,7 @@ def deaf(monkeypatch) -> None:
 @pytest.mark.parametrize("model", ["fc", "csnn"])
 def test_a_network_that_cannot_fire_is_stopped_as_silent_within_its_first_epoch(dataset, monkeypatch, model):
     deaf(monkeypatch)
-    config = tiny_fc(model=model, T=3, channels=4, epochs=3, limit_train=1_000)  # 8 batches per epoch
+    config = tiny_fc(model=model, T=3, epochs=3, limit_train=1_000)  # 8 batches per epoch
     seen = []
     history = train(config, subset(dataset, config), silence=SilenceRule(warmup_batches=2, probe_batches=3),
                     on_epoch=lambda record, state: seen.append((record["epoch"], state.history.status)))
@@ -259,3 +264,79 @@ def test_the_silence_rule_scales_firmins_count_to_short_simulations():
         SilenceRule(probe_batches=0)
     with pytest.raises(ConfigError, match="SilenceRule.max_accuracy"):
         SilenceRule(max_accuracy=-0.1)
+
+
+def test_the_network_is_built_for_the_datas_image_shape_and_classes():
+    """Colour 8x8 images of 4 classes: the FC-SNN's first layer takes 3*8*8 pixels and its output 4 classes."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 4
+    images = torch.rand(64, 3, 8, 8, generator=g) * 0.2
+    for k in range(4):
+        images[labels == k, :, 2 * k:2 * k + 2, :] += 0.8  # the class is the bright pair of rows: learnable
+    data = as_dataset((images, labels, images[:32], labels[:32]))
+    config = RunConfig(model="fc", net={"T": 5}, epochs=2, batch_size=16, lr=1e-2, device="cpu")
+    states = []
+    history = train(config, make_splits(data, config), on_epoch=lambda record, state: states.append(state))
+    assert history.status == "completed"
+    state = states[-1]
+    assert (state.input_shape, state.classes) == ((3, 8, 8), 4)
+    assert tuple(state.model.fc.weight.shape) == (4, 3 * 8 * 8)
+    assert history.last("test_acc") > 0.5  # chance is 0.25
+
+
+def hidden_fc(input_shape, classes, T: int = 2):
+    """A network factory of one's own: an FC-SNN with one hidden layer of 7."""
+    return snn.models.fc_snn(input_shape, classes, T=T, hidden_layers=1, width_1=7)
+
+
+def test_a_factory_passed_as_network_is_the_one_trained(dataset):
+    network = snn.networks.resolve(hidden_fc)
+    assert (network.name, network.parameters, network.data_arguments) == (
+        "tests.snn.test_training:hidden_fc", ("T",), ("input_shape", "classes"))
+    config = RunConfig(model=network.name, net={"T": 3}, epochs=1, limit_train=128, limit_test=64, device="cpu")
+    states = []
+    history = train(config, subset(dataset, config), network=network, silence=None,
+                    on_epoch=lambda record, state: states.append(state))
+    model = states[0].model
+    assert model.T == 3 and tuple(model.fc1.weight.shape) == (7, 784) and tuple(model.fc.weight.shape) == (10, 7)
+    assert set(history.epochs[0]) >= {"rate_sn1", "rate_sn", "test_spikes_sn1", "test_synops_fc1", "test_synops_fc"}
+    again = train(config, subset(dataset, config), silence=None)  # the same factory, found by its name
+    assert without_timing(again) == without_timing(history)
+
+
+def test_the_ce_loss_is_cross_entropy_on_the_rates_and_evaluate_uses_the_configs_loss(dataset):
+    assert LOSSES == {"mse": rate_loss, "ce": cross_entropy_loss}
+    rates, labels = torch.tensor([[0.5, 0.25, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+    expected = -(torch.log_softmax(rates, 1)[torch.arange(2), labels]).mean()
+    assert cross_entropy_loss(rates, labels).item() == pytest.approx(expected.item())
+    config = RunConfig(model="fc", net={"T": 10, "encoding": "direct"}, loss="ce", device="cpu")  # deterministic
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.fc.weight.mul_(30)  # fires at init
+    split = make_splits(dataset, limit_test=300).test
+    with torch.no_grad():
+        out = model(split.float_images(slice(None)))
+    assert 0 < out.mean() < 1
+    ce, mse = evaluate(model, split, config)["loss"], evaluate(model, split, config.replace(loss="mse"))["loss"]
+    assert ce == pytest.approx(cross_entropy_loss(out, split.labels).item(), rel=1e-5)
+    assert mse == pytest.approx(rate_loss(out, split.labels).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("output_layer", "status"), [(None, "silent"), ("sn", "silent"), ("sn1", "completed")])
+def test_silence_is_judged_on_the_configured_output_layer(dataset, monkeypatch, output_layer, status):
+    """The FC-SNN's output layer never fires, its hidden layer does: silent unless output_layer names sn1."""
+    def build_deaf_output(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        model.sn.v_threshold = 1e9
+        with torch.no_grad():
+            model.fc1.weight.abs_().mul_(10)  # the hidden layer fires
+        return model
+    monkeypatch.setattr(snn.training, "build_model", build_deaf_output)
+    config = RunConfig(model="fc", net={"T": 4, "hidden_layers": 1, "width_1": 16}, epochs=1, limit_train=640,
+                       limit_test=64, device="cpu", output_layer=output_layer)
+    history = train(config, subset(dataset, config), silence=SilenceRule(warmup_batches=1, probe_batches=2))
+    assert history.status == status
+    record = history.epochs[0]
+    assert record["silence_min_spikes"] == pytest.approx(5 * 4 / 100)  # T: the output layer's 4 steps per forward
+    assert record["silence_fraction"] == (1.0 if status == "silent" else 0.0)
