@@ -231,7 +231,9 @@ def config_from_values(values: Mapping[str, Any], path: Path | str, model: str |
             raise ConfigError("net", "must be an object of the network's parameters", net)
         rest = {k: v for k, v in values.items() if k != "model"}
         trainer, flat_net = route(rest, network)
-        return RunConfig.from_dict({"model": values["model"], **trainer, "net": {**net, **flat_net}})
+        config = RunConfig.from_dict({"model": values["model"], **trainer, "net": {**net, **flat_net}})
+        network.check(config.net)
+        return config
     except (ConfigError, NetworkError) as e:
         raise ConfigFileError(f"{path}: {e}") from None
     except TypeError as e:

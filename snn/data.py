@@ -386,7 +386,7 @@ def _unpack(packed: Path, target: Path) -> None:
 
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack-") as scratch:
         try:
-            extract_archive(str(packed), str(Path(scratch) / target.name))
+            extract_archive(str(packed), scratch)
             os.replace(Path(scratch) / target.name, target)
         except OSError as e:
             raise DataError(f"{packed}: cannot be unpacked ({getattr(e, 'strerror', None) or e})") from None

@@ -64,7 +64,7 @@ def check_number(name: str, value, kind: type, *, above: float | None = None, at
     """ConfigError unless ``value`` is a finite number of ``kind`` within the bounds."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
-        number = number and float(value).is_integer()
+        number = isinstance(value, int) and not isinstance(value, bool)  # 3.0 is refused: a factory takes it as is
     if not number or value != value or value in (float("inf"), float("-inf")):
         raise ConfigError(name, f"must be {'an integer' if kind is int else 'a finite number'}", value)
     bounds = [(above, lambda b: value > b, "must be > {:g}"), (at_least, lambda b: value >= b, "must be >= {:g}"),

@@ -309,9 +309,23 @@ def probe(config: RunConfig, images: torch.Tensor, classes: int, network: Networ
                  output_layer=output, steps=activity.steps)
 
 
-def check_fits(config: RunConfig, found: Probe, available_bytes: int, where: str) -> None:
-    """ConfigTooLarge when one training batch of ``config`` (``Probe.training_bytes``) exceeds ``available_bytes``."""
-    need = found.training_bytes(config.batch_size)
+def training_images(config: RunConfig, available: int) -> int:
+    """How many training images a run of ``config`` has, of ``available``: less its validation split and limit."""
+    left = max(0, available - config.val_size)
+    return left if config.limit_train is None else min(left, config.limit_train)
+
+
+def check_batch(config: RunConfig, images: int) -> None:
+    """ConfigError when a batch is larger than the ``images`` a run of ``config`` trains on."""
+    if config.batch_size > images:
+        raise ConfigError("batch_size", f"must be at most the {images:,} training images the run has",
+                          config.batch_size)
+
+
+def check_fits(config: RunConfig, found: Probe, available_bytes: int, where: str, images: int | None = None) -> None:
+    """ConfigTooLarge when one training batch of ``config`` (``Probe.training_bytes``) exceeds ``available_bytes``;
+    a batch holds ``config.batch_size`` images, or all ``images`` the run trains on when they are fewer."""
+    need = found.training_bytes(config.batch_size if images is None else max(1, min(config.batch_size, images)))
     if need > available_bytes:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(config.net.items()))
         raise ConfigTooLarge(f"one training batch needs about {format_bytes(need)} (batch_size={config.batch_size}"
@@ -402,5 +416,6 @@ def probe_images(data, n: int = PROBE_IMAGES) -> torch.Tensor:
     return data.train.float_images(slice(0, n)).cpu()
 
 
-__all__ = ["BUILTIN", "Network", "NetworkError", "Probe", "build_model", "check_fits", "config_from_flat",
+__all__ = ["BUILTIN", "Network", "NetworkError", "Probe", "build_model", "check_batch", "check_fits",
+           "config_from_flat",
            "flat_values", "probe", "probe_images", "reference_of", "resolve", "route"]

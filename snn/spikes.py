@@ -5,7 +5,7 @@ evaluator reports for a split. Nothing is declared by the model: the counts foll
 as it runs. Every spikingjelly neuron module is a spiking layer; every ``nn.Linear`` and
 ``nn.Conv1d/2d/3d`` is a synaptic layer, and what reaches it decides what it spends: an input of
 spikes (0/1, or whole spike counts where spikes were added, as a SEW residual does; through any
-pooling, flattening, dropout or reshaping) costs SynOps, an analog input (a grey-level image, a
+pooling, flattening or reshaping, and dropout, which is the identity at evaluation) costs SynOps, an analog input (a grey-level image, a
 batch norm's output) costs dense MACs. The values decide: a black-and-white image is events. A layer whose fast path never builds its input spikes tells
 their expected count itself (``expected_input_spikes``: ``snn.layers.PoissonLinear``).
 

@@ -12,6 +12,7 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -20,10 +21,10 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, read_checkpoint
 from .cli import (ConfigFileError, Parser, add_config_flags, add_network_flags, config_from_values, config_overrides,
                   device_memory, fail, network_overrides, read_config_file, unwritable)
-from .config import ConfigError, ConfigTooLarge, RunConfig
+from .config import MODELS, ConfigError, ConfigTooLarge, RunConfig, is_reference
 from .data import DataError, default_data_dir, make_splits, read_dataset, resolve_device
 from .io import write_json
-from .networks import NetworkError, check_fits, probe, probe_images, resolve
+from .networks import NetworkError, check_batch, check_fits, probe, probe_images, resolve
 from .run_folder import RunFolder
 from .training import EpochRecord, RunState, check_backend, train
 
@@ -68,10 +69,21 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict | None]:
     values. The model comes from the positional argument, else the --config file, else the resumed checkpoint."""
     first, _ = build_parser(add_help=False).parse_known_args(argv)  # --help waits for the network's flags
     file_values = read_config_file(first.config) if first.config is not None else None
-    model = first.model or (file_values or {}).get("model")
+    # a network flag's value may have been taken for the positional model: the file's or the checkpoint's decides
+    model = (file_values or {}).get("model")
     if model is None and first.resume and first.out is not None and (first.out / "checkpoint.pt").is_file():
         model = read_checkpoint(first.out / "checkpoint.pt")["config"].get("model")
-    network = resolve(model) if isinstance(model, str) else None
+    from_file = model is not None and file_values is not None
+    model = model or first.model
+    if model is not None and not (model in MODELS or is_reference(model)):
+        # options before the model (--T 4 fc): the first argument that names a model is the model
+        model = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in MODELS or is_reference(a)), model)
+    try:
+        network = resolve(model) if isinstance(model, str) else None
+    except NetworkError as e:
+        if from_file:
+            raise ConfigFileError(f"{first.config}: {e}") from None
+        raise
     return build_parser(network).parse_args(argv), file_values
 
 
@@ -87,7 +99,9 @@ def _new_config(args, file_values: dict | None) -> RunConfig:
     else:
         base = RunConfig(model=args.model)
     network = resolve(base.model)
-    return base.replace(**config_overrides(args)).with_net(**network_overrides(args, network))
+    config = base.replace(**config_overrides(args)).with_net(**network_overrides(args, network))
+    network.check(config.net)
+    return config
 
 
 def _resumed_config(args, file_values: dict | None, out: Path) -> RunConfig:
@@ -139,9 +153,10 @@ def run(args, file_values: dict | None) -> int:
                            scale=config.scale_data)
     available, where = device_memory(config.device)
     network = resolve(config.model)
-    check_fits(config, probe(config, probe_images(dataset), dataset.classes, network, available, where), available,
-               where)
-    data = make_splits(dataset, config)
+    data = make_splits(dataset, config)  # its validation split and limits checked against the data
+    check_batch(config, len(data.train))
+    found = probe(config, probe_images(dataset), dataset.classes, network, available, where)
+    check_fits(config, found, available, where, len(data.train))
     folder = RunFolder(out)
     write_json(folder.config, config.to_dict())
     bar = None

@@ -42,7 +42,11 @@ CASES = {
                                "one training batch does not fit: 2 images of it (channels=1000000) already need more "
                                "than the"),
     "batch-too-large": Case(TRAIN, ("fc", *OUT, "--batch-size", "99999999999999999999"),
-                            "(batch_size=99999999999999999999), more than the"),
+                            "batch_size: must be at most the 60,000 training images the run has, got "
+                            "99999999999999999999"),
+    "batch-memory": Case(TRAIN, ("fc", *OUT, "--batch-size", "60000", "--T", "2000", "--hidden-layers", "1",
+                                 "--width-1", "4096", "--encoding", "direct"),
+                         "(batch_size=60000, T=2000, encoding=direct, hidden_layers=1, width_1=4096), more than the"),
     "batch-zero": Case(TRAIN, ("fc", *OUT, "--batch-size", "0"), "batch_size: must be >= 1, got 0"),
     "hidden-layers-too-many": Case(TRAIN, ("fc", *OUT, "--hidden-layers", "4"), "hidden_layers: must be <= 3, got 4"),
     "width-zero": Case(TRAIN, ("fc", *OUT, "--hidden-layers", "1", "--width-1", "0"), "width_1: must be >= 1, got 0"),
@@ -80,12 +84,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(outcomes, cause):
 
 
 def test_the_memory_check_names_what_one_batch_needs_as_the_probe_measured_it(outcomes, dataset):
-    """The need is the probe's measure of the seed FC-SNN on the first two training images, times the batch."""
-    config = RunConfig(model="fc", batch_size=99999999999999999999)
+    """The need is the probe's measure of the network on the first two training images, times the batch: a hidden
+    layer of 4,096 neurons over 2,000 steps keeps about 65 MB an image for the backward pass."""
+    config = RunConfig(model="fc", batch_size=60000, net={"T": 2000, "hidden_layers": 1, "width_1": 4096,
+                                                          "encoding": "direct"})
     need = probe(config, probe_images(dataset), dataset.classes).training_bytes(config.batch_size)
-    (line,) = outcomes["batch-too-large"].stderr.splitlines()
-    assert f"one training batch needs about {format_bytes(need)} (batch_size=99999999999999999999), more than the " \
-           in line, line
+    assert need > 60000 * 2000 * 4096 * 8  # at least a charge and a spike (4 bytes each) per neuron and step
+    (line,) = outcomes["batch-memory"].stderr.splitlines()
+    assert f"one training batch needs about {format_bytes(need)} (batch_size=60000, T=2000, encoding=direct, " \
+           f"hidden_layers=1, width_1=4096), more than the " in line, line
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(outcomes, tmp_path_factory):

@@ -23,7 +23,7 @@ from typing import Any
 from snn.cli import Parser, device_memory, unwritable
 from snn.config import MAX_SEED, MODELS, ConfigTooLarge
 from snn.data import as_dataset, default_data_dir, read_dataset
-from snn.networks import Network, check_fits, probe, probe_images
+from snn.networks import Network, check_batch, check_fits, probe, probe_images, training_images
 
 from .. import experiment as files
 from .settings import InputError, ResourceError, Settings, check_local_gpus, check_resource_request
@@ -268,8 +268,9 @@ def check_network(space: SearchSpace, settings: Settings, data) -> None:
     for label, point in points:
         config = space.config_for(point, device="cpu")
         try:
+            check_batch(config, training_images(config, len(data.train)))
             found = probe(config, images, data.classes, space.net, available, where)
-            check_fits(config, found, available, where)
+            check_fits(config, found, available, where, training_images(config, len(data.train)))
         except ConfigTooLarge as e:
             raise ConfigTooLarge(f"{space.path}: {label} of this space: {e}") from None
 
