@@ -8,10 +8,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
 import shutil
+import struct
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,6 +156,56 @@ def parent_writable_by_a_group(folder: Path) -> None:
     (folder / "results").chmod(0o775)
 
 
+NOBODY = 65534  # another user (Debian's nobody); an ACL may name any user id
+
+
+def acl_xattr(path: Path, named_user: int, perms: int) -> bytes:
+    """Linux's xattr form of an ACL: ``path``'s mode bits, plus a named user with ``perms`` and the mask."""
+    mode = os.stat(path).st_mode
+    entries = [(0x01, mode >> 6 & 7, 0xFFFFFFFF), (0x02, perms, named_user), (0x04, mode >> 3 & 7, 0xFFFFFFFF),
+               (0x10, perms | mode >> 3 & 7, 0xFFFFFFFF), (0x20, mode & 7, 0xFFFFFFFF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def give_acl(path: Path, *, default: bool = False, user: int = NOBODY, perms: str = "rw") -> None:
+    """``setfacl -m u:USER:PERMS`` (``-d``: the folder's default ACL); its raw xattr where setfacl is missing."""
+    if shutil.which("setfacl"):
+        subprocess.run(["setfacl", *(["-d"] if default else []), "-m", f"u:{user}:{perms}", str(path)], check=True)
+        return
+    bits = sum(bit for letter, bit in (("r", 4), ("w", 2), ("x", 1)) if letter in perms)
+    os.setxattr(path, "system.posix_acl_default" if default else "system.posix_acl_access",
+                acl_xattr(path, user, bits))
+
+
+def acls_supported(folder: Path) -> bool:
+    probe = folder / "acl-probe"
+    probe.touch()
+    try:
+        give_acl(probe)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    finally:
+        probe.unlink()
+    return True
+
+
+def an_acl_for_another_user(folder: Path) -> None:
+    """The issue's attack: the group bits then show the ACL's mask, which looks like private-group write."""
+    give_acl(crafted_experiment(folder) / files.TUNE / "tuner.pkl")
+
+
+def a_default_acl_on_the_folder(folder: Path) -> None:
+    """A shared results folder's default ACL: everything the search writes in tune/ would inherit the entry."""
+    give_acl(crafted_experiment(folder) / files.TUNE, default=True, perms="rwx")
+
+
+def parent_writable_through_an_acl(folder: Path) -> None:
+    crafted_experiment(folder)
+    give_acl(folder / "results", perms="rwx")
+
+
 RESUME = ("fc", "--results-dir", "{case}/results", "--name", "exp", "--resume", "--no-dashboard")
 CRAFTED = {
     "file-writable-by-others": Case("tuning.search", RESUME, "tuner.pkl is writable by others", writable_by_others),
@@ -161,6 +215,13 @@ CRAFTED = {
     "parent-writable-by-others": Case("tuning.search", RESUME, "is writable by others and has no sticky bit",
                                       parent_writable_by_others),
 }
+if acls_supported(Path(tempfile.gettempdir())):
+    CRAFTED["an-acl-for-another-user"] = Case("tuning.search", RESUME, "tuner.pkl has an ACL with an entry for user",
+                                              an_acl_for_another_user)
+    CRAFTED["a-default-acl-on-the-folder"] = Case("tuning.search", RESUME, "tune has a default ACL (inherited by what",
+                                                  a_default_acl_on_the_folder)
+    CRAFTED["parent-writable-through-an-acl"] = Case("tuning.search", RESUME, "(above the experiment) is writable by "
+                                                     "user", parent_writable_through_an_acl)
 if os.geteuid() == 0:  # only root can give a file to another user or group
     CRAFTED["owned-by-someone-else"] = Case("tuning.search", RESUME, "tuner.pkl belongs to user",
                                             owned_by_someone_else)
@@ -185,3 +246,51 @@ def test_the_crafted_pickle_does_run_code_when_unpickled(tmp_path):
     """The payload the refusals are tested with is live: plain unpickling runs it."""
     pickle.loads(pickle.dumps(RunsCodeWhenUnpickled(tmp_path / "marker")))
     assert (tmp_path / "marker").exists()
+
+
+def test_the_acl_cases_run_where_the_file_system_has_acls(tmp_path):
+    """Says so when the ACL cases above were left out, rather than passing without them."""
+    if not acls_supported(tmp_path):
+        pytest.skip(f"{tmp_path}'s file system has no POSIX ACLs: the ACL cases of CRAFTED did not run")
+    assert {"an-acl-for-another-user", "a-default-acl-on-the-folder", "parent-writable-through-an-acl"} <= set(CRAFTED)
+
+
+def test_a_minimal_acl_is_no_extended_entry(tmp_path):
+    """An ACL of the mode bits alone (what some tools leave) names nobody: it is accepted."""
+    from tuning.search.trust import ACCESS_ACL, _named_entries
+
+    path = tmp_path / "f"
+    path.touch()
+    mode = os.stat(path).st_mode
+    minimal = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, bits, 0xFFFFFFFF) for tag, bits in
+                                              ((0x01, mode >> 6 & 7), (0x04, mode >> 3 & 7), (0x20, mode & 7)))
+    try:
+        os.setxattr(path, ACCESS_ACL, minimal)
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}'s file system ({e.strerror})")
+    assert _named_entries(path, ACCESS_ACL) == []
+    give_acl(path, perms="r")
+    assert _named_entries(path, ACCESS_ACL) == [("user nobody", 4)]
+
+
+def test_a_group_that_is_another_users_primary_group_is_not_private(tmp_path, monkeypatch):
+    """The private-group rule asks who can be in the group: its listed members and whose primary group it is."""
+    import grp
+    import pwd
+
+    from tuning.search import trust
+
+    me = pwd.getpwuid(os.geteuid())
+    group = grp.getgrgid(me.pw_gid)
+    if group.gr_name != me.pw_name or set(group.gr_mem) - {me.pw_name}:
+        pytest.skip(f"{me.pw_name}'s primary group {group.gr_name} is not a private one to begin with")
+    experiment = tmp_path / "exp"
+    experiment.mkdir(mode=0o700)
+    (experiment / "tuner.pkl").touch(mode=0o660)
+    os.chmod(experiment / "tuner.pkl", 0o660)
+    trust.check_resumable(experiment.resolve())  # group-writable by the user's own group: accepted
+
+    users = [*pwd.getpwall(), pwd.struct_passwd(("mallory", "x", 4242, me.pw_gid, "", "/nonexistent", "/bin/sh"))]
+    monkeypatch.setattr(pwd, "getpwall", lambda: users)  # a second user whose primary group is the user's
+    with pytest.raises(trust.UntrustedExperiment, match=rf"tuner\.pkl is writable by the group {group.gr_name}"):
+        trust.check_resumable(experiment.resolve())
