@@ -31,6 +31,7 @@ def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> Non
 
 def load_state(experiment: Path, model: str) -> tuple[SearchSpace, Settings]:
     """The space and settings of the search to resume, once its folder is known to be safe to unpickle from."""
+    from .digests import UntrustedPickle, verify_experiment
     from .trust import UntrustedExperiment, check_resumable
 
     state_file = experiment / files.STATE
@@ -48,6 +49,10 @@ def load_state(experiment: Path, model: str) -> tuple[SearchSpace, Settings]:
     if not (experiment / files.TUNE / TUNER_STATE).is_file() and _study_has_trials(experiment):
         raise InputError(f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
                          f"cannot be restored (python -m tuning.report {experiment} still reports what is there)")
+    try:
+        verify_experiment(experiment)  # every pickle Ray Tune would read, signed by this user's searches
+    except UntrustedPickle as e:
+        raise InputError(f"--resume refused: {e}; resume only experiments you ran (see README, Resume)") from None
     return space, settings  # without tune/ nor trials the search never began: --resume begins it
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -103,8 +104,8 @@ def test_the_searchers_pickles_hold_no_journal_path_and_reopen_the_resumed_exper
 
 # --- a crafted tuner.pkl -------------------------------------------------------------------------
 
-def crafted_experiment(folder: Path) -> Path:
-    """results/exp: a valid search.json and a tune/tuner.pkl whose unpickling creates folder/marker."""
+def crafted_experiment(folder: Path, marker: Path | None = None) -> Path:
+    """results/exp: a valid search.json and a tune/tuner.pkl whose unpickling creates ``marker`` (folder/marker)."""
     from tuning.search.inputs import _settings_from_args, _space_from_args, build_parser
     from tuning.search.state import _save_state
 
@@ -113,7 +114,7 @@ def crafted_experiment(folder: Path) -> Path:
     args = build_parser().parse_args(["fc", "--preset", "smoke"])
     space = _space_from_args(args)
     _save_state(experiment, space, _settings_from_args(args, space))
-    (experiment / files.TUNE / "tuner.pkl").write_bytes(pickle.dumps(RunsCodeWhenUnpickled(folder / "marker")))
+    (experiment / files.TUNE / "tuner.pkl").write_bytes(pickle.dumps(RunsCodeWhenUnpickled(marker or folder / "marker")))
     return experiment
 
 
@@ -206,6 +207,55 @@ def parent_writable_through_an_acl(folder: Path) -> None:
     give_acl(folder / "results", perms="rwx")
 
 
+def sign(path: Path, content: bytes | None = None, key: bytes | None = None) -> None:
+    """``path``'s .hmac as a search of this user writes it, for ``content`` (default: the file's own bytes)."""
+    from tuning.search.digests import digest_of, load_key
+
+    digest = digest_of(path.read_bytes() if content is None else content, key or load_key())
+    Path(f"{path}.hmac").write_text(json.dumps({"hmac-sha256": [digest]}))
+
+
+def no_digest(folder: Path) -> None:
+    """Every bit right (yours, private), as a folder you copied from someone else is: only the digest is missing."""
+    crafted_experiment(folder)
+
+
+def signed_with_another_key(folder: Path) -> None:
+    sign(crafted_experiment(folder) / files.TUNE / "tuner.pkl", key=os.urandom(32))
+
+
+def signed_then_changed(folder: Path) -> None:
+    tuner = crafted_experiment(folder) / files.TUNE / "tuner.pkl"
+    sign(tuner, content=pickle.dumps(None))  # what the search wrote; the payload replaced it since
+
+
+def an_unsigned_pickle_in_a_trial(folder: Path) -> None:
+    """tuner.pkl in order, a payload in a trial's params.pkl: every pickle is checked, not only the first read."""
+    experiment = crafted_experiment(folder)
+    (experiment / files.TUNE / "tuner.pkl").write_bytes(pickle.dumps(None))
+    sign(experiment / files.TUNE / "tuner.pkl")
+    trial = experiment / files.TUNE / "run_trial_00000_0"
+    trial.mkdir()
+    (trial / "params.pkl").write_bytes(pickle.dumps(RunsCodeWhenUnpickled(folder / "marker")))
+
+
+def crafted_by_another_user_then_copied(folder: Path) -> None:
+    """Another account writes the folder (unpacked by user nobody); the user copies it, and the copy is the
+    user's own, with private bits: only the digest can tell."""
+    staging, elsewhere = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    crafted_experiment(staging, marker=folder / "marker")  # the payload would run as the user who resumes
+    archive = subprocess.run(["tar", "-C", str(staging / "results"), "-c", "exp"], capture_output=True,
+                             check=True).stdout
+    elsewhere.chmod(0o777)
+    subprocess.run(["tar", "-x", "-C", str(elsewhere)], input=archive, check=True,
+                   preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)))
+    assert (elsewhere / "exp" / files.TUNE / "tuner.pkl").stat().st_uid == NOBODY
+    (folder / "results").mkdir()
+    shutil.copytree(elsewhere / "exp", folder / "results" / "exp")
+    shutil.rmtree(staging)
+    shutil.rmtree(elsewhere)
+
+
 RESUME = ("fc", "--results-dir", "{case}/results", "--name", "exp", "--resume", "--no-dashboard")
 CRAFTED = {
     "file-writable-by-others": Case("tuning.search", RESUME, "tuner.pkl is writable by others", writable_by_others),
@@ -215,6 +265,14 @@ CRAFTED = {
     "parent-writable-by-others": Case("tuning.search", RESUME, "is writable by others and has no sticky bit",
                                       parent_writable_by_others),
 }
+CRAFTED.update({
+    "no-digest": Case("tuning.search", RESUME, "tuner.pkl has no digest of your resume key", no_digest),
+    "signed-with-another-key": Case("tuning.search", RESUME, "tuner.pkl does not match its digest of your resume key",
+                                    signed_with_another_key),
+    "signed-then-changed": Case("tuning.search", RESUME, "tuner.pkl does not match its digest", signed_then_changed),
+    "an-unsigned-pickle-in-a-trial": Case("tuning.search", RESUME, "params.pkl has no digest of your resume key",
+                                          an_unsigned_pickle_in_a_trial),
+})
 if acls_supported(Path(tempfile.gettempdir())):
     CRAFTED["an-acl-for-another-user"] = Case("tuning.search", RESUME, "tuner.pkl has an ACL with an entry for user",
                                               an_acl_for_another_user)
@@ -229,11 +287,21 @@ if os.geteuid() == 0:  # only root can give a file to another user or group
                                      group_writable)
     CRAFTED["parent-writable-by-a-group"] = Case("tuning.search", RESUME, "is writable by the group nogroup and",
                                                  parent_writable_by_a_group)
+    CRAFTED["crafted-by-another-user-then-copied"] = Case("tuning.search", RESUME, "tuner.pkl has no digest of your "
+                                                          "resume key", crafted_by_another_user_then_copied)
 
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory, data_root):
-    return run_cases(CRAFTED, tmp_path_factory.mktemp("crafted"), {"SNN_DATA_DIR": str(data_root)})
+    """Each case run by `--resume`, with a resume key of its own (the cases that sign files sign with it)."""
+    from tuning.search.digests import ensure_key
+
+    config = tmp_path_factory.mktemp("config")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(config))
+        ensure_key()
+        return run_cases(CRAFTED, tmp_path_factory.mktemp("crafted"),
+                         {"SNN_DATA_DIR": str(data_root), "XDG_CONFIG_HOME": str(config)})
 
 
 @pytest.mark.parametrize("cause", sorted(CRAFTED))
