@@ -20,7 +20,11 @@ can have put a file there:
   has), so nobody can swap the experiment folder for another.
 
 Anything else is refused with one line naming the path and the rule. The check cannot tell a
-folder you copied from someone else (the copy is yours): resume only experiments you ran.
+folder you copied from someone else (the copy is yours): ``digests.py`` can, by the digests of
+the pickles.
+
+``private_ray_temp`` keeps what Ray writes on its way to and from the experiment folder out of
+others' reach as well (see there).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import os
 import pwd
 import stat
 import struct
+import sys
+import tempfile
 from pathlib import Path
 
 from .. import experiment as files
@@ -69,6 +75,32 @@ def check_resumable(experiment: Path) -> None:
     for root, folders, names in os.walk(experiment, onerror=_unreadable):
         for name in folders + names:
             _check_entry(Path(root, name), uid, private_gid)
+
+
+def private_ray_temp() -> Path:
+    """A folder only the user can enter, for a local search's Ray (RAY_TMPDIR): TMP/snn-tune-ray-<uid>, 0700.
+
+    Ray makes its temporary folders writable by everyone, on purpose (/tmp/ray and each session's
+    folder are 0777, without the sticky bit, so that users can share them). Ray Tune keeps its
+    copy of the experiment's state there (the session's ``artifacts/``): the state is written
+    there, then copied into the experiment folder (where the search signs it), and on --resume
+    copied back and unpickled from there. Anyone could swap that folder for one of their own.
+    Inside a folder that only the user can enter, Ray's 0777 folders are out of everyone else's
+    reach. Raises UntrustedExperiment when the folder exists and is not the user's private one.
+    """
+    base = Path("/tmp") if sys.platform == "darwin" else Path(tempfile.gettempdir())  # Ray's own choice of base
+    folder = base / f"snn-tune-ray-{os.geteuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        what = ("is not a folder" if not stat.S_ISDIR(info.st_mode) else f"belongs to {_user(info.st_uid)}"
+                if info.st_uid != os.geteuid() else f"is mode {stat.S_IMODE(info.st_mode):04o}, not 0700")
+        raise UntrustedExperiment(f"{folder}, the folder for your searches' Ray, {what}: others could change what "
+                                  f"Ray keeps there; remove it, or set RAY_TMPDIR to a folder only you can enter")
+    return folder
 
 
 def _check_entry(path: Path, uid: int, private_gid: int | None) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -362,3 +363,34 @@ def test_a_group_that_is_another_users_primary_group_is_not_private(tmp_path, mo
     monkeypatch.setattr(pwd, "getpwall", lambda: users)  # a second user whose primary group is the user's
     with pytest.raises(trust.UntrustedExperiment, match=rf"tuner\.pkl is writable by the group {group.gr_name}"):
         trust.check_resumable(experiment.resolve())
+
+
+@pytest.mark.parametrize("prepared", ["mode-0777", "a-symbolic-link", "a-file", "another-users"])
+def test_rays_folder_for_the_search_must_be_the_users_alone(tmp_path, monkeypatch, prepared):
+    """Ray makes its folders 0777; the search's lie in TMP/snn-tune-ray-<uid>, which someone may have prepared."""
+    from tuning.search import trust
+
+    monkeypatch.setattr(trust.tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = tmp_path / f"snn-tune-ray-{os.geteuid()}"
+    assert trust.private_ray_temp() == folder and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    folder.rmdir()
+    if prepared == "mode-0777":
+        folder.mkdir()
+        folder.chmod(0o777)
+        expected = "is mode 0777, not 0700"
+    elif prepared == "a-symbolic-link":
+        (tmp_path / "theirs").mkdir(mode=0o700)
+        folder.symlink_to(tmp_path / "theirs")
+        expected = "is not a folder"
+    elif prepared == "a-file":
+        folder.write_text("")
+        expected = "is not a folder"
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder to another user")
+        folder.mkdir(mode=0o700)
+        os.chown(folder, NOBODY, -1)
+        expected = "belongs to user nobody"
+    with pytest.raises(trust.UntrustedExperiment, match=f"snn-tune-ray-{os.geteuid()}, the folder for your "
+                                                        f"searches' Ray, {expected}"):
+        trust.private_ray_temp()
