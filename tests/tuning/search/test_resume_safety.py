@@ -3,7 +3,9 @@
 * A copy of an interrupted experiment resumes into itself: the original's files stay byte for byte
   as they were (Ray's OptunaSearch used to pickle the journal's absolute path).
 * A tune/tuner.pkl that would run code when unpickled is refused, before anything is unpickled,
-  when the folder or the file could have been written by anyone but the user.
+  when the folder or the file could have been written by anyone but the user (its bits, its
+  owner, an ACL entry, a group someone else can be in), or when a pickle does not carry a digest
+  of the user's resume key (a folder crafted by another account and copied, a pickle changed).
 """
 
 from __future__ import annotations
