@@ -231,7 +231,9 @@ class SigningHandler(pyarrow.fs.FileSystemHandler):
     """The local file system, but pickles (``is_pickled``) are signed when written and checked when read.
 
     The key is read from the user's key file when first needed (it is never pickled: Ray sends
-    this handler to its workers, which write only checkpoints, no pickles).
+    this handler to its workers, which write only checkpoints, no pickles). Without a usable key
+    (the search warned that it could not make one) pickles are written and read as they are:
+    that search's own files; ``verify_experiment`` refuses to resume its folder.
     """
 
     def __init__(self) -> None:
@@ -298,13 +300,15 @@ class SigningHandler(pyarrow.fs.FileSystemHandler):
             self._local.copy_file(_digest_file(src), _digest_file(dest))
 
     def open_input_stream(self, path: str):
-        if is_pickled(path):
-            return pa.BufferReader(checked_bytes(path, self._checking_key()))
+        key = self._signing_key()
+        if key is not None and is_pickled(path):
+            return pa.BufferReader(checked_bytes(path, key))
         return self._local.open_input_stream(path)
 
     def open_input_file(self, path: str):
-        if is_pickled(path):
-            return pa.BufferReader(checked_bytes(path, self._checking_key()))
+        key = self._signing_key()
+        if key is not None and is_pickled(path):
+            return pa.BufferReader(checked_bytes(path, key))
         return self._local.open_input_file(path)
 
     def open_output_stream(self, path: str, metadata: dict | None = None):
@@ -316,9 +320,6 @@ class SigningHandler(pyarrow.fs.FileSystemHandler):
         if is_pickled(path):
             raise PermissionError(f"{path}: a signed pickle is written whole, never appended to")
         return self._local.open_append_stream(path, metadata=metadata)
-
-    def _checking_key(self) -> bytes:
-        return self._signing_key() or load_key()  # load_key again: its UntrustedPickle says why there is none
 
 
 def signed_filesystem() -> pyarrow.fs.PyFileSystem:

@@ -155,3 +155,15 @@ def test_the_file_system_sent_to_rays_workers_carries_no_key(config):
     sent = pickle.dumps(fs)
     assert key not in sent and key.hex().encode() not in sent
     assert pickle.loads(sent).equals(fs)
+
+
+def test_a_search_without_a_key_writes_and_reads_plainly_and_is_not_resumable(config, tune):
+    """The search warned that it has no key: it still runs (its own files, as Ray wrote them)."""
+    fs = signed_filesystem()
+    write(fs, tune / "tuner.pkl", pickle.dumps("state"))
+    assert os.listdir(tune) == ["tuner.pkl"] and pickle.loads(read(fs, tune / "tuner.pkl")) == "state"
+    with pytest.raises(UntrustedPickle, match="there is no resume key"):
+        digests.verify_experiment(tune.parent)
+    ensure_key()  # made later, by another search: the folder still holds no digest of it
+    with pytest.raises(UntrustedPickle, match=r"tuner\.pkl has no digest of your resume key"):
+        digests.verify_experiment(tune.parent)
