@@ -105,7 +105,58 @@ def read_checkpoint(path: Path | str) -> dict:
                or key not in saved]
     if missing:
         raise CheckpointError(f"{path}: a torch file but not an snn-tune checkpoint (no {', '.join(missing)})")
+    problem = _malformed(saved)
+    if problem:
+        raise CheckpointError(f"{path}: not an snn-tune checkpoint: {problem}")
     return saved
+
+
+STATUSES = ("running", "completed", "diverged", "silent")  # History.status
+
+
+def _malformed(saved: dict) -> str | None:
+    """What in a weights-only checkpoint does not have the layout ``save_checkpoint`` writes, or None."""
+    for key in ("model", "optimizer", "config"):
+        if not isinstance(saved[key], dict):
+            return f"its {key} is {_kind(saved[key])}, not a mapping"
+    if saved.get("scheduler") is not None and not isinstance(saved["scheduler"], dict):
+        return f"its scheduler is {_kind(saved['scheduler'])}, not a mapping or None"
+    history = saved["history"]
+    if not isinstance(history, list):
+        return f"its history is {_kind(history)}, not a list of epoch records"
+    for i, record in enumerate(history):
+        if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
+            return f"its history's record {i} is {_kind(record)}, not a mapping of names to values"
+        odd = next((k for k, v in record.items() if not isinstance(v, (int, float, str, type(None)))), None)
+        if odd is not None:
+            return f"its history's record {i} holds {odd} {_kind(record[odd])}, not a number, text or None"
+    if saved.get("status", "running") not in STATUSES:
+        return f"its status is {saved.get('status')!r}, not one of {', '.join(STATUSES)}"
+    if "epoch" in saved and saved["epoch"] != len(history):
+        return f"its epoch is {saved['epoch']!r} but its history holds {len(history)} epochs"
+    return _malformed_rng(saved["rng"])
+
+
+def _malformed_rng(rng: Any) -> str | None:
+    if not isinstance(rng, dict):
+        return f"its rng is {_kind(rng)}, not a mapping of generator states"
+    size = torch.get_rng_state().numel()  # a CPU generator's state; the shuffle generator is one too
+    for key in ("torch", "shuffle"):
+        state = rng.get(key)
+        if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.shape == (size,)):
+            return f"its rng's {key} state is {_kind(state)}, not {size} bytes (a torch.ByteTensor)"
+    cuda = rng.get("cuda", [])
+    if not (isinstance(cuda, list) and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 and s.dim() == 1
+                                           for s in cuda)):
+        return f"its rng's cuda states are {_kind(cuda)}, not a list of torch.ByteTensors"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """A value's type for a message, with the tensor's dtype and shape."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of {value.dtype}, shape {tuple(value.shape)}"
+    return f"of type {type(value).__name__}"
 
 
 def load_checkpoint(path: Path | str, state: RunState) -> None:
@@ -129,6 +180,10 @@ def load_checkpoint(path: Path | str, state: RunState) -> None:
     if state.history.status == "completed" and len(saved["history"]) < state.config.epochs:
         state.history.status = "running"  # more epochs were asked for
     torch.set_rng_state(saved["rng"]["torch"])
-    if saved["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    if saved["rng"].get("cuda") and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        except RuntimeError as e:  # a state of another CUDA generator's layout
+            raise CheckpointError(f"{path}: its CUDA generator states do not fit this machine "
+                                  f"({str(e).strip().splitlines()[0][:200]})") from None
     state.shuffle_rng.set_state(saved["rng"]["shuffle"])

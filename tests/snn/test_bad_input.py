@@ -27,6 +27,16 @@ def a_crafted_checkpoint(folder: Path) -> None:
                folder / "run" / "checkpoint.pt")
 
 
+def a_checkpoint_whose(**changes):
+    """A run folder whose checkpoint has save_checkpoint's layout but for ``changes`` (tests/snn/test_checkpoint.py)."""
+    def setup(folder: Path) -> None:
+        from tests.snn.test_checkpoint import a_checkpoint
+
+        (folder / "run").mkdir()
+        torch.save(a_checkpoint(**changes), folder / "run" / "checkpoint.pt")
+    return setup
+
+
 def images_of_32_by_32(folder: Path) -> None:
     raw = folder / "data" / "MNIST" / "raw"
     header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (60_000, 32, 32))
@@ -67,6 +77,10 @@ CASES = {
     "out-unwritable": Case(TRAIN, ("fc", "--out", "/proc/snn-tune/run"), "no file can be written in /proc"),
     "crafted-checkpoint": Case(TRAIN, ("fc", *OUT, "--resume"), "refused: it refers to posix.system",
                                a_crafted_checkpoint),
+    "checkpoint-history-a-number": Case(TRAIN, ("fc", *OUT, "--resume"), "not an snn-tune checkpoint: its history "
+                                        "is of type int, not a list of epoch records", a_checkpoint_whose(history=5)),
+    "checkpoint-rng-a-list": Case(TRAIN, ("fc", *OUT, "--resume"), "not an snn-tune checkpoint: its rng is of type list",
+                                  a_checkpoint_whose(rng=[0])),
     "idx-32x32": Case(TRAIN, ("fc", *OUT, "--data-dir", "{case}/data", "--no-download"),
                       "train-images-idx3-ubyte: its header declares images of 32x32, expected 28x28",
                       images_of_32_by_32),

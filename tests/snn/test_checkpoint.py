@@ -114,3 +114,52 @@ def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"code\.pt: refused: it refers to print, more than tensors") as refused:
         read_checkpoint(tmp_path / "code.pt")  # weights_only refuses pickled code
     assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)  # one line, no torch advice
+
+
+def a_checkpoint(**changes) -> dict:
+    """The layout save_checkpoint writes (of an untrained FC-SNN), with ``changes``."""
+    state = torch.get_rng_state()
+    payload = {"model": {}, "optimizer": {}, "scheduler": None, "epoch": 1, "config": RunConfig(model="fc").to_dict(),
+               "history": [{"epoch": 1, "test_acc": 0.5, "silent": False}], "status": "running",
+               "rng": {"torch": state, "cuda": [], "shuffle": state.clone()}}
+    return {**payload, **changes}
+
+
+MALFORMED = {
+    "history-a-number": (dict(history=5), "its history is of type int, not a list of epoch records"),
+    "history-of-text": (dict(history=["epoch 1"], epoch=1), "its history's record 0 is of type str, not a mapping"),
+    "record-holding-a-list": (dict(history=[{"epoch": 1, "test_acc": [0.5]}]),
+                              "its history's record 0 holds test_acc of type list, not a number, text or None"),
+    "epoch-not-the-history": (dict(epoch=7), "its epoch is 7 but its history holds 1 epochs"),
+    "status-unknown": (dict(status="hacked"), "its status is 'hacked', not one of running, completed"),
+    "rng-a-list": (dict(rng=[1, 2]), "its rng is of type list, not a mapping of generator states"),
+    "rng-state-a-float-tensor": (dict(rng={"torch": torch.zeros(3), "cuda": [], "shuffle": torch.get_rng_state()}),
+                                 "its rng's torch state is a tensor of torch.float32, shape (3,), not"),
+    "rng-shuffle-missing": (dict(rng={"torch": torch.get_rng_state(), "cuda": []}),
+                            "its rng's shuffle state is of type NoneType"),
+    "rng-cuda-text": (dict(rng={"torch": torch.get_rng_state(), "cuda": "x", "shuffle": torch.get_rng_state()}),
+                      "its rng's cuda states are of type str, not a list of torch.ByteTensors"),
+    "config-a-list": (dict(config=[1]), "its config is of type list, not a mapping"),
+    "scheduler-text": (dict(scheduler="cosine"), "its scheduler is of type str, not a mapping or None"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_checkpoint_of_the_wrong_layout_is_one_checkpoint_error(tmp_path, case):
+    changes, message = MALFORMED[case]
+    torch.save(a_checkpoint(**changes), tmp_path / "c.pt")
+    with pytest.raises(CheckpointError) as refused:
+        read_checkpoint(tmp_path / "c.pt")
+    assert str(refused.value).startswith(f"{tmp_path / 'c.pt'}: not an snn-tune checkpoint: {message}")
+    assert "\n" not in str(refused.value)
+
+
+def test_the_layout_checked_is_the_one_a_run_writes(dataset, tmp_path):
+    """A real checkpoint passes the checks, and a_checkpoint holds the same keys."""
+    config = RunConfig(**SMALL["fc"], epochs=1)
+    train(config, subset(dataset, config), on_epoch=lambda record, state: state.save(tmp_path / "c.pt"))
+    saved = read_checkpoint(tmp_path / "c.pt")
+    assert set(saved) == set(a_checkpoint()) and set(saved["rng"]) == set(a_checkpoint()["rng"])
+    crafted = tmp_path / "crafted.pt"
+    torch.save(a_checkpoint(), crafted)
+    assert read_checkpoint(crafted)["history"] == [{"epoch": 1, "test_acc": 0.5, "silent": False}]

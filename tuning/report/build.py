@@ -1,9 +1,11 @@
-"""The HTML report of one experiment: ``python -m tuning.report results/<experiment>``.
+"""The HTML report of one experiment: ``python -m tuning.report results/<experiment> [--out FILE]``.
 
 Built from the experiment folder's result files alone (``tuning.report.folder``), so it can be
 rebuilt at any time, on any machine, also while a search runs or after it was cut short: a
-file that is missing becomes a note in the page, not an error. The page is one self-contained
-file: plotly.js is embedded once in its head, and nothing is fetched from anywhere.
+file that is missing or not of the search's layout becomes a note in the page, not an error.
+The page is one self-contained file: plotly.js is embedded once in its head, and nothing is
+fetched from anywhere. It is written to the experiment folder, or with ``--out`` anywhere else
+(a folder that is someone else's, or read-only, can be reported on too).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from snn.cli import Parser, fail
+from snn.cli import Parser, fail, unwritable
 from snn.io import write_text
 
 from .. import experiment as files
@@ -68,12 +70,15 @@ SECTIONS = (
 )
 
 
-def build_report(experiment_dir: Path | str) -> Path:
-    """Write ``<experiment_dir>/report.html`` from the folder's result files and return its path.
+def build_report(experiment_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Write the report of ``experiment_dir`` to ``out`` (default ``<experiment_dir>/report.html``); its path.
 
-    Raises ExperimentError when the folder is not an experiment.
+    Raises ExperimentError when the folder is not an experiment, or when ``out`` cannot be
+    written (checked before any figure is drawn).
     """
+    path = Path(out) if out is not None else Path(experiment_dir) / files.REPORT
     exp = read_experiment(experiment_dir)
+    check_writable(path, default=out is None)
     drawn, notes = [], []
     for section in SECTIONS:
         try:
@@ -85,18 +90,35 @@ def build_report(experiment_dir: Path | str) -> Path:
             print(f"tuning.report: warning: {section.heading}: {type(e).__name__}: {e}", file=sys.stderr)
             notes.append((section, f"could not be drawn ({type(e).__name__}: {e})"))
             drawn.append((section, None))
-    path = exp.path / files.REPORT
-    write_text(path, render_page(exp, drawn, notes))
+    try:
+        write_text(path, render_page(exp, drawn, notes))
+    except OSError as e:  # the checks above passed, then the disk said no (full, a race)
+        raise ExperimentError(f"cannot write {path} ({e.strerror or e}){_elsewhere(out is None)}") from None
     return path
+
+
+def check_writable(path: Path, default: bool) -> None:
+    """ExperimentError unless a file can be written at ``path`` (atomically: a new file beside it, renamed)."""
+    if path.is_dir():
+        raise ExperimentError(f"{path} is a folder, not a file{_elsewhere(default)}")
+    reason = unwritable(path.parent)
+    if reason:
+        raise ExperimentError(f"cannot write {path}: {reason}{_elsewhere(default)}")
+
+
+def _elsewhere(default: bool) -> str:
+    return "; give --out FILE to write the report elsewhere" if default else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m tuning.report",
                     description="Build results/<experiment>/report.html from an experiment folder's result files.")
     parser.add_argument("experiment", type=Path, help="the experiment folder, e.g. results/fc-search")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="write the report here instead of EXPERIMENT/report.html (for a folder you cannot write)")
     args = parser.parse_args(argv)
     try:
-        path = build_report(args.experiment)
+        path = build_report(args.experiment, args.out)
     except ExperimentError as e:
         fail(f"python -m tuning.report: error: {e}")
     print(path)

@@ -1,19 +1,26 @@
 """The report's HTML: the header (facts, accuracy card, best configuration), one section per figure.
 
 Everything here formats what ``tuning.report.folder`` read; no figure is drawn and no file
-is read in this module.
+is read in this module. The page is one Jinja2 template with autoescaping on: the Python side
+hands it plain values (text and numbers, never HTML), and the template escapes every one of
+them, so no field of a result file, present or future, can put markup in the page. The only
+markup that is not escaped is this module's own (the template, the CSS) and plotly's: its
+library and each figure's ``<div>`` with the figure as JSON, in which plotly escapes ``<``,
+``>`` and ``/`` (``tests/tuning/report/test_report_escaping.py`` puts HTML into every field).
 """
 
 from __future__ import annotations
 
-import html
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
 import plotly.graph_objects as go
 import plotly.io as pio
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from .. import experiment as files
@@ -39,32 +46,47 @@ class Section:
 
 def render_page(exp: Experiment, drawn: list[tuple[Section, go.Figure | None]],
                 notes: list[tuple[Section, str]]) -> str:
-    count = sum(fig is not None for _, fig in drawn)
-    body = "\n".join(_figure_section(section, fig, dict(notes).get(section)) for section, fig in drawn)
-    missing = exp.missing + [f"{section.heading}: {note}" for section, note in notes]
-    return _PAGE.format(
-        title=html.escape(f"snn-tune report: {exp.name}"),
-        css=_CSS,
-        plotlyjs=get_plotlyjs(),
-        figure_count=count,
-        missing_count=len(missing),
-        header=_header(exp),
-        missing=_missing_block(missing),
-        body=body,
-        footer=_footer(exp),
-    )
+    """The page's HTML: the header's parts and each figure (or the note that stands in its place)."""
+    broken: list[str] = []
+    header = {part: _guarded(build, exp, broken, heading)
+              for part, heading, build in (("facts", "the facts", _facts), ("card", "the accuracy card", _card),
+                                           ("config", "the best configuration", _config))}
+    noted = dict(notes)
+    sections = [{"anchor": s.anchor, "heading": s.heading, "caption": s.caption, "note": noted.get(s),
+                 "figure": None if fig is None else _figure_html(s, fig)} for s, fig in drawn]
+    missing = exp.missing + [f"{section.heading}: {note}" for section, note in notes] + broken
+    return _PAGE.render(title=f"snn-tune report: {exp.name}", css=Markup(_CSS), plotlyjs=Markup(get_plotlyjs()),
+                        figure_count=sum(fig is not None for _, fig in drawn), missing=missing,
+                        sections=sections, footer=_footer(exp), **header)
+
+
+def _guarded(build: Callable[[Experiment], Any], exp: Experiment, broken: list[str], what: str) -> Any:
+    """``build(exp)``, or None with a note in ``broken``: a value the checks let through must not cost the page."""
+    try:
+        return build(exp)
+    except Exception as e:
+        print(f"tuning.report: warning: {what}: {type(e).__name__}: {e}", file=sys.stderr)
+        broken.append(f"{what} could not be shown ({type(e).__name__}: {e})")
+        return None
+
+
+def _figure_html(section: Section, fig: go.Figure) -> Markup:
+    """plotly's ``<div>`` and ``<script>`` for one figure: the figure's strings are JSON that plotly escapes."""
+    return Markup(pio.to_html(fig, include_plotlyjs=False, full_html=False, config=PLOTLY_CONFIG,
+                              div_id=f"figure-{section.anchor}", default_height=f"{fig.layout.height or 450}px"))
 
 
 # --- the header ---------------------------------------------------------------------------------
 
 
-def _header(exp: Experiment) -> str:
+def _facts(exp: Experiment) -> list[tuple[str, Any]]:
+    """(label, value) rows; the value of "Metric tuned" is the metric's name (the template explains it)."""
     summary = exp.summary or {}
     model = exp.model
     rows = [
         ("Model", {"fc": "FC-SNN (fc)", "csnn": "CSNN (csnn)"}.get(model or "", model or "unknown")),
         ("Dataset", summary.get("dataset") or (exp.best_config or {}).get("dataset") or "unknown"),
-        ("Metric tuned", _metric_meaning(exp.metric)),
+        ("Metric tuned", exp.metric),
         ("Search status", summary.get("status", "unknown (no summary.json)")),
         ("Trials", _trial_counts(exp)),
         ("Wall time", _duration(summary.get("wall_seconds"))),
@@ -72,23 +94,7 @@ def _header(exp: Experiment) -> str:
     ]
     if summary.get("budget"):
         rows.insert(5, ("Search budget", _budget(summary["budget"])))
-    table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{v if k == 'Metric tuned' else html.escape(str(v))}</td></tr>"
-                      for k, v in rows)
-    return f"""<section class="header">
-<div class="facts"><table class="facts">{table}</table></div>
-{_accuracy_card(exp)}
-</section>
-{_config_table(exp)}"""
-
-
-def _metric_meaning(metric: str) -> str:
-    if metric == "val_acc":
-        return ("<b>val_acc</b>: validation images held out of the training set; the retrained test "
-                "accuracy below is an unbiased estimate.")
-    if metric == "test_acc":
-        return ("<b>test_acc</b>: the test set, as the seed reports it; the configuration was chosen on the "
-                "test images, so the retrained test accuracy below is optimistic.")
-    return f"<b>{html.escape(metric)}</b>"
+    return rows
 
 
 def _trial_counts(exp: Experiment) -> str:
@@ -125,28 +131,25 @@ def _best_trial(exp: Experiment) -> str:
     return f"{trial_id}: {exp.metric} {_percent(value)}"
 
 
-def _accuracy_card(exp: Experiment) -> str:
+def _card(exp: Experiment) -> dict[str, Any]:
+    """The accuracy card's figures, as text: the retrain's (max and final, mean ± std) and the seed's."""
     seed = SEED_TEST_ACC.get(exp.model or "")
-    seed_line = (f'<p class="seed">Seed report ({exp.model}): <b>{seed:.2%}</b> best test accuracy</p>'
-                 if seed else "")
+    card: dict[str, Any] = {"model": exp.model, "seed": None if seed is None else f"{seed:.2%}", "retrain": None}
     retrain = _retrain_accuracy(exp)
     if retrain is None:
-        return (f'<div class="card"><h3>Retrained test accuracy</h3><p class="absent">No retrain yet: '
-                f'the best configuration has not been trained for the full epochs.</p>{seed_line}</div>')
-    n, epochs = len(retrain["seeds"]), retrain.get("epochs")
-    spread = " ± " if n > 1 else ""
+        return card
+    n = len(retrain["seeds"])
 
-    def figure(kind: str) -> str:
-        mean, std = retrain[f"{kind}_test_acc_mean"], retrain[f"{kind}_test_acc_std"]
-        delta = f' <span class="delta">({(mean - seed) * 100:+.2f} pp vs seed)</span>' if seed else ""
-        return f"<b>{_percent(mean)}</b>{spread + _points(std) if n > 1 else ''}{delta}"
+    def figure(kind: str) -> dict[str, str | None]:
+        mean, std = retrain.get(f"{kind}_test_acc_mean"), retrain.get(f"{kind}_test_acc_std")
+        known = mean is not None and math.isfinite(mean)
+        return {"mean": _percent(mean), "std": _points(std) if n > 1 and std is not None else None,
+                "delta": f"{(mean - seed) * 100:+.2f} pp vs seed" if seed and known else None}
 
-    return f"""<div class="card"><h3>Retrained test accuracy</h3>
-<p class="big">max over epochs: {figure("max")}</p>
-<p class="big">final epoch: {figure("final")}</p>
-<p>{'mean ± std over ' if n > 1 else ''}{n} seed(s) ({', '.join(map(str, retrain["seeds"]))}),
-{epochs if epochs is not None else '?'} epochs each</p>
-{seed_line}</div>"""
+    card["retrain"] = {"max": figure("max"), "final": figure("final"), "n": n,
+                       "seeds": ", ".join(map(str, retrain["seeds"])),
+                       "epochs": "?" if retrain.get("epochs") is None else str(retrain["epochs"])}
+    return card
 
 
 def _retrain_accuracy(exp: Experiment) -> dict[str, Any] | None:
@@ -161,29 +164,21 @@ def _retrain_accuracy(exp: Experiment) -> dict[str, Any] | None:
     return files.retrain_summary(histories, int(table[files.EPOCH].max()), checkpoint="")
 
 
-def _config_table(exp: Experiment) -> str:
+def _config(exp: Experiment) -> dict[str, Any] | None:
+    """The best configuration's rows: each searched parameter (its value, range, an edge flag), each fixed one."""
     config = exp.best_config
     if not config:
-        return '<section class="config"><h2>Best configuration</h2><p class="absent">Not known yet.</p></section>'
+        return None
     space, fixed = exp.space, (exp.summary or {}).get("fixed") or {}
     edges, sampled = params_at_edge(exp), best_sampled(exp)
     rows = []
     for name, spec in space.items():
-        flag = (f'<span class="edge">at the {edges[name]} edge of its range: widen it</span>'
-                if name in edges else "")
         value = _value(config.get(name)) if name in sampled else f"not sampled ({_value(config.get(name))} unused)"
-        rows.append(f"<tr class=\"searched{' at-edge' if name in edges else ''}\"><th>{html.escape(name)}</th>"
-                    f"<td>{html.escape(value)}</td><td>searched: {html.escape(_range(spec))}</td>"
-                    f"<td>{flag}</td></tr>")
+        rows.append({"name": name, "value": value, "search": f"searched: {_range(spec)}", "edge": edges.get(name)})
     for name, value in fixed.items():
-        rows.append(f"<tr><th>{html.escape(name)}</th><td>{html.escape(_value(value))}</td>"
-                    f"<td>fixed</td><td></td></tr>")
+        rows.append({"name": name, "value": _value(value), "search": "fixed", "edge": None})
     others = {k: v for k, v in config.items() if k not in space and k not in fixed}
-    rest = ", ".join(f"{k}={_value(v)}" for k, v in others.items())
-    return f"""<section class="config"><h2>Best configuration</h2>
-<table class="config"><tr><th>parameter</th><th>value</th><th>in the search</th><th></th></tr>
-{''.join(rows)}</table>
-<p class="rest">Other settings of the run: {html.escape(rest)}</p></section>"""
+    return {"rows": rows, "rest": ", ".join(f"{k}={_value(v)}" for k, v in others.items())}
 
 
 def _range(spec: dict[str, Any]) -> str:
@@ -195,36 +190,18 @@ def _range(spec: dict[str, Any]) -> str:
     return f"{spec.get('type', '?')} in [{_value(spec.get('low'))}, {_value(spec.get('high'))}]{scale}{when}"
 
 
-def _missing_block(missing: list[str]) -> str:
-    if not missing:
-        return ""
-    items = "".join(f"<li>{html.escape(m)}</li>" for m in missing)
-    return f'<section class="missing" id="missing"><h2>Missing or incomplete</h2><ul>{items}</ul></section>'
-
-
-def _figure_section(section: Section, fig: go.Figure | None, note: str | None) -> str:
-    head = f'<section class="figure" id="{section.anchor}"><h2>{html.escape(section.heading)}</h2>'
-    if fig is None:
-        return f'{head}<p class="absent">Not drawn: {html.escape(note or "no data")}</p></section>'
-    div = pio.to_html(fig, include_plotlyjs=False, full_html=False, config=PLOTLY_CONFIG,
-                      div_id=f"figure-{section.anchor}", default_height=f"{fig.layout.height or 450}px")
-    return f'{head}<p class="caption">{html.escape(section.caption)}</p>{div}</section>'
-
-
-def _footer(exp: Experiment) -> str:
+def _footer(exp: Experiment) -> dict[str, str | None]:
     summary = exp.summary or {}
-    versions = ", ".join(f"{k} {v}" for k, v in (summary.get("versions") or {}).items())
-    commit = summary.get("git_commit")
-    parts = [f"Built from {html.escape(str(exp.path))} by <code>python -m tuning.report</code>."]
-    if commit:
-        parts.append(f"git commit {html.escape(str(commit))}.")
-    if versions:
-        parts.append(f"Versions: {html.escape(versions)}.")
-    return " ".join(parts)
+    return {"path": str(exp.path), "commit": summary.get("git_commit"),
+            "versions": ", ".join(f"{k} {v}" for k, v in (summary.get("versions") or {}).items()) or None}
 
 
 def _percent(value: Any) -> str:
-    return "?" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.2%}"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "?"
+    return "?" if math.isnan(number) else f"{number:.2%}"
 
 
 def _points(value: float) -> str:
@@ -274,25 +251,79 @@ section.missing li { margin: 2px 0; }
 footer { color: #777; font-size: 0.85em; }
 """
 
-_PAGE = """<!DOCTYPE html>
+# Every {{ value }} below is escaped (autoescape); none of the values is HTML.
+_TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{title}</title>
-<style>{css}</style>
-<script type="text/javascript">window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script>
-<script type="text/javascript">{plotlyjs}</script>
+<title>{{ title }}</title>
+<style>{{ css }}</style>
+<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: 'local'};</script>
+<script type="text/javascript">{{ plotlyjs }}</script>
 </head>
 <body>
-<main id="report" data-figure-count="{figure_count}" data-missing-count="{missing_count}">
-<h1>{title}</h1>
-{header}
-{missing}
-{body}
-<footer>{footer}</footer>
+<main id="report" data-figure-count="{{ figure_count }}" data-missing-count="{{ missing | length }}">
+<h1>{{ title }}</h1>
+<section class="header">
+<div class="facts"><table class="facts">
+{%- for label, value in facts or [] %}
+<tr><th>{{ label }}</th><td>{% if label == "Metric tuned" %}{{ metric_meaning(value) }}{% else %}{{ value }}{% endif %}</td></tr>
+{%- endfor %}
+</table></div>
+{% if card %}<div class="card"><h3>Retrained test accuracy</h3>
+{%- if card.retrain %}
+{%- for kind in ("max", "final") %}{% set f = card.retrain[kind] %}
+<p class="big">{{ "max over epochs" if kind == "max" else "final epoch" }}: <b>{{ f.mean }}</b>
+{%- if f.std %} ± {{ f.std }}{% endif %}{% if f.delta %} <span class="delta">({{ f.delta }})</span>{% endif %}</p>
+{%- endfor %}
+<p>{% if card.retrain.n > 1 %}mean ± std over {% endif %}{{ card.retrain.n }} seed(s) ({{ card.retrain.seeds }}),
+{{ card.retrain.epochs }} epochs each</p>
+{%- else %}
+<p class="absent">No retrain yet: the best configuration has not been trained for the full epochs.</p>
+{%- endif %}
+{%- if card.seed %}
+<p class="seed">Seed report ({{ card.model }}): <b>{{ card.seed }}</b> best test accuracy</p>
+{%- endif %}</div>{% endif %}
+</section>
+<section class="config"><h2>Best configuration</h2>
+{%- if config %}
+<table class="config"><tr><th>parameter</th><th>value</th><th>in the search</th><th></th></tr>
+{%- for row in config.rows %}
+<tr{% if row.search != "fixed" %} class="searched{% if row.edge %} at-edge{% endif %}"{% endif %}><th>{{ row.name }}</th><td>{{ row.value }}</td><td>{{ row.search }}</td><td>
+{%- if row.edge %}<span class="edge">at the {{ row.edge }} edge of its range: widen it</span>{% endif %}</td></tr>
+{%- endfor %}
+</table>
+<p class="rest">Other settings of the run: {{ config.rest }}</p>
+{%- else %}
+<p class="absent">Not known yet.</p>
+{%- endif %}</section>
+{% if missing %}<section class="missing" id="missing"><h2>Missing or incomplete</h2><ul>
+{%- for item in missing %}<li>{{ item }}</li>{% endfor %}</ul></section>{% endif %}
+{% for s in sections %}
+<section class="figure" id="{{ s.anchor }}"><h2>{{ s.heading }}</h2>
+{%- if s.figure %}<p class="caption">{{ s.caption }}</p>{{ s.figure }}
+{%- else %}<p class="absent">Not drawn: {{ s.note or "no data" }}</p>{% endif %}</section>
+{%- endfor %}
+<footer>Built from {{ footer.path }} by <code>python -m tuning.report</code>.
+{%- if footer.commit %} git commit {{ footer.commit }}.{% endif %}
+{%- if footer.versions %} Versions: {{ footer.versions }}.{% endif %}</footer>
 </main>
 </body>
 </html>
 """
 
 
+def metric_meaning(metric: str) -> Markup:
+    """What choosing on the tuned metric means for the test figure; the metric's name is escaped."""
+    if metric == "val_acc":
+        return Markup("<b>val_acc</b>: validation images held out of the training set; the retrained test "
+                      "accuracy below is an unbiased estimate.")
+    if metric == "test_acc":
+        return Markup("<b>test_acc</b>: the test set, as the seed reports it; the configuration was chosen on the "
+                      "test images, so the retrained test accuracy below is optimistic.")
+    return Markup("<b>{}</b>").format(metric)  # Markup.format escapes its arguments
+
+
+_ENVIRONMENT = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_ENVIRONMENT.globals["metric_meaning"] = metric_meaning
+_PAGE = _ENVIRONMENT.from_string(_TEMPLATE)

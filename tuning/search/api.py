@@ -146,6 +146,13 @@ def search(options: Options, *, network: Network | None = None, data: Any = None
     with warnings.catch_warnings(record=True) as held, contextlib.redirect_stderr(io.StringIO()) as notes:
         warnings.simplefilter("always")
         experiment, space, settings, data = checked_input(args, network, data)
+    if not args.address and "RAY_TMPDIR" not in os.environ:  # a local Ray's files out of other users' reach
+        from .trust import UntrustedExperiment, private_ray_temp
+
+        try:
+            os.environ["RAY_TMPDIR"] = str(private_ray_temp())
+        except UntrustedExperiment as e:
+            raise InputError(str(e)) from None
     sys.stderr.write(notes.getvalue())
     for w in held:
         warnings.showwarning(w.message, w.category, w.filename, w.lineno)

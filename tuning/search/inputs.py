@@ -26,12 +26,11 @@ from snn.data import as_dataset, default_data_dir, read_dataset
 from snn.networks import Network, check_batch, check_fits, probe, probe_images, training_images
 
 from .. import experiment as files
-from .settings import InputError, ResourceError, Settings, check_local_gpus, check_resource_request
+from .settings import (DEVICES, LOGGERS, METRICS, SAMPLERS, InputError, ResourceError, Settings, check_local_gpus,
+                       check_resource_request)
 from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 from .state import load_state
 
-METRICS = ("test_acc", "val_acc")
-LOGGERS = ("mlflow", "tensorboard")
 DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no val_size
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
@@ -68,7 +67,7 @@ def build_parser() -> Parser:
                         "then retrain and report as usual")
     p.add_argument("--no-seed-trial", action="store_true",
                    help="do not run the seed's configuration as trial 0")
-    p.add_argument("--sampler", choices=("tpe", "random"), default="tpe",
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="Optuna's TPE (default) or random search (a baseline)")
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
     p.add_argument("--objective", type=parse_objective, default=None, metavar="accuracy[,synops|,spikes]",
@@ -87,7 +86,7 @@ def build_parser() -> Parser:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional: 0.25 runs four trials per GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of trials and retrain")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="device of trials and retrain")
     p.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--name", help="experiment name (default MODEL-YYYYmmdd-HHMMSS)")
@@ -342,6 +341,7 @@ def _settings_from_args(args: Options, space: SearchSpace) -> Settings:
         print(f"note: the seed's configuration lies outside this space ({', '.join(outside)}), so it is not "
               f"trial 0; widen the ranges to include it", file=sys.stderr)
         seed_trial = False
+    check_resource_request(args.cpus_per_trial, args.gpus_per_trial)  # the flags' messages, before Settings' own
     for flag, value in (("retrain_seeds", retrain_seeds), ("max_failures", args.max_failures),
                         ("max_concurrent", args.max_concurrent)):
         if value < (1 if flag == "retrain_seeds" else 0):

@@ -16,11 +16,13 @@ costs beyond its trials").
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import ipaddress
 import logging
 import os
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -64,6 +66,7 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
     Raises ClusterError (one line) when Ray cannot start or the cluster does not answer within
     ``join_timeout`` seconds; nothing of the search has been written then.
     """
+    keep_token_private()
     if address:
         _join(address, join_timeout)
         print(f"joined the Ray cluster at {address}")
@@ -87,11 +90,51 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
                                _system_config=dict(FAST_RETRIES))  # a copy: Ray adds its own keys to it
     except Exception as e:  # Ray's own start-up failures arrive as tracebacks of any type
         raise ClusterError(f"Ray did not start: {_first_line(e)}") from None
+    keep_token_private()  # the token this start may have written
     if dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
             print(f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
                   f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
+
+
+def keep_token_private(token_file: Path = TOKEN_FILE) -> None:
+    """Ray's dashboard token readable by the user alone: its folder made 0700 when this makes it, the token 0600.
+
+    Ray 2.60 writes a new token with the process's umask (0644 under the usual 022), so wherever
+    others can enter the home folder they could read it and run code through the dashboard's job
+    API. Called before Ray starts (a folder this makes keeps a token written into it out of
+    reach from its first byte) and after (the token Ray wrote). A token that is not the user's
+    own, a symbolic link, or one whose mode cannot be changed is left as it is, with one warning.
+    """
+    if not token_file.parent.exists():
+        with contextlib.suppress(OSError):  # else Ray makes it, or reports why it cannot
+            token_file.parent.mkdir(mode=0o700)
+    try:
+        fd = os.open(token_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        _warn_token(token_file, "is a symbolic link" if e.errno == errno.ELOOP else f"cannot be checked ({e.strerror})")
+        return
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o077:
+            return
+        if info.st_uid != os.geteuid():
+            _warn_token(token_file, f"is mode {stat.S_IMODE(info.st_mode):04o} and belongs to user id {info.st_uid}, "
+                                    f"not to you")
+            return
+        os.fchmod(fd, 0o600)
+    except OSError as e:
+        _warn_token(token_file, f"is readable by others and could not be made private ({e.strerror or e})")
+    finally:
+        os.close(fd)
+
+
+def _warn_token(token_file: Path, why: str) -> None:
+    print(f"warning: Ray's dashboard token {token_file} {why}: whoever reads it can run code through Ray's job API; "
+          f"make it yours and private (chmod 600)", file=sys.stderr)
 
 
 def import_shared_modules() -> None:

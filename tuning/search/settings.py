@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
+
+from snn.config import MAX_SEED, MODELS, is_reference
+
+from .. import experiment as files
+
+METRICS = ("test_acc", "val_acc")
+SAMPLERS = ("tpe", "random")
+DEVICES = ("auto", "cpu", "cuda")
+LOGGERS = ("mlflow", "tensorboard")
+SELECTIONS = ("max-accuracy", "knee")  # besides the rules files.parse_selection reads
 
 from snn.errors import SnnTuneError
 
@@ -41,6 +52,65 @@ class Settings:
     cost: str | None = None  # synops | spikes: the second objective (tuning.experiment.OBJECTIVES), or none
     select: str = "max-accuracy"  # which point of the Pareto front is retrained (tuning.experiment.select)
     retrain_pareto: int = 0  # also retrain this many points spread along the Pareto front
+
+    def __post_init__(self) -> None:
+        """The rules of each field, whether it came from the flags or from a saved search.json."""
+        if isinstance(self.loggers, list):  # as JSON keeps a tuple
+            object.__setattr__(self, "loggers", tuple(self.loggers))
+        for f in fields(self):
+            rule = _RULES[f.name](getattr(self, f.name))
+            if rule:
+                raise InputError(f"{f.name}: {rule}, got {getattr(self, f.name)!r}")
+        if self.retrain_pareto and not self.cost:
+            raise InputError(f"retrain_pareto: needs a second objective (cost), got retrain_pareto="
+                             f"{self.retrain_pareto} with cost={self.cost!r}")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one_of(choices: tuple) -> Any:
+    return lambda v: None if isinstance(v, str) and v in choices else f"must be one of {', '.join(choices)}"
+
+
+def _selection(value: Any) -> str | None:
+    if isinstance(value, str) and value in SELECTIONS:
+        return None
+    try:
+        files.parse_selection(value)
+    except (ValueError, AttributeError, TypeError):
+        return f"must be {', '.join(SELECTIONS)} or a rule like accuracy>=0.99 or synops<=N"
+    return None
+
+
+_RULES = {  # field -> the rule its value breaks, or None
+    "model": lambda v: None if v in MODELS or is_reference(v) else f"must be one of {', '.join(MODELS)} or "
+                                                                   f"package.module:function",
+    "metric": _one_of(METRICS),
+    "seed": lambda v: None if _integer(v) and 0 <= v <= MAX_SEED else "must be an integer in [0, 2**32 - 1]",
+    "cpus_per_trial": lambda v: None if _number(v) and v > 0 else "must be a finite number > 0",
+    "gpus_per_trial": lambda v: None if _number(v) and v >= 0 and (v <= 1 or float(v).is_integer())
+    else "must be a finite number >= 0, a whole number above 1",
+    "max_concurrent": lambda v: None if _integer(v) and v >= 0 else "must be an integer >= 0",
+    "max_failures": lambda v: None if _integer(v) and v >= 0 else "must be an integer >= 0",
+    "retrain_seeds": lambda v: None if _integer(v) and v >= 1 else "must be an integer >= 1",
+    "retrain": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "device": _one_of(DEVICES),
+    "seed_trial": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "sampler": _one_of(SAMPLERS),
+    "time_budget_s": lambda v: None if v is None or (_number(v) and v > 0) else "must be a number of seconds > 0 or null",
+    "loggers": lambda v: None if isinstance(v, tuple) and all(isinstance(x, str) and x in LOGGERS for x in v)
+    else f"must be a list of {', '.join(LOGGERS)}",
+    "cost": lambda v: None if v is None or (isinstance(v, str) and v in files.OBJECTIVES and v != "accuracy")
+    else "must be null, synops or spikes",
+    "select": _selection,
+    "retrain_pareto": lambda v: None if _integer(v) and v >= 0 else "must be an integer >= 0",
+}
 
 
 def check_resource_request(cpus: float, gpus: float) -> None:

@@ -12,6 +12,7 @@ from .. import experiment as files
 from .settings import InputError, Settings
 from .space import SearchSpace, SpaceError, parse_space
 
+MAX_STATE_BYTES = 1 << 20  # search.json holds a space and settings: a few kB
 TUNER_STATE = "tuner.pkl"  # what Tuner.restore reads first in tune/ (ray.tune.impl.tuner_internal._TUNER_PKL)
 def create_experiment(experiment: Path, space: SearchSpace, settings: Settings) -> None:
     """The experiment folder with its search.json, whole or not at all (a kill in between leaves no folder
@@ -34,6 +35,7 @@ def load_state(experiment: Path, model: str | None, network=None) -> tuple[Searc
 
     Its model's factory is imported by the reference search.json names (``network``: the callable
     passed from Python instead)."""
+    from .digests import UntrustedPickle, verify_experiment
     from .trust import UntrustedExperiment, check_resumable
 
     state_file = experiment / files.STATE
@@ -44,16 +46,46 @@ def load_state(experiment: Path, model: str | None, network=None) -> tuple[Searc
     except UntrustedExperiment as e:
         raise InputError(str(e)) from None
     try:
-        state = json.loads(state_file.read_bytes())
-        space = parse_space(state["space"], Path(state["space_file"]), model, network)
-        settings = Settings(**state["settings"])
-    except (ValueError, KeyError, TypeError) as e:  # not JSON, not UTF-8, keys missing or unknown, a bad space
-        raise InputError(f"--resume: {state_file} is damaged ({type(e).__name__}: {e}); "
-                         f"it is written by the search that started the experiment") from None
+        space, settings = _read_state(state_file, model, network)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # not JSON, too deep, keys missing, a bad space
+        raise InputError(f"--resume: {state_file} is damaged ({_reason(e)}); it is written by the search that "
+                         f"started the experiment") from None
     if not (experiment / files.TUNE / TUNER_STATE).is_file() and _study_has_trials(experiment):
         raise InputError(f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
                          f"cannot be restored (python -m tuning.report {experiment} still reports what is there)")
+    try:
+        verify_experiment(experiment)  # every pickle Ray Tune would read, signed by this user's searches
+    except UntrustedPickle as e:
+        raise InputError(f"--resume refused: {e}; resume only experiments you ran (see README, Resume)") from None
     return space, settings  # without tune/ nor trials the search never began: --resume begins it
+
+
+def _read_state(state_file: Path, model: str | None, network=None) -> tuple[SearchSpace, Settings]:
+    """search.json's space and settings, held to the rules a new search's flags and space file are held to."""
+    if state_file.stat().st_size > MAX_STATE_BYTES:
+        raise ValueError(f"it is {state_file.stat().st_size:,} bytes, more than any search writes "
+                         f"({MAX_STATE_BYTES:,})")
+    state = json.loads(state_file.read_bytes())
+    if not isinstance(state, dict):
+        raise TypeError(f"it holds a {type(state).__name__}, not a mapping with the keys space, space_file, settings")
+    missing = [key for key in ("space", "space_file", "settings") if key not in state]
+    if missing:
+        raise KeyError(missing[0])
+    if not isinstance(state["settings"], dict) or not isinstance(state["space_file"], str):
+        raise TypeError("settings must be a mapping and space_file a path")
+    space = parse_space(state["space"], Path(state["space_file"]), model, network)  # SpaceError: the file's rules
+    settings = Settings(**state["settings"])  # InputError: the flags' rules (settings.py)
+    if settings.model != space.model:
+        raise ValueError(f"its settings are for {settings.model!r} but its space for {space.model!r}")
+    return space, settings
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "RecursionError: nested deeper than Python can read"
+    if isinstance(error, (SpaceError, InputError)):
+        return str(error)
+    return f"{type(error).__name__}: {str(error)[:300]}"
 
 
 def _study_has_trials(experiment: Path) -> bool:

@@ -21,7 +21,7 @@ from snn.data import Dataset
 from snn.io import write_csv, write_json
 
 from .. import experiment as files
-from . import ray_cluster, results
+from . import digests, ray_cluster, results
 from .results import SearchOutcome
 from .board import start_board
 from .progress import LiveTable, hide_ray_restore_advice
@@ -44,16 +44,20 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     ), f"{model_label(space.model)}_trial")
     hide_ray_restore_advice()
+    if not resume:
+        _make_resume_key()
+    storage = digests.signed_filesystem()  # Ray signs the pickles it writes, and reads only pickles that check
     start = time.time()
     with resuming_into(experiment):  # restored from a copied or moved folder, the search writes there only
         if resume:
             tuner = tune.Tuner.restore(str(experiment / files.TUNE), trainable, resume_unfinished=True,
-                                       resume_errored=True)
+                                       resume_errored=True, storage_filesystem=storage)
         else:
             tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
-                               run_config=_run_config(experiment, space, settings))
+                               run_config=_run_config(experiment, space, settings, storage))
         grid = tuner.fit()
-    outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start, data=data)
+    outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start, data=data,
+                      storage=storage)
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
     return outcome
@@ -74,6 +78,16 @@ def named_trainable(trainable: Trainable, name: str):
         return trainable
     wrapped = wrap_function(trainable)
     return type(name, (wrapped,), {"__qualname__": name, "__module__": __name__})
+
+
+def _make_resume_key() -> None:
+    """The key the search signs its pickles with; without one it runs, but --resume will refuse it."""
+    try:
+        digests.ensure_key()
+    except (OSError, digests.UntrustedPickle) as e:
+        why = e if isinstance(e, digests.UntrustedPickle) else f"{digests.key_path()}: {e.strerror or e}"
+        print(f"warning: no resume key ({why}): this search's pickles are not signed, so --resume will refuse "
+              f"to continue it", file=sys.stderr)
 
 
 def study_storage(experiment: Path) -> optuna.storages.JournalStorage:
@@ -115,10 +129,11 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
                            time_budget_s=settings.time_budget_s)
 
 
-def _run_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.RunConfig:
+def _run_config(experiment: Path, space: SearchSpace, settings: Settings, storage) -> tune.RunConfig:
     return tune.RunConfig(
         name=files.TUNE,
         storage_path=str(experiment),
+        storage_filesystem=storage,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=_logger_callbacks(experiment, settings),
@@ -148,14 +163,14 @@ def describe_network(space: SearchSpace, sampled: dict, data: Dataset) -> str:
 
 
 def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float,
-            data: Dataset) -> SearchOutcome:
+            data: Dataset, storage=None) -> SearchOutcome:
     """Write trials.csv, trial_metrics.csv and best_config.json from the Tuner's results.
 
     The search is ``interrupted`` when a trial is unfinished or fewer trials ran than asked
     for, unless ``--time-budget`` ran out (Ray then starts no more trials and stops the
     running ones): that ends the search as planned, and the retrain follows.
     """
-    analysis = tune.ExperimentAnalysis(str(experiment / files.TUNE))
+    analysis = tune.ExperimentAnalysis(str(experiment / files.TUNE), storage_filesystem=storage)
     outcomes = results.trial_outcomes(grid, {t.trial_id: t.status for t in analysis.trials})
     seed_trial = _seed_trial_id(experiment) if settings.seed_trial else None
     rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial, seed_trial,

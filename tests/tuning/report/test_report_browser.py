@@ -60,3 +60,25 @@ def test_the_browser_checks_catch_an_error_and_a_request(tmp_path):
         browser.navigate(page.as_uri())
     assert network_requests(browser, page) == ["http://127.0.0.1:9/x.png"]
     assert any("boom" in e for e in browser.errors) and any("logged" in e for e in browser.errors)
+
+
+def test_html_in_the_fields_of_a_crafted_folder_runs_nothing_in_the_browser(finished_experiment, tmp_path):
+    """The crafted folder of test_report_escaping (HTML in every id, name and choice) drawn by plotly.js, its
+    points hovered: no payload runs, no element it names appears."""
+    from tests.tuning.report.test_report_escaping import LAYOUT_WORDS, craft_folder
+
+    craft_folder(finished_experiment, numbers=False, keep=LAYOUT_WORDS)
+    report = build_report(finished_experiment)
+    with HeadlessChromium(tmp_path / "profile") as browser:
+        browser.navigate(report.as_uri())
+        expected = int(browser.evaluate("document.getElementById('report').dataset.figureCount"))
+        browser.wait_for(f"({RENDERED_PLOTS}) >= {expected}", timeout=30)
+        hovered = browser.evaluate("""Array.from(document.querySelectorAll('.js-plotly-plot')).map(d =>
+            d.data.filter((_, i) => { try { Plotly.Fx.hover(d, [{curveNumber: i, pointNumber: 0}]); return true; }
+                                      catch (e) { return false; } }).length).filter(n => n > 0).length""")
+        ran = browser.evaluate("window.__xss === 1")
+        injected = browser.evaluate("document.querySelectorAll('img, iframe, object, embed, [onerror], [onload]')"
+                                    ".length")
+    assert expected == len(SECTIONS) and hovered >= expected - 2  # a table and a heatmap-only figure may not hover
+    assert ran is False and injected == 0
+    assert browser.errors == []

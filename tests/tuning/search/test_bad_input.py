@@ -6,6 +6,7 @@ starts, within seconds); each test then checks its own cause.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from pathlib import Path
@@ -32,9 +33,10 @@ def space_file(text: bytes) -> callable:
     return setup
 
 
-def an_experiment(*, state: bytes | None = None, tune: bool = True) -> callable:
+def an_experiment(*, state: bytes | None = None, settings: dict | None = None, tune: bool = True) -> callable:
     """results/exp as an interrupted search leaves it: search.json, tune/tuner.pkl (here a harmless pickle)
-    and a study with a trial (without tune/ nor a trial the search never began, and --resume begins it)."""
+    and a study with a trial (without tune/ nor a trial the search never began, and --resume begins it).
+    ``state`` replaces search.json; ``settings`` changes some of its settings."""
     def setup(folder: Path) -> None:
         from tuning.search.inputs import _settings_from_args, _space_from_args, build_parser
         from tuning.search.state import _save_state
@@ -46,6 +48,10 @@ def an_experiment(*, state: bytes | None = None, tune: bool = True) -> callable:
         _save_state(experiment, space, _settings_from_args(args, space))
         if state is not None:
             (experiment / files.STATE).write_bytes(state)
+        if settings is not None:
+            saved = json.loads((experiment / files.STATE).read_text())
+            saved["settings"].update(settings)
+            (experiment / files.STATE).write_text(json.dumps(saved))
         import optuna
 
         journal = optuna.storages.journal.JournalFileBackend(str(experiment / files.STUDY))
@@ -163,6 +169,21 @@ def outcomes(tmp_path_factory, data_root):
                                      an_experiment(state=b'{"space": {"model": "fc", "sear')),
         "resume-state-missing-keys": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"),
                                           "search.json is damaged (KeyError", an_experiment(state=b'{"space": {}}')),
+        "resume-state-nested-deep": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"),
+                                         "search.json is damaged (RecursionError: nested deeper than Python can read)",
+                                         an_experiment(state=b"[" * 100_000 + b"]" * 100_000)),
+        "resume-state-metric-a-path": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"),
+                                           "search.json is damaged (metric: must be one of test_acc, val_acc, got "
+                                           "'../../../tmp/evil')", an_experiment(settings={"metric": "../../../tmp/evil"})),
+        "resume-state-seed-negative": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"),
+                                           "search.json is damaged (seed: must be an integer in [0, 2**32 - 1], got -5)",
+                                           an_experiment(settings={"seed": -5})),
+        "resume-state-cpus-text": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"),
+                                       "search.json is damaged (cpus_per_trial: must be a finite number > 0, got 'all')",
+                                       an_experiment(settings={"cpus_per_trial": "all"})),
+        "resume-state-other-model": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"),
+                                         "search.json is damaged (ValueError: its settings are for 'csnn' but the "
+                                         "command resumes 'fc')", an_experiment(settings={"model": "csnn"})),
         "resume-without-tune": Case(SEARCH, ("fc", *OUT, "--name", "exp", "--resume"), "tune/tuner.pkl is missing",
                                     an_experiment(tune=False)),
     }
@@ -179,7 +200,8 @@ CAUSES = ["seed-negative", "seed-too-large", "gpus-nan", "cpus-nan", "trials-zer
           "results-dir-a-file", "results-dir-under-a-file", "results-dir-unwritable", "space-not-utf8",
           "space-nan-fixed", "space-nan-bound", "space-nan-choice", "space-warns-then-fails", "space-T-too-large",
           "space-channels-too-large", "idx-32x32", "resume-nothing", "resume-damaged-state",
-          "resume-state-missing-keys", "resume-without-tune"]
+          "resume-state-missing-keys", "resume-state-nested-deep", "resume-state-metric-a-path",
+          "resume-state-seed-negative", "resume-state-cpus-text", "resume-state-other-model", "resume-without-tune"]
 
 
 def test_every_cause_is_listed(outcomes):

@@ -198,6 +198,33 @@ def test_the_search_built_its_report(smoke):
     assert "smoke" in html and "92.89%" in html  # the experiment, next to the seed's FC-SNN figure
 
 
+def test_every_pickle_the_search_left_is_signed_and_no_other_file_holds_one(smoke):
+    """What Tuner.restore unpickles carries a digest of the user's key; is_pickled misses no file that holds one."""
+    from tuning.search.digests import is_pickled, verify_experiment
+
+    verify_experiment(smoke["dir"])
+    tune = smoke["dir"] / "tune"
+    signed = sorted(p.relative_to(tune).as_posix() for p in tune.rglob("*") if is_pickled(p))
+    for path in tune.rglob("*"):
+        data = path.read_bytes() if path.is_file() else b""
+        holds_a_pickle = data[:2] in (b"\x80\x04", b"\x80\x05") or b"CLOUDPICKLE_FALLBACK" in data
+        assert holds_a_pickle <= is_pickled(path), path
+    assert {"tuner.pkl", "experiment_state", "search_gen_state", "searcher-state", "params.pkl"} <= {
+        re.sub(r"-[0-9_-]+\.(json|pkl)$", "", name.split("/")[-1]) for name in signed}
+
+
+def test_rays_state_of_the_search_lay_in_a_folder_only_the_user_can_enter(smoke):
+    """Ray's session folders are 0777; a local search puts them in TMP/snn-tune-ray-<uid> (0700)."""
+    import os
+    import stat
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"snn-tune-ray-{os.geteuid()}"
+    assert stat.S_IMODE(folder.lstat().st_mode) == 0o700 and folder.lstat().st_uid == os.geteuid()
+    state = next((smoke["dir"] / "tune").glob("experiment_state-*.json")).name
+    assert list(folder.glob(f"ray/session_*/artifacts/*/tune/driver_artifacts/{state}"))  # Ray's copy: in there
+
+
 def test_an_existing_experiment_is_refused_without_resume(smoke, data_root):
     before = (smoke["dir"] / "summary.json").read_bytes()
     log = smoke["dir"].parent / "again.log"
