@@ -35,6 +35,9 @@ PREDICTION_ARRAYS = {  # name in predictions.npz -> (numpy dtype kinds allowed, 
 CLASSES = 10  # the digits
 
 
+NO_EPOCH_YET = "no trial has finished an epoch yet"
+
+
 class ExperimentError(ValueError):
     """The folder is not an experiment folder at all (none of its files are there)."""
 
@@ -106,6 +109,8 @@ class Experiment:
     def require(self, what: str) -> Any:
         """The attribute ``what``, or MissingData naming the file it comes from."""
         value = getattr(self, what)
+        if isinstance(value, pd.DataFrame) and value.empty and what in ("trials", "trial_metrics"):
+            raise MissingData(NO_EPOCH_YET)
         if value is None or (isinstance(value, pd.DataFrame) and value.empty):
             raise MissingData(f"{_SOURCES[what]} is missing or empty in {self.path}")
         return value
@@ -230,8 +235,9 @@ def _best_trial(value: Any) -> str | None:
                            and isinstance(value.get("trial_id"), (str, int, type(None)))
                            and not isinstance(value.get("trial_id"), bool)
                            and (value.get("metric_value") is None or _is_number(value["metric_value"], finite=False))
-                           and (value.get("config") is None or isinstance(value["config"], dict)))
-    return None if ok else "a trial_id with its metric_value (a number) and config (a mapping)"
+                           and (value.get("config") is None or isinstance(value["config"], dict))
+                           and (value.get("network") is None or isinstance(value["network"], str)))
+    return None if ok else "a trial_id with its metric_value (a number), config (a mapping) and network (text)"
 
 
 def _retrain(value: Any) -> str | None:
@@ -263,6 +269,7 @@ _SUMMARY_RULES = {  # the fields of summary.json the report reads -> the rule of
     "fixed": _mapping_of(_is_scalar, "fixed values (numbers, text, booleans)"),
     "versions": _mapping_of(lambda v: isinstance(v, str), "package versions (text)"),
     "best_trial": _best_trial,
+    "seed_trial": _best_trial,
     "retrain": _retrain,
     "pareto_retrain": _pareto_retrain,
 }
@@ -276,7 +283,10 @@ def _read_csv(path: Path, missing: list[str], required: tuple[str, ...]) -> pd.D
     try:
         _check_size(path, MAX_TABLE_BYTES)
         table = pd.read_csv(path, dtype={"trial_id": str})  # Ray's ids can look like numbers
-    except (OSError, ValueError) as e:  # empty file, bad quoting, too large
+    except pd.errors.EmptyDataError:  # not even a header: a search stopped before its first trial wrote anything
+        missing.append(f"{where} is empty: {NO_EPOCH_YET}")
+        return None
+    except (OSError, ValueError) as e:  # bad quoting, too large
         missing.append(f"{where} is unreadable ({type(e).__name__}: {_first_line(e)})")
         return None
     absent = [c for c in required if c not in table.columns]
@@ -284,7 +294,8 @@ def _read_csv(path: Path, missing: list[str], required: tuple[str, ...]) -> pd.D
         missing.append(f"{where} lacks the column(s) {', '.join(absent)}")
         return None
     if table.empty:
-        missing.append(f"{where} has no rows yet")
+        missing.append(f"{where} has no rows yet: {NO_EPOCH_YET}" if path.name in (files.TRIALS, files.TRIAL_METRICS)
+                       else f"{where} has no rows yet")
     return table
 
 

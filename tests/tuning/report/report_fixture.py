@@ -151,7 +151,9 @@ def write_experiment(folder: Path, retrained: dict[int, list[dict]] | None) -> P
                    "errored": sum(t["status"] == "ERROR" for t in trials), "diverged": 0,
                    "unfinished": sum(t["status"] in ("RUNNING", "PENDING") for t in trials)},
         "space": SPACE, "fixed": FIXED,
-        "best_trial": {"trial_id": "t0003", "metric_value": 0.905, "config": best_config},
+        "best_trial": {"trial_id": "t0003", "metric_value": 0.905, "config": best_config,
+                       "network": "784-10, LIF tau 2, T 10, poisson input"},
+        "seed_trial": {"trial_id": SEED_TRIAL, "metric_value": 0.880, "epochs": 4, "stopped_early": False},
         "retrain": None, "versions": {"torch": "x", "spikingjelly": "y"}, "git_commit": "0123abc",
     }
     if retrained:

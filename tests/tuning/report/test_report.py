@@ -65,7 +65,7 @@ def test_report_tolerates_missing_and_unreadable_files(finished_experiment):
     (finished_experiment / "trials.csv").write_text("")
     page = build_report(finished_experiment).read_text()
     assert "summary.json is missing" in page
-    assert "trials.csv is unreadable" in page
+    assert "trials.csv is empty: no trial has finished an epoch yet" in page
     assert "Retrained test accuracy" in page and "2 seed(s) (0, 1)" in page  # from retrain/metrics.csv instead
     # history, parallel coordinates, per-parameter, Pareto and its networks need trials.csv (importance: the journal)
     assert attribute(page, "data-figure-count") == len(SECTIONS) - 5
@@ -107,3 +107,27 @@ def test_cli_refuses_a_folder_without_result_files(tmp_path, capsys):
     assert line == (f"python -m tuning.report: error: {tmp_path}: not an experiment folder "
                     f"(none of summary.json, trials.csv, trial_metrics.csv, best_config.json, retrain is there)")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_search_stopped_before_any_epoch_says_so_plainly(tmp_path):
+    """Ctrl-C a minute into a search: the trial tables hold their header and no row."""
+    folder = tmp_path / "stopped"
+    folder.mkdir()
+    (folder / "trials.csv").write_text("trial_id,status\n")
+    (folder / "trial_metrics.csv").write_text("trial_id,epoch\n")
+    (folder / "summary.json").write_text('{"experiment": "stopped", "model": "csnn", "status": "interrupted"}')
+    page = build_report(folder).read_text()
+    assert "trials.csv has no rows yet: no trial has finished an epoch yet" in page
+    assert "trial_metrics.csv has no rows yet: no trial has finished an epoch yet" in page
+    assert "Accuracy against synaptic operations</h2><p class=\"absent\">Not drawn: no trial has finished an epoch " \
+           "yet" in page
+    assert "EmptyDataError" not in page and "before spikes were counted" not in page
+
+
+def test_the_card_weighs_the_best_trial_against_the_seed_trial_and_names_the_seed_reports_budget(finished_experiment):
+    page = build_report(finished_experiment).read_text()
+    assert ("Best trial test_acc 90.50% against 88.00% for the seed&#39;s configuration (trial 0) with the same trial "
+            "budget: +2.50 pp.") in page
+    assert "the seed report's fc: <b>92.89%</b> best test accuracy after\n100 epochs on full MNIST." in page
+    assert "pp vs seed" not in page
+    assert "Network: <b>784-10, LIF tau 2, T 10, poisson input</b>" in page

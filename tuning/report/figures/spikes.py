@@ -33,7 +33,9 @@ def pareto_info(exp: ExperimentLike) -> pd.DataFrame:
     """One row per trial with a result: accuracy, SynOps per image, how it ended, on the front or not."""
     exp = as_experiment(exp)
     trials, accuracy, cost = exp.require("trials"), f"last_{exp.metric}", _cost_column(exp)
-    if cost not in trials.columns or accuracy not in trials.columns:
+    if trials.empty or accuracy not in trials.columns:
+        raise MissingData("no trial has finished an epoch yet")
+    if cost not in trials.columns:
         raise MissingData(f"trials.csv has no {cost} column: the trials were run before spikes were counted")
     records = trials.to_dict("records")
     front = {r["trial_id"] for r in files.pareto_front(records, accuracy, cost)}
