@@ -42,10 +42,11 @@ def write_json(path: Path | str, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_csv(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:
-    """Rows as CSV; the columns are the union of the rows' keys in first-seen order."""
+def write_csv(path: Path | str, rows: Iterable[dict[str, Any]], columns: Iterable[str] = ()) -> None:
+    """Rows as CSV; the columns are ``columns``, then the rest of the rows' keys in first-seen order (a file of no
+    rows still has its header when ``columns`` are given)."""
     rows = list(rows)
-    columns: dict[str, None] = {}
+    columns: dict[str, None] = dict.fromkeys(columns)
     for row in rows:
         columns.update(dict.fromkeys(row))
     buffer = io.StringIO()

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from snn.io import write_json
+from snn.io import write_csv, write_json
 
 from .. import experiment as files
 from .settings import InputError, Settings
@@ -21,6 +21,9 @@ def create_experiment(experiment: Path, space: SearchSpace, settings: Settings) 
     staging = experiment.parent / f".{experiment.name}.{os.urandom(4).hex()}.new"
     staging.mkdir()
     _save_state(staging, space, settings)
+    # the trial tables' headers from the start: a report of a search stopped before its first epoch reads them
+    write_csv(staging / files.TRIALS, [], columns=["trial_id", "status", "epochs"])
+    write_csv(staging / files.TRIAL_METRICS, [], columns=["trial_id", files.EPOCH])
     os.rename(staging, experiment)  # fails if the name was taken meanwhile, rather than mixing two searches
 
 
