@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from spikingjelly.activation_based import functional
 from torch import nn
 
 from .allocator import keep_freed_memory
@@ -197,6 +198,7 @@ def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int 
     with record_activity(model) as activity, _autocast(config, device):
         for index in batches(len(split), batch_size, shuffle=False, device=device):
             labels = split.labels[index]
+            functional.reset_net(model)  # every batch from the neurons' initial state
             out = model(split.float_images(index)).float()
             loss_sum += loss_fn(out, labels) * len(index)
             correct += (out.argmax(1) == labels).sum()
@@ -209,6 +211,7 @@ def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted class per image of a float batch [N, C, H, W]."""
     model.eval()
     with torch.no_grad():
+        functional.reset_net(model)
         return model(images).argmax(1)
 
 
@@ -308,6 +311,7 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
                 probe.before_batch(i)
             labels = split.labels[index]
             with _autocast(config, device):
+                functional.reset_net(model)  # every batch from the neurons' initial state
                 out = model(split.float_images(index)).float()
             loss = loss_fn(out, labels)
             optimizer.zero_grad(set_to_none=True)

@@ -155,3 +155,24 @@ def test_a_data_factory_gives_its_shape_and_classes(tmp_path):
     assert (data.input_shape, data.classes, len(data.train), len(data.test)) == ((1, 12, 12), 3, 200, 100)
     with pytest.raises(DataError, match="10 train images but 9 labels; lengths must match"):
         read_dataset(tmp_path, f"{FACTORIES}:broken_data")
+
+
+def test_the_trainer_resets_a_network_that_does_not_reset_itself(dataset):
+    """Evaluated twice on the same images, a network whose forward keeps its neurons' state gives the same
+    figures only when something resets it between batches: the evaluator does."""
+    from snn.data import Split
+    from snn.training import evaluate
+
+    config = RunConfig(model=f"{FACTORIES}:stateful")
+    net = build_model(config, (1, 28, 28), 10)
+    split = Split(dataset.test.images[:64], dataset.test.labels[:64])
+    first, second = evaluate(net, split, config, batch_size=32), evaluate(net, split, config, batch_size=32)
+    assert first["activity"]["spikes_per_image"] > 0
+    assert first["activity"] == second["activity"] and first["loss"] == second["loss"]
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(net)
+    with torch.no_grad():  # the same network without a reset in between fires more the second time
+        once = net(split.float_images(slice(0, 32))).sum()
+        again = net(split.float_images(slice(0, 32))).sum()
+    assert again > once
