@@ -148,11 +148,16 @@ def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[
 
 def _row(arm: str, folder: Path, summary: dict[str, Any], seconds: float, space) -> dict[str, Any]:
     retrained = summary["retrain"]
-    config = (summary.get("best_trial") or {}).get("config", {})
+    best = summary.get("best_trial") or {}
+    nested = best.get("config", {})
+    config = files.flat_config(nested) or {}
     shown = [name for name in space.params if name in config and space.applies(name, config)]
     synops = _final_synops(folder)
+    network = best.get("network") or (resolve(nested["model"]).describe(nested.get("net", {}))
+                                      if nested.get("model") else None)
     return {
         "arm": arm,
+        "network": network,
         "config": {k: config[k] for k in shown},
         "final_test_acc_mean": retrained["final_test_acc_mean"], "final_test_acc_std": retrained["final_test_acc_std"],
         "max_test_acc_mean": retrained["max_test_acc_mean"], "max_test_acc_std": retrained["max_test_acc_std"],
@@ -177,13 +182,14 @@ def _final_synops(folder: Path) -> float | None:
 def _write_table(out: Path, rows: list[dict[str, Any]], args, epochs: int) -> None:
     lines = [f"{args.model}: retrain {epochs} epochs x {args.seeds} seeds; selection on val_acc "
              f"(test figures unbiased)", "",
-             "| arm | final-epoch test acc (mean ± std) | max over epochs (mean ± std) | SynOps/image | "
+             "| arm | network | final-epoch test acc (mean ± std) | max over epochs (mean ± std) | SynOps/image | "
              "search s | arm wall s | configuration |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         synops = f"{r['synops_per_image']:,.0f}" if r["synops_per_image"] is not None else "n/a"
         search = f"{r['search_seconds']:.0f}" if r["search_seconds"] is not None else "-"
-        lines.append(f"| {r['arm']} | {r['final_test_acc_mean']:.2%} ± {r['final_test_acc_std']:.2%} | "
+        lines.append(f"| {r['arm']} | {r.get('network') or '-'} | {r['final_test_acc_mean']:.2%} ± "
+                     f"{r['final_test_acc_std']:.2%} | "
                      f"{r['max_test_acc_mean']:.2%} ± {r['max_test_acc_std']:.2%} | {synops} | {search} | "
                      f"{r['wall_seconds']:.0f} | {_short(r['config'])} |")
     table = "\n".join(lines)
