@@ -134,6 +134,12 @@ def _malformed(saved: dict) -> str | None:
         return f"its status is {saved.get('status')!r}, not one of {', '.join(STATUSES)}"
     if "epoch" in saved and saved["epoch"] != len(history):
         return f"its epoch is {saved['epoch']!r} but its history holds {len(history)} epochs"
+    data = saved.get("data", {"input_shape": [1, 28, 28], "classes": 10})  # older checkpoints: MNIST's
+    if not (isinstance(data, dict) and isinstance(data.get("input_shape"), list) and data["input_shape"]
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in data["input_shape"])
+            and isinstance(data.get("classes"), int) and not isinstance(data["classes"], bool)
+            and data["classes"] >= 1):
+        return f"its data is {_kind(data)}, not the image shape (a list of sizes) and the number of classes"
     return _malformed_rng(saved["rng"])
 
 

@@ -121,6 +121,7 @@ def a_checkpoint(**changes) -> dict:
     state = torch.get_rng_state()
     payload = {"model": {}, "optimizer": {}, "scheduler": None, "epoch": 1, "config": RunConfig(model="fc").to_dict(),
                "history": [{"epoch": 1, "test_acc": 0.5, "silent": False}], "status": "running",
+               "data": {"input_shape": [1, 28, 28], "classes": 10},
                "rng": {"torch": state, "cuda": [], "shuffle": state.clone()}}
     return {**payload, **changes}
 
@@ -133,6 +134,8 @@ MALFORMED = {
     "epoch-not-the-history": (dict(epoch=7), "its epoch is 7 but its history holds 1 epochs"),
     "status-unknown": (dict(status="hacked"), "its status is 'hacked', not one of running, completed"),
     "rng-a-list": (dict(rng=[1, 2]), "its rng is of type list, not a mapping of generator states"),
+    "data-a-list": (dict(data=[1, 28, 28]), "its data is of type list, not the image shape"),
+    "data-classes-text": (dict(data={"input_shape": [1, 28, 28], "classes": "ten"}), "its data is of type dict, not"),
     "rng-state-a-float-tensor": (dict(rng={"torch": torch.zeros(3), "cuda": [], "shuffle": torch.get_rng_state()}),
                                  "its rng's torch state is a tensor of torch.float32, shape (3,), not"),
     "rng-shuffle-missing": (dict(rng={"torch": torch.get_rng_state(), "cuda": []}),

@@ -78,6 +78,8 @@ def _read_state(state_file: Path, model: str | None, network=None) -> tuple[Sear
         raise TypeError("settings must be a mapping and space_file a path")
     space = parse_space(state["space"], Path(state["space_file"]), model, network)  # SpaceError: the file's rules
     settings = Settings(**state["settings"])  # InputError: the flags' rules (settings.py)
+    if model is not None and settings.model != model:
+        raise ValueError(f"its settings are for {settings.model!r} but the command resumes {model!r}")
     if settings.model != space.model:
         raise ValueError(f"its settings are for {settings.model!r} but its space for {space.model!r}")
     return space, settings
