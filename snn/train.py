@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, read_checkpoint
 from .cli import (ConfigFileError, Parser, add_config_flags, check_memory, config_overrides, fail, load_config_file,
                   unwritable)
@@ -158,6 +159,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # the command's choice, not train()'s: large CPU tensors reused without page faults
     args = build_parser().parse_args(argv)
     try:
         return run(args)

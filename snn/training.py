@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .allocator import keep_freed_memory
 from .checkpoint import EpochRecord, History, RunState, load_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, batches, resolve_device
@@ -169,7 +168,6 @@ def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int 
     """
     model.eval()
     device = split.labels.device
-    keep_freed_memory()  # large CPU tensors reused without page faults (snn/allocator.py)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     with record_activity(model) as activity, _autocast(config, device):
@@ -223,7 +221,6 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     """
     device = resolve_device(config.device)
     use_backend(config.backend, device)
-    keep_freed_memory()  # large CPU tensors reused without page faults (snn/allocator.py)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     if device.type == "cuda":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from snn.allocator import keep_freed_memory
 from snn.checkpoint import CheckpointError
 from snn.cli import fail
 from snn.config import ConfigError, ConfigTooLarge
@@ -43,6 +44,7 @@ _RAY_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_C
 
 def main(argv: list[str] | None = None, *, trainable=None) -> int:
     """The command line; ``trainable`` replaces the trial function (tests inject faults through it)."""
+    keep_freed_memory()  # the command's choice (snn/allocator.py), as each trial's: its estimate and retrain train
     args = build_parser().parse_args(argv)
     for name, value in _RAY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
