@@ -259,6 +259,7 @@ def _compile(cc: str, flags: list[str], source: Path, folder: Path, name: str) -
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
             raise BuildError(f"{Path(cc).name} failed: {lines[-1] if lines else 'no message'}")
+        os.chmod(scratch / name, 0o700)  # only its owner may write it, whatever the umask (002 gives groups)
         os.replace(scratch / name, folder / name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -378,21 +379,22 @@ def _private_cache() -> Path | None:
 
 
 def _open_own_file(path: Path) -> int | None:
-    """A read-only descriptor of ``path`` if it is a regular file (not a link) of this user's that only the user can write."""
+    """A read-only descriptor of ``path`` if it is a regular file (not a link) of this user's that neither its group
+    nor others may write."""
     uid = _uid()
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode) and uid is not None and _only_user_writes(info, uid):
+    if stat.S_ISREG(info.st_mode) and info.st_uid == uid and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return fd
     os.close(fd)
     return None
 
 
 def _only_user_writes(info: os.stat_result, uid: int) -> bool:
-    """Owned by the user; writable by no one else (a group of the user's alone excepted)."""
+    """A folder owned by the user and writable by no one else (a group of the user's alone excepted)."""
     group_writes = info.st_mode & stat.S_IWGRP and info.st_gid != _private_group(uid)
     return info.st_uid == uid and not info.st_mode & stat.S_IWOTH and not group_writes
 

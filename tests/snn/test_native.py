@@ -276,7 +276,7 @@ def test_a_cache_folder_under_a_sticky_shared_folder_is_used(compiled, monkeypat
     assert list((above / "cache").glob("poisson-*.so"))
 
 
-@pytest.mark.parametrize("case", ["a symbolic link", "writable by others", "another library"])
+@pytest.mark.parametrize("case", ["a symbolic link", "writable by others", "writable by its group", "another library"])
 def test_a_cached_library_that_is_not_the_users_own_build_is_not_loaded(case, compiled, monkeypatch, tmp_path):
     assert NEURONS.get() is not None
     (library,) = compiled.glob("neurons-*.so")
@@ -287,6 +287,8 @@ def test_a_cached_library_that_is_not_the_users_own_build_is_not_loaded(case, co
         library.symlink_to(elsewhere)
     elif case == "writable by others":
         os.chmod(library, 0o777)
+    elif case == "writable by its group":
+        os.chmod(library, 0o770)
     else:  # another library put in its place, its verdict kept: checked anew, and refused
         assert POISSON.get() is not None
         (other,) = compiled.glob("poisson-*.so")
@@ -300,6 +302,20 @@ def test_a_cached_library_that_is_not_the_users_own_build_is_not_loaded(case, co
         return
     assert NEURONS.get() is not None
     assert folders and compiled not in folders  # built privately instead
+
+
+def test_a_library_built_under_umask_002_is_loaded_from_the_cache(compiled, monkeypatch):
+    """With user private groups (umask 002) the built file would be group-writable: it is made the owner's alone."""
+    old = os.umask(0o002)
+    try:
+        assert POISSON.get() is not None
+    finally:
+        os.umask(old)
+    (library,) = compiled.glob("poisson-*.so")
+    assert stat.S_IMODE(library.stat().st_mode) == 0o700
+    monkeypatch.setattr(native, "_loaded", {})
+    folders = private_build(monkeypatch)
+    assert POISSON.get() is not None and folders == []  # from the cache, not built again
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="dlopen's reuse of a path it has loaded: glibc's")
