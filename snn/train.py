@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, read_checkpoint
 from .cli import (ConfigFileError, Parser, add_config_flags, add_network_flags, config_from_values, config_overrides,
                   device_memory, fail, network_overrides, read_config_file, unwritable)
@@ -199,6 +200,7 @@ def run(args, file_values: dict | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # the command's choice, not train()'s: large CPU tensors reused without page faults
     try:
         args, file_values = parse(argv)
         return run(args, file_values)

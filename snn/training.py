@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from .allocator import keep_freed_memory
 from .checkpoint import EpochRecord, History, RunState, load_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, batches, resolve_device
@@ -191,7 +190,6 @@ def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int 
     """
     model.eval()
     device = split.labels.device
-    keep_freed_memory()  # large CPU tensors reused without page faults (snn/allocator.py)
     loss_fn = LOSSES[config.loss]
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -251,7 +249,6 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     """
     device = resolve_device(config.device)
     use_backend(config.backend, device)
-    keep_freed_memory()  # large CPU tensors reused without page faults (snn/allocator.py)
     torch.manual_seed(config.seed)
     model = build_model(config, data.input_shape, data.classes, network).to(device)
     if device.type == "cuda":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from snn.data import FILES, Dataset, default_data_dir, raw_folder, read_dataset
-from tests.idx_files import write_synthetic_digits
+from tests.idx_files import uncompressed, write_synthetic_digits
 
 
 def _has_mnist(root: Path) -> bool:
@@ -58,14 +58,22 @@ def dataset(data_root: Path) -> Dataset:
     return read_dataset(data_root, download=False)
 
 
+@pytest.fixture(scope="session")
+def plain_raw(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with data_root's four MNIST files uncompressed: its MNIST/raw itself when it holds them so, else
+    (a folder of .gz files, as torchvision leaves them) a copy with the compressed ones unpacked once."""
+    raw = raw_folder(data_root)
+    if all((raw / name).exists() for name in FILES.values()):
+        return raw
+    return uncompressed(raw, tmp_path_factory.mktemp("plain-raw"))
+
+
 @pytest.fixture
-def data_copy(tmp_path: Path, data_root: Path) -> Path:
-    """A fresh root in tmp_path whose MNIST/raw links to data_root's files; a test replaces one with write_bytes."""
+def data_copy(tmp_path: Path, plain_raw: Path) -> Path:
+    """A fresh root in tmp_path whose MNIST/raw links to the four uncompressed files; a test replaces one with
+    write_bytes (which replaces the link, never its target)."""
     raw = tmp_path / "copy" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in FILES.values():
-        source = raw_folder(data_root) / name
-        if not source.exists():
-            pytest.skip(f"{source} is stored gzip-compressed; these tests need the plain IDX files")
-        (raw / name).symlink_to(source)
+        (raw / name).symlink_to(plain_raw / name)
     return tmp_path / "copy"

@@ -20,6 +20,18 @@ def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:
     return write_bytes(path, header + array.tobytes())
 
 
+def uncompressed(raw: Path, folder: Path) -> Path:
+    """``folder`` holding MNIST's four files of ``raw`` uncompressed: linked where ``raw`` has them so, unpacked from
+    their .gz where it does not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        if (raw / name).exists():
+            (folder / name).symlink_to(raw / name)
+        else:
+            (folder / name).write_bytes(gzip.decompress((raw / f"{name}.gz").read_bytes()))
+    return folder
+
+
 def write_bytes(path: Path, payload: bytes) -> Path:
     """Write payload to path (gzip-compressed for .gz), replacing a link rather than its target."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("module", ["train_speed", "search_overhead", "search_quality", "chaos", "gpu_check",
-                                    "linear_ceiling", "profile_step"])
+                                    "linear_ceiling", "profile_step", "kernel_checks", "kernel_flags",
+                                    "numba_kernels"])
 def test_every_benchmark_answers_help(module):
     run = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import torch
 
-from .neurons import _surrogate_spec
+from . import internals, neurons
 
 BACKENDS = ("auto", "torch", "triton", "cuda")
 CUDA_ONLY_BACKENDS = ("triton", "cuda")
@@ -27,11 +26,8 @@ def select_cuda_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     for package, variable in _SJ_OPS.values():
         os.environ[variable] = backend
-        try:
-            selection = importlib.import_module(f"spikingjelly._ops.{package}")._selection
-        except (ImportError, AttributeError):
-            continue
-        if selection._requested != backend:
+        selection = internals.cuda_provider_selection(package)
+        if selection is not None and selection._requested != backend:
             selection._requested = backend
             selection._selections.clear()
             selection._compiled_selections.clear()
@@ -41,7 +37,7 @@ def neuron_implementation(kind: str, device: torch.device | str, backend: str = 
     """Name of the implementation a ``kind`` neuron runs on ``device`` under ``backend``."""
     device = torch.device(device)
     if device.type == "cpu":
-        if backend == "torch" or kind == "plif" or _surrogate_spec is None:
+        if backend == "torch" or kind == "plif" or neurons._KERNELS.get() is None:
             return "spikingjelly-torch-reference"
         return "snn-fused-cpu"
     from spikingjelly.activation_based.functional import neuron_implementation as sj_implementation

@@ -13,9 +13,6 @@
  * last V and gradients are bit-identical to FusedIFNode / FusedLIFNode followed by aten's
  * max-pool (tests/snn/test_fire_pool.py).
  */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "neuron_step.h"
@@ -31,6 +28,11 @@ typedef struct {
     float tau; /* 0: IF; else LIF (decay_input, hard reset to 0) with this tau */
     float threshold;
 } Neuron;
+
+LAYOUTS(STRUCT_SIZE(Layout), FIELD(Layout, G), FIELD(Layout, H), FIELD(Layout, W), FIELD(Layout, B),
+        STRUCT_SIZE(Neuron), FIELD(Neuron, T), FIELD(Neuron, tau), FIELD(Neuron, threshold),
+        STRUCT_SIZE(Surrogate), FIELD(Surrogate, id), FIELD(Surrogate, alpha), FIELD(Surrogate, scale),
+        FIELD(Surrogate, half_alpha))
 
 /* A block's windows: R rows of W/2 windows of B channels, n of them; corner k of window i at
  * (k / 2) * row + (k % 2) * B from the window's top-left neuron. */
@@ -139,6 +141,24 @@ INLINE void backward_block(int lif, int id, const float *x, ptrdiff_t xt, const 
     }
 }
 
+/* forward_block for IF or LIF: literal first arguments, each its own vectorised loops. */
+VECTORISED static int64_t forward_one(const float *x, ptrdiff_t xt, const Windows *w, const Neuron *n, float *out,
+                                      ptrdiff_t ot, float *v_last, float *current, float *v, int32_t *fired) {
+    if (n->tau == 0.0f) return forward_block(0, x, xt, w, n, out, ot, v_last, current, v, fired);
+    return forward_block(1, x, xt, w, n, out, ot, v_last, current, v, fired);
+}
+
+/* backward_block for IF or LIF, ATan or Sigmoid. */
+VECTORISED static void backward_one(const float *x, ptrdiff_t xt, const Windows *w, const Neuron *n, const float *g,
+                                    ptrdiff_t gt, float *grad_x, const Surrogate *sg, float *h, float *current,
+                                    float *carry, float *grad) {
+    const int lif = n->tau != 0.0f;
+    if (!lif && sg->id == 1) backward_block(0, 1, x, xt, w, n, g, gt, grad_x, sg, h, current, carry, grad);
+    else if (!lif) backward_block(0, 0, x, xt, w, n, g, gt, grad_x, sg, h, current, carry, grad);
+    else if (sg->id == 1) backward_block(1, 1, x, xt, w, n, g, gt, grad_x, sg, h, current, carry, grad);
+    else backward_block(1, 0, x, xt, w, n, g, gt, grad_x, sg, h, current, carry, grad);
+}
+
 /* The blocks of a layout: R row pairs each, R the most dividing H/2 within BLOCK_FLOATS (at least 1). */
 static Windows block_windows(const Layout *l) {
     Windows w = {1, l->W / 2, l->B, l->W * l->B, 0};
@@ -155,7 +175,8 @@ static ptrdiff_t block_start(const Layout *l, const Windows *w, int64_t b) {
 }
 
 /* The pooled spikes out [T, G, H/2, W/2, B] of currents x from V = 0, the last V into v_last (when
- * not NULL); returns the spikes the layer fired (before pooling). Blocks run in parallel. */
+ * not NULL); returns the spikes the layer fired (before pooling), or OUT_OF_MEMORY when a thread's
+ * scratch could not be allocated (out is then incomplete). Blocks run in parallel. */
 int64_t fire_pool_forward(const float *x, int64_t xt, const Layout *layout, const Neuron *neuron, float *out,
                           float *v_last, int threads) {
     const Layout l = *layout;
@@ -164,54 +185,49 @@ int64_t fire_pool_forward(const float *x, int64_t xt, const Layout *layout, cons
     const int64_t blocks = l.G * (l.H / 2 / w.R);
     const ptrdiff_t step_out = blocks * w.n;
     int64_t spikes = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : spikes)
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : spikes) reduction(| : failed)
     {
         float *scratch = malloc(8 * w.n * sizeof(float)), *current = scratch, *v = scratch + 4 * w.n;
         int32_t *fired = malloc(4 * w.n * sizeof(int32_t));
+        const int ready = scratch && fired;
+        failed |= !ready;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; b++) {
+            if (!ready) continue;
             const ptrdiff_t at = block_start(&l, &w, b);
-            float *v_at = v_last ? v_last + at : NULL;
-            /* literal first arguments: IF and LIF each compile to their own vectorised loops */
-            if (n.tau == 0.0f)
-                spikes += forward_block(0, x + at, xt, &w, &n, out + b * w.n, step_out, v_at, current, v, fired);
-            else
-                spikes += forward_block(1, x + at, xt, &w, &n, out + b * w.n, step_out, v_at, current, v, fired);
+            spikes += forward_one(x + at, xt, &w, &n, out + b * w.n, step_out, v_last ? v_last + at : NULL, current,
+                                  v, fired);
         }
         free(scratch);
         free(fired);
     }
-    return spikes;
+    return failed ? OUT_OF_MEMORY : spikes;
 }
 
 /* dL/dX into grad_x (laid out as x; one step, summed over the steps, when xt is 0) from the pooled
- * spikes' gradient g [T, G, H/2, W/2, B]. */
-void fire_pool_backward(const float *x, int64_t xt, const Layout *layout, const Neuron *neuron, const float *g,
-                        float *grad_x, const Surrogate *sg, int threads) {
+ * spikes' gradient g [T, G, H/2, W/2, B]; returns 0, or OUT_OF_MEMORY (grad_x is then incomplete). */
+int fire_pool_backward(const float *x, int64_t xt, const Layout *layout, const Neuron *neuron, const float *g,
+                       float *grad_x, const Surrogate *sg, int threads) {
     const Layout l = *layout;
     const Neuron n = *neuron;
+    const Surrogate s = *sg;
     const Windows w = block_windows(&l);
     const int64_t blocks = l.G * (l.H / 2 / w.R);
     const ptrdiff_t step_g = blocks * w.n, len = 4 * w.n;
-#pragma omp parallel num_threads(threads)
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
     {
         float *h = malloc((n.T + 3) * len * sizeof(float));
         float *current = h + n.T * len, *carry = current + len, *grad = carry + len;
-        const int lif = n.tau != 0.0f;
+        failed |= !h;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; b++) {
+            if (!h) continue;
             const ptrdiff_t at = block_start(&l, &w, b);
-            const float *g_b = g + b * w.n;
-            float *gx = grad_x + at;
-            if (!lif && sg->id == 1)
-                backward_block(0, 1, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
-            else if (!lif)
-                backward_block(0, 0, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
-            else if (sg->id == 1)
-                backward_block(1, 1, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
-            else
-                backward_block(1, 0, x + at, xt, &w, &n, g_b, step_g, gx, sg, h, current, carry, grad);
+            backward_one(x + at, xt, &w, &n, g + b * w.n, step_g, grad_x + at, &s, h, current, carry, grad);
         }
         free(h);
     }
+    return failed ? OUT_OF_MEMORY : 0;
 }

@@ -5,7 +5,7 @@
 
 #include <math.h>
 
-#define INLINE static inline __attribute__((always_inline))
+#include "kernel.h"
 
 /* The surrogate gradient: id 0 Sigmoid, 1 ATan; scale = pi / 2 * alpha and half_alpha = alpha / 2
  * as floats, as spikingjelly's Python computes them before its float ops. */

@@ -1,15 +1,15 @@
-"""spikingjelly's IF/LIF nodes with a fused multi-step forward and hand-written backward on the CPU.
+"""spikingjelly's IF/LIF nodes whose multi-step forward and backward run in one call of a C kernel on the CPU.
 
 spikingjelly 2.0's multi-step IF/LIF neurons run on the CPU as its Torch reference: about ten
 autograd-recorded tensor ops per time step, each a full pass over ``[N, ...]``. ``FusedIFNode`` /
 ``FusedLIFNode`` are spikingjelly's own ``IFNode`` / ``LIFNode`` whose multi-step forward and
 backward (spikingjelly's hand-written one, ``_ops/*/cpu.py``) run all steps in one call of a C
-kernel (``neurons.c``, built by ``native`` on first use). Without a C compiler (or with
-``SNN_C_KERNELS=0``) they run the same ops as a loop of three to five in-place ops per step: numpy
-for small steps, torch for large ones. Spikes are bit-identical to spikingjelly's; gradients agree
-to float rounding (tests/snn/test_fast_paths.py). Half-precision currents are cast to float32 first;
-anything outside the fused profile (CUDA, other dtypes, soft reset, ``detach_reset``, custom
-surrogates) runs spikingjelly's own path.
+kernel (``neurons.c``, built and checked by ``native`` on first use). Spikes and voltages are
+bit-identical to spikingjelly's, gradients agree to float rounding (tests/snn/test_fast_paths.py,
+and the known-answer check where the kernel is built). Half-precision currents are cast to float32
+first. Where the kernel is not available (no C compiler, a failed check, ``SNN_C_KERNELS=0``) and
+for anything outside the kernel's profile (CUDA, other dtypes, soft reset, ``detach_reset``,
+surrogates other than spikingjelly's ATan and Sigmoid), the node runs spikingjelly's own path.
 """
 
 from __future__ import annotations
@@ -18,81 +18,12 @@ import ctypes
 import math
 from collections import OrderedDict
 
-import numpy as np
 import torch
-from spikingjelly.activation_based import neuron
+from spikingjelly.activation_based import neuron, surrogate
 from torch.utils.hooks import RemovableHandle
 
 from ..spikes import count_spikes
 from . import native
-
-try:  # spikingjelly 2.x internals: the surrogate ids and gradients its own kernels use
-    from spikingjelly._ops.surrogate import _surrogate_gradient, _surrogate_spec
-except ImportError:  # another spikingjelly layout: every neuron takes spikingjelly's own path
-    _surrogate_gradient = _surrogate_spec = None
-
-# Below this many neurons per step, torch's per-op dispatch (~2 us) outweighs the arithmetic and
-# numpy's ufuncs (~0.5 us a call, same IEEE float32 ops) run the time loop ~2.5x faster: the FC-SNN's
-# [100, 128, 10] LIF layer. Larger steps stay in torch, which spreads each op over the threads.
-_NUMPY_MAX_STEP_NUMEL = 16384
-
-
-def _multi_step_if_lif(x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
-                       keep_charge: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Forward of IF (tau None) or LIF (decay_input, v_reset 0) over [T, ...] without autograd.
-
-    Same float ops as spikingjelly's reference: H = V + X (IF) or V + (X - V) / tau (LIF),
-    S = (H >= threshold), V = S * 0 + (1 - S) * H, written here as H - H * S (equal bits).
-    Returns spikes [T, ...], the last V [...], and H [T, ...] when ``keep_charge``.
-    """
-    spikes = torch.empty_strided(x_seq.shape, _dense_strides(x_seq), dtype=x_seq.dtype, device=x_seq.device)
-    if x_seq.device.type == "cpu" and _same_layout(x_seq, spikes) and (lib := _KERNELS.get()) is not None:
-        charge = torch.empty_like(spikes) if keep_charge else None
-        v = _like(v.detach(), spikes[0], copy=True)  # the kernel updates it in place to the last V
-        layer = _Layer(len(x_seq), spikes[0].numel(), 0.0 if tau is None else tau, threshold)
-        lib.if_lif_forward(x_seq.data_ptr(), x_seq.stride(0), v.data_ptr(), layer, spikes.data_ptr(),
-                           None if charge is None else charge.data_ptr(), torch.get_num_threads())
-        return spikes, v, charge
-    charge = torch.empty_like(spikes) if keep_charge else torch.empty_like(spikes[0]).expand_as(spikes)
-    if spikes[0].numel() <= _NUMPY_MAX_STEP_NUMEL and x_seq.device.type == "cpu":
-        v = torch.from_numpy(_if_lif_steps_numpy(x_seq.detach().numpy(), v.detach().numpy(), tau, threshold,
-                                                 spikes.numpy(), charge.numpy()))
-    else:
-        v = _if_lif_steps_torch(x_seq, v, tau, threshold, spikes, charge)
-    return spikes, v, charge if keep_charge else None
-
-
-def _if_lif_steps_torch(x_seq, v, tau, threshold, spikes, charge):
-    """The time loop of ``_multi_step_if_lif`` in torch ops; fills spikes and charge [T, ...], returns V."""
-    v_next = torch.empty_like(spikes[0])
-    for t in range(x_seq.shape[0]):
-        h = charge[t]  # a stride-0 scratch step when the charge is not kept
-        if tau is None:
-            torch.add(v, x_seq[t], out=h)
-        else:
-            torch.sub(x_seq[t], v, out=h).div_(tau).add_(v)
-        torch.ge(h, threshold, out=spikes[t])
-        v, v_next = torch.addcmul(h, h, spikes[t], value=-1.0, out=v_next), v
-        if t == 0:
-            v_next = torch.empty_like(v)  # never write into the caller's initial state
-    return v
-
-
-def _if_lif_steps_numpy(x_seq, v, tau, threshold, spikes, charge):
-    """``_if_lif_steps_torch`` on numpy views of the same memory (same ops, same bits); returns V."""
-    v = v.copy()  # never write into the caller's initial state
-    for t in range(x_seq.shape[0]):
-        h = charge[t]
-        if tau is None:
-            np.add(v, x_seq[t], out=h)
-        else:
-            np.subtract(x_seq[t], v, out=h)
-            h /= tau
-            h += v
-        np.greater_equal(h, threshold, out=spikes[t])
-        np.multiply(h, spikes[t], out=v)
-        np.subtract(h, v, out=v)
-    return v
 
 
 class _Layer(ctypes.Structure):
@@ -102,8 +33,8 @@ class _Layer(ctypes.Structure):
 
 
 class Surrogate(ctypes.Structure):
-    """neuron_step.h's Surrogate (the C kernels' surrogate gradient): spikingjelly's id (0 Sigmoid,
-    1 ATan), alpha, pi / 2 * alpha and alpha / 2, the constants rounded to float as torch rounds them."""
+    """neuron_step.h's Surrogate (the C kernels' surrogate gradient): its id (0 Sigmoid, 1 ATan), alpha,
+    pi / 2 * alpha and alpha / 2, the constants rounded to float as spikingjelly's Python rounds them."""
 
     _fields_ = [("id", ctypes.c_int), ("alpha", ctypes.c_float), ("scale", ctypes.c_float),
                 ("half_alpha", ctypes.c_float)]
@@ -113,16 +44,84 @@ class Surrogate(ctypes.Structure):
         return cls(surrogate_id, alpha, math.pi / 2 * alpha, alpha / 2)
 
 
-# neurons.c: the forward and backward over all steps in one call (all sizes, where a C compiler is).
-# Structs cross by pointer (ctypes turns an instance into one): passed by value through ctypes,
-# fire_pool.c's Surrogate (an int and three floats) arrived garbled and its gradients were wrong.
+# The surrogates the kernels compute (neuron_step.h), by spikingjelly's public classes: subclasses may
+# compute something else, so only these exact types.
+_SURROGATE_IDS = {surrogate.Sigmoid: 0, surrogate.ATan: 1}
+
+
+def surrogate_spec(function) -> tuple[int, float] | None:
+    """(the kernels' id, alpha) of spikingjelly's ATan or Sigmoid surrogate; None for any other."""
+    surrogate_id = _SURROGATE_IDS.get(type(function))
+    alpha = getattr(function, "alpha", None)
+    if surrogate_id is None or not getattr(function, "spiking", True):
+        return None
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        return None  # a learnable (tensor) alpha: not what the kernels take
+    return surrogate_id, float(alpha)
+
+
+def _known_answer(lib) -> str | None:
+    """neurons.c against spikingjelly's own IFNode / LIFNode: None, or the first difference found."""
+    generator = torch.Generator().manual_seed(0)  # never torch's global generator: a user's seed stays theirs
+
+    def randn(*shape):
+        return torch.randn(shape, generator=generator)
+
+    # IF and LIF, both surrogates, and a layer large enough (T * M >= neurons.c's PARALLEL_MIN) to be split
+    # between threads
+    cases = [("IF, ATan", None, surrogate.ATan(), (5, 3, 4, 6, 6)),
+             ("LIF, Sigmoid", 2.0, surrogate.Sigmoid(), (6, 16, 10)),
+             ("LIF, ATan alpha 4", 3.5, surrogate.ATan(alpha=4.0), (2, 4, 8, 32, 32))]
+    for name, tau, function, shape in cases:
+        x, upstream, v_upstream = randn(*shape) * 1.5 + 0.4, randn(*shape), randn(*shape[1:])
+        if tau is None:
+            reference = neuron.IFNode(surrogate_function=function, step_mode="m")
+        else:
+            reference = neuron.LIFNode(tau=tau, surrogate_function=function, step_mode="m")
+        x_ref = x.clone().requires_grad_()
+        ref_spikes = reference(x_ref)
+        (ref_grad,) = torch.autograd.grad((ref_spikes * upstream).sum() + (reference.v * v_upstream).sum(), x_ref)
+        surrogate_id, alpha = surrogate_spec(function)
+        x_fast = x.clone().requires_grad_()
+        spikes, v = _FusedIFLIF.apply(x_fast, torch.zeros(shape[1:]), tau, 1.0, alpha, surrogate_id, lib)
+        (grad,) = torch.autograd.grad((spikes * upstream).sum() + (v * v_upstream).sum(), x_fast)
+        error = (native.mismatch("spikes", spikes, ref_spikes, exact=True)
+                 or native.mismatch("last voltages", v, reference.v, exact=True)
+                 or native.mismatch("input gradients", grad, ref_grad))
+        if error:
+            return f"{name} {list(shape)}: {error}"
+    # inference on one channels_last current presented at every step (stride 0 over T), as the CSNN runs
+    step = (randn(3, 5, 6, 6) * 1.5 + 0.4).contiguous(memory_format=torch.channels_last)
+    x = step.unsqueeze(0).expand(4, *step.shape)
+    reference = neuron.IFNode(surrogate_function=surrogate.ATan(), step_mode="m")
+    with torch.no_grad():
+        spikes, v, _ = _forward(lib, x, torch.zeros(step.shape), None, 1.0, keep_charge=False)
+        return native.mismatch("spikes (IF, a current repeated over the steps)", spikes, reference(x), exact=True)
+
+
 _KERNELS = native.Kernels("neurons.c", {
     "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.POINTER(_Layer),
                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
     "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_Layer),
                                ctypes.POINTER(Surrogate), ctypes.c_void_p, ctypes.c_int]),
-})
-_C_SURROGATES = (0, 1)  # the surrogates neurons.c computes: Sigmoid, ATan
+}, structs={"Layer": _Layer, "Surrogate": Surrogate}, check=_known_answer)
+
+
+def _forward(lib, x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
+             keep_charge: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """neurons.c's forward of IF (tau None) or LIF (decay_input, v_reset 0) over x_seq [T, ...], without autograd.
+
+    Returns the spikes [T, ...], the last V [...] and, when ``keep_charge``, the charges H [T, ...].
+    """
+    spikes = torch.empty_strided(x_seq.shape, _dense_strides(x_seq), dtype=torch.float32)
+    if not _same_layout(x_seq, spikes):
+        x_seq = torch.empty_like(spikes).copy_(x_seq)
+    charge = torch.empty_like(spikes) if keep_charge else None
+    v = _like(v.detach(), spikes[0], copy=True)  # the kernel updates it in place to the last V
+    layer = _Layer(len(x_seq), spikes[0].numel(), 0.0 if tau is None else tau, threshold)
+    lib.if_lif_forward(x_seq.data_ptr(), x_seq.stride(0), v.data_ptr(), layer, spikes.data_ptr(),
+                       None if charge is None else charge.data_ptr(), torch.get_num_threads())
+    return spikes, v, charge
 
 
 def _same_layout(x_seq: torch.Tensor, dense: torch.Tensor) -> bool:
@@ -155,81 +154,32 @@ def _dense_strides(x_seq: torch.Tensor) -> tuple[int, ...]:
     return (step.numel(), *inner)
 
 
-def _surrogate_gradient_(x: torch.Tensor, alpha: float, surrogate_id: int) -> torch.Tensor:
-    """spikingjelly's ``_surrogate_gradient`` (same float ops), computed in place in ``x``."""
-    if surrogate_id == 1:  # ATan: (alpha / 2) / (1 + (pi / 2 * alpha * x) ** 2)
-        x.mul_(math.pi / 2 * alpha)
-        return x.mul_(x).add_(1).reciprocal_().mul_(alpha / 2)
-    if surrogate_id == 0:  # Sigmoid: (1 - s) * s * alpha, s = sigmoid(alpha * x)
-        sig = x.mul_(alpha).sigmoid_()
-        return torch.sub(1, sig).mul_(sig).mul_(alpha)
-    return _surrogate_gradient(x, alpha, surrogate_id)
-
-
 class _FusedIFLIF(torch.autograd.Function):
-    """IF/LIF multi-step neuron with spikingjelly's hand-written backward (``_ops/lif/cpu.py``)."""
+    """IF/LIF multi-step neuron in neurons.c, with spikingjelly's hand-written backward (``_ops/lif/cpu.py``)."""
 
     @staticmethod
-    def forward(ctx, x_seq, v_init, tau, threshold, alpha, surrogate_id):
-        spikes, v, charge = _multi_step_if_lif(x_seq, v_init, tau, threshold, keep_charge=True)
-        ctx.save_for_backward(charge, spikes)
-        ctx.params = (tau, threshold, alpha, surrogate_id)
+    def forward(ctx, x_seq, v_init, tau, threshold, alpha, surrogate_id, lib):
+        spikes, v, charge = _forward(lib, x_seq, v_init, tau, threshold, keep_charge=True)
+        ctx.save_for_backward(charge)
+        ctx.params = (tau, threshold, alpha, surrogate_id, lib)
         ctx.set_materialize_grads(False)  # the last V rarely reaches the loss: no zero gradient for it
         return spikes, v
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v):
-        charge, spikes = ctx.saved_tensors
-        tau, threshold, alpha, surrogate_id = ctx.params
-        if (charge.device.type == "cpu" and surrogate_id in _C_SURROGATES and grad_spikes is not None
-                and (lib := _KERNELS.get()) is not None):
-            grad_spikes = _like(grad_spikes, charge)
-            carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
-            grad_x = torch.empty_like(charge)
-            layer = _Layer(len(charge), charge[0].numel(), 0.0 if tau is None else tau, threshold)
-            lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), layer,
-                                Surrogate.of(surrogate_id, alpha), grad_x.data_ptr(), torch.get_num_threads())
-            return grad_x, carry if ctx.needs_input_grad[1] else None, None, None, None, None
-        sg = _surrogate_gradient_(charge - threshold, alpha, surrogate_id)  # dS/dH, [T, ...]
-        # dV/dH of the hard reset to 0: (1 - S) + (0 - H) * dS/dH
-        reset_grad = torch.sub(1.0, spikes).addcmul_(charge, sg, value=-1.0)
-        grad_h = sg.zero_() if grad_spikes is None else sg.mul_(grad_spikes)
-        if grad_h[0].numel() <= _NUMPY_MAX_STEP_NUMEL and grad_h.is_contiguous():
-            carry = torch.from_numpy(_backward_steps_numpy(
-                grad_h.numpy(), reset_grad.numpy(), None if grad_v is None else grad_v.numpy(), tau))
-        else:
-            carry = _backward_steps_torch(grad_h, reset_grad, grad_v, tau)
-        grad_v_init = carry.clone() if ctx.needs_input_grad[1] else None
-        grad_x = grad_h if tau is None else grad_h.div_(tau)
-        return grad_x, grad_v_init, None, None, None, None
-
-
-def _backward_steps_torch(grad_h, reset_grad, grad_v, tau):
-    """Add each step's dL/dV to dL/dH [T, ...] (in place), last step first; returns dL/dV of the initial V."""
-    carry = grad_v
-    for t in range(grad_h.shape[0] - 1, -1, -1):
-        if carry is not None:
-            grad_h[t].addcmul_(carry, reset_grad[t])
-        carry = grad_h[t] if tau is None else grad_h[t] - grad_h[t] / tau
-    return carry
-
-
-def _backward_steps_numpy(grad_h, reset_grad, grad_v, tau):
-    """``_backward_steps_torch`` on numpy views of the same memory (same ops; the carry in one reused buffer)."""
-    carry, scratch, kept = grad_v, np.empty_like(grad_h[0]), np.empty_like(grad_h[0])
-    for t in range(grad_h.shape[0] - 1, -1, -1):
-        if carry is not None:
-            grad_h[t] += np.multiply(carry, reset_grad[t], out=scratch)  # the old carry is used up here
-        if tau is None:
-            carry = grad_h[t]
-        else:  # grad_h[t] - grad_h[t] / tau
-            carry = np.divide(grad_h[t], tau, out=kept)
-            np.subtract(grad_h[t], carry, out=carry)
-    return carry
+        (charge,) = ctx.saved_tensors
+        tau, threshold, alpha, surrogate_id, lib = ctx.params
+        grad_spikes = torch.zeros_like(charge) if grad_spikes is None else _like(grad_spikes, charge)
+        carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
+        grad_x = torch.empty_like(charge)
+        layer = _Layer(len(charge), charge[0].numel(), 0.0 if tau is None else tau, threshold)
+        lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), layer,
+                            Surrogate.of(surrogate_id, alpha), grad_x.data_ptr(), torch.get_num_threads())
+        return grad_x, carry if ctx.needs_input_grad[1] else None, None, None, None, None, None
 
 
 class _FusedMultiStep:
-    """Mixin: run spikingjelly's IF/LIF multi-step forward through the fused CPU kernels.
+    """Mixin: run spikingjelly's IF/LIF multi-step forward through neurons.c where it computes exactly that.
 
     Spike counters (``register_spike_counter``) are told each forward's spike count, also when
     ``fire_and_pool`` fuses the layer with its pool and its spikes never exist as a tensor.
@@ -260,14 +210,13 @@ class _FusedMultiStep:
         return None
 
     def _fused_profile(self, x_seq: torch.Tensor) -> tuple[int, float] | None:
-        """(surrogate id, alpha) when the fused kernels compute exactly this neuron, else None."""
-        if not (self.fused and _surrogate_spec is not None and x_seq.device.type == "cpu"
-                and x_seq.dtype == torch.float32 and x_seq.dim() >= 2 and x_seq.shape[0] >= 1):
+        """(surrogate id, alpha) when the C kernels compute exactly this neuron on x_seq, else None."""
+        if not (self.fused and x_seq.device.type == "cpu" and x_seq.dtype == torch.float32 and x_seq.dim() >= 2
+                and x_seq.shape[0] >= 1):
             return None
-        if (self.v_reset != 0.0 or self.detach_reset or self.store_v_seq
-                or self._neuron_precision is not None or not getattr(self, "decay_input", True)):
+        if self.v_reset != 0.0 or self.detach_reset or self.store_v_seq or not getattr(self, "decay_input", True):
             return None
-        return _surrogate_spec(self.surrogate_function)
+        return surrogate_spec(self.surrogate_function)
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if self.fused and x_seq.dtype in (torch.float16, torch.bfloat16):
@@ -275,27 +224,28 @@ class _FusedMultiStep:
             # float32 (spikingjelly's fast kernels need a float32 state); spikes are exact anyway
             x_seq = x_seq.float()
         profile = self._fused_profile(x_seq) if not args and not kwargs else None
-        if profile is None:
+        lib = _KERNELS.get() if profile is not None else None
+        if lib is None:
             return super().multi_step_forward(x_seq, *args, **kwargs)
-        v = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")[0]
+        v = self.materialize_states((x_seq,), (self.v,), "m")[0]
         if v.dtype != torch.float32:
             return super().multi_step_forward(x_seq, *args, **kwargs)
         surrogate_id, alpha = profile
         threshold = float(self.v_threshold)
         if torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad):
-            spikes, v = _FusedIFLIF.apply(x_seq, v, self._fused_tau(), threshold, alpha, surrogate_id)
+            spikes, v = _FusedIFLIF.apply(x_seq, v, self._fused_tau(), threshold, alpha, surrogate_id, lib)
         else:
-            spikes, v, _ = _multi_step_if_lif(x_seq, v, self._fused_tau(), threshold, keep_charge=False)
-        self._memories["v"] = v
+            spikes, v, _ = _forward(lib, x_seq, v, self._fused_tau(), threshold, keep_charge=False)
+        self.v = v
         return spikes
 
 
 class FusedIFNode(_FusedMultiStep, neuron.IFNode):
-    """spikingjelly's IFNode; multi-step on the CPU runs the fused kernels."""
+    """spikingjelly's IFNode; multi-step on the CPU runs neurons.c."""
 
 
 class FusedLIFNode(_FusedMultiStep, neuron.LIFNode):
-    """spikingjelly's LIFNode; multi-step on the CPU runs the fused kernels."""
+    """spikingjelly's LIFNode; multi-step on the CPU runs neurons.c."""
 
     def _fused_tau(self) -> float | None:
         return float(self.tau)

@@ -56,3 +56,31 @@ def test_a_large_block_comes_back_without_page_faults_and_the_switch_turns_that_
 def test_once_per_process():
     first = allocator.keep_freed_memory()
     assert allocator.keep_freed_memory() == first
+
+
+def test_train_and_evaluate_leave_malloc_as_it_is():
+    """A library caller's process: train() and evaluate() never change malloc's thresholds (the commands do)."""
+    script = textwrap.dedent("""
+        import torch
+        from snn import allocator
+        from snn.config import RunConfig
+        from snn.data import Dataset, Split
+        from snn.training import train
+        g = torch.Generator().manual_seed(0)
+        images, labels = (torch.rand(256, 1, 28, 28, generator=g) * 255).to(torch.uint8), torch.arange(256) % 10
+        train(RunConfig(model="fc", net={"T": 2}, epochs=1, device="cpu"), Dataset(Split(images, labels), Split(images, labels)))
+        print(allocator._kept)
+    """)
+    env = {**os.environ, allocator.ENV_SWITCH: "1"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_python_m_snn_train_keeps_freed_memory_before_anything_else(monkeypatch):
+    from snn import train as command
+
+    calls = []
+    monkeypatch.setattr(command, "keep_freed_memory", lambda: calls.append("kept"))
+    with pytest.raises(SystemExit):
+        command.main(["--help"])
+    assert calls == ["kept"]

@@ -84,18 +84,18 @@ def test_one_missing_file_is_named(data_copy):
 
 
 @pytest.mark.parametrize("keep_bytes", [16 + 5000 * 784, 16 + 5000 * 784 + 300, 7, 0])
-def test_a_truncated_images_file_is_rejected(data_copy, data_root, keep_bytes):
+def test_a_truncated_images_file_is_rejected(data_copy, plain_raw, keep_bytes):
     name = FILES["test_images"]
-    write_bytes(raw_folder(data_copy) / name, (raw_folder(data_root) / name).read_bytes()[:keep_bytes])
+    write_bytes(raw_folder(data_copy) / name, (plain_raw / name).read_bytes()[:keep_bytes])
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: not a readable IDX file \(.+\); the file is "
                                        r"truncated or corrupt$") as error:
         read_dataset(data_copy, download=False)
     assert "\n" not in str(error.value)
 
 
-def test_a_truncated_gzip_file_is_rejected_and_nothing_is_unpacked(data_copy, data_root):
+def test_a_truncated_gzip_file_is_rejected_and_nothing_is_unpacked(data_copy, plain_raw):
     name = FILES["test_images"]
-    compressed = gzip.compress((raw_folder(data_root) / name).read_bytes(), compresslevel=1)
+    compressed = gzip.compress((plain_raw / name).read_bytes(), compresslevel=1)
     (raw_folder(data_copy) / name).unlink()
     (raw_folder(data_copy) / f"{name}.gz").write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: not a readable gzip file \(") as error:
@@ -105,9 +105,9 @@ def test_a_truncated_gzip_file_is_rejected_and_nothing_is_unpacked(data_copy, da
         [*(set(FILES.values()) - {name}), f"{name}.gz"]), "no partial file or temporary folder is left"
 
 
-def test_a_wrong_magic_number_is_rejected(data_copy, data_root):
+def test_a_wrong_magic_number_is_rejected(data_copy, plain_raw):
     name = FILES["test_labels"]
-    raw = bytearray((raw_folder(data_root) / name).read_bytes())
+    raw = bytearray((plain_raw / name).read_bytes())
     raw[:4] = IMAGES_MAGIC.to_bytes(4, "big")  # an images header on a labels file
     write_bytes(raw_folder(data_copy) / name, bytes(raw))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: not a readable IDX file \(RuntimeError: .+\); "
@@ -122,10 +122,10 @@ def test_a_label_count_mismatch_is_rejected(data_copy, dataset):
         read_dataset(data_copy, download=False)
 
 
-def test_swapped_train_and_test_labels_are_rejected(data_copy, data_root):
+def test_swapped_train_and_test_labels_are_rejected(data_copy, plain_raw):
     raw = raw_folder(data_copy)
     (raw / FILES["test_labels"]).unlink()
-    (raw / FILES["test_labels"]).symlink_to(raw_folder(data_root) / FILES["train_labels"])
+    (raw / FILES["test_labels"]).symlink_to(plain_raw / FILES["train_labels"])
     with pytest.raises(DataError, match=r"60000 labels for 10000 images"):
         read_dataset(data_copy, download=False)
 
@@ -432,3 +432,16 @@ def test_a_corrupt_download_is_refused_by_its_checksum_and_not_written(mirror, d
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: MD5 [0-9a-f]{32}, expected ec2911"):
         read_dataset(data_copy)
     assert sorted(p.name for p in raw_folder(data_copy).iterdir()) == sorted(set(FILES.values()) - {name})
+
+
+def test_the_copies_tests_make_work_from_compressed_files_too(plain_raw, tmp_path):
+    """tests/conftest.py's data_copy, where the data folder holds only .gz files (as torchvision leaves them)."""
+    from tests.idx_files import uncompressed
+
+    gz_only = tmp_path / "gz"
+    gz_only.mkdir()
+    for name in FILES.values():
+        (gz_only / f"{name}.gz").write_bytes(gzip.compress((plain_raw / name).read_bytes(), compresslevel=1))
+    plain = uncompressed(gz_only, tmp_path / "plain")
+    for name in FILES.values():
+        assert (plain / name).read_bytes() == (plain_raw / name).read_bytes()

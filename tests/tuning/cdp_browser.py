@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -23,6 +24,19 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def require_chromium() -> str:
+    """Chromium's path; without it the test skips, or fails under SNN_REQUIRE_BROWSER=1 (as .ci/run sets)."""
+    import pytest
+
+    path = chromium_path()
+    if path is None:
+        message = "no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("SNN_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{message}, and SNN_REQUIRE_BROWSER=1 requires the browser tests to run")
+        pytest.skip(message)
+    return path
 
 
 class HeadlessChromium:

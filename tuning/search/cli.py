@@ -6,6 +6,7 @@ line on stderr with exit code 2, an interrupted search exit code 130 with the li
 
 from __future__ import annotations
 
+from snn.allocator import keep_freed_memory
 from snn.cli import fail
 from snn.errors import SnnTuneError
 
@@ -17,6 +18,7 @@ PROG = "python -m tuning.search"
 
 def main(argv: list[str] | None = None, *, trainable=None) -> int:
     """The command line; ``trainable`` replaces the trial function (tests inject faults through it)."""
+    keep_freed_memory()  # the command's choice (snn/allocator.py), as each trial's: its estimate and retrain train
     options = Options.from_flags(build_parser().parse_args(argv))
     try:
         search(options, trainable=trainable)

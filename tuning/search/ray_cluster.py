@@ -11,6 +11,14 @@ the dashboard has its own host (``--dashboard-host``).
 A search pays Ray's start and stop once, so both skip Ray's one-second waits where a small
 machine meets them (FAST_RETRIES, ``_prompt_node_lookup``, ``stop_ray``; README, "What a search
 costs beyond its trials").
+
+Ray's private internals used here, each in one function, checked against Ray 2.41-2.60
+(RAY_CHECKED), guarded, and pinned by tests/tuning/search/test_ray_internals.py:
+``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` (``_node_on_loopback``: a local Ray on loopback;
+where it has moved the search refuses to start a local Ray rather than expose its services),
+``ray._private.services.get_node`` with ``ray._private.state.GlobalState`` (``_prompt_node_lookup``)
+and ``ray._private.worker._global_node.all_processes`` (``_local_processes``). Where either of the
+last two has moved, Ray's own start or stop runs, a second slower, with one warning.
 """
 
 from __future__ import annotations
@@ -28,20 +36,22 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import ray
-import ray._private.ray_constants as ray_constants
 
 from .settings import ClusterError, ResourceError, Settings
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 LOOPBACK = "127.0.0.1"
 CLUSTER_TIMEOUT_S = 30  # --address: seconds to wait for the cluster before giving up
+RAY_CHECKED = "Ray 2.41-2.60"  # the versions the private internals below were read in and tested against
 # Ray's switch between a one-machine instance (node IP on loopback; its default on macOS and
 # Windows) and a cluster node (node IP = the address other machines reach). Set by the user, it wins.
-SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+MONITOR = "monitor"  # ray_constants.PROCESS_TYPE_MONITOR: the autoscaler monitor's process type
 # The raylet's first connection to its own object store races the store's start; losing, it
 # sleeps raylet_client_connect_timeout_milliseconds (1 s) before trying again, in about a third
 # of starts on a 2-core machine. The same 10 s of tries, in 50 ms steps.
@@ -225,12 +235,21 @@ def _node_on_loopback() -> Iterator[str | None]:
     if SINGLE_MACHINE_ENV in os.environ:
         yield None  # the user chose; Ray decides the node IP as it always does
         return
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        import ray._private.ray_constants as constants
+    except ImportError:
+        constants = None
+    if not isinstance(getattr(constants, "ENABLE_RAY_CLUSTER", None), bool):
+        raise ClusterError(f"this Ray ({ray.__version__}) keeps its one-machine switch elsewhere than "
+                           f"ray._private.ray_constants.ENABLE_RAY_CLUSTER (checked against {RAY_CHECKED}), so a "
+                           f"local Ray cannot be held to loopback; set {SINGLE_MACHINE_ENV}=0 to start it as Ray "
+                           f"decides, or join a cluster with --address")
+    before = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
     try:
         yield LOOPBACK
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
+        constants.ENABLE_RAY_CLUSTER = before
 
 
 @contextlib.contextmanager
@@ -240,11 +259,12 @@ def _prompt_node_lookup() -> Iterator[None]:
     Ray 2.60's start asks the GCS for the raylet it just started (``services.get_node``), whose
     C++ side sleeps a whole second whenever the raylet has not registered yet, as it has not on
     a first try here. For the start, ``get_node`` first polls the GCS's node table, then asks as
-    Ray does. On a Ray without these functions the start is Ray's own.
+    Ray does. On a Ray without these functions the start is Ray's own (one warning).
     """
-    services, state = ray._private.services, ray._private.state
+    services, state = getattr(ray._private, "services", None), getattr(ray._private, "state", None)
     if not all(hasattr(m, f) for m, f in ((services, "get_node"), (services, "_get_gcs_client_options"),
                                           (state, "GlobalState"))):
+        _warn_moved("ray._private.services.get_node", "Ray starts at its own pace, up to a second slower")
         yield
         return
     ray_get_node = services.get_node
@@ -286,7 +306,7 @@ def stop_ray() -> None:
     holds the shutdown for that whole second. A local instance has nothing to autoscale, so
     its monitor is killed first (as Ray itself does a second later).
     """
-    for monitor in _local_processes(ray_constants.PROCESS_TYPE_MONITOR):
+    for monitor in _local_processes(MONITOR):
         monitor.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):  # as Ray, never wait on a process for long
             monitor.wait(timeout=1)
@@ -295,11 +315,31 @@ def stop_ray() -> None:
 
 def _local_processes(process_type: str) -> list:
     """The ``subprocess.Popen`` of each process of ``process_type`` that this process's own Ray instance
-    started (Ray 2.60's ``Node.all_processes``); none after joining a cluster, or on another Ray layout."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    if node is None or not node.head:
+    started (Ray 2.60's ``Node.all_processes``); none after joining a cluster, or on another Ray layout
+    (one warning: Ray's own shutdown then stops them, a second slower)."""
+    worker = getattr(ray._private, "worker", None)
+    if not hasattr(worker, "_global_node"):
+        _warn_moved("ray._private.worker._global_node", "Ray stops at its own pace, a second slower")
         return []
-    return [info.process for info in getattr(node, "all_processes", {}).get(process_type, [])]
+    node = worker._global_node
+    if node is None or not getattr(node, "head", False):
+        return []
+    processes = getattr(node, "all_processes", None)
+    if not isinstance(processes, dict):
+        _warn_moved("ray._private.node.Node.all_processes", "Ray stops at its own pace, a second slower")
+        return []
+    return [info.process for info in processes.get(process_type, []) if hasattr(info, "process")]
+
+
+def _warn_moved(what: str, consequence: str) -> None:
+    """One warning per process that a private part of Ray this module uses has moved."""
+    if what not in _told:
+        _told.add(what)
+        warnings.warn(f"this Ray ({ray.__version__}) has no {what} (checked against {RAY_CHECKED}): {consequence}",
+                      stacklevel=3)
+
+
+_told: set[str] = set()
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,4 @@
-"""Ray's OptunaSearch, telling Optuna exactly what each trial did.
+"""Optuna's sampler behind Ray Tune, telling Optuna exactly what each trial did.
 
 Two things in Ray's ``OptunaSearch`` (ray 2.4x-2.60) would mislead TPE here:
 
@@ -11,10 +11,10 @@ Two things in Ray's ``OptunaSearch`` (ray 2.4x-2.60) would mislead TPE here:
   so the last epoch of every trial would be missing from its intermediate values. Here each
   epoch reaches the study exactly once, with its epoch as the step.
 
-Ray offers no public hook for how a trial is told, so this subclass uses three of
-``OptunaSearch``'s attributes: ``_ot_trials`` (Ray trial id -> Optuna trial), ``_ot_study``
-and ``_completed_trials``. ``tests/tuning/test_searcher.py`` pins that they exist and mean
-that.
+Ray offers no public hook for how ``OptunaSearch`` tells a trial, so ``PruneAwareOptunaSearch``
+is not a subclass of it: it is Ray Tune's public ``Searcher`` over Optuna's public ask-and-tell
+interface (``Study.ask``, ``Trial.report``, ``Study.tell``), and reads no private attribute of
+either library. ``RelocatingSearchGenerator`` alone reaches into Ray Tune (see there).
 """
 
 from __future__ import annotations
@@ -27,11 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import ray
 from optuna.trial import TrialState
-from ray.tune.search import SearchGenerator
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import SearchGenerator, Searcher
 
 from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT, STUDY, TUNE
+from .settings import InputError
+
+# Ray Tune's StorageContext attributes that name where a search's trials are written
+STORAGE_ATTRIBUTES = ("storage_fs_path", "experiment_dir_name")
 
 
 # The experiment folder that searchers and search generators restored within ``resuming_into`` belong to.
@@ -42,7 +46,7 @@ _RESUMED_EXPERIMENT: contextvars.ContextVar[Path | None] = contextvars.ContextVa
 def resuming_into(experiment: Path) -> Iterator[None]:
     """What is restored inside this block (``Tuner.restore`` and ``fit``) writes into ``experiment`` only.
 
-    Ray pickles two absolute paths of the experiment it started in: OptunaSearch's whole state,
+    Ray pickles two absolute paths of the experiment it started in: the searcher's whole state,
     the Optuna storage (the journal's path) included, and the search generator's Experiment
     (where new trials are created). Restored from a copy (or a moved folder) both still point
     at the original, and the copy would write into it. So PruneAwareOptunaSearch pickles no
@@ -62,43 +66,95 @@ def experiment_being_run() -> Path | None:
 
 
 class RelocatingSearchGenerator(SearchGenerator):
-    """Ray's SearchGenerator whose restored Experiment creates new trials where the experiment is now."""
+    """Ray's SearchGenerator whose restored Experiment creates new trials where the experiment is now.
+
+    Ray Tune has no public way to say where a restored search creates new trials: the restored
+    Experiment (``SearchGenerator._experiment``) keeps the StorageContext of the folder the search
+    started in (``storage_fs_path``, ``experiment_dir_name``). Both are re-pointed here, the one use
+    of Ray Tune's private state in this package (checked against Ray 2.41-2.60;
+    tests/tuning/search/test_searcher.py pins it). Where a later Ray has moved them, a resume is
+    refused (ResumeUnsupported, one line) rather than let new trials write into another folder.
+    """
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         experiment = _RESUMED_EXPERIMENT.get()
-        if experiment is not None and self._experiment is not None:
-            storage = self._experiment.storage  # also the spec's "storage", from which each new trial copies
-            storage.storage_fs_path = str(experiment)
-            storage.experiment_dir_name = TUNE
+        if experiment is None:
+            return
+        storage = getattr(getattr(self, "_experiment", None), "storage", None)
+        if not all(hasattr(storage, name) for name in STORAGE_ATTRIBUTES):
+            raise ResumeUnsupported(
+                f"--resume refused: this Ray ({ray.__version__}) keeps a restored search's storage where this "
+                f"project cannot re-point it (SearchGenerator._experiment.storage, checked against Ray "
+                f"2.41-2.60), so new trials could be written into another folder")
+        storage.storage_fs_path = str(experiment)  # also the spec's "storage", from which each new trial copies
+        storage.experiment_dir_name = TUNE
 
 
-class PruneAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that reports every epoch once and early-stopped or failed trials as PRUNED."""
+class ResumeUnsupported(InputError):
+    """The installed Ray keeps a restored search's storage where RelocatingSearchGenerator cannot re-point it."""
 
-    def __init__(self, *args, max_epochs: int, **kwargs):
-        super().__init__(*args, **kwargs)
+
+class PruneAwareOptunaSearch(Searcher):
+    """Optuna's sampler (TPE, random) as a Ray Tune searcher that reports every epoch once and tells
+    early-stopped or failed trials as PRUNED.
+
+    space: a define-by-run function ``(optuna.Trial) -> dict`` or {name: Optuna distribution};
+    metric, mode: one, or lists for a multi-objective study; points_to_evaluate: configurations to
+    try first (enqueued in the study); storage, study_name: where the study lives (in memory by
+    default); max_epochs: a trial that reported fewer epochs was stopped early.
+    """
+
+    def __init__(self, space, metric: str | list[str], mode: str | list[str], *, max_epochs: int,
+                 sampler: optuna.samplers.BaseSampler | None = None, points_to_evaluate: list[dict] | None = None,
+                 storage: optuna.storages.BaseStorage | None = None, study_name: str | None = None):
+        super().__init__(metric=metric, mode=mode)
+        self._space, self._sampler, self._storage = space, sampler, storage
+        self._study_name = study_name or "optuna"
         self._max_epochs = max_epochs
+        self._trials: dict[str, optuna.Trial | int] = {}  # Ray trial id -> its Optuna trial (its number, pickled)
+        self._finished: set[str] = set()
         self._reported_steps: dict[str, set[int]] = {}  # saved with the searcher, so resume keeps it
+        modes = mode if isinstance(mode, list) else [mode]
+        self._study = optuna.create_study(storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(),
+                                          study_name=self._study_name, load_if_exists=True,
+                                          directions=["minimize" if m == "min" else "maximize" for m in modes])
+        for point in points_to_evaluate or []:
+            self._study.enqueue_trial(point)
+
+    @property
+    def study(self) -> optuna.Study | None:
+        """The Optuna study; None in a searcher unpickled outside ``resuming_into`` (its study stays closed)."""
+        return self._study
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return False  # the space, metric and mode were given at construction
 
     def suggest(self, trial_id: str) -> dict | None:
-        """Ray's suggestion, with the Ray trial id recorded on the Optuna trial (links the study to trials.csv)."""
-        config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
-        return config
+        """The configuration of a new trial, with the Ray trial id recorded on its Optuna trial (links the study to trials.csv)."""
+        if trial_id not in self._trials:
+            if callable(self._space):
+                self._trials[trial_id] = self._study.ask()
+            else:
+                self._trials[trial_id] = self._study.ask(fixed_distributions=self._space)
+            self._trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        trial = self._trials[trial_id]
+        if not callable(self._space):
+            return dict(trial.params)
+        sampled = self._space(trial)
+        return {**trial.params, **sampled} if sampled else dict(trial.params)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._finished or trial_id not in self._trials:
             return
         if result:
             self._report(trial_id, result)
         state, value = self.outcome(result, error)
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        self._completed_trials.add(trial_id)
+        self._study.tell(self._trials[trial_id], value, state=state)
+        self._finished.add(trial_id)
         self._reported_steps.pop(trial_id, None)
 
     def outcome(self, result: dict | None, error: bool) -> tuple[TrialState, float | list[float] | None]:
@@ -122,22 +178,21 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if isinstance(self.metric, list):
             return
         value = result.get(self.metric)
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials or not _is_finite(value):
+        if trial_id in self._finished or trial_id not in self._trials or not _is_finite(value):
             return  # a diverged epoch has no accuracy to report
         step = int(result.get(EPOCH, result.get("training_iteration")))
         reported = self._reported_steps.setdefault(trial_id, set())
         if step not in reported:
-            self._ot_trials[trial_id].report(float(value), step)
+            self._trials[trial_id].report(float(value), step)
             reported.add(step)
 
-
-    # Pickled state: no Optuna storage (see study_storage_for_restore). The study and each Ray
-    # trial's Optuna trial are saved by name and number, and reopened on restore.
+    # Pickled state: no Optuna storage (its journal's path is the original experiment's). The study is saved
+    # by name and each Ray trial's Optuna trial by number, and reopened on restore.
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_storage"] = state["_ot_study"] = None
-        state["_ot_trials"] = {rid: t if isinstance(t, int) else t.number for rid, t in self._ot_trials.items()}
+        state["_storage"] = state["_study"] = None
+        state["_trials"] = {rid: t if isinstance(t, int) else t.number for rid, t in self._trials.items()}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -160,13 +215,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return  # e.g. tuner.pkl read by a tool: the study stays closed rather than open someone else's journal
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / STUDY)))
         self._storage = storage
-        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler,
-                                           pruner=optuna.pruners.NopPruner())
+        self._study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler,
+                                        pruner=optuna.pruners.NopPruner())
         study_id = storage.get_study_id_from_name(self._study_name)
-        self._ot_trials = {
+        self._trials = {
             rid: t if not isinstance(t, int) else optuna.trial.Trial(
-                self._ot_study, storage.get_trial_id_from_study_id_trial_number(study_id, t))
-            for rid, t in self._ot_trials.items()}
+                self._study, storage.get_trial_id_from_study_id_trial_number(study_id, t))
+            for rid, t in self._trials.items()}
 
 
 def _is_finite(value) -> bool:

@@ -15,6 +15,7 @@ import ray
 import torch
 from ray import tune
 
+from snn.allocator import keep_freed_memory
 from snn.checkpoint import read_checkpoint
 from snn.data import Dataset, make_splits
 from snn.run_folder import CHECKPOINT_FILE
@@ -36,6 +37,7 @@ class TrialSetup:
 
 def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None:
     """Ray function trainable: train one sampled config for the budget's epochs per trial."""
+    keep_freed_memory()  # the trial process's choice (snn/allocator.py): large CPU tensors reused without page faults
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     config = setup.space.config_for(sampled, epochs=setup.space.budget.epochs_per_trial, device=setup.device)
     network = setup.space.net

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -12,7 +13,9 @@ from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
     finished_experiment,
     half_finished_experiment,
 )
+from tuning import experiment as files
 from tuning.report import figures
+from tuning.report.figures.common import BEST_COLOUR
 from tuning.report.folder import MissingData, read_experiment
 
 
@@ -106,23 +109,43 @@ def test_firing_rates_come_from_the_retrain_metrics(finished_experiment):
     assert "2 seed(s)" in fig.layout.title.text
 
 
-def test_sample_predictions_show_ten_test_images_with_labels(finished_experiment):
+def test_sample_predictions_show_ten_test_images_with_their_own_labels(finished_experiment, dataset):
+    """Each panel is the test image at its place in the test set, titled with that image's true label and the
+    retrained model's prediction for it: wrong pairings or a label shown for another image fail."""
     fig = figures.sample_predictions(finished_experiment)
-    assert len(fig.data) == 10 and all(t.type == "heatmap" for t in fig.data)
-    assert all(t.z.shape == (28, 28) if hasattr(t.z, "shape") else len(t.z) == 28 for t in fig.data)
-    assert all(a.text.startswith("true ") and ", predicted " in a.text for a in fig.layout.annotations)
+    saved = np.load(finished_experiment / files.PREDICTIONS)
+    picks = saved["sample_index"]
+    assert len(fig.data) == len(picks) == 10 and all(t.type == "heatmap" for t in fig.data)
+    test_images, test_labels = dataset.test.images.numpy(), dataset.test.labels.numpy()
+    for k, (trace, annotation, i) in enumerate(zip(fig.data, fig.layout.annotations, picks)):
+        assert np.array_equal(np.asarray(trace.z), test_images[i]), k  # the image at that place
+        assert saved["labels"][i] == test_labels[i]
+        assert annotation.text == f"true {test_labels[i]}, predicted {saved['predicted'][i]}", k
+        wrong = test_labels[i] != saved["predicted"][i]
+        assert (annotation.font.color == BEST_COLOUR) is bool(wrong), k
+    assert len(set(picks.tolist())) == 10 and len(set(test_labels[picks].tolist())) > 1
 
 
-def test_confusion_matrix_counts_every_test_image_the_run_used(finished_experiment):
+def test_confusion_matrix_has_the_true_digit_in_rows_and_the_prediction_in_columns(finished_experiment):
     exp = read_experiment(finished_experiment)
     fig = figures.confusion_matrix(exp)
-    counts = fig.data[0].text
-    assert sum(map(sum, counts)) == 500  # the retrain's limit_test
-    predictions = figures.predictions(exp)
-    assert f"accuracy {predictions.accuracy:.2%}" in fig.layout.title.text
+    saved = np.load(finished_experiment / files.PREDICTIONS)
+    expected = np.zeros((10, 10), dtype=int)
+    for true, predicted in zip(saved["labels"], saved["predicted"]):
+        expected[true, predicted] += 1
+    assert expected.sum() == 500  # the retrain's limit_test
+    assert not np.array_equal(expected, expected.T), "a symmetric matrix cannot tell rows from columns"
+    heatmap = fig.data[0]
+    assert np.array_equal(np.asarray(heatmap.text), expected)  # row: true digit, column: predicted digit
+    assert fig.layout.yaxis.title.text == "true digit" and fig.layout.xaxis.title.text == "predicted digit"
+    assert list(heatmap.y) == list(heatmap.x) == [str(d) for d in range(10)]
+    rows = expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(heatmap.z), expected / np.maximum(rows, 1))  # share of the true class
+    accuracy = np.trace(expected) / 500
+    assert f"on 500 test images (accuracy {accuracy:.2%})" in fig.layout.title.text
     # Poisson input, seeded: the report's accuracy is close to the one the trainer measured
     final = pd.read_csv(finished_experiment / "retrain" / "seed-0" / "metrics.csv")["test_acc"].iloc[-1]
-    assert predictions.accuracy == pytest.approx(final, abs=0.05)
+    assert accuracy == pytest.approx(final, abs=0.05)
 
 
 def test_importance_comes_from_the_journal_and_says_when_it_is_absent(finished_experiment):

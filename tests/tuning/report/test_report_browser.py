@@ -6,17 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.tuning.cdp_browser import HeadlessChromium, chromium_path
+from tests.tuning.cdp_browser import HeadlessChromium, require_chromium
 from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
     _finished_experiment_template,
     finished_experiment,
 )
 from tuning.report.build import SECTIONS, build_report
 
-pytestmark = [
-    pytest.mark.skipif(chromium_path() is None,
-                       reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"),
-]
+
+
+@pytest.fixture(autouse=True)
+def chromium() -> str:
+    return require_chromium()
+
+
 pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[dev]')")
 
 # A plot has rendered when plotly.js has laid it out and drawn its SVG with every trace.

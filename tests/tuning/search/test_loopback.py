@@ -40,7 +40,7 @@ PROBE = textwrap.dedent("""
         except psutil.Error:
             pass
     print("SOCKETS " + json.dumps(sockets), flush=True)
-    monitors = ray_cluster._local_processes(ray_cluster.ray_constants.PROCESS_TYPE_MONITOR)
+    monitors = ray_cluster._local_processes(ray_cluster.MONITOR)
     ray_cluster.stop_ray()
     print("MONITORS " + json.dumps([m.poll() is not None for m in monitors]), flush=True)
 """)

@@ -90,7 +90,7 @@ def test_the_searchers_pickles_hold_no_journal_path_and_reopen_the_resumed_exper
     before = digests(original)
 
     restored = pickle.loads(pickle.dumps(searcher))  # as Tuner.restore reads tune/tuner.pkl, outside resuming_into
-    assert restored._ot_study is None  # the study stays closed rather than open the original's journal
+    assert restored.study is None  # the study stays closed rather than open the original's journal
     with resuming_into(copy):
         restored = pickle.loads(pickle.dumps(searcher))
         restored.restore(str(copy / "searcher-state.pkl"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -30,7 +31,7 @@ def run_trial(searcher, trial_id: str, epochs: int, diverge: bool = False) -> No
 
 
 def states(searcher) -> list[TrialState]:
-    return [t.state for t in searcher._ot_study.get_trials(deepcopy=False)]
+    return [t.state for t in searcher.study.get_trials(deepcopy=False)]
 
 
 def new_searcher(cls=PruneAwareOptunaSearch, **kwargs):
@@ -43,7 +44,7 @@ def test_a_trial_stopped_early_is_pruned_with_its_intermediate_values():
     searcher = new_searcher()
     run_trial(searcher, "full", MAX_EPOCHS)
     run_trial(searcher, "stopped", 1)
-    full, stopped = searcher._ot_study.get_trials()
+    full, stopped = searcher.study.get_trials()
     assert full.state == TrialState.COMPLETE and full.value == objective(full.params["lr"], MAX_EPOCHS)
     assert stopped.state == TrialState.PRUNED
     assert stopped.intermediate_values == {1: objective(stopped.params["lr"], 1)}
@@ -53,9 +54,11 @@ def test_a_trial_stopped_early_is_pruned_with_its_intermediate_values():
 
 def test_ray_stock_searcher_would_call_the_stopped_trial_complete():
     """The behaviour this project fixes: Ray's OptunaSearch tells a 1-epoch trial as COMPLETE."""
-    searcher = new_searcher(OptunaSearch)
+    storage = optuna.storages.InMemoryStorage()
+    searcher = new_searcher(OptunaSearch, storage=storage, study_name="stock")
     run_trial(searcher, "stopped", 1)
-    assert states(searcher) == [TrialState.COMPLETE]
+    study = optuna.load_study(study_name="stock", storage=storage)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
 
 
 def test_diverged_and_errored_trials():
@@ -63,7 +66,7 @@ def test_diverged_and_errored_trials():
     run_trial(searcher, "nan", 2, diverge=True)
     searcher.suggest("crashed")
     searcher.on_trial_complete("crashed", None, error=True)
-    nan, crashed = searcher._ot_study.get_trials()
+    nan, crashed = searcher.study.get_trials()
     assert nan.state == TrialState.PRUNED and sorted(nan.intermediate_values) == [1, 2]
     assert crashed.state == TrialState.FAIL
 
@@ -82,7 +85,7 @@ def test_tpe_learns_from_pruned_trials_over_a_synthetic_search():
             result = {"epoch": epoch, "test_acc": objective(lr, epoch)}
             searcher.on_trial_result(trial_id, result)
         searcher.on_trial_complete(trial_id, result)
-    study = searcher._ot_study
+    study = searcher.study
     assert TrialState.PRUNED in states(searcher) and TrialState.COMPLETE in states(searcher)
     assert abs(__import__("math").log10(study.best_params["lr"]) + 2) < 0.5
 
@@ -100,21 +103,55 @@ def test_every_epoch_reaches_the_study_once_with_its_step_including_the_last():
     searcher = new_searcher()
     run_trial_as_ray_does(searcher, "full", MAX_EPOCHS)
     run_trial_as_ray_does(searcher, "stopped", 2)
-    full, stopped = searcher._ot_study.get_trials()
+    full, stopped = searcher.study.get_trials()
     assert full.intermediate_values == {e: objective(full.params["lr"], e) for e in range(1, MAX_EPOCHS + 1)}
     assert stopped.state == TrialState.PRUNED
     assert stopped.intermediate_values == {1: objective(stopped.params["lr"], 1), 2: objective(stopped.params["lr"], 2)}
 
 
-def test_the_ray_attributes_the_searcher_relies_on_exist_and_mean_what_it_assumes():
-    """OptunaSearch has no public hook for how a trial is told; pin the three attributes used instead."""
+def test_the_searcher_uses_only_public_apis_of_ray_and_optuna():
+    """A Ray Tune Searcher over Optuna's ask and tell: not OptunaSearch, whose private trial maps it once used."""
+    from ray.tune.search import Searcher
+
+    assert PruneAwareOptunaSearch.__mro__[1] is Searcher and not issubclass(PruneAwareOptunaSearch, OptunaSearch)
     searcher = new_searcher()
-    searcher.suggest("a")
-    assert isinstance(searcher._ot_study, optuna.Study)
-    assert isinstance(searcher._ot_trials["a"], optuna.Trial)
-    assert searcher._completed_trials == set()
     run_trial_as_ray_does(searcher, "b", 1)
-    assert searcher._completed_trials == {"b"}
+    (trial,) = searcher.study.get_trials()
+    assert trial.user_attrs == {"ray_trial_id": "b"} and trial.state == TrialState.PRUNED
+
+
+def test_the_seed_point_is_tried_first():
+    searcher = new_searcher(points_to_evaluate=[{"lr": 0.003}])
+    assert searcher.suggest("first") == {"lr": 0.003}
+    assert searcher.suggest("second") != {"lr": 0.003}
+
+
+def test_ray_still_keeps_a_restored_searchs_storage_where_the_generator_re_points_it():
+    """RelocatingSearchGenerator's one use of Ray Tune's private state: SearchGenerator._experiment.storage."""
+    import ray
+    from ray.tune.experiment import Experiment
+
+    from tuning.search.searcher import STORAGE_ATTRIBUTES, RelocatingSearchGenerator
+
+    generator = RelocatingSearchGenerator(new_searcher())
+    generator.add_configurations([Experiment("pinned", lambda config: None, storage_path="/tmp/pinned-storage")])
+    storage = getattr(getattr(generator, "_experiment", None), "storage", None)
+    assert storage is not None and all(hasattr(storage, a) for a in STORAGE_ATTRIBUTES), (
+        f"Ray {ray.__version__} no longer keeps SearchGenerator._experiment.storage.{STORAGE_ATTRIBUTES}: "
+        f"update RelocatingSearchGenerator (tuning/search/searcher.py)")
+    assert storage.storage_fs_path == "/tmp/pinned-storage"
+
+
+def test_where_ray_moved_the_storage_a_relocated_resume_is_refused(monkeypatch, tmp_path):
+    from ray.tune.search import SearchGenerator
+
+    from tuning.search.searcher import RelocatingSearchGenerator, ResumeUnsupported, resuming_into
+
+    generator = RelocatingSearchGenerator(new_searcher())
+    monkeypatch.setattr(SearchGenerator, "set_state", lambda self, state: setattr(self, "_experiment", None))
+    generator.set_state({})  # outside a resume: nothing to re-point
+    with resuming_into(tmp_path), pytest.raises(ResumeUnsupported, match="--resume refused: this Ray"):
+        generator.set_state({})
 
 
 def test_with_two_objectives_only_trials_that_ran_to_the_end_are_complete_with_both_values():
@@ -127,7 +164,7 @@ def test_with_two_objectives_only_trials_that_ran_to_the_end_are_complete_with_b
         for result in results[:-1]:
             searcher.on_trial_result(trial_id, result)  # no intermediate values: Trial.report is single-objective
         searcher.on_trial_complete(trial_id, results[-1])
-    full, stopped = searcher._ot_study.get_trials()
+    full, stopped = searcher.study.get_trials()
     assert full.state == TrialState.COMPLETE and full.values == [0.5 + MAX_EPOCHS / 10, 1000.0 * MAX_EPOCHS]
     assert stopped.state == TrialState.PRUNED  # an ASHA-stopped trial is not put on the front as if it had finished
-    assert [t.number for t in searcher._ot_study.best_trials] == [full.number]
+    assert [t.number for t in searcher.study.best_trials] == [full.number]

@@ -9,9 +9,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.tuning.helpers import REPO, free_port, search_command, start_search
+from tuning import experiment as files
 
 TRIALS = 4
 
@@ -27,25 +29,67 @@ def tracked(data_root, tmp_path_factory) -> Path:
     return folder / "tracked"
 
 
-def test_mlflow_holds_one_run_per_trial_with_its_metrics(tracked):
+def trial_records(tracked: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(trials.csv by trial id, trial_metrics.csv, the search's metric): what each tracker must agree with."""
+    trials = pd.read_csv(tracked / files.TRIALS, dtype={"trial_id": str}).set_index("trial_id")
+    metrics = pd.read_csv(tracked / files.TRIAL_METRICS, dtype={"trial_id": str})
+    return trials, metrics, json.loads((tracked / files.SUMMARY).read_text())["metric"]
+
+
+def per_epoch(metrics: pd.DataFrame, trial_id: str, column: str) -> list[float]:
+    rows = metrics[metrics["trial_id"] == trial_id].sort_values("epoch")
+    return rows[column].tolist()
+
+
+def same_value(shown: str | None, value) -> bool:
+    """A tracker's text of a sampled value against trials.csv's value (numbers to float rounding)."""
+    if pd.isna(value):  # not sampled in this trial (a conditional parameter)
+        return shown is None
+    try:
+        return float(shown) == pytest.approx(float(value))
+    except (TypeError, ValueError):
+        return shown == str(value)
+
+
+def trial_of(name: str, trial_ids) -> str:
+    (trial_id,) = [t for t in trial_ids if t in name]
+    return trial_id
+
+
+def test_mlflow_holds_one_run_per_trial_with_its_config_and_every_epochs_accuracy(tracked):
     import mlflow
 
+    trials, metrics, _ = trial_records(tracked)
     mlflow.set_tracking_uri(f"sqlite:///{tracked / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["tracked"], output_format="list")
     assert len(runs) == TRIALS
-    assert all("test_acc" in run.data.metrics and "lr" in run.data.params for run in runs)
+    client = mlflow.tracking.MlflowClient()
+    searched = [c.removeprefix("config/") for c in trials.columns if c.startswith("config/")]
+    assert searched
+    for run in runs:
+        trial_id = trial_of(run.info.run_name, trials.index)
+        for name in searched:  # the trial's sampled configuration
+            assert same_value(run.data.params.get(name), trials.loc[trial_id, f"config/{name}"]), name
+        history = sorted(client.get_metric_history(run.info.run_id, "test_acc"), key=lambda m: m.step)
+        assert [m.value for m in history] == pytest.approx(per_epoch(metrics, trial_id, "test_acc"))
+        assert history[-1].value == pytest.approx(trials.loc[trial_id, "last_test_acc"])
 
 
-def test_tensorboard_event_files_hold_each_trials_accuracy(tracked):
+def test_tensorboard_event_files_hold_each_trials_accuracy_at_every_epoch(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    trials, metrics, _ = trial_records(tracked)
     event_files = sorted((tracked / "tune").glob("*/events.out.tfevents.*"))
     assert len(event_files) == TRIALS
+    seen = set()
     for path in event_files:
+        trial_id = trial_of(path.parent.name, trials.index)
         events = EventAccumulator(str(path))
         events.Reload()
-        assert "ray/tune/test_acc" in events.Tags()["scalars"]
-        assert len(events.Scalars("ray/tune/test_acc")) >= 1
+        scalars = sorted(events.Scalars("ray/tune/test_acc"), key=lambda e: e.step)
+        assert [e.value for e in scalars] == pytest.approx(per_epoch(metrics, trial_id, "test_acc"), abs=1e-6)
+        seen.add(trial_id)
+    assert seen == set(trials.index)
 
 
 def test_optuna_dashboard_serves_the_search_study(tracked):
@@ -73,3 +117,17 @@ def test_optuna_dashboard_serves_the_search_study(tracked):
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # what it shows of each trial is the search's: its sampled values and every epoch of the search's metric
+    trials, metrics, metric = trial_records(tracked)
+    shown = set()
+    for trial in study["trials"]:
+        trial_id = {a["key"]: a["value"] for a in trial["user_attrs"]}[files.RAY_TRIAL_ID]
+        for param in trial["params"]:
+            assert same_value(param["param_external_value"], trials.loc[trial_id, f"config/{param['name']}"]), param
+        steps = [v["step"] for v in trial["intermediate_values"]]
+        values = [v["value"] for v in trial["intermediate_values"]]
+        assert steps == list(range(1, len(steps) + 1)) and steps
+        assert values == pytest.approx(per_epoch(metrics, trial_id, metric)[:len(values)])
+        assert len(values) == trials.loc[trial_id, "epochs"]
+        shown.add(trial_id)
+    assert shown == set(trials.index)
