@@ -196,7 +196,7 @@ def test_a_config_file_is_the_run_and_flags_beside_it_override_its_fields(capsys
 
 def test_a_config_file_without_some_fields_takes_their_defaults(capsys, tmp_path, data_root):
     partial = tmp_path / "partial.json"
-    partial.write_text('{"model": "csnn", "T": 2, "channels": 4, "epochs": 1, "limit_train": 64, "limit_test": 32}')
+    partial.write_text('{"model": "csnn", "T": 2, "channels": 4, "epochs": 1, "batch_size": 32, "limit_train": 64, "limit_test": 32}')
     out = tmp_path / "run"
     assert main(["--config", str(partial), "--device", "cpu", "--quiet", "--data-dir", str(data_root), "--out", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())
@@ -285,7 +285,7 @@ def test_network_flags_reach_the_saved_config(capsys, tmp_path, data_root):
 
 def test_a_config_file_takes_net_and_flat_network_parameters_side_by_side(capsys, tmp_path, data_root):
     both = tmp_path / "both.json"
-    both.write_text('{"model": "fc", "net": {"T": 2}, "tau": 3.0, "epochs": 1, "limit_train": 64, "limit_test": 32}')
+    both.write_text('{"model": "fc", "net": {"T": 2}, "tau": 3.0, "epochs": 1, "batch_size": 32, "limit_train": 64, "limit_test": 32}')
     out = tmp_path / "run"
     assert main(["--config", str(both), "--device", "cpu", "--quiet", "--data-dir", str(data_root), "--out",
                  str(out)]) == 0
