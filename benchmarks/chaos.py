@@ -33,7 +33,7 @@ import optuna
 import pandas as pd
 
 from snn.data import default_data_dir
-from tests.tuning.search.faulty_search import CRASH_ENV, EPOCH_LOG_ENV, KILL_ENV
+from tests.tuning.search.faulty_search import CRASH_ENV, EPOCH_LOG_ENV, KILL_ENV, SLOW_RETRAIN_ENV
 from tests.tuning.search.kill import kill_search
 from tuning import experiment as files
 
@@ -64,8 +64,11 @@ def study_records(experiment: Path) -> dict[int, tuple]:
     if not names:
         return {}
     study = optuna.load_study(study_name=names[0], storage=storage)
-    return {t.number: (t.state.name, t.value, dict(t.intermediate_values), dict(t.params))
-            for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    return {
+        t.number: (t.state.name, t.value, dict(t.intermediate_values), dict(t.params))
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished()
+    }
 
 
 def phase_of(experiment: Path, log: Path) -> str:
@@ -80,8 +83,17 @@ def phase_of(experiment: Path, log: Path) -> str:
     return "retrain" if "retraining the best config" in log.read_text(errors="replace") else "search"
 
 
-def run_chaos(folder: Path, *, kills: int, trials: int, seed: int, data_root: Path, flags: list[str],
-              search_delay: tuple[float, float] = (8.0, 40.0), say=print) -> Chaos:
+def run_chaos(
+    folder: Path,
+    *,
+    kills: int,
+    trials: int,
+    seed: int,
+    data_root: Path,
+    flags: list[str],
+    search_delay: tuple[float, float] = (8.0, 40.0),
+    say=print,
+) -> Chaos:
     """Search into ``folder``/chaos with ``kills`` SIGKILLs at random moments and a resume after each."""
     rng = random.Random(seed)
     experiment = folder / NAME
@@ -89,16 +101,44 @@ def run_chaos(folder: Path, *, kills: int, trials: int, seed: int, data_root: Pa
     markers.mkdir(parents=True, exist_ok=True)
     epoch_log = folder / "epochs.log"
     plan = _plan(kills)
-    command = [sys.executable, "-m", "tests.tuning.search.faulty_search", "fc", "--results-dir", str(folder),
-               "--name", NAME, "--trials", str(trials), "--seed", str(seed), "--no-dashboard", *flags]
-    env = {**os.environ, "SNN_DATA_DIR": str(data_root), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-           CRASH_ENV: f"random:{markers}", KILL_ENV: f"random:{markers}", EPOCH_LOG_ENV: str(epoch_log)}
+    command = [
+        sys.executable,
+        "-m",
+        "tests.tuning.search.faulty_search",
+        "fc",
+        "--results-dir",
+        str(folder),
+        "--name",
+        NAME,
+        "--trials",
+        str(trials),
+        "--seed",
+        str(seed),
+        "--no-dashboard",
+        *flags,
+    ]
+    env = {
+        **os.environ,
+        "SNN_DATA_DIR": str(data_root),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        CRASH_ENV: f"random:{markers}",
+        KILL_ENV: f"random:{markers}",
+        EPOCH_LOG_ENV: str(epoch_log),
+        SLOW_RETRAIN_ENV: "1",
+    }  # a retrain epoch lasts at least 1 s: the kill aimed at it finds it running
     chaos = Chaos()
     for run in range(kills + 1):
         log = folder / f"run-{run}.log"
         resume = (experiment / files.STATE).exists()  # a search killed before it wrote search.json starts anew
-        process = subprocess.Popen(command + (["--resume"] if resume else []), cwd=REPO, env=env,
-                                   stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command + (["--resume"] if resume else []),
+            cwd=REPO,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if run == kills:  # the last run goes to the end
             code = process.wait(timeout=3600)
             if code != 0:
@@ -107,14 +147,18 @@ def run_chaos(folder: Path, *, kills: int, trials: int, seed: int, data_root: Pa
         target = plan[run]
         landed = _kill_at(process, target, experiment, log, rng, search_delay)
         if landed is None:
-            chaos.failures.append(f"run {run} ended (code {process.returncode}) before its kill in the {target}: "
-                                  f"{log.read_text()[-2000:]}")
+            chaos.failures.append(
+                f"run {run} ended (code {process.returncode}) before its kill in the {target}: "
+                f"{log.read_text()[-2000:]}"
+            )
             break
         chaos.kills.append(landed)
         chaos.resumes += 1
         _compare(chaos, study_records(experiment))
-        say(f"kill {run + 1}/{kills}: in the {landed} (aimed at the {target}); "
-            f"{len(chaos.seen)} trials finished in the study so far")
+        say(
+            f"kill {run + 1}/{kills}: in the {landed} (aimed at the {target}); "
+            f"{len(chaos.seen)} trials finished in the study so far"
+        )
     _final_checks(chaos, experiment, trials, epoch_log, markers)
     return chaos
 
@@ -125,8 +169,14 @@ def _plan(kills: int) -> list[str]:
     return ["search"] * (kills - len(tail)) + tail
 
 
-def _kill_at(process: subprocess.Popen, target: str, experiment: Path, log: Path, rng: random.Random,
-             search_delay: tuple[float, float]) -> str | None:
+def _kill_at(
+    process: subprocess.Popen,
+    target: str,
+    experiment: Path,
+    log: Path,
+    rng: random.Random,
+    search_delay: tuple[float, float],
+) -> str | None:
     """Wait for ``target``'s moment, SIGKILL the whole search; the phase it landed in, or None if it ended first."""
     start = time.time()
     delay = rng.uniform(*search_delay)
@@ -175,7 +225,7 @@ def _final_checks(chaos: Chaos, experiment: Path, trials: int, epoch_log: Path, 
     summary = json.loads((experiment / files.SUMMARY).read_text()) if (experiment / files.SUMMARY).exists() else {}
     if summary.get("status") != "complete":
         check(f"summary.json status {summary.get('status')!r}, expected complete")
-    retrain = (summary.get("retrain") or {})
+    retrain = summary.get("retrain") or {}
     metrics = experiment / files.RETRAIN_METRICS
     rows = len(pd.read_csv(metrics)) if metrics.exists() else 0
     if not retrain or rows != retrain.get("epochs", -1) * len(retrain.get("seeds", [])):
@@ -185,10 +235,14 @@ def _final_checks(chaos: Chaos, experiment: Path, trials: int, epoch_log: Path, 
     reported = len(epoch_log.read_text().splitlines()) if epoch_log.exists() else 0
     kept = len(pd.read_csv(experiment / files.TRIAL_METRICS)) if (experiment / files.TRIAL_METRICS).exists() else 0
     chaos.figures = {
-        "kills": len(chaos.kills), "survived": len(chaos.kills) if not chaos.failures else chaos.resumes - 1,
+        "kills": len(chaos.kills),
+        "survived": len(chaos.kills) if not chaos.failures else chaos.resumes - 1,
         "trials_lost": len(chaos.changed) + max(0, trials - len(finished)),
-        "epochs_trained": reported, "epochs_kept": kept, "extra_epochs": reported - kept,
-        "crashes": len(list(markers.glob("crashed-*"))), "worker_kills": len(list(markers.glob("killed-*"))),
+        "epochs_trained": reported,
+        "epochs_kept": kept,
+        "extra_epochs": reported - kept,
+        "crashes": len(list(markers.glob("crashed-*"))),
+        "worker_kills": len(list(markers.glob("killed-*"))),
         "retrain_epochs": rows,
     }
 
@@ -216,19 +270,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seeds the kill moments and the search")
     p.add_argument("--out", type=Path, help="folder for the experiment (default: a new temporary folder)")
     p.add_argument("--data-dir", type=Path, default=None, help="MNIST root (default $SNN_DATA_DIR)")
-    p.add_argument("--search-delay", type=float, nargs=2, default=(8.0, 40.0), metavar=("MIN", "MAX"),
-                   help="seconds after a (re)start before a kill during the search, drawn uniformly")
-    p.add_argument("search_flags", nargs=argparse.REMAINDER,
-                   help="flags for python -m tuning.search after --, e.g. -- --preset smoke --max-concurrent 2")
+    p.add_argument(
+        "--search-delay",
+        type=float,
+        nargs=2,
+        default=(8.0, 40.0),
+        metavar=("MIN", "MAX"),
+        help="seconds after a (re)start before a kill during the search, drawn uniformly",
+    )
+    p.add_argument(
+        "search_flags",
+        nargs=argparse.REMAINDER,
+        help="flags for python -m tuning.search after --, e.g. -- --preset smoke --max-concurrent 2",
+    )
     args = p.parse_args(argv)
-    flags = [f for f in args.search_flags if f != "--"] or ["--preset", "smoke", "--max-concurrent", "2",
-                                                           "--max-failures", "3"]
+    flags = [f for f in args.search_flags if f != "--"] or [
+        "--preset",
+        "smoke",
+        "--max-concurrent",
+        "2",
+        "--max-failures",
+        "3",
+    ]
     folder = args.out or Path(tempfile.mkdtemp(prefix="snn-chaos-"))
     start = time.time()
     print(f"chaos: {args.kills} kills, {args.trials} trials, search flags {' '.join(flags)}; in {folder}", flush=True)
-    chaos = run_chaos(folder, kills=args.kills, trials=args.trials, seed=args.seed,
-                      data_root=(args.data_dir or default_data_dir()).resolve(), flags=flags,
-                      search_delay=tuple(args.search_delay), say=lambda s: print(s, flush=True))
+    chaos = run_chaos(
+        folder,
+        kills=args.kills,
+        trials=args.trials,
+        seed=args.seed,
+        data_root=(args.data_dir or default_data_dir()).resolve(),
+        flags=flags,
+        search_delay=tuple(args.search_delay),
+        say=lambda s: print(s, flush=True),
+    )
     print(describe(chaos, args.trials))
     print(f"wall time {time.time() - start:.0f} s")
     return 1 if chaos.failures else 0

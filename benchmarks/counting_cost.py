@@ -24,8 +24,10 @@ from snn.spikes import record_activity
 
 NETWORKS = {
     "fc (seed)": ("fc", {}),
-    "fc 784-400-400-10, direct": ("fc", {"hidden_layers": 2, "width_1": 400, "width_2": 400, "encoding": "direct",
-                                        "T": 8}),
+    "fc 784-400-400-10, direct": (
+        "fc",
+        {"hidden_layers": 2, "width_1": 400, "width_2": 400, "encoding": "direct", "T": 8},
+    ),
     "csnn (seed)": ("csnn", {}),
     "csnn, three 5x5 blocks": ("csnn", {"blocks": 3, "kernel_size": 5, "channels": 32}),
     "examples.sew_resnet": ("examples.sew_resnet.net:build", {"blocks": 2, "channels": 16}),
@@ -34,7 +36,7 @@ NETWORKS = {
 
 def evaluation_seconds(model: torch.nn.Module, images: torch.Tensor, counting: bool) -> float:
     start = time.perf_counter()
-    with torch.inference_mode(), (record_activity(model) if counting else contextlib.nullcontext()):
+    with torch.inference_mode(), record_activity(model) if counting else contextlib.nullcontext():
         for index in batches(len(images), 128, shuffle=False):
             model(images[index])
     return time.perf_counter() - start

@@ -62,16 +62,18 @@ class PartResult:
 # ----------------------------------------------------------------------------- running a part
 
 
-def run_part(name: str, command: list[str], figures: Callable[[str], dict], limit_s: float,
-             env: dict[str, str]) -> PartResult:
+def run_part(
+    name: str, command: list[str], figures: Callable[[str], dict], limit_s: float, env: dict[str, str]
+) -> PartResult:
     """Run ``command`` in its own process group, killed (the whole group) after ``limit_s`` seconds.
 
     ``figures`` turns the part's output (stdout and stderr) into its figures.
     """
     result = PartResult(name, command, limit_s=round(limit_s, 1))
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=max(limit_s, 1.0))
         result.returncode = proc.returncode
@@ -132,13 +134,31 @@ def parts_to_run(cpu_parts: bool, results_dir: Path, data_dir: str | None) -> di
         search = ["--gpus-per-trial", "0.125"]
     return {
         "cuda_tests": ([py, "-m", "pytest", "tests", "-k", "cuda", "-q", "-p", "no:cacheprovider"], pytest_figures),
-        "train_speed_fc": ([py, "-m", "benchmarks.train_speed", "--model", "fc", "--json", *speed, *data],
-                           train_speed_figures),
-        "train_speed_csnn": ([py, "-m", "benchmarks.train_speed", "--model", "csnn", "--json", *speed, *data],
-                             train_speed_figures),
-        "search": ([py, "-m", "tuning.search", "csnn", "--preset", "smoke", *search,
-                    "--results-dir", str(results_dir), "--name", "gpu-check", *data],
-                   lambda _output: {"results": search_results(results_dir)}),
+        "train_speed_fc": (
+            [py, "-m", "benchmarks.train_speed", "--model", "fc", "--json", *speed, *data],
+            train_speed_figures,
+        ),
+        "train_speed_csnn": (
+            [py, "-m", "benchmarks.train_speed", "--model", "csnn", "--json", *speed, *data],
+            train_speed_figures,
+        ),
+        "search": (
+            [
+                py,
+                "-m",
+                "tuning.search",
+                "csnn",
+                "--preset",
+                "smoke",
+                *search,
+                "--results-dir",
+                str(results_dir),
+                "--name",
+                "gpu-check",
+                *data,
+            ],
+            lambda _output: {"results": search_results(results_dir)},
+        ),
     }
 
 
@@ -151,14 +171,19 @@ def run_all(cpu_parts: bool, budget_s: float, data_dir: str | None, log) -> dict
         todo = parts_to_run(cpu_parts, Path(tmp), data_dir)
         for i, (name, (command, figures)) in enumerate(todo.items()):
             left = deadline - time.perf_counter()
-            later = sum(BUDGET_SHARES[n] for n in list(todo)[i + 1:])
+            later = sum(BUDGET_SHARES[n] for n in list(todo)[i + 1 :])
             limit = left * BUDGET_SHARES[name] / (BUDGET_SHARES[name] + later)
             log(f"{name}: {' '.join(command[1:])} (limit {limit:.0f} s)")
             part = run_part(name, command, figures, limit, env)
             log(f"{name}: {'ok' if part.ok else 'FAILED'} in {part.seconds:.0f} s")
             parts.append(part)
-    return {"cpu_parts": cpu_parts, "budget_s": budget_s, "ok": all(p.ok for p in parts),
-            "environment": environment(), "parts": [asdict(p) | {"ok": p.ok} for p in parts]}
+    return {
+        "cpu_parts": cpu_parts,
+        "budget_s": budget_s,
+        "ok": all(p.ok for p in parts),
+        "environment": environment(),
+        "parts": [asdict(p) | {"ok": p.ok} for p in parts],
+    }
 
 
 def environment() -> dict:
@@ -178,9 +203,14 @@ def markdown(record: dict) -> str:
     from .train_speed import format_table
 
     env = record["environment"]
-    lines = [f"# GPU check ({'CPU parts only' if record['cpu_parts'] else env['gpu']})", "",
-             f"torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}, budget {record['budget_s']:.0f} s", "",
-             "| part | status | seconds | limit (s) | figures |", "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        f"# GPU check ({'CPU parts only' if record['cpu_parts'] else env['gpu']})",
+        "",
+        f"torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}, budget {record['budget_s']:.0f} s",
+        "",
+        "| part | status | seconds | limit (s) | figures |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for p in record["parts"]:
         status = "ok" if p["ok"] else ("timed out" if p["returncode"] is None else f"failed (exit {p['returncode']})")
         lines.append(f"| {p['name']} | {status} | {p['seconds']:.0f} | {p['limit_s']:.0f} | {_headline(p)} |")
@@ -195,8 +225,13 @@ def _headline(part: dict) -> str:
     if part["name"] == "cuda_tests":
         return ", ".join(f"{n} {word}" for word, n in figures.items()) or "-"
     if part["name"].startswith("train_speed"):
-        return ", ".join(f"{m} train {e['train_images_per_s']['ratio']:.2f}x, eval {e['eval_images_per_s']['ratio']:.2f}x"
-                         for m, e in figures.get("models", {}).items()) or "-"
+        return (
+            ", ".join(
+                f"{m} train {e['train_images_per_s']['ratio']:.2f}x, eval {e['eval_images_per_s']['ratio']:.2f}x"
+                for m, e in figures.get("models", {}).items()
+            )
+            or "-"
+        )
     return f"{len(figures.get('results', {}))} result files read" if figures else "-"
 
 
@@ -212,19 +247,28 @@ def write(record: dict, out: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
-                                     epilog="Exit status: 0 all parts ok, 1 a part failed, 2 no GPU (without --cpu-parts).")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder for {JSON_NAME} and {MARKDOWN_NAME} "
-                        f"(default {DEFAULT_OUT}/)")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        epilog="Exit status: 0 all parts ok, 1 a part failed, 2 no GPU (without --cpu-parts).",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for {JSON_NAME} and {MARKDOWN_NAME} (default {DEFAULT_OUT}/)",
+    )
     parser.add_argument("--cpu-parts", action="store_true", help="run only what needs no GPU, on the CPU")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all parts (default 480)")
-    parser.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)"
+    )
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.exit(2, f"{PROG}: error: --budget must be > 0 seconds, got {args.budget}\n")
     if not args.cpu_parts and not _gpu_visible():
         parser.exit(2, f"{PROG}: error: no CUDA GPU is visible; run with --cpu-parts for the parts that need none\n")
-    log = (lambda msg: print(f"[{PROG}] {msg}", file=sys.stderr, flush=True))
+    log = lambda msg: print(f"[{PROG}] {msg}", file=sys.stderr, flush=True)
     record = run_all(args.cpu_parts, args.budget, args.data_dir, log)
     json_path, md_path = write(record, args.out)
     print(markdown(record))

@@ -46,8 +46,14 @@ print(json.dumps({"get_s": out, "check_s": checks}))
 def one_run(mode: str) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "SNN_KERNEL_CACHE": cache, "SNN_C_KERNELS": "1"}
-        runs = [json.loads(subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True,
-                                          text=True, check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+        runs = [
+            json.loads(
+                subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            for _ in range(2)
+        ]
     return {"build_and_check_s": runs[0]["get_s"], "check_s": runs[0]["check_s"], "cached_load_s": runs[1]["get_s"]}
 
 
@@ -62,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"seconds, range over {args.runs} runs (each with an empty cache)\n")
     print("| | " + " | ".join(f"`{k}`" for k in KERNELS) + " |\n| --- |" + " ---: |" * len(KERNELS))
-    rows = [("known-answer check, warm process", "warm", "check_s"), ("known-answer check, cold process", "cold", "check_s"),
-            ("build and check (first use), warm", "warm", "build_and_check_s"),
-            ("load from the cache with its verdict", "warm", "cached_load_s")]
+    rows = [
+        ("known-answer check, warm process", "warm", "check_s"),
+        ("known-answer check, cold process", "cold", "check_s"),
+        ("build and check (first use), warm", "warm", "build_and_check_s"),
+        ("load from the cache with its verdict", "warm", "cached_load_s"),
+    ]
     for label, mode, key in rows:
         cells = []
         for k in KERNELS:

@@ -55,6 +55,7 @@ def cases() -> dict:
             leaf = x.clone().requires_grad_()
             spikes, _ = neurons._FusedIFLIF.apply(leaf, torch.zeros(x.shape[1:]), 2.0, 1.0, 2.0, 1, lib)
             spikes.sum().backward()
+
         return run
 
     def block(x, steps):
@@ -63,17 +64,20 @@ def cases() -> dict:
         def run(lib):
             leaf = x.clone().requires_grad_()
             fire_pool._FirePool.apply(leaf, spec, lib)[0].sum().backward()
+
         return run
 
     def current(lib):
         w = weight.clone().requires_grad_()
         poisson._current(lib, images, w, lanes).sum().backward()
 
-    return {"FC-SNN LIF layer [100, 128, 10]": ("neurons.c", neuron(fc_x)),
-            "CSNN fc1 IF layer [4, 128, 1024]": ("neurons.c", neuron(csnn_x)),
-            "CSNN block 1: IF + max-pool, [128, 64, 28, 28] over 4 steps": ("fire_pool.c", block(block1, 4)),
-            "CSNN block 2: IF + max-pool, [4, 128, 64, 14, 14]": ("fire_pool.c", block(block2, None)),
-            "FC-SNN Poisson current, 128 images, T = 100": ("poisson.c", current)}
+    return {
+        "FC-SNN LIF layer [100, 128, 10]": ("neurons.c", neuron(fc_x)),
+        "CSNN fc1 IF layer [4, 128, 1024]": ("neurons.c", neuron(csnn_x)),
+        "CSNN block 1: IF + max-pool, [128, 64, 28, 28] over 4 steps": ("fire_pool.c", block(block1, 4)),
+        "CSNN block 2: IF + max-pool, [4, 128, 64, 14, 14]": ("fire_pool.c", block(block2, None)),
+        "FC-SNN Poisson current, 128 images, T = 100": ("poisson.c", current),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,13 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{torch.get_num_threads()} threads; ms per forward + backward: median of the rounds' medians (range); "
-          f"relative to the portable build\n")
+    print(
+        f"{torch.get_num_threads()} threads; ms per forward + backward: median of the rounds' medians (range); "
+        f"relative to the portable build\n"
+    )
     print("| kernel | " + " | ".join(BUILDS) + " |\n| --- |" + " ---: |" * len(BUILDS))
     for name, per_build in rounds.items():
         base = statistics.median(per_build["portable (default)"])
-        cells = [f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f}), {statistics.median(v) / base:.2f}x"
-                 for v in per_build.values()]
+        cells = [
+            f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f}), {statistics.median(v) / base:.2f}x"
+            for v in per_build.values()
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 

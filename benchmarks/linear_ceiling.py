@@ -47,18 +47,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
-    parser.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)"
+    )
     args = parser.parse_args()
     data = read_dataset(args.data_dir or default_data_dir(), download=False)
     splits = make_splits(data, RunConfig(model="fc", val_size=5000))  # the search's split: 5,000 held out
-    print(f"linear 784 -> 10, cross-entropy, Adam with a cosine schedule, {args.epochs} epochs, {args.seeds} seeds, "
-          f"{len(splits.train):,} training images")
+    print(
+        f"linear 784 -> 10, cross-entropy, Adam with a cosine schedule, {args.epochs} epochs, {args.seeds} seeds, "
+        f"{len(splits.train):,} training images"
+    )
     for lr in args.lr:
         runs = [train_linear(splits, args.epochs, seed, lr) for seed in range(args.seeds)]
         final = [100 * run[-1] for run in runs]
         best = [100 * max(run) for run in runs]
-        print(f"lr {lr:g}: final-epoch test accuracy {statistics.mean(final):.2f}% +- {_std(final):.2f}%; "
-              f"max over epochs {statistics.mean(best):.2f}% +- {_std(best):.2f}%", flush=True)
+        print(
+            f"lr {lr:g}: final-epoch test accuracy {statistics.mean(final):.2f}% +- {_std(final):.2f}%; "
+            f"max over epochs {statistics.mean(best):.2f}% +- {_std(best):.2f}%",
+            flush=True,
+        )
 
 
 def _std(values: list[float]) -> float:

@@ -56,7 +56,7 @@ if numba is not None:  # the ports, compiled on first call (cache=True: into __p
     @njit(inline="always")
     def _forward_range(lif, keep, x, xt, v, M, tau, threshold, spikes, charges, T, lo, hi):
         for t in range(T):
-            x_t, s_t = x[t * xt:t * xt + M], spikes[t * M:(t + 1) * M]
+            x_t, s_t = x[t * xt : t * xt + M], spikes[t * M : (t + 1) * M]
             for i in range(lo, hi):
                 vi = v[i]
                 h = vi + (x_t[i] - vi) / tau if lif else vi + x_t[i]
@@ -188,9 +188,9 @@ if numba is not None:  # the ports, compiled on first call (cache=True: into __p
                     for b in range(B):
                         for corner in range(4):
                             k = j * B + b
-                            grad_x[base + (corner // 2) * row + (corner % 2) * B + 2 * j * B + b] = summed[corner * n + k]
-
-
+                            grad_x[base + (corner // 2) * row + (corner % 2) * B + 2 * j * B + b] = summed[
+                                corner * n + k
+                            ]
 
 
 def _kernels():
@@ -215,15 +215,36 @@ class NeuronsPort:
     def if_lif_forward(self, x, xt, v, layer, spikes, charges, threads):
         T, M = layer.T, layer.M
         numba.set_num_threads(threads)
-        self.forward(_floats(x, (T - 1) * xt + M), xt, _floats(v, M), T, M, F32(layer.tau), F32(layer.threshold),
-                     _floats(spikes, T * M), _floats(charges, T * M) if charges else np.empty(0, F32), bool(charges))
+        self.forward(
+            _floats(x, (T - 1) * xt + M),
+            xt,
+            _floats(v, M),
+            T,
+            M,
+            F32(layer.tau),
+            F32(layer.threshold),
+            _floats(spikes, T * M),
+            _floats(charges, T * M) if charges else np.empty(0, F32),
+            bool(charges),
+        )
 
     def if_lif_backward(self, grad_spikes, charges, carry, layer, sg, grad_x, threads):
         T, M = layer.T, layer.M
         numba.set_num_threads(threads)
-        self.backward(_floats(grad_spikes, T * M), _floats(charges, T * M), _floats(carry, M), T, M, F32(layer.tau),
-                      F32(layer.threshold), sg.id, F32(sg.alpha), F32(sg.scale), F32(sg.half_alpha),
-                      _floats(grad_x, T * M))
+        self.backward(
+            _floats(grad_spikes, T * M),
+            _floats(charges, T * M),
+            _floats(carry, M),
+            T,
+            M,
+            F32(layer.tau),
+            F32(layer.threshold),
+            sg.id,
+            F32(sg.alpha),
+            F32(sg.scale),
+            F32(sg.half_alpha),
+            _floats(grad_x, T * M),
+        )
 
 
 class FirePoolPort:
@@ -236,17 +257,44 @@ class FirePoolPort:
         G, H, W, B, T = layout.G, layout.H, layout.W, layout.B, neuron.T
         step = G * H * W * B
         numba.set_num_threads(threads)
-        return int(self.forward(_floats(x, (T - 1) * xt + step), xt, G, H, W, B, T, F32(neuron.tau),
-                                F32(neuron.threshold), _floats(out, T * step // 4),
-                                _floats(v_last, step) if v_last else np.empty(0, F32), bool(v_last)))
+        return int(
+            self.forward(
+                _floats(x, (T - 1) * xt + step),
+                xt,
+                G,
+                H,
+                W,
+                B,
+                T,
+                F32(neuron.tau),
+                F32(neuron.threshold),
+                _floats(out, T * step // 4),
+                _floats(v_last, step) if v_last else np.empty(0, F32),
+                bool(v_last),
+            )
+        )
 
     def fire_pool_backward(self, x, xt, layout, neuron, g, grad_x, sg, threads):
         G, H, W, B, T = layout.G, layout.H, layout.W, layout.B, neuron.T
         step = G * H * W * B
         numba.set_num_threads(threads)
-        self.backward(_floats(x, (T - 1) * xt + step), xt, G, H, W, B, T, F32(neuron.tau), F32(neuron.threshold),
-                      _floats(g, T * step // 4), _floats(grad_x, (T - 1) * xt + step if xt else step), sg.id,
-                      F32(sg.alpha), F32(sg.scale), F32(sg.half_alpha))
+        self.backward(
+            _floats(x, (T - 1) * xt + step),
+            xt,
+            G,
+            H,
+            W,
+            B,
+            T,
+            F32(neuron.tau),
+            F32(neuron.threshold),
+            _floats(g, T * step // 4),
+            _floats(grad_x, (T - 1) * xt + step if xt else step),
+            sg.id,
+            F32(sg.alpha),
+            F32(sg.scale),
+            F32(sg.half_alpha),
+        )
         return 0
 
 
@@ -296,16 +344,30 @@ def kernel_times(ports: dict, calls: int) -> dict:
     torch.manual_seed(0)
     cases = {
         "FC-SNN LIF layer [100, 128, 10], forward + backward": (
-            lambda: pair("lif", "atan")[0], torch.randn(100, 128, 10) * 1.5 + 0.4, None),
+            lambda: pair("lif", "atan")[0],
+            torch.randn(100, 128, 10) * 1.5 + 0.4,
+            None,
+        ),
         "CSNN fc1 IF layer [4, 128, 1024], forward + backward": (
-            lambda: pair("if", "atan")[0], torch.randn(4, 128, 1024) * 1.5 + 0.4, None),
+            lambda: pair("if", "atan")[0],
+            torch.randn(4, 128, 1024) * 1.5 + 0.4,
+            None,
+        ),
         "CSNN block 1: IF + max-pool, [128, 64, 28, 28] over 4 steps, forward + backward": (
-            lambda: pair("if", "atan")[0], torch.randn(128, 64, 28, 28) * 1.5 + 0.4, 4),
+            lambda: pair("if", "atan")[0],
+            torch.randn(128, 64, 28, 28) * 1.5 + 0.4,
+            4,
+        ),
         "CSNN block 2: IF + max-pool, [4, 128, 64, 14, 14], forward + backward": (
-            lambda: pair("if", "atan")[0], torch.randn(4, 128, 64, 14, 14) * 1.5 + 0.4, "pool"),
+            lambda: pair("if", "atan")[0],
+            torch.randn(4, 128, 64, 14, 14) * 1.5 + 0.4,
+            "pool",
+        ),
         "CSNN block 1, inference (channels_last), forward": (
-            lambda: pair("if", "atan")[0], (torch.randn(128, 64, 28, 28) * 1.5 + 0.4).contiguous(
-                memory_format=torch.channels_last), "inference"),
+            lambda: pair("if", "atan")[0],
+            (torch.randn(128, 64, 28, 28) * 1.5 + 0.4).contiguous(memory_format=torch.channels_last),
+            "inference",
+        ),
     }
     times = {}
     for name, (make, x, mode) in cases.items():
@@ -371,15 +433,24 @@ def training_speed(ports: dict, repeats: int) -> dict:
     samples = {m: {"C": [], "numba": []} for m in ("fc", "csnn")}
     for r in range(repeats):
         for m in ("fc", "csnn"):
-            for label, replacement in (("C", None), ("numba", ports)) if r % 2 == 0 else (("numba", ports), ("C", None)):
+            for label, replacement in (
+                (("C", None), ("numba", ports)) if r % 2 == 0 else (("numba", ports), ("C", None))
+            ):
                 use(replacement)
                 seconds, images, _ = project_training(m, data, torch.device("cpu"), 2, DEFAULT_BATCHES[m])
                 samples[m][label].append(images / seconds)
-        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{m} {k} {v[-1]:.0f}" for m, s in samples.items()
-                                                      for k, v in s.items()) + " img/s", file=sys.stderr, flush=True)
+        print(
+            f"repeat {r + 1}/{repeats}: "
+            + ", ".join(f"{m} {k} {v[-1]:.0f}" for m, s in samples.items() for k, v in s.items())
+            + " img/s",
+            file=sys.stderr,
+            flush=True,
+        )
     use(None)
-    return {m: {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in s.items()}
-            for m, s in samples.items()}
+    return {
+        m: {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in s.items()}
+        for m, s in samples.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,19 +479,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check: {result['check']}")
     for label in ("first_process", "second_process"):
         r = result[label]
-        print(f"{label.replace('_', ' ')}: import {r['import_s']:.2f} s, the known-answer cases through the numba "
-              f"ports {r['first_calls_s']:.2f} s (through the loaded C kernels {r['same_with_c_s']:.2f} s)"
-              + (f", errors {r['errors']}" if r["errors"] else ""))
+        print(
+            f"{label.replace('_', ' ')}: import {r['import_s']:.2f} s, the known-answer cases through the numba "
+            f"ports {r['first_calls_s']:.2f} s (through the loaded C kernels {r['same_with_c_s']:.2f} s)"
+            + (f", errors {r['errors']}" if r["errors"] else "")
+        )
     print("\n| kernel (forward + backward unless said) | C ms | numba ms | numba / C |\n| --- | ---: | ---: | ---: |")
     for name, t in result["kernel_ms"].items():
         c, nb = min(t["C"], t["C again"]), min(t["numba"], t["numba again"])
         print(f"| {name} | {c:.2f} | {nb:.2f} | {nb / c:.2f}x |")
     if args.train:
-        print("\n| training images/s | C: median (range) | numba: median (range) | numba / C |\n| --- | ---: | ---: | ---: |")
+        print(
+            "\n| training images/s | C: median (range) | numba: median (range) | numba / C |\n| --- | ---: | ---: | ---: |"
+        )
         for m, s in result["training_images_per_s"].items():
             c, nb = s["C"], s["numba"]
-            print(f"| {m} | {c['median']:,.0f} ({c['min']:,.0f}-{c['max']:,.0f}) | {nb['median']:,.0f} "
-                  f"({nb['min']:,.0f}-{nb['max']:,.0f}) | {nb['median'] / c['median']:.2f}x |")
+            print(
+                f"| {m} | {c['median']:,.0f} ({c['min']:,.0f}-{c['max']:,.0f}) | {nb['median']:,.0f} "
+                f"({nb['min']:,.0f}-{nb['max']:,.0f}) | {nb['median'] / c['median']:.2f}x |"
+            )
     return 0
 
 

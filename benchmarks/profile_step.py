@@ -37,8 +37,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     config = RunConfig(model=args.model, epochs=1)
     data = read_dataset(default_data_dir(), download=False)
-    splits = make_splits(data, config.replace(limit_train=BATCH * (args.warmup + args.batches),
-                                              limit_test=BATCH * args.batches))
+    splits = make_splits(
+        data, config.replace(limit_train=BATCH * (args.warmup + args.batches), limit_test=BATCH * args.batches)
+    )
     torch.manual_seed(0)
     model = build_model(config, data.input_shape, data.classes)
     optimizer = make_optimizer(config, model.parameters())
@@ -64,8 +65,10 @@ def main() -> None:
         step()
         seconds = time.perf_counter() - start
     what = "evaluation" if args.eval else "training"
-    print(f"{args.model} {what}: {args.batches} batches of {BATCH}, {torch.get_num_threads()} threads, "
-          f"{args.batches * BATCH / seconds:,.0f} images/s under the profiler")
+    print(
+        f"{args.model} {what}: {args.batches} batches of {BATCH}, {torch.get_num_threads()} threads, "
+        f"{args.batches * BATCH / seconds:,.0f} images/s under the profiler"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

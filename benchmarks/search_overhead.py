@@ -46,8 +46,22 @@ def measure(trials: int) -> dict[str, float]:
         space = Path(folder) / "space.yaml"
         space.write_text(textwrap.dedent(SPACE % trials))
         start = time.time()
-        cli.main(["fc", "--space", str(space), "--results-dir", folder, "--name", "overhead", "--no-retrain",
-                     "--no-report", "--no-dashboard", "--max-concurrent", "1"])
+        cli.main(
+            [
+                "fc",
+                "--space",
+                str(space),
+                "--results-dir",
+                folder,
+                "--name",
+                "overhead",
+                "--no-retrain",
+                "--no-report",
+                "--no-dashboard",
+                "--max-concurrent",
+                "1",
+            ]
+        )
         total = time.time() - start
         summary = json.loads((Path(folder) / "overhead" / "summary.json").read_text())
     n = summary["trials"]["total"]
@@ -73,19 +87,30 @@ def main() -> None:
     tuner_overhead = [f["search_seconds"] - f["trial_training_seconds"] for f in (few, more)]
     per_trial = (tuner_overhead[1] - tuner_overhead[0]) / (more["trials"] - few["trials"])
     fixed = [o - per_trial * f["trials"] for o, f in zip(overhead, (few, more))]
-    figures = {"searches": [few, more], "marginal_overhead_per_trial_seconds": per_trial,
-               "fixed_overhead_per_search_seconds": fixed[0], "fixed_overhead_second_search_seconds": fixed[1]}
+    figures = {
+        "searches": [few, more],
+        "marginal_overhead_per_trial_seconds": per_trial,
+        "fixed_overhead_per_search_seconds": fixed[0],
+        "fixed_overhead_second_search_seconds": fixed[1],
+    }
     if args.json:
         print(json.dumps(figures))
         return
     print("\nSearch overhead (one trial at a time):")
-    print(f"  {'trials':>6} {'command s':>10} {'training s':>11} {'overhead s':>11} {'outside Tuner s':>16} "
-          f"{'Tuner s':>8}")
+    print(
+        f"  {'trials':>6} {'command s':>10} {'training s':>11} {'overhead s':>11} {'outside Tuner s':>16} "
+        f"{'Tuner s':>8}"
+    )
     for f, o in zip((few, more), overhead):
-        print(f"  {f['trials']:>6} {f['command_seconds']:>10.1f} {f['trial_training_seconds']:>11.1f} {o:>11.1f} "
-              f"{f['outside_tuner_seconds']:>16.1f} {f['search_seconds']:>8.1f}")
-    print(f"  marginal overhead per trial: {per_trial:.2f} s; fixed per search: {fixed[0]:.1f} s "
-          f"(the first search of the process; the second: {fixed[1]:.1f} s)")
+        print(
+            f"  {f['trials']:>6} {f['command_seconds']:>10.1f} {f['trial_training_seconds']:>11.1f} {o:>11.1f} "
+            f"{f['outside_tuner_seconds']:>16.1f} {f['search_seconds']:>8.1f}"
+        )
+    print(
+        f"  marginal overhead per trial: {per_trial:.2f} s; fixed per search: {fixed[0]:.1f} s "
+        f"(the first search of the process; the second: {fixed[1]:.1f} s)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from snn.cli import Parser, fail
-from snn.config import MODELS, RunConfig
+from snn.config import RunConfig
 from snn.data import default_data_dir, read_dataset
-from snn.networks import flat_values, resolve
 from snn.io import write_json, write_text
+from snn.networks import flat_values, resolve
 from tuning import experiment as files
 from tuning.search.inputs import DEFAULT_VAL_SIZE
 from tuning.search.retrain import retrain
@@ -74,13 +74,22 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.out / arm
         if arm == "seed":
             seed_config = _seed_configuration(args, space, epochs)
-            same = next((name for name, summary in searched.items()
-                         if summary.get("retrain") and (summary.get("best_trial") or {}).get("config")
-                         and _same_network(summary["best_trial"]["config"], seed_config)), None)
+            same = next(
+                (
+                    name
+                    for name, summary in searched.items()
+                    if summary.get("retrain")
+                    and (summary.get("best_trial") or {}).get("config")
+                    and _same_network(summary["best_trial"]["config"], seed_config)
+                ),
+                None,
+            )
             if same is not None:  # the search chose the seed's configuration: its retrain is this arm's too
                 print(f"the {same} search chose the seed's configuration: its retrain is the seed arm's", flush=True)
-                folder, summary = args.out / same, {"retrain": searched[same]["retrain"],
-                                                    "best_trial": searched[same]["best_trial"]}
+                folder, summary = (
+                    args.out / same,
+                    {"retrain": searched[same]["retrain"], "best_trial": searched[same]["best_trial"]},
+                )
                 arm = f"seed (= {same})"
             else:
                 summary = _retrain_seed_configuration(args, space, epochs, folder)
@@ -102,9 +111,26 @@ def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
         if summary.get("status") == "complete" and summary.get("retrain"):
             print(f"the {sampler} search in {args.out / sampler} is finished: its results are used", flush=True)
             return summary
-    command = [sys.executable, "-m", "tuning.search", args.model, "--metric", "val_acc", "--sampler", sampler,
-               "--results-dir", str(args.out), "--name", sampler, "--retrain-epochs", str(epochs),
-               "--retrain-seeds", str(args.seeds), "--no-dashboard", "--no-report"]
+    command = [
+        sys.executable,
+        "-m",
+        "tuning.search",
+        args.model,
+        "--metric",
+        "val_acc",
+        "--sampler",
+        sampler,
+        "--results-dir",
+        str(args.out),
+        "--name",
+        sampler,
+        "--retrain-epochs",
+        str(epochs),
+        "--retrain-seeds",
+        str(args.seeds),
+        "--no-dashboard",
+        "--no-report",
+    ]
     if (args.out / sampler).exists():
         command.append("--resume")
     for flag in ("space", "trials", "epochs_per_trial", "data_dir", "objective", "select", "retrain_pareto"):
@@ -127,6 +153,7 @@ def _same_network(chosen: dict[str, Any], seed: RunConfig) -> bool:
     """Whether a search's chosen configuration trains exactly what the seed's does, from the same seeds
     (the retrain runs seeds ``seed``, ``seed`` + 1, ...); only the device may differ. The network's
     parameters are compared as built (a factory's defaults filled in)."""
+
     def effective(config: RunConfig) -> dict[str, Any]:
         values = {**flat_values(config), **resolve(config.model).defaults_for(config.net)}
         values.pop("device")
@@ -153,16 +180,22 @@ def _row(arm: str, folder: Path, summary: dict[str, Any], seconds: float, space)
     config = files.flat_config(nested) or {}
     shown = [name for name in space.params if name in config and space.applies(name, config)]
     synops = _final_synops(folder)
-    network = best.get("network") or (resolve(nested["model"]).describe(nested.get("net", {}))
-                                      if nested.get("model") else None)
+    network = best.get("network") or (
+        resolve(nested["model"]).describe(nested.get("net", {})) if nested.get("model") else None
+    )
     return {
         "arm": arm,
         "network": network,
         "config": {k: config[k] for k in shown},
-        "final_test_acc_mean": retrained["final_test_acc_mean"], "final_test_acc_std": retrained["final_test_acc_std"],
-        "max_test_acc_mean": retrained["max_test_acc_mean"], "max_test_acc_std": retrained["max_test_acc_std"],
-        "seeds": retrained["seeds"], "epochs": retrained["epochs"], "synops_per_image": synops,
-        "search_seconds": summary.get("search_seconds"), "wall_seconds": seconds,
+        "final_test_acc_mean": retrained["final_test_acc_mean"],
+        "final_test_acc_std": retrained["final_test_acc_std"],
+        "max_test_acc_mean": retrained["max_test_acc_mean"],
+        "max_test_acc_std": retrained["max_test_acc_std"],
+        "seeds": retrained["seeds"],
+        "epochs": retrained["epochs"],
+        "synops_per_image": synops,
+        "search_seconds": summary.get("search_seconds"),
+        "wall_seconds": seconds,
     }
 
 
@@ -180,18 +213,22 @@ def _final_synops(folder: Path) -> float | None:
 
 
 def _write_table(out: Path, rows: list[dict[str, Any]], args, epochs: int) -> None:
-    lines = [f"{args.model}: retrain {epochs} epochs x {args.seeds} seeds; selection on val_acc "
-             f"(test figures unbiased)", "",
-             "| arm | network | final-epoch test acc (mean ± std) | max over epochs (mean ± std) | SynOps/image | "
-             "search s | arm wall s | configuration |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"{args.model}: retrain {epochs} epochs x {args.seeds} seeds; selection on val_acc (test figures unbiased)",
+        "",
+        "| arm | network | final-epoch test acc (mean ± std) | max over epochs (mean ± std) | SynOps/image | "
+        "search s | arm wall s | configuration |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in rows:
         synops = f"{r['synops_per_image']:,.0f}" if r["synops_per_image"] is not None else "n/a"
         search = f"{r['search_seconds']:.0f}" if r["search_seconds"] is not None else "-"
-        lines.append(f"| {r['arm']} | {r.get('network') or '-'} | {r['final_test_acc_mean']:.2%} ± "
-                     f"{r['final_test_acc_std']:.2%} | "
-                     f"{r['max_test_acc_mean']:.2%} ± {r['max_test_acc_std']:.2%} | {synops} | {search} | "
-                     f"{r['wall_seconds']:.0f} | {_short(r['config'])} |")
+        lines.append(
+            f"| {r['arm']} | {r.get('network') or '-'} | {r['final_test_acc_mean']:.2%} ± "
+            f"{r['final_test_acc_std']:.2%} | "
+            f"{r['max_test_acc_mean']:.2%} ± {r['max_test_acc_std']:.2%} | {synops} | {search} | "
+            f"{r['wall_seconds']:.0f} | {_short(r['config'])} |"
+        )
     table = "\n".join(lines)
     print(table, flush=True)
     write_text(out / "quality.md", table + "\n")

@@ -66,10 +66,22 @@ def loaders(root: str, batch_size: int = 128) -> tuple[DataLoader, DataLoader]:
     to_tensor = torchvision.transforms.ToTensor()
     train_set = torchvision.datasets.MNIST(root, train=True, transform=to_tensor, download=False)
     test_set = torchvision.datasets.MNIST(root, train=False, transform=to_tensor, download=False)
-    train = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=1,
-                       pin_memory=torch.cuda.is_available())
-    test = DataLoader(test_set, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=1,
-                      pin_memory=torch.cuda.is_available())
+    train = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=1,
+        pin_memory=torch.cuda.is_available(),
+    )
+    test = DataLoader(
+        test_set,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=1,
+        pin_memory=torch.cuda.is_available(),
+    )
     return train, test
 
 
@@ -98,8 +110,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training(model: str, loader: DataLoader, device: torch.device, T: int, warmup: int,
-                  batches: int) -> tuple[float, int]:
+def time_training(
+    model: str, loader: DataLoader, device: torch.device, T: int, warmup: int, batches: int
+) -> tuple[float, int]:
     """Seconds and images of ``batches`` training batches after ``warmup`` batches, seed loop."""
     net, optimizer, forward = build(model, device, T)
     net.train()
@@ -124,8 +137,9 @@ def time_training(model: str, loader: DataLoader, device: torch.device, T: int, 
     return time.perf_counter() - start, images
 
 
-def time_evaluation(model: str, loader: DataLoader, device: torch.device, T: int, warmup: int,
-                    batches: int) -> tuple[float, int]:
+def time_evaluation(
+    model: str, loader: DataLoader, device: torch.device, T: int, warmup: int, batches: int
+) -> tuple[float, int]:
     """Seconds and images of ``batches`` test batches after ``warmup``, the seed's test loop."""
     net, _, forward = build(model, device, T)
     net.eval()

@@ -136,8 +136,24 @@ def peak_memory(model: str, side: str, phase: str, device: torch.device, root: s
     """run_phase in a fresh process on the CPU (so freed heap from earlier phases cannot hide a peak)."""
     if device.type == "cuda":
         return run_phase(model, side, phase, device, root, 2)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--probe", model, side, phase,
-                          "--device", "cpu", "--data-dir", root], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.train_speed",
+            "--probe",
+            model,
+            side,
+            phase,
+            "--device",
+            "cpu",
+            "--data-dir",
+            root,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -173,23 +189,28 @@ def concurrent_training(model: str, root: str, trials: int, batches: int, device
     """
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(trials), ctx.Queue()
-    procs = [ctx.Process(target=_concurrent_worker, args=(model, root, batches, barrier, results, device))
-             for _ in range(trials)]
+    procs = [
+        ctx.Process(target=_concurrent_worker, args=(model, root, batches, barrier, results, device))
+        for _ in range(trials)
+    ]
     for p in procs:
         p.start()
     spans = [results.get(timeout=1200) for _ in procs]
     for p in procs:
         p.join()
     seconds = max(e for _, e, _, _ in spans) - min(s for s, _, _, _ in spans)
-    return {"images_per_s": sum(n for _, _, n, _ in spans) / seconds,
-            "peak_mb_per_trial": max(peak for *_, peak in spans) / 2**20}
+    return {
+        "images_per_s": sum(n for _, _, n, _ in spans) / seconds,
+        "peak_mb_per_trial": max(peak for *_, peak in spans) / 2**20,
+    }
 
 
 # ----------------------------------------------------------------------------- the benchmark
 
 
-def benchmark(models, device: torch.device, root: str, data, batches: dict, repeats: int, warmup: int,
-              memory: bool, log) -> dict:
+def benchmark(
+    models, device: torch.device, root: str, data, batches: dict, repeats: int, warmup: int, memory: bool, log
+) -> dict:
     """The table's figures; ``data``: the splits under ``root`` (``read_dataset``), read by the caller."""
     # the project's trainer keeps freed memory in the process (snn.allocator); set from the start, the
     # seed's loop runs with it too, so the ratios compare the two loops' code, not the allocator's
@@ -208,34 +229,57 @@ def benchmark(models, device: torch.device, root: str, data, batches: dict, repe
             sec, n = project_evaluation(m, net, data, device, b)
             s["proj_eval"].append(n / sec)
             log(f"repeat {r + 1}/{repeats} {m}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in s.items()) + " img/s")
-    result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "batch_size": BATCH, "repeats": repeats, "warmup_batches": warmup,
-              "eval_batch_size": {"reference": BATCH, "project": EVAL_BATCH_SIZE}, "models": {}}
+    result = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": BATCH,
+        "repeats": repeats,
+        "warmup_batches": warmup,
+        "eval_batch_size": {"reference": BATCH, "project": EVAL_BATCH_SIZE},
+        "models": {},
+    }
     for m in models:
         med = {k: statistics.median(v) for k, v in samples[m].items()}
-        entry = {"T": T_OF[m], "timed_batches": batches[m], "samples_images_per_s": samples[m],
-                 "train_images_per_s": {"reference": med["ref_train"], "project": med["proj_train"],
-                                        "ratio": med["proj_train"] / med["ref_train"]},
-                 "eval_images_per_s": {"reference": med["ref_eval"], "project": med["proj_eval"],
-                                       "ratio": med["proj_eval"] / med["ref_eval"]}}
+        entry = {
+            "T": T_OF[m],
+            "timed_batches": batches[m],
+            "samples_images_per_s": samples[m],
+            "train_images_per_s": {
+                "reference": med["ref_train"],
+                "project": med["proj_train"],
+                "ratio": med["proj_train"] / med["ref_train"],
+            },
+            "eval_images_per_s": {
+                "reference": med["ref_eval"],
+                "project": med["proj_eval"],
+                "ratio": med["proj_eval"] / med["ref_eval"],
+            },
+        }
         if m == "csnn":
             entry["channels"] = 64
         if memory:
             for phase in ("train", "eval"):
                 ref = peak_memory(m, "reference", phase, device, root)
                 proj = peak_memory(m, "project", phase, device, root)
-                entry[f"{phase}_peak_mb"] = {"reference": ref["peak_mb"], "project": proj["peak_mb"],
-                                             "ratio": proj["peak_mb"] / max(ref["peak_mb"], 1e-9)}
+                entry[f"{phase}_peak_mb"] = {
+                    "reference": ref["peak_mb"],
+                    "project": proj["peak_mb"],
+                    "ratio": proj["peak_mb"] / max(ref["peak_mb"], 1e-9),
+                }
                 if "process_peak_mb" in proj:
-                    entry[f"{phase}_process_peak_mb"] = {"reference": ref["process_peak_mb"],
-                                                         "project": proj["process_peak_mb"]}
+                    entry[f"{phase}_process_peak_mb"] = {
+                        "reference": ref["process_peak_mb"],
+                        "project": proj["process_peak_mb"],
+                    }
             log(f"{m}: peak memory measured")
         result["models"][m] = entry
     if device.type == "cuda":
         result["concurrent_trials"] = {}
         for m in models:
             result["concurrent_trials"][m] = {
-                str(k): concurrent_training(m, root, k, batches[m]) for k in CONCURRENT_TRIALS}
+                str(k): concurrent_training(m, root, k, batches[m]) for k in CONCURRENT_TRIALS
+            }
             log(f"{m}: concurrent trials measured")
     else:
         result["concurrent_trials"] = None
@@ -244,27 +288,38 @@ def benchmark(models, device: torch.device, root: str, data, batches: dict, repe
 
 def format_table(result: dict) -> str:
     names = {"fc": "FC-SNN (T=100)", "csnn": "CSNN (C=64, T=4)"}
-    lines = [f"device {result['device']}, torch {result['torch']}, {result['threads']} threads, batch "
-             f"{result['batch_size']}, median of {result['repeats']} repeats",
-             "",
-             "| model | measure | reference (seed loop) | project | project / reference |",
-             "| --- | --- | ---: | ---: | ---: |"]
+    lines = [
+        f"device {result['device']}, torch {result['torch']}, {result['threads']} threads, batch "
+        f"{result['batch_size']}, median of {result['repeats']} repeats",
+        "",
+        "| model | measure | reference (seed loop) | project | project / reference |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
     for m, e in result["models"].items():
-        rows = [("training images/s", "train_images_per_s", "{:,.0f}"),
-                ("evaluation images/s", "eval_images_per_s", "{:,.0f}"),
-                ("peak memory, training (MB)", "train_peak_mb", "{:,.0f}"),
-                ("peak memory, evaluation (MB)", "eval_peak_mb", "{:,.0f}")]
+        rows = [
+            ("training images/s", "train_images_per_s", "{:,.0f}"),
+            ("evaluation images/s", "eval_images_per_s", "{:,.0f}"),
+            ("peak memory, training (MB)", "train_peak_mb", "{:,.0f}"),
+            ("peak memory, evaluation (MB)", "eval_peak_mb", "{:,.0f}"),
+        ]
         for label, key, fmt in rows:
             if key in e:
                 v = e[key]
-                lines.append(f"| {names[m]} | {label} | {fmt.format(v['reference'])} | "
-                             f"{fmt.format(v['project'])} | {v['ratio']:.2f}x |")
+                lines.append(
+                    f"| {names[m]} | {label} | {fmt.format(v['reference'])} | "
+                    f"{fmt.format(v['project'])} | {v['ratio']:.2f}x |"
+                )
     if result.get("concurrent_trials"):
-        lines += ["", "| model | concurrent trials on one GPU | aggregate training images/s | peak GPU memory per trial (MB) |",
-                  "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "| model | concurrent trials on one GPU | aggregate training images/s | peak GPU memory per trial (MB) |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for m, per in result["concurrent_trials"].items():
-            lines += [f"| {names[m]} | {k} | {v['images_per_s']:,.0f} | {v['peak_mb_per_trial']:,.0f} |"
-                      for k, v in per.items()]
+            lines += [
+                f"| {names[m]} | {k} | {v['images_per_s']:,.0f} | {v['peak_mb_per_trial']:,.0f} |"
+                for k, v in per.items()
+            ]
     elif result["device"] == "cpu":
         lines += ["", "concurrent trials on one GPU: skipped (needs --device cuda)"]
     return "\n".join(lines)
@@ -274,12 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("fc", "csnn", "both"), default="both")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="timed training (and test) batches per repeat (default: fc 20, csnn 4)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="timed training (and test) batches per repeat (default: fc 20, csnn 4)",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed training batches first (>= 1)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory phases")
-    parser.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding MNIST/raw (default $SNN_DATA_DIR, else ./data)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--probe", nargs=3, metavar=("MODEL", "SIDE", "PHASE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -295,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "python -m benchmarks.train_speed: error: --warmup, --repeats and --batches must be >= 1\n")
     models = ("fc", "csnn") if args.model == "both" else (args.model,)
     batches = {m: args.batches or DEFAULT_BATCHES[m] for m in models}
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
     try:
         data = read_dataset(root, download=False)  # missing or broken files: one line, before anything runs
     except DataError as e:

@@ -43,8 +43,10 @@ def tiny_csnn(input_shape=(1, 28, 28), classes=10, channels=8, T=2):
 
 
 SPACE = {
-    "search": {"channels": {"type": "categorical", "choices": [4, 8, 16]},
-               "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
+    "search": {
+        "channels": {"type": "categorical", "choices": [4, 8, 16]},
+        "lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+    },
     "fixed": {"optimizer": "adam", "T": 2},
     "budget": {"trials": 3, "epochs_per_trial": 2, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 2},
 }
@@ -55,12 +57,18 @@ def main(argv=None) -> None:
     parser.add_argument("--results-dir", default="results")
     args = parser.parse_args(argv)
     mnist = read_dataset(default_data_dir(), "mnist")
-    data = ((mnist.train.images[:3000], mnist.train.labels[:3000]), (mnist.test.images[:1000], mnist.test.labels[:1000]))
+    data = (
+        (mnist.train.images[:3000], mnist.train.labels[:3000]),
+        (mnist.test.images[:1000], mnist.test.labels[:1000]),
+    )
     for objective in ("accuracy", "accuracy,synops"):  # two searches, one after the other, in one process
-        result = run(SPACE, model=tiny_csnn, data=data, objective=objective, retrain_seeds=1,
-                     results_dir=args.results_dir)
-        print(f"{objective}: best {result.best_config['net']}, retrained test accuracy "
-              f"{result.retrain['final_test_acc_mean']:.2%}, {len(result.trials)} trials in {result.folder}")
+        result = run(
+            SPACE, model=tiny_csnn, data=data, objective=objective, retrain_seeds=1, results_dir=args.results_dir
+        )
+        print(
+            f"{objective}: best {result.best_config['net']}, retrained test accuracy "
+            f"{result.retrain['final_test_acc_mean']:.2%}, {len(result.trials)} trials in {result.folder}"
+        )
         if result.pareto is not None:
             print(result.pareto[["trial_id", "last_test_acc", "last_test_synops_per_image"]].to_string(index=False))
 

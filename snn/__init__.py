@@ -15,14 +15,30 @@ from typing import Any
 from .config import SEED_DEFAULTS, ConfigError, RunConfig
 
 _LAZY = {
-    "CheckpointError": "checkpoint", "History": "checkpoint", "read_checkpoint": "checkpoint",
-    "DataError": "data", "Dataset": "data", "Split": "data", "as_dataset": "data", "default_data_dir": "data",
-    "make_splits": "data", "read_dataset": "data",
-    "CSNN": "models", "FCSNN": "models", "csnn": "models", "fc_snn": "models",
-    "PoissonLinear": "layers", "poisson_encode": "layers",
-    "Network": "networks", "NetworkError": "networks", "build_model": "networks", "resolve": "networks",
-    "record_activity": "spikes", "record_firing_rates": "spikes",
-    "evaluate": "training", "predict": "training",
+    "CheckpointError": "checkpoint",
+    "History": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "DataError": "data",
+    "Dataset": "data",
+    "Split": "data",
+    "as_dataset": "data",
+    "default_data_dir": "data",
+    "make_splits": "data",
+    "read_dataset": "data",
+    "CSNN": "models",
+    "FCSNN": "models",
+    "csnn": "models",
+    "fc_snn": "models",
+    "PoissonLinear": "layers",
+    "poisson_encode": "layers",
+    "Network": "networks",
+    "NetworkError": "networks",
+    "build_model": "networks",
+    "resolve": "networks",
+    "record_activity": "spikes",
+    "record_firing_rates": "spikes",
+    "evaluate": "training",
+    "predict": "training",
 }
 
 __all__ = ["SEED_DEFAULTS", "ConfigError", "RunConfig", *_LAZY]

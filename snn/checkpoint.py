@@ -94,15 +94,20 @@ def read_checkpoint(path: Path | str) -> dict:
     except Exception as e:  # truncated, not a torch file, or holds code objects (refused, never run)
         found = re.search(r"GLOBAL (\S+)", str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if found:
-            raise CheckpointError(f"{path}: refused: it refers to {found.group(1)}, more than tensors and plain data; "
-                                  f"an snn-tune checkpoint never does, and loading it could run code") from None
+            raise CheckpointError(
+                f"{path}: refused: it refers to {found.group(1)}, more than tensors and plain data; "
+                f"an snn-tune checkpoint never does, and loading it could run code"
+            ) from None
         # torch's weights-only message is seven lines of advice around one line of reason
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         reason = next((line for line in lines if not line.startswith(_TORCH_ADVICE)), lines[0] if lines else "")
         reason = reason or type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {reason[:200]})") from None
-    missing = [key for key in ("model", "optimizer", "config", "history", "rng") if not isinstance(saved, dict)
-               or key not in saved]
+    missing = [
+        key
+        for key in ("model", "optimizer", "config", "history", "rng")
+        if not isinstance(saved, dict) or key not in saved
+    ]
     if missing:
         raise CheckpointError(f"{path}: a torch file but not an snn-tune checkpoint (no {', '.join(missing)})")
     problem = _malformed(saved)
@@ -135,10 +140,15 @@ def _malformed(saved: dict) -> str | None:
     if "epoch" in saved and saved["epoch"] != len(history):
         return f"its epoch is {saved['epoch']!r} but its history holds {len(history)} epochs"
     data = saved.get("data", {"input_shape": [1, 28, 28], "classes": 10})  # older checkpoints: MNIST's
-    if not (isinstance(data, dict) and isinstance(data.get("input_shape"), list) and data["input_shape"]
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in data["input_shape"])
-            and isinstance(data.get("classes"), int) and not isinstance(data["classes"], bool)
-            and data["classes"] >= 1):
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("input_shape"), list)
+        and data["input_shape"]
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in data["input_shape"])
+        and isinstance(data.get("classes"), int)
+        and not isinstance(data["classes"], bool)
+        and data["classes"] >= 1
+    ):
         return f"its data is {_kind(data)}, not the image shape (a list of sizes) and the number of classes"
     return _malformed_rng(saved["rng"])
 
@@ -152,8 +162,10 @@ def _malformed_rng(rng: Any) -> str | None:
         if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.shape == (size,)):
             return f"its rng's {key} state is {_kind(state)}, not {size} bytes (a torch.ByteTensor)"
     cuda = rng.get("cuda", [])
-    if not (isinstance(cuda, list) and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 and s.dim() == 1
-                                           for s in cuda)):
+    if not (
+        isinstance(cuda, list)
+        and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 and s.dim() == 1 for s in cuda)
+    ):
         return f"its rng's cuda states are {_kind(cuda)}, not a list of torch.ByteTensors"
     return None
 
@@ -190,6 +202,7 @@ def load_checkpoint(path: Path | str, state: RunState) -> None:
         try:
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         except RuntimeError as e:  # a state of another CUDA generator's layout
-            raise CheckpointError(f"{path}: its CUDA generator states do not fit this machine "
-                                  f"({str(e).strip().splitlines()[0][:200]})") from None
+            raise CheckpointError(
+                f"{path}: its CUDA generator states do not fit this machine ({str(e).strip().splitlines()[0][:200]})"
+            ) from None
     state.shuffle_rng.set_state(saved["rng"]["shuffle"])

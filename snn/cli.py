@@ -20,8 +20,14 @@ from .config import TRAINER_FIELDS, ConfigError, RunConfig
 from .errors import SnnTuneError
 
 _TYPES = {"int": int, "float": float, "str": str}
-_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
-               type(None): "null"}
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 class ConfigFileError(SnnTuneError, ValueError):
@@ -114,9 +120,14 @@ def add_network_flags(parser: argparse.ArgumentParser, network) -> None:
         if name in TRAINER_FIELDS:
             continue  # the trainer's flag gives it to both
         default = network.defaults.get(name, "(required)")
-        group.add_argument(flag_name(name), dest=f"net.{name}", metavar=name.upper(), default=argparse.SUPPRESS,
-                           type=_parameter_parser(network.factory, name, default),
-                           help=f"{name} (default {default!r})")
+        group.add_argument(
+            flag_name(name),
+            dest=f"net.{name}",
+            metavar=name.upper(),
+            default=argparse.SUPPRESS,
+            type=_parameter_parser(network.factory, name, default),
+            help=f"{name} (default {default!r})",
+        )
 
 
 def flag_name(name: str) -> str:
@@ -157,9 +168,11 @@ def _number_or_none(kind: type):
         try:
             value = float(text) if kind is float else int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a number' if kind is float else 'an integer'}") \
-                from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a number' if kind is float else 'an integer'}"
+            ) from None
         return value
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -208,13 +221,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except (ValueError, RecursionError) as e:  # JSONDecodeError, bytes that are no text, nesting too deep
         raise ConfigFileError(f"{path}: not JSON ({str(e)[:200] or type(e).__name__})") from None
     if not isinstance(values, dict):
-        raise ConfigFileError(f"{path}: holds {_JSON_KINDS.get(type(values), 'a value')}, "
-                              f"expected a JSON object of config fields") from None
+        raise ConfigFileError(
+            f"{path}: holds {_JSON_KINDS.get(type(values), 'a value')}, expected a JSON object of config fields"
+        ) from None
     return values
 
 
-def config_from_values(values: Mapping[str, Any], path: Path | str, model: str | None = None,
-                       network=None) -> RunConfig:
+def config_from_values(
+    values: Mapping[str, Any], path: Path | str, model: str | None = None, network=None
+) -> RunConfig:
     """A RunConfig from a config file's object: RunConfig fields, the network's parameters under ``net`` or
     beside the fields (routed by the factory's signature). ConfigFileError names the file and the fault."""
     from .networks import NetworkError, resolve, route

@@ -69,40 +69,69 @@ def is_reference(name: Any) -> bool:
 class RunConfig:
     """Everything that decides what one training run computes."""
 
-    model: str = field(default="fc", metadata=_doc(
-        "network: fc (FC-SNN), csnn, or package.module:function, a factory of your own that returns a "
-        "spikingjelly network"))
-    net: Mapping[str, Any] = field(default_factory=dict, metadata=_doc(
-        "the network factory's keyword arguments (fc and csnn: T, tau, neuron, hidden_layers, blocks, ...); "
-        "empty: the factory's defaults, which for fc and csnn are the seed's networks"))
-    dataset: str = field(default="mnist", metadata=_doc(
-        "mnist, fashion-mnist, kmnist, cifar10 (torchvision's), or package.module:function returning tensors"))
-    scale_data: bool = field(default=False, metadata=_doc(
-        "min-max scale a dataset factory's float images into [0, 1] (else they must lie there)"))
-    loss: str = field(default="mse", metadata=_doc(
-        "mse: MSE between the output rates and one-hot labels (the seed's); ce: cross-entropy on the rates",
-        choices=LOSSES))
+    model: str = field(
+        default="fc",
+        metadata=_doc(
+            "network: fc (FC-SNN), csnn, or package.module:function, a factory of your own that returns a "
+            "spikingjelly network"
+        ),
+    )
+    net: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata=_doc(
+            "the network factory's keyword arguments (fc and csnn: T, tau, neuron, hidden_layers, blocks, ...); "
+            "empty: the factory's defaults, which for fc and csnn are the seed's networks"
+        ),
+    )
+    dataset: str = field(
+        default="mnist",
+        metadata=_doc(
+            "mnist, fashion-mnist, kmnist, cifar10 (torchvision's), or package.module:function returning tensors"
+        ),
+    )
+    scale_data: bool = field(
+        default=False,
+        metadata=_doc("min-max scale a dataset factory's float images into [0, 1] (else they must lie there)"),
+    )
+    loss: str = field(
+        default="mse",
+        metadata=_doc(
+            "mse: MSE between the output rates and one-hot labels (the seed's); ce: cross-entropy on the rates",
+            choices=LOSSES,
+        ),
+    )
     optimizer: str | None = field(
-        default=None, metadata=_doc("sgd, adam or adamw (seed: fc adam, csnn sgd)", choices=OPTIMIZERS))
+        default=None, metadata=_doc("sgd, adam or adamw (seed: fc adam, csnn sgd)", choices=OPTIMIZERS)
+    )
     lr: float | None = field(default=None, metadata=_doc("learning rate (seed: fc 1e-3, csnn 0.1)"))
     momentum: float | None = field(default=None, metadata=_doc("SGD momentum, in [0, 1) (seed: csnn 0.9)"))
     weight_decay: float = field(default=0.0, metadata=_doc("L2 weight decay (seed 0)"))
-    lr_schedule: str = field(default="none", metadata=_doc("none or cosine annealing over the epochs",
-                                                           choices=LR_SCHEDULES))
+    lr_schedule: str = field(
+        default="none", metadata=_doc("none or cosine annealing over the epochs", choices=LR_SCHEDULES)
+    )
     batch_size: int = field(default=128, metadata=_doc("images per training batch (seed 128)"))
     epochs: int | None = field(default=None, metadata=_doc("training epochs (seed: fc 100, csnn 64)"))
     seed: int = field(default=0, metadata=_doc("seed of weights, shuffling and Poisson spikes"))
     val_size: int = field(default=0, metadata=_doc("training images held out for validation"))
     limit_train: int | None = field(default=None, metadata=_doc("use only the first N training images"))
     limit_test: int | None = field(default=None, metadata=_doc("use only the first N test images"))
-    output_layer: str | None = field(default=None, metadata=_doc(
-        "the spiking layer the silence rule judges (a module name); default: the last spiking layer to run"))
+    output_layer: str | None = field(
+        default=None,
+        metadata=_doc(
+            "the spiking layer the silence rule judges (a module name); default: the last spiking layer to run"
+        ),
+    )
     device: str = field(default="auto", metadata=_doc("auto (cuda when present), cpu or cuda", choices=DEVICES))
     amp: bool = field(default=False, metadata=_doc("bfloat16 autocast on CUDA (ignored on CPU, which stays fp32)"))
-    backend: str = field(default="auto", metadata=_doc(
-        "neuron implementation: auto (fused CPU kernels on CPU, spikingjelly's fastest CUDA kernels on GPU), "
-        "torch (spikingjelly's Torch reference and dense Poisson input everywhere), triton or cuda (that "
-        "spikingjelly CUDA provider; needs a GPU)", choices=BACKENDS))
+    backend: str = field(
+        default="auto",
+        metadata=_doc(
+            "neuron implementation: auto (fused CPU kernels on CPU, spikingjelly's fastest CUDA kernels on GPU), "
+            "torch (spikingjelly's Torch reference and dense Poisson input everywhere), triton or cuda (that "
+            "spikingjelly CUDA provider; needs a GPU)",
+            choices=BACKENDS,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not (self.model in MODELS or is_reference(self.model)):

@@ -115,8 +115,14 @@ def raw_folder(root: Path | str, name: str = "mnist") -> Path:
     return Path(root) / MNIST_LIKE[name] / "raw"
 
 
-def read_dataset(root: Path | str, name: str = "mnist", download: bool = True, *, scale: bool = False,
-                 download_timeout: float = DOWNLOAD_TIMEOUT_S) -> Dataset:
+def read_dataset(
+    root: Path | str,
+    name: str = "mnist",
+    download: bool = True,
+    *,
+    scale: bool = False,
+    download_timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> Dataset:
     """The train and test splits of ``name`` (a torchvision dataset or a factory reference), checked, on the CPU.
 
     Missing files of a torchvision dataset are downloaded when ``download`` is true
@@ -149,9 +155,11 @@ def read_config_dataset(config: RunConfig, root: Path | str | None = None, downl
 
 
 def _missing_message(name: str, folder: Path, missing: list[str], why: str = "") -> str:
-    return (f"{name} files not found in {folder}: expected {', '.join(FILES.values())} "
-            f"(missing: {', '.join(missing)}){'; ' + why if why else ''}; set --data-dir or SNN_DATA_DIR "
-            f"to the folder that holds {MNIST_LIKE[name]}/raw")
+    return (
+        f"{name} files not found in {folder}: expected {', '.join(FILES.values())} "
+        f"(missing: {', '.join(missing)}){'; ' + why if why else ''}; set --data-dir or SNN_DATA_DIR "
+        f"to the folder that holds {MNIST_LIKE[name]}/raw"
+    )
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -168,11 +176,14 @@ def check_dataset(data: Dataset, scale: bool = False, where: str = "the data") -
         if len(images) != len(labels):
             raise DataError(f"{where}: {len(images)} {split_name} images but {len(labels)} labels; lengths must match")
         if images.dim() not in (3, 4):
-            raise DataError(f"{where}: {split_name} images have shape {tuple(images.shape)}; expected [N, C, H, W] "
-                            f"or [N, H, W]")
+            raise DataError(
+                f"{where}: {split_name} images have shape {tuple(images.shape)}; expected [N, C, H, W] or [N, H, W]"
+            )
         if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise DataError(f"{where}: {split_name} labels must be a 1-D integer tensor, got {labels.dtype} of shape "
-                            f"{tuple(labels.shape)}")
+            raise DataError(
+                f"{where}: {split_name} labels must be a 1-D integer tensor, got {labels.dtype} of shape "
+                f"{tuple(labels.shape)}"
+            )
         shapes.add(tuple(images.shape[-3:]) if images.dim() == 4 else (1, *images.shape[-2:]))
     if len(shapes) != 1:
         raise DataError(f"{where}: train and test images differ in shape ({' vs '.join(map(str, sorted(shapes)))})")
@@ -188,11 +199,17 @@ def check_dataset(data: Dataset, scale: bool = False, where: str = "the data") -
     if any(i.is_floating_point() for i in images.values()):
         images = _checked_intensities(images, scale, where)
     elif any(i.dtype != torch.uint8 for i in images.values()):
-        raise DataError(f"{where}: images must be uint8 (0..255) or floats in [0, 1], got "
-                        f"{', '.join(sorted({str(i.dtype) for i in images.values()}))}")
-    return Dataset(train=Split(images["train"], splits["train"].labels.long()),
-                   test=Split(images["test"], splits["test"].labels.long()), val=data.val, classes=classes,
-                   name=data.name or where)
+        raise DataError(
+            f"{where}: images must be uint8 (0..255) or floats in [0, 1], got "
+            f"{', '.join(sorted({str(i.dtype) for i in images.values()}))}"
+        )
+    return Dataset(
+        train=Split(images["train"], splits["train"].labels.long()),
+        test=Split(images["test"], splits["test"].labels.long()),
+        val=data.val,
+        classes=classes,
+        name=data.name or where,
+    )
 
 
 def _checked_intensities(images: dict[str, torch.Tensor], scale: bool, where: str) -> dict[str, torch.Tensor]:
@@ -209,8 +226,10 @@ def _checked_intensities(images: dict[str, torch.Tensor], scale: bool, where: st
     for split_name, split in images.items():
         low, high = float(split.min()), float(split.max())
         if low < 0.0 or high > 1.0:
-            raise DataError(f"{where}: {split_name} pixels span [{low:g}, {high:g}], outside [0, 1]; scale them, "
-                            f"or set scale_data: true to min-max scale them by the training split's range")
+            raise DataError(
+                f"{where}: {split_name} pixels span [{low:g}, {high:g}], outside [0, 1]; scale them, "
+                f"or set scale_data: true to min-max scale them by the training split's range"
+            )
     return images
 
 
@@ -233,15 +252,16 @@ def as_dataset(value: Any, scale: bool = False, where: str = "the data") -> Data
     elif isinstance(value, (tuple, list)) and len(value) == 2:
         train, test = value
     else:
-        raise DataError(f"{where}: expected train and test splits, as ((images, labels), (images, labels)), "
-                        f"(images, labels, images, labels) or {{'train': ..., 'test': ...}}, got {type(value).__name__}")
+        raise DataError(
+            f"{where}: expected train and test splits, as ((images, labels), (images, labels)), "
+            f"(images, labels, images, labels) or {{'train': ..., 'test': ...}}, got {type(value).__name__}"
+        )
     splits = {name: _split(part, f"{where}: the {name} split") for name, part in (("train", train), ("test", test))}
     if classes is None:
         classes = int(splits["train"].labels.max()) + 1 if len(splits["train"].labels) else 0
     elif not (isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1):
         raise DataError(f"{where}: classes must be an integer >= 1, got {classes!r}")
-    return check_dataset(Dataset(train=splits["train"], test=splits["test"], classes=classes, name=where), scale,
-                         where)
+    return check_dataset(Dataset(train=splits["train"], test=splits["test"], classes=classes, name=where), scale, where)
 
 
 def _split(part: Any, where: str) -> Split:
@@ -301,11 +321,14 @@ def import_reference(reference: str, what: str, error: type[Exception]):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        raise error(f"{what} {reference}: cannot import {module_name} ({e}); the module must be importable "
-                    f"from the current folder or PYTHONPATH") from None
+        raise error(
+            f"{what} {reference}: cannot import {module_name} ({e}); the module must be importable "
+            f"from the current folder or PYTHONPATH"
+        ) from None
     except Exception as e:  # the module's own code failed
-        raise error(f"{what} {reference}: importing {module_name} raised {type(e).__name__}: "
-                    f"{_first_line(e)}") from None
+        raise error(
+            f"{what} {reference}: importing {module_name} raised {type(e).__name__}: {_first_line(e)}"
+        ) from None
     target: Any = module
     for part in qualname.split("."):
         if not hasattr(target, part):
@@ -327,8 +350,12 @@ def _first_line(error: BaseException) -> str:
 def _torchvision_class(name: str):
     import torchvision  # only here: a factory's or your own tensors need none of it
 
-    return {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST,
-            "kmnist": torchvision.datasets.KMNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    return {
+        "mnist": torchvision.datasets.MNIST,
+        "fashion-mnist": torchvision.datasets.FashionMNIST,
+        "kmnist": torchvision.datasets.KMNIST,
+        "cifar10": torchvision.datasets.CIFAR10,
+    }[name]
 
 
 def _missing(folder: Path) -> list[str]:
@@ -364,8 +391,9 @@ def _check_image_header(path: Path) -> None:
     if len(header) == 16 and header[2:4] == b"\x08\x03":  # uint8, three dimensions: N, H, W
         height, width = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
         if (height, width) != (28, 28):
-            raise DataError(f"{path}: its header declares images of {height}x{width}, expected 28x28; not this "
-                            f"dataset's files")
+            raise DataError(
+                f"{path}: its header declares images of {height}x{width}, expected 28x28; not this dataset's files"
+            )
 
 
 def _read_idx(path: Path, reader) -> torch.Tensor:
@@ -376,8 +404,9 @@ def _read_idx(path: Path, reader) -> torch.Tensor:
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
     except Exception as e:  # torchvision's reader asserts on a bad header; a short file fails its reshape
-        raise DataError(f"{path}: not a readable IDX file ({type(e).__name__}: {_first_line(e)}); the file is "
-                        f"truncated or corrupt") from None
+        raise DataError(
+            f"{path}: not a readable IDX file ({type(e).__name__}: {_first_line(e)}); the file is truncated or corrupt"
+        ) from None
 
 
 def _unpack(packed: Path, target: Path) -> None:
@@ -402,8 +431,10 @@ def _read_cifar10(root: Path, download: bool, timeout: float) -> Dataset:
     probe.root = str(root)
     if not probe._check_integrity():
         if not download:
-            raise DataError(f"cifar10 files not found or not the official ones in {folder}; set --data-dir or "
-                            f"SNN_DATA_DIR to the folder that holds {source.base_folder}")
+            raise DataError(
+                f"cifar10 files not found or not the official ones in {folder}; set --data-dir or "
+                f"SNN_DATA_DIR to the folder that holds {source.base_folder}"
+            )
         _download_cifar10(root, source, timeout)
     try:
         train, test = source(str(root), train=True), source(str(root), train=False)
@@ -424,8 +455,14 @@ def _download_cifar10(root: Path, source, timeout: float) -> None:
 
     made = _make_folders(root)
     try:
-        archive = _fetch(root, source.filename, source.tgz_md5, [source.url.rsplit("/", 1)[0] + "/"], timeout,
-                         _announcer("cifar10", root))
+        archive = _fetch(
+            root,
+            source.filename,
+            source.tgz_md5,
+            [source.url.rsplit("/", 1)[0] + "/"],
+            timeout,
+            _announcer("cifar10", root),
+        )
         try:
             extract_archive(str(archive), str(root))
         except (OSError, EOFError) as e:
@@ -433,8 +470,10 @@ def _download_cifar10(root: Path, source, timeout: float) -> None:
         finally:
             archive.unlink(missing_ok=True)
     except _DownloadFailed as e:
-        raise DataError(f"cifar10 files not found in {root / source.base_folder}; the download failed ({e}); set "
-                        f"--data-dir or SNN_DATA_DIR to the folder that holds {source.base_folder}") from None
+        raise DataError(
+            f"cifar10 files not found in {root / source.base_folder}; the download failed ({e}); set "
+            f"--data-dir or SNN_DATA_DIR to the folder that holds {source.base_folder}"
+        ) from None
     finally:
         _remove_if_empty(made)
 
@@ -471,6 +510,7 @@ def _announcer(name: str, folder: Path):
         if not said:
             print(f"downloading {name} into {folder} from {mirror}", file=sys.stderr, flush=True)
             said.append(mirror)
+
     return announce
 
 
@@ -548,9 +588,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_splits(data: Dataset, config: RunConfig | None = None, *, val_size: int = 0,
-                limit_train: int | None = None, limit_test: int | None = None,
-                device: torch.device | str | None = None) -> Dataset:
+def make_splits(
+    data: Dataset,
+    config: RunConfig | None = None,
+    *,
+    val_size: int = 0,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    device: torch.device | str | None = None,
+) -> Dataset:
     """The splits one run trains on: ``config``'s val_size, limits and device (keywords without one).
 
     Holds out ``val_size`` training images (a fixed seed, so every run holds out the same
@@ -568,12 +614,23 @@ def make_splits(data: Dataset, config: RunConfig | None = None, *, val_size: int
         val = Split(train.images[order[:val_size]], train.labels[order[:val_size]]).to(device)
         keep = order[val_size:].sort().values
         train = Split(train.images[keep], train.labels[keep])
-    return Dataset(train=train.head(limit_train).to(device), test=data.test.head(limit_test).to(device), val=val,
-                   classes=data.classes, name=data.name)
+    return Dataset(
+        train=train.head(limit_train).to(device),
+        test=data.test.head(limit_test).to(device),
+        val=val,
+        classes=data.classes,
+        name=data.name,
+    )
 
 
-def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
-            device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+def batches(
+    n: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:
     """Index tensors covering range(n) in batches; a fresh permutation when shuffle is true."""
     if shuffle:
         order = torch.randperm(n, generator=generator, device="cpu").to(device)
@@ -582,6 +639,20 @@ def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generato
     yield from order.split(batch_size)
 
 
-__all__ = ["DATASETS", "DataError", "Dataset", "FILES", "Split", "as_dataset", "batches", "check_dataset",
-           "default_data_dir", "import_reference", "make_splits", "raw_folder", "read_config_dataset",
-           "read_dataset", "resolve_device"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Dataset",
+    "FILES",
+    "Split",
+    "as_dataset",
+    "batches",
+    "check_dataset",
+    "default_data_dir",
+    "import_reference",
+    "make_splits",
+    "raw_folder",
+    "read_config_dataset",
+    "read_dataset",
+    "resolve_device",
+]

@@ -103,8 +103,11 @@ def write_nir(model: nn.Module, input_shape: tuple[int, ...], path: Path | str, 
 
 def _chain(nir, nodes: list[tuple[str, Any]], input_shape: tuple[int, ...], output_shape: tuple[int, ...]):
     """A NIRGraph of ``nodes`` one after another, from an Input of ``input_shape`` to an Output."""
-    named = {"input": nir.Input(input_type={"input": np.array(input_shape)}), **dict(nodes),
-             "output": nir.Output(output_type={"output": np.array(output_shape)})}
+    named = {
+        "input": nir.Input(input_type={"input": np.array(input_shape)}),
+        **dict(nodes),
+        "output": nir.Output(output_type={"output": np.array(output_shape)}),
+    }
     names = ["input", *(name for name, _ in nodes), "output"]
     return nir.NIRGraph(nodes=named, edges=list(zip(names, names[1:])))
 
@@ -161,16 +164,30 @@ def _csnn_nodes(nir, model: CSNN, input_shape: tuple[int, ...]) -> list[tuple[st
         conv, bn = container[0], container[1]
         weight, bias = _folded(conv, bn)
         name = "encoder" if k == 1 else f"conv{k}"
-        nodes.append((name, nir.Conv2d(input_shape=(height, width), weight=weight, stride=conv.stride,
-                                       padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=bias)))
+        nodes.append(
+            (
+                name,
+                nir.Conv2d(
+                    input_shape=(height, width),
+                    weight=weight,
+                    stride=conv.stride,
+                    padding=conv.padding,
+                    dilation=conv.dilation,
+                    groups=conv.groups,
+                    bias=bias,
+                ),
+            )
+        )
         channels = conv.out_channels
         nodes.append((f"sn{k}", _neuron_node(nir, getattr(model, f"sn{k}"), f"sn{k}", (channels, height, width))))
         height, width = height // 2, width // 2
-        nodes.append((f"pool{k}", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                                                padding=np.array([0, 0]))))
+        nodes.append(
+            (f"pool{k}", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])))
+        )
         nodes.append((f"pool{k}_any", nir.Threshold(threshold=np.full((channels, height, width), POOL_THRESHOLD))))
-    nodes.append(("flatten", nir.Flatten(input_type={"input": np.array([channels, height, width])}, start_dim=0,
-                                         end_dim=-1)))
+    nodes.append(
+        ("flatten", nir.Flatten(input_type={"input": np.array([channels, height, width])}, start_dim=0, end_dim=-1))
+    )
     for linear, spiking in (("fc1", f"sn{model.blocks + 1}"), ("fc2", f"sn{model.blocks + 2}")):
         module = getattr(model, linear)
         nodes.append((linear, _linear_node(nir, module)))
@@ -182,22 +199,38 @@ def _spikingjelly_export(model: nn.Module, input_shape: tuple[int, ...]):
     """spikingjelly's export of a network of yours; a layer it cannot map is one line naming it."""
     from spikingjelly.activation_based.nir_exchange import export_to_nir
 
-    expressible = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.Flatten, layer.Flatten, neuron.IFNode,
-                   neuron.LIFNode, neuron.ParametricLIFNode, neuron.CUBALIFNode, nn.Dropout, layer.Dropout,
-                   nn.Identity)
+    expressible = (
+        nn.Linear,
+        nn.Conv1d,
+        nn.Conv2d,
+        nn.AvgPool2d,
+        nn.Flatten,
+        layer.Flatten,
+        neuron.IFNode,
+        neuron.LIFNode,
+        neuron.ParametricLIFNode,
+        neuron.CUBALIFNode,
+        nn.Dropout,
+        layer.Dropout,
+        nn.Identity,
+    )
     neurons = [name for name, module in model.named_modules() if isinstance(module, BaseNode)]
     for name, module in model.named_modules():
         inside_a_neuron = any(name.startswith(f"{n}.") for n in neurons)  # its surrogate function
         if next(module.children(), None) is None and not inside_a_neuron and not isinstance(module, expressible):
-            raise NotExpressible(f"layer {name} ({type(module).__name__}): NIR cannot express it (NIR has Linear, "
-                                 f"Conv, AvgPool/SumPool, Flatten and IF/LIF neurons)")
+            raise NotExpressible(
+                f"layer {name} ({type(module).__name__}): NIR cannot express it (NIR has Linear, "
+                f"Conv, AvgPool/SumPool, Flatten and IF/LIF neurons)"
+            )
     multi_step = any(getattr(m, "step_mode", "s") == "m" for m in model.modules())
     example = torch.zeros(1, 1, *input_shape) if multi_step else torch.zeros(1, *input_shape)  # [T, N, ...] or [N, ...]
     try:
         return export_to_nir(model, example)
     except Exception as e:  # spikingjelly's tracer or mapper: one line
-        raise NotExpressible(f"{type(model).__name__}: spikingjelly's NIR export failed ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        raise NotExpressible(
+            f"{type(model).__name__}: spikingjelly's NIR export failed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from None
 
 
 # --- from NIR, to check an export -------------------------------------------------------------------
@@ -235,15 +268,24 @@ def _node_map(nir) -> dict:
         return _SteppedNeuron(neuron.IFNode(v_threshold=scalar(node.v_threshold), v_reset=scalar(node.v_reset)))
 
     def lif_node(node):
-        return _SteppedNeuron(neuron.LIFNode(tau=scalar(node.tau) / DT, v_threshold=scalar(node.v_threshold),
-                                             v_reset=scalar(node.v_reset)))
+        return _SteppedNeuron(
+            neuron.LIFNode(
+                tau=scalar(node.tau) / DT, v_threshold=scalar(node.v_threshold), v_reset=scalar(node.v_reset)
+            )
+        )
 
     def flatten(node):  # NIR's dims leave the batch out; torch's count it
-        return nn.Flatten(node.start_dim + 1 if node.start_dim >= 0 else node.start_dim,
-                          node.end_dim + 1 if node.end_dim >= 0 else node.end_dim)
+        return nn.Flatten(
+            node.start_dim + 1 if node.start_dim >= 0 else node.start_dim,
+            node.end_dim + 1 if node.end_dim >= 0 else node.end_dim,
+        )
 
-    return {nir.IF: if_node, nir.LIF: lif_node, nir.Threshold: lambda node: _Threshold(node.threshold),
-            nir.Flatten: flatten}
+    return {
+        nir.IF: if_node,
+        nir.LIF: lif_node,
+        nir.Threshold: lambda node: _Threshold(node.threshold),
+        nir.Flatten: flatten,
+    }
 
 
 class NIRNetwork(nn.Module):
@@ -280,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import Parser, fail
 
     parser = Parser(prog="python -m snn.export", description="Write a trained network as NIR.")
-    parser.add_argument("folder", type=Path, help="a run folder (config.json, checkpoint.pt), or an experiment "
-                                                  "folder: its retrained best network")
+    parser.add_argument(
+        "folder",
+        type=Path,
+        help="a run folder (config.json, checkpoint.pt), or an experiment folder: its retrained best network",
+    )
     parser.add_argument("--seed", type=int, default=None, help="an experiment's retrain seed (default: the first)")
     parser.add_argument("--out", type=Path, required=True, help="the NIR file to write (HDF5, e.g. model.nir)")
     parser.add_argument("--module", help="export this submodule of a network of yours (the layers its forward runs)")
@@ -302,14 +347,18 @@ def run_folder_of(folder: Path, seed: int | None = None) -> Path:
 
     if (folder / "checkpoint.pt").is_file():
         return folder
-    seeds = sorted((folder / "retrain").glob("seed-*"), key=lambda p: int(p.name.removeprefix("seed-"))
-                   if p.name.removeprefix("seed-").isdigit() else 1 << 62)
+    seeds = sorted(
+        (folder / "retrain").glob("seed-*"),
+        key=lambda p: int(p.name.removeprefix("seed-")) if p.name.removeprefix("seed-").isdigit() else 1 << 62,
+    )
     if seed is not None:
         seeds = [p for p in seeds if p.name == f"seed-{seed}"]
     if not seeds or not (seeds[0] / "checkpoint.pt").is_file():
         which = f"retrain/seed-{seed}" if seed is not None else "retrain/seed-*"
-        raise CheckpointError(f"{folder}: neither a run folder (no checkpoint.pt) nor an experiment with a retrained "
-                              f"network ({which}/checkpoint.pt)")
+        raise CheckpointError(
+            f"{folder}: neither a run folder (no checkpoint.pt) nor an experiment with a retrained "
+            f"network ({which}/checkpoint.pt)"
+        )
     return seeds[0]
 
 

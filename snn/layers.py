@@ -59,16 +59,27 @@ def check_neuron_args(neuron_kind: str, tau: float, surrogate_name: str, surroga
         check_number("surrogate_alpha", surrogate_alpha, float, above=0.0)
 
 
-def check_number(name: str, value, kind: type, *, above: float | None = None, at_least: float | None = None,
-                 below: float | None = None, rule: str | None = None) -> None:
+def check_number(
+    name: str,
+    value,
+    kind: type,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    rule: str | None = None,
+) -> None:
     """ConfigError unless ``value`` is a finite number of ``kind`` within the bounds."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
         number = isinstance(value, int) and not isinstance(value, bool)  # 3.0 is refused: a factory takes it as is
     if not number or value != value or value in (float("inf"), float("-inf")):
         raise ConfigError(name, f"must be {'an integer' if kind is int else 'a finite number'}", value)
-    bounds = [(above, lambda b: value > b, "must be > {:g}"), (at_least, lambda b: value >= b, "must be >= {:g}"),
-              (below, lambda b: value < b, "must be < {:g}")]
+    bounds = [
+        (above, lambda b: value > b, "must be > {:g}"),
+        (at_least, lambda b: value >= b, "must be >= {:g}"),
+        (below, lambda b: value < b, "must be < {:g}"),
+    ]
     for bound, holds, default_rule in bounds:
         if bound is not None and not holds(bound):
             raise ConfigError(name, rule or default_rule.format(bound), value)
@@ -105,8 +116,12 @@ class PoissonLinear(nn.Linear):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         flat = images.flatten(1)  # [N, P]
-        if (self.sparse and flat.device.type == "cpu" and self.bias is None
-                and self.out_features <= POISSON_SPARSE_MAX_OUT):
+        if (
+            self.sparse
+            and flat.device.type == "cpu"
+            and self.bias is None
+            and self.out_features <= POISSON_SPARSE_MAX_OUT
+        ):
             return poisson_input_current(flat, self.weight, self.T)  # [T, N, O]
         return F.linear(poisson_encode(flat, self.T), self.weight, self.bias)  # [T, N, P] -> [T, N, O]
 

@@ -31,8 +31,18 @@ from .fastpath import FastMaxPool2d, fire_and_pool, set_fused
 from .layers import NEURONS, PoissonLinear, check_neuron_args, check_number, make_neuron, make_surrogate, poisson_encode
 from .spikes import spiking_layers
 
-__all__ = ["CSNN", "FCSNN", "csnn", "fc_snn", "poisson_encode", "spiking_layers", "NEURONS", "ENCODINGS",
-           "MAX_HIDDEN_LAYERS", "MAX_BLOCKS"]
+__all__ = [
+    "CSNN",
+    "FCSNN",
+    "csnn",
+    "fc_snn",
+    "poisson_encode",
+    "spiking_layers",
+    "NEURONS",
+    "ENCODINGS",
+    "MAX_HIDDEN_LAYERS",
+    "MAX_BLOCKS",
+]
 
 ENCODINGS = ("poisson", "direct")
 MAX_HIDDEN_LAYERS = 3
@@ -51,8 +61,17 @@ class FCSNN(nn.Module):
     its current is computed once and presented T times).
     """
 
-    def __init__(self, input_shape: tuple[int, ...], classes: int, T: int, widths: tuple[int, ...],
-                 encoding: str, neuron_kind: str, tau: float, spike_fn):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        classes: int,
+        T: int,
+        widths: tuple[int, ...],
+        encoding: str,
+        neuron_kind: str,
+        tau: float,
+        spike_fn,
+    ):
         super().__init__()
         self.T, self.encoding = T, encoding
         sizes = [math.prod(input_shape), *widths, classes]
@@ -98,8 +117,19 @@ class CSNN(nn.Module):
     multi-step Dropout: one mask for all steps).
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], classes: int, T: int, channels: tuple[int, ...],
-                 kernel_size: int, fc_width: int | None, dropout: float, neuron_kind: str, tau: float, spike_fn):
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        classes: int,
+        T: int,
+        channels: tuple[int, ...],
+        kernel_size: int,
+        fc_width: int | None,
+        dropout: float,
+        neuron_kind: str,
+        tau: float,
+        spike_fn,
+    ):
         super().__init__()
         self.T, self.blocks = T, len(channels)
         in_channels, height, width = input_shape
@@ -145,10 +175,21 @@ class CSNN(nn.Module):
         return getattr(self, f"sn{self.blocks + 2}")(self.fc2(x)).mean(0)  # [N, classes] firing rate
 
 
-def fc_snn(input_shape: tuple[int, ...] = MNIST_SHAPE, classes: int = 10, *, T: int = 100, tau: float = 2.0,
-           neuron: str = "lif", surrogate: str = "atan", surrogate_alpha: float | None = None,
-           encoding: str = "poisson", hidden_layers: int = 0, width_1: int = 800, width_2: int = 800,
-           width_3: int = 800) -> FCSNN:
+def fc_snn(
+    input_shape: tuple[int, ...] = MNIST_SHAPE,
+    classes: int = 10,
+    *,
+    T: int = 100,
+    tau: float = 2.0,
+    neuron: str = "lif",
+    surrogate: str = "atan",
+    surrogate_alpha: float | None = None,
+    encoding: str = "poisson",
+    hidden_layers: int = 0,
+    width_1: int = 800,
+    width_2: int = 800,
+    width_3: int = 800,
+) -> FCSNN:
     """An FC-SNN of the family; the defaults are the seed report's (784 -> 10 LIF, tau 2, T 100, Poisson).
 
     T: time steps; tau: membrane time constant of LIF/PLIF neurons, in time steps (> 1); neuron:
@@ -157,15 +198,27 @@ def fc_snn(input_shape: tuple[int, ...] = MNIST_SHAPE, classes: int = 10, *, T: 
     or direct (the analog image at every step); hidden_layers: 0 to 3, the widths of those that
     exist in width_1 .. width_3.
     """
-    check_fc_args(T=T, tau=tau, neuron=neuron, surrogate=surrogate, surrogate_alpha=surrogate_alpha,
-                  encoding=encoding, hidden_layers=hidden_layers, width_1=width_1, width_2=width_2, width_3=width_3)
+    check_fc_args(
+        T=T,
+        tau=tau,
+        neuron=neuron,
+        surrogate=surrogate,
+        surrogate_alpha=surrogate_alpha,
+        encoding=encoding,
+        hidden_layers=hidden_layers,
+        width_1=width_1,
+        width_2=width_2,
+        width_3=width_3,
+    )
     widths = (width_1, width_2, width_3)[:hidden_layers]
-    return FCSNN(tuple(input_shape), classes, T, widths, encoding, neuron, tau,
-                 make_surrogate(surrogate, surrogate_alpha))
+    return FCSNN(
+        tuple(input_shape), classes, T, widths, encoding, neuron, tau, make_surrogate(surrogate, surrogate_alpha)
+    )
 
 
-def check_fc_args(*, T, tau, neuron, surrogate, surrogate_alpha, encoding, hidden_layers, width_1, width_2,
-                  width_3) -> None:
+def check_fc_args(
+    *, T, tau, neuron, surrogate, surrogate_alpha, encoding, hidden_layers, width_1, width_2, width_3
+) -> None:
     """``fc_snn``'s argument rules, as ConfigError naming the argument (no network is built)."""
     check_number("T", T, int, at_least=1, rule="must be >= 1 time step")
     check_neuron_args(neuron, tau, surrogate, surrogate_alpha)
@@ -178,10 +231,24 @@ def check_fc_args(*, T, tau, neuron, surrogate, surrogate_alpha, encoding, hidde
         check_number(f"width_{i}", width, int, at_least=1)
 
 
-def csnn(input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = 10, *, T: int = 4, channels: int = 64,
-         channels_1: int | None = None, channels_2: int | None = None, channels_3: int | None = None,
-         blocks: int = 2, kernel_size: int = 3, fc_width: int | None = None, dropout: float = 0.0,
-         neuron: str = "if", tau: float = 2.0, surrogate: str = "atan", surrogate_alpha: float | None = None) -> CSNN:
+def csnn(
+    input_shape: tuple[int, int, int] = MNIST_SHAPE,
+    classes: int = 10,
+    *,
+    T: int = 4,
+    channels: int = 64,
+    channels_1: int | None = None,
+    channels_2: int | None = None,
+    channels_3: int | None = None,
+    blocks: int = 2,
+    kernel_size: int = 3,
+    fc_width: int | None = None,
+    dropout: float = 0.0,
+    neuron: str = "if",
+    tau: float = 2.0,
+    surrogate: str = "atan",
+    surrogate_alpha: float | None = None,
+) -> CSNN:
     """A CSNN of the family; the defaults are the seed report's (two 3x3 blocks of 64 channels, IF, T 4).
 
     T: time steps; channels: every block's output channels, unless channels_k gives block k's;
@@ -190,18 +257,56 @@ def csnn(input_shape: tuple[int, int, int] = MNIST_SHAPE, classes: int = 10, *, 
     probability of spikingjelly's Dropout before each FC layer (0: none); neuron, tau, surrogate,
     surrogate_alpha: as for fc_snn.
     """
-    check_csnn_args(input_shape=input_shape, T=T, channels=channels, channels_1=channels_1, channels_2=channels_2,
-                    channels_3=channels_3, blocks=blocks, kernel_size=kernel_size, fc_width=fc_width,
-                    dropout=dropout, neuron=neuron, tau=tau, surrogate=surrogate, surrogate_alpha=surrogate_alpha)
+    check_csnn_args(
+        input_shape=input_shape,
+        T=T,
+        channels=channels,
+        channels_1=channels_1,
+        channels_2=channels_2,
+        channels_3=channels_3,
+        blocks=blocks,
+        kernel_size=kernel_size,
+        fc_width=fc_width,
+        dropout=dropout,
+        neuron=neuron,
+        tau=tau,
+        surrogate=surrogate,
+        surrogate_alpha=surrogate_alpha,
+    )
     per_block = tuple(c if c is not None else channels for c in (channels_1, channels_2, channels_3))[:blocks]
     if len(input_shape) == 2:
         input_shape = (1, *input_shape)
-    return CSNN(tuple(input_shape), classes, T, per_block, kernel_size, fc_width, float(dropout), neuron, tau,
-                make_surrogate(surrogate, surrogate_alpha))
+    return CSNN(
+        tuple(input_shape),
+        classes,
+        T,
+        per_block,
+        kernel_size,
+        fc_width,
+        float(dropout),
+        neuron,
+        tau,
+        make_surrogate(surrogate, surrogate_alpha),
+    )
 
 
-def check_csnn_args(*, input_shape, T, channels, channels_1, channels_2, channels_3, blocks, kernel_size,
-                    fc_width, dropout, neuron, tau, surrogate, surrogate_alpha) -> None:
+def check_csnn_args(
+    *,
+    input_shape,
+    T,
+    channels,
+    channels_1,
+    channels_2,
+    channels_3,
+    blocks,
+    kernel_size,
+    fc_width,
+    dropout,
+    neuron,
+    tau,
+    surrogate,
+    surrogate_alpha,
+) -> None:
     """``csnn``'s argument rules, as ConfigError naming the argument (no network is built)."""
     check_number("T", T, int, at_least=1, rule="must be >= 1 time step")
     check_number("blocks", blocks, int, at_least=1)
@@ -236,8 +341,10 @@ def describe_csnn(net: dict, input_shape: tuple[int, ...], classes: int) -> str:
     hidden = net.get("fc_width") or channels[-1] * 16
     k = net["kernel_size"]
     dropout = f", dropout {net['dropout']:.2g}" if net.get("dropout") else ""
-    return (f"{k}x{k} conv {'-'.join(map(str, channels))}, FC {hidden}-{classes}, {_neuron_words(net)}, "
-            f"T {net['T']}{dropout}")
+    return (
+        f"{k}x{k} conv {'-'.join(map(str, channels))}, FC {hidden}-{classes}, {_neuron_words(net)}, "
+        f"T {net['T']}{dropout}"
+    )
 
 
 def _neuron_words(net: dict) -> str:

@@ -107,8 +107,9 @@ class Network:
                 raise
             raise NetworkError(f"model {self.name}: the factory raised {type(e).__name__}: {_first_line(e)}") from None
         if not isinstance(module, nn.Module):
-            raise NetworkError(f"model {self.name}: the factory returned a {type(module).__name__}, not a "
-                               f"torch.nn.Module")
+            raise NetworkError(
+                f"model {self.name}: the factory returned a {type(module).__name__}, not a torch.nn.Module"
+            )
         return module
 
 
@@ -119,7 +120,7 @@ def resolve(model: str | Callable[..., nn.Module]) -> Network:
     return _resolved(model)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resolved(name: str) -> Network:
     reference = BUILTIN.get(name, name)
     if not is_reference(reference):
@@ -144,8 +145,9 @@ def _describe(name: str, factory: Callable) -> Network:
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
-        raise NetworkError(f"model {name}: its signature cannot be read; a factory must be a Python function "
-                           f"or class") from None
+        raise NetworkError(
+            f"model {name}: its signature cannot be read; a factory must be a Python function or class"
+        ) from None
     parameters, defaults, takes_any, data = [], {}, False, []
     for p in signature.parameters.values():
         if p.kind is p.VAR_KEYWORD:
@@ -158,8 +160,14 @@ def _describe(name: str, factory: Callable) -> Network:
             parameters.append(p.name)
             if p.default is not p.empty:
                 defaults[p.name] = p.default
-    return Network(name=name, factory=factory, parameters=tuple(parameters), defaults=defaults, takes_any=takes_any,
-                   data_arguments=tuple(data))
+    return Network(
+        name=name,
+        factory=factory,
+        parameters=tuple(parameters),
+        defaults=defaults,
+        takes_any=takes_any,
+        data_arguments=tuple(data),
+    )
 
 
 def _check_fc(values: dict[str, Any]) -> None:
@@ -211,16 +219,23 @@ def route(values: Mapping[str, Any], network: Network, where: str = "") -> tuple
         if network.takes(name):
             net[name] = value
         elif name in DATA_ARGUMENTS:
-            raise ConfigError(f"{where}{name}", "comes from the data (the images' shape and the labels), not from "
-                                                "a config", value)
+            raise ConfigError(
+                f"{where}{name}", "comes from the data (the images' shape and the labels), not from a config", value
+            )
         elif name not in TRAINER_FIELDS:
-            raise ConfigError(f"{where}{name}", f"is neither a trainer setting (a RunConfig field: "
-                                                f"python -m snn.train --help) nor a parameter of "
-                                                f"{network.signature_text()}", value)
+            raise ConfigError(
+                f"{where}{name}",
+                f"is neither a trainer setting (a RunConfig field: "
+                f"python -m snn.train --help) nor a parameter of "
+                f"{network.signature_text()}",
+                value,
+            )
     return trainer, net
 
 
-def config_from_flat(model: str, values: Mapping[str, Any], network: Network | None = None, where: str = "") -> RunConfig:
+def config_from_flat(
+    model: str, values: Mapping[str, Any], network: Network | None = None, where: str = ""
+) -> RunConfig:
     """A RunConfig from flat values (a search trial's, a space's fixed ones), routed by ``route``."""
     network = network or resolve(model)
     trainer, net = route(values, network, where)
@@ -234,8 +249,9 @@ def flat_values(config: RunConfig) -> dict[str, Any]:
     return {**values, **net}
 
 
-def build_model(config: RunConfig, input_shape: tuple[int, ...] = (1, 28, 28), classes: int = 10,
-                network: Network | None = None) -> nn.Module:
+def build_model(
+    config: RunConfig, input_shape: tuple[int, ...] = (1, 28, 28), classes: int = 10, network: Network | None = None
+) -> nn.Module:
     """The network a config describes, on the CPU, with its fast paths set by ``config.backend``."""
     from .models import set_backend
 
@@ -261,8 +277,14 @@ class Probe:
         return int(batch_size * self.bytes_per_image + BYTES_PER_WEIGHT * self.parameters)
 
 
-def probe(config: RunConfig, images: torch.Tensor, classes: int, network: Network | None = None,
-          available_bytes: int | None = None, where: str = "this machine's memory") -> Probe:
+def probe(
+    config: RunConfig,
+    images: torch.Tensor,
+    classes: int,
+    network: Network | None = None,
+    available_bytes: int | None = None,
+    where: str = "this machine's memory",
+) -> Probe:
     """Build ``config``'s network on the CPU and run one training forward and backward on ``images``.
 
     Raises NetworkError (one line) when the network is not something this tool can train: no
@@ -293,20 +315,32 @@ def probe(config: RunConfig, images: torch.Tensor, classes: int, network: Networ
         except (RuntimeError, MemoryError) as e:
             if capped and _out_of_memory(e):
                 shown = ", ".join(f"{k}={v}" for k, v in sorted(config.net.items()))
-                raise ConfigTooLarge(f"one training batch does not fit: {len(images)} images of it ({shown}) already "
-                                     f"need more than the {format_bytes(available_bytes)} of {where} "
-                                     f"({_first_line(e)}); lower T, the widths or the batch size") from None
-            raise NetworkError(f"model {network.name}: running it raised {type(e).__name__}: {_first_line(e)}") from None
+                raise ConfigTooLarge(
+                    f"one training batch does not fit: {len(images)} images of it ({shown}) already "
+                    f"need more than the {format_bytes(available_bytes)} of {where} "
+                    f"({_first_line(e)}); lower T, the widths or the batch size"
+                ) from None
+            raise NetworkError(
+                f"model {network.name}: running it raised {type(e).__name__}: {_first_line(e)}"
+            ) from None
     if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()):
-        raise NetworkError(f"model {network.name}: no weight got a gradient from the loss; a surrogate-gradient "
-                           f"network's spiking layers must be spikingjelly neurons between its weights")
+        raise NetworkError(
+            f"model {network.name}: no weight got a gradient from the loss; a surrogate-gradient "
+            f"network's spiking layers must be spikingjelly neurons between its weights"
+        )
     ran = activity.order
     if config.output_layer is None and ran and ran[-1] != output:
-        raise NetworkError(f"model {network.name}: its last spiking layer defined, {output}, is not the last to run "
-                           f"({ran[-1]}); set output_layer: {ran[-1]} (a trainer setting) to judge silence there")
+        raise NetworkError(
+            f"model {network.name}: its last spiking layer defined, {output}, is not the last to run "
+            f"({ran[-1]}); set output_layer: {ran[-1]} (a trainer setting) to judge silence there"
+        )
     bytes_per_image = (saved.bytes + out.numel() * out.element_size()) / len(images)
-    return Probe(parameters=sum(p.numel() for p in model.parameters()), bytes_per_image=bytes_per_image,
-                 output_layer=output, steps=activity.steps)
+    return Probe(
+        parameters=sum(p.numel() for p in model.parameters()),
+        bytes_per_image=bytes_per_image,
+        output_layer=output,
+        steps=activity.steps,
+    )
 
 
 def training_images(config: RunConfig, available: int) -> int:
@@ -318,8 +352,9 @@ def training_images(config: RunConfig, available: int) -> int:
 def check_batch(config: RunConfig, images: int) -> None:
     """ConfigError when a batch is larger than the ``images`` a run of ``config`` trains on."""
     if config.batch_size > images:
-        raise ConfigError("batch_size", f"must be at most the {images:,} training images the run has",
-                          config.batch_size)
+        raise ConfigError(
+            "batch_size", f"must be at most the {images:,} training images the run has", config.batch_size
+        )
 
 
 def check_fits(config: RunConfig, found: Probe, available_bytes: int, where: str, images: int | None = None) -> None:
@@ -328,9 +363,11 @@ def check_fits(config: RunConfig, found: Probe, available_bytes: int, where: str
     need = found.training_bytes(config.batch_size if images is None else max(1, min(config.batch_size, images)))
     if need > available_bytes:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(config.net.items()))
-        raise ConfigTooLarge(f"one training batch needs about {format_bytes(need)} (batch_size={config.batch_size}"
-                             f"{', ' + shown if shown else ''}), more than the {format_bytes(available_bytes)} of "
-                             f"{where}; lower the batch size, T or the network's widths")
+        raise ConfigTooLarge(
+            f"one training batch needs about {format_bytes(need)} (batch_size={config.batch_size}"
+            f"{', ' + shown if shown else ''}), more than the {format_bytes(available_bytes)} of "
+            f"{where}; lower the batch size, T or the network's widths"
+        )
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -344,17 +381,23 @@ def _call(model: nn.Module, images: torch.Tensor, network: Network) -> torch.Ten
     except Exception as e:
         if _out_of_memory(e):
             raise
-        raise NetworkError(f"model {network.name}: its forward on a batch [N, C, H, W] = {list(images.shape)} raised "
-                           f"{type(e).__name__}: {_first_line(e)}") from None
+        raise NetworkError(
+            f"model {network.name}: its forward on a batch [N, C, H, W] = {list(images.shape)} raised "
+            f"{type(e).__name__}: {_first_line(e)}"
+        ) from None
 
 
 def _check_output(out: Any, n: int, classes: int, network: Network) -> None:
     if not isinstance(out, torch.Tensor):
-        raise NetworkError(f"model {network.name}: forward returned a {type(out).__name__}; it must return [N, classes] "
-                           f"scores (the output layer's firing rates)")
+        raise NetworkError(
+            f"model {network.name}: forward returned a {type(out).__name__}; it must return [N, classes] "
+            f"scores (the output layer's firing rates)"
+        )
     if tuple(out.shape) != (n, classes):
-        raise NetworkError(f"model {network.name}: forward returned shape {list(out.shape)} for {n} images; it must "
-                           f"return [N, classes] = [{n}, {classes}] (the output layer's firing rates, averaged over T)")
+        raise NetworkError(
+            f"model {network.name}: forward returned shape {list(out.shape)} for {n} images; it must "
+            f"return [N, classes] = [{n}, {classes}] (the output layer's firing rates, averaged over T)"
+        )
     if not out.is_floating_point() or not torch.isfinite(out).all():
         raise NetworkError(f"model {network.name}: forward returned non-finite or non-float scores")
 
@@ -416,6 +459,19 @@ def probe_images(data, n: int = PROBE_IMAGES) -> torch.Tensor:
     return data.train.float_images(slice(0, n)).cpu()
 
 
-__all__ = ["BUILTIN", "Network", "NetworkError", "Probe", "build_model", "check_batch", "check_fits",
-           "config_from_flat",
-           "flat_values", "probe", "probe_images", "reference_of", "resolve", "route"]
+__all__ = [
+    "BUILTIN",
+    "Network",
+    "NetworkError",
+    "Probe",
+    "build_model",
+    "check_batch",
+    "check_fits",
+    "config_from_flat",
+    "flat_values",
+    "probe",
+    "probe_images",
+    "reference_of",
+    "resolve",
+    "route",
+]

@@ -73,8 +73,9 @@ def output_layer_name(model: nn.Module, name: str | None = None) -> str:
     if name is None:
         return list(layers)[-1]
     if name not in layers:
-        raise KeyError(f"output_layer {name!r} is not a spiking layer of the network; its spiking layers: "
-                       f"{', '.join(layers)}")
+        raise KeyError(
+            f"output_layer {name!r} is not a spiking layer of the network; its spiking layers: {', '.join(layers)}"
+        )
     return name
 
 
@@ -158,7 +159,7 @@ def synops(layer: SynapticLayer, spikes: torch.Tensor) -> torch.Tensor:
     """
     if isinstance(layer, nn.Linear):
         return count_spikes(spikes) * layer.out_features
-    spatial = spikes.shape[-(layer.weight.dim() - 2):]
+    spatial = spikes.shape[-(layer.weight.dim() - 2) :]
     positions = math.prod(spatial)
     if spikes.numel() // positions < 2**24:  # each position's float32 sum stays exact
         per_position = spikes.sum(dim=tuple(range(spikes.dim() - len(spatial))), dtype=torch.float32).double()
@@ -173,8 +174,10 @@ def macs_per_forward(layer: SynapticLayer, input_size: tuple[int, ...] | None = 
     if isinstance(layer, nn.Linear):
         return layer.in_features * layer.out_features
     padding = (0,) * len(input_size) if layer.padding == "valid" else layer.padding
-    outputs = math.prod((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
-                        zip(input_size, layer.kernel_size, layer.stride, padding, layer.dilation))
+    outputs = math.prod(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(input_size, layer.kernel_size, layer.stride, padding, layer.dilation)
+    )
     return layer.out_channels * outputs * (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
 
 
@@ -242,6 +245,7 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
                 counts.order.append(name)
             if name == output:
                 counts.output_steps += steps
+
         return counter
 
     def watch(name: str, layer: BaseNode):
@@ -249,8 +253,11 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
         counter = on_spikes(name)
         if hasattr(layer, "register_spike_counter"):
             return layer.register_spike_counter(counter)
-        return layer.register_forward_hook(lambda module, _inputs, spikes: counter(
-            count_spikes(spikes), spikes.numel(), spikes.shape[0] if module.step_mode == "m" else 1))
+        return layer.register_forward_hook(
+            lambda module, _inputs, spikes: counter(
+                count_spikes(spikes), spikes.numel(), spikes.shape[0] if module.step_mode == "m" else 1
+            )
+        )
 
     def on_synapse_input(name: str, layer: SynapticLayer):
         spatial = layer.weight.dim() - 2  # 0 for a Linear
@@ -260,13 +267,14 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
             if spatial:
                 counts.input_sizes[name] = tuple(x.shape[-spatial:])
             counts.ran.setdefault(name, None)
-            samples = math.prod(x.shape[:-(spatial + 1)])
+            samples = math.prod(x.shape[: -(spatial + 1)])
             if hasattr(module, "expected_input_spikes"):  # it builds its spikes from x itself
                 counts.add(f"expected/{name}", module.expected_input_spikes(x))
             elif _holds_spikes_here(counts.spikes_in, name, x):
                 counts.add(f"synops/{name}", synops(layer, x))
             else:
                 counts.analog_macs += samples * macs_per_forward(layer, counts.input_sizes.get(name))
+
         return hook
 
     handles = [model.register_forward_pre_hook(on_images)]
@@ -288,12 +296,15 @@ def record_activity(model: nn.Module) -> Iterator[Activity]:
     expected = {name: counted[f"expected/{name}"] / n for name in weights if f"expected/{name}" in counted}
     activity.input_spikes = float(sum(expected.values()))
     activity.encoder_macs = counts.analog_macs / n
-    activity.synops = {name: expected[name] * weights[name].out_features if name in expected
-                       else counted[f"synops/{name}"] / n
-                       for name in weights if name in expected or f"synops/{name}" in counted}
+    activity.synops = {
+        name: expected[name] * weights[name].out_features if name in expected else counted[f"synops/{name}"] / n
+        for name in weights
+        if name in expected or f"synops/{name}" in counted
+    }
     if counts.images:
-        activity.dense_macs = activity.steps * sum(macs_per_forward(weights[name], counts.input_sizes.get(name))
-                                                   for name in counts.ran)
+        activity.dense_macs = activity.steps * sum(
+            macs_per_forward(weights[name], counts.input_sizes.get(name)) for name in counts.ran
+        )
 
 
 def _holds_spikes_here(decided: dict[str, bool], name: str, x: torch.Tensor) -> bool:

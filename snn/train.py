@@ -20,8 +20,19 @@ from tqdm import tqdm
 
 from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, read_checkpoint
-from .cli import (ConfigFileError, Parser, add_config_flags, add_network_flags, config_from_values, config_overrides,
-                  device_memory, fail, network_overrides, read_config_file, unwritable)
+from .cli import (
+    ConfigFileError,
+    Parser,
+    add_config_flags,
+    add_network_flags,
+    config_from_values,
+    config_overrides,
+    device_memory,
+    fail,
+    network_overrides,
+    read_config_file,
+    unwritable,
+)
 from .config import MODELS, ConfigError, ConfigTooLarge, RunConfig, is_reference
 from .data import DataError, default_data_dir, make_splits, read_dataset, resolve_device
 from .io import write_json
@@ -33,18 +44,37 @@ PROG = "python -m snn.train"
 
 
 def build_parser(network=None, add_help: bool = True) -> Parser:
-    parser = Parser(prog=PROG, add_help=add_help, description="Train a spiking network: the seed's FC-SNN or CSNN, "
-                                                              "their families, or a factory of your own.")
-    parser.add_argument("model", nargs="?", default=None,
-                        help="fc (FC-SNN), csnn, or package.module:function (a network factory of your own); "
-                             "may be left out with --config or --resume")
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="start from the RunConfig in this JSON file (results/NAME/best_config.json, "
-                             "OUT/config.json); flags given beside it override its fields")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding the dataset's files (default: $SNN_DATA_DIR, else ./data)")
-    parser.add_argument("--no-download", action="store_true",
-                        help="never download missing files (default: fetch them from torchvision's mirrors)")
+    parser = Parser(
+        prog=PROG,
+        add_help=add_help,
+        description="Train a spiking network: the seed's FC-SNN or CSNN, their families, or a factory of your own.",
+    )
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="fc (FC-SNN), csnn, or package.module:function (a network factory of your own); "
+        "may be left out with --config or --resume",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="start from the RunConfig in this JSON file (results/NAME/best_config.json, "
+        "OUT/config.json); flags given beside it override its fields",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the dataset's files (default: $SNN_DATA_DIR, else ./data)",
+    )
+    parser.add_argument(
+        "--no-download",
+        action="store_true",
+        help="never download missing files (default: fetch them from torchvision's mirrors)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/runs/MODEL-TIME)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -56,8 +86,10 @@ def build_parser(network=None, add_help: bool = True) -> Parser:
 
 def format_epoch(record: EpochRecord, epochs: int) -> str:
     """One summary line per epoch."""
-    parts = [f"epoch {record['epoch']:>3}/{epochs}",
-             f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}"]
+    parts = [
+        f"epoch {record['epoch']:>3}/{epochs}",
+        f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}",
+    ]
     for split in ("val", "test"):
         if f"{split}_acc" in record:
             parts.append(f"{split} loss {record[f'{split}_loss']:.4f} acc {record[f'{split}_acc']:.2%}")
@@ -93,8 +125,10 @@ def _new_config(args, file_values: dict | None) -> RunConfig:
     if file_values is not None:
         base = config_from_values(file_values, args.config, model=args.model)
         if args.model is not None and base.model != args.model:
-            fail(f"{PROG}: error: model {args.model} does not match {args.config}, which has model {base.model!r}; "
-                 f"leave the model out or give {base.model}")
+            fail(
+                f"{PROG}: error: model {args.model} does not match {args.config}, which has model {base.model!r}; "
+                f"leave the model out or give {base.model}"
+            )
     elif args.model is None:
         fail(f"{PROG}: error: give a model (fc, csnn or package.module:function) or --config FILE (see --help)")
     else:
@@ -118,8 +152,10 @@ def _resumed_config(args, file_values: dict | None, out: Path) -> RunConfig:
     ours = saved.to_dict()
     changed = [k for k, v in asked.items() if k != "epochs" and ours[k] != v]
     if changed:
-        fail(f"{PROG}: error: --resume keeps the saved config; it has {changed[0]}={ours[changed[0]]!r} (only "
-             f"--epochs may change)")
+        fail(
+            f"{PROG}: error: --resume keeps the saved config; it has {changed[0]}={ours[changed[0]]!r} (only "
+            f"--epochs may change)"
+        )
     return saved.replace(epochs=asked.get("epochs", saved.epochs))
 
 
@@ -144,14 +180,17 @@ def run(args, file_values: dict | None) -> int:
         config = _resumed_config(args, file_values, out)
     else:
         config = _new_config(args, file_values)  # every check of the config comes before anything is written
-        out = args.out or Path("results") / "runs" / f"{config.model.rpartition(':')[2]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = (
+            args.out or Path("results") / "runs" / f"{config.model.rpartition(':')[2]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         _check_out(out, resume=False)
     device = resolve_device(config.device)
     if device.type == "cuda" and not __import__("torch").cuda.is_available():
         fail(f"{PROG}: error: --device cuda but no CUDA device is available")
     check_backend(config.backend, device)
-    dataset = read_dataset(args.data_dir or default_data_dir(), config.dataset, download=not args.no_download,
-                           scale=config.scale_data)
+    dataset = read_dataset(
+        args.data_dir or default_data_dir(), config.dataset, download=not args.no_download, scale=config.scale_data
+    )
     available, where = device_memory(config.device)
     network = resolve(config.model)
     data = make_splits(dataset, config)  # its validation split and limits checked against the data
@@ -179,22 +218,36 @@ def run(args, file_values: dict | None) -> int:
         folder.on_epoch(record, state)
         tqdm.write(format_epoch(record, config.epochs))
 
-    print(f"{config.model} on {config.dataset}: {len(data.train)} train / {len(data.test)} test images "
-          f"{'x'.join(map(str, data.input_shape))}, {data.classes} classes, device {device}, writing {out}")
+    print(
+        f"{config.model} on {config.dataset}: {len(data.train)} train / {len(data.test)} test images "
+        f"{'x'.join(map(str, data.input_shape))}, {data.classes} classes, device {device}, writing {out}"
+    )
     try:
-        history = train(config, data, on_epoch=on_epoch, on_batch=on_batch,
-                        resume_from=folder.checkpoint if args.resume else None, network=network)
+        history = train(
+            config,
+            data,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+            resume_from=folder.checkpoint if args.resume else None,
+            network=network,
+        )
     except KeyboardInterrupt:
         fail(f"interrupted; continue with: {PROG} --out {out} --resume", 130)
     if history.status == "diverged":
-        fail(f"diverged at epoch {len(history.epochs)}: the training loss or the weights are no longer finite; "
-             f"try a smaller --lr", 1)
+        fail(
+            f"diverged at epoch {len(history.epochs)}: the training loss or the weights are no longer finite; "
+            f"try a smaller --lr",
+            1,
+        )
     if history.status == "silent":
         record = history.epochs[-1]
-        fail(f"silent: after {record['train_batches']} batches the output layer emitted fewer than "
-             f"{record['silence_min_spikes']:g} spikes for {record['silence_fraction']:.0%} of the training images"
-             + (f" and classified {record['silence_accuracy']:.0%} of them" if "silence_accuracy" in record else "")
-             + " (Firmin et al.'s rule); the network does not learn: try another --lr, --neuron or --tau", 1)
+        fail(
+            f"silent: after {record['train_batches']} batches the output layer emitted fewer than "
+            f"{record['silence_min_spikes']:g} spikes for {record['silence_fraction']:.0%} of the training images"
+            + (f" and classified {record['silence_accuracy']:.0%} of them" if "silence_accuracy" in record else "")
+            + " (Firmin et al.'s rule); the network does not learn: try another --lr, --neuron or --tau",
+            1,
+        )
     print(f"best test acc {history.best():.2%}, final {history.last():.2%} ({len(history.epochs)} epochs) -> {out}")
     return 0
 

@@ -99,12 +99,14 @@ class SilenceRule:
     max_accuracy: float = 0.2  # only a run at most this accurate on the watched images can be silent
 
     def __post_init__(self) -> None:
-        rules = [("min_spikes", self.min_spikes > 0, "must be > 0"),
-                 ("max_fraction", 0 <= self.max_fraction <= 1, "must be in [0, 1] (1 never stops a run)"),
-                 ("probe_batches", self.probe_batches >= 1, "must be >= 1"),
-                 ("warmup_batches", self.warmup_batches >= 0, "must be >= 0"),
-                 ("per_steps", self.per_steps >= 1, "must be >= 1"),
-                 ("max_accuracy", 0 <= self.max_accuracy <= 1, "must be in [0, 1] (1: the spike count alone)")]
+        rules = [
+            ("min_spikes", self.min_spikes > 0, "must be > 0"),
+            ("max_fraction", 0 <= self.max_fraction <= 1, "must be in [0, 1] (1 never stops a run)"),
+            ("probe_batches", self.probe_batches >= 1, "must be >= 1"),
+            ("warmup_batches", self.warmup_batches >= 0, "must be >= 0"),
+            ("per_steps", self.per_steps >= 1, "must be >= 1"),
+            ("max_accuracy", 0 <= self.max_accuracy <= 1, "must be in [0, 1] (1: the spike count alone)"),
+        ]
         for name, holds, rule in rules:
             if not holds:
                 raise ConfigError(f"SilenceRule.{name}", rule, getattr(self, name))
@@ -132,8 +134,11 @@ class _SilenceProbe:
 
     @property
     def silent(self) -> bool:
-        return (self.fraction is not None and self.fraction > self.rule.max_fraction
-                and self.accuracy <= self.rule.max_accuracy)
+        return (
+            self.fraction is not None
+            and self.fraction > self.rule.max_fraction
+            and self.accuracy <= self.rule.max_accuracy
+        )
 
     def before_batch(self, i: int) -> None:
         if i == self.rule.warmup_batches:
@@ -171,8 +176,11 @@ class _SilenceProbe:
     def record(self) -> EpochRecord:
         if self.fraction is None:
             return {}
-        return {"silence_fraction": self.fraction, "silence_min_spikes": self.min_spikes,
-                "silence_accuracy": self.accuracy}
+        return {
+            "silence_fraction": self.fraction,
+            "silence_min_spikes": self.min_spikes,
+            "silence_accuracy": self.accuracy,
+        }
 
 
 def _autocast(config: RunConfig, device: torch.device):
@@ -201,8 +209,12 @@ def evaluate(model: nn.Module, split: Split, config: RunConfig, batch_size: int 
             loss_sum += loss_fn(out, labels) * len(index)
             correct += (out.argmax(1) == labels).sum()
     n = len(split)
-    return {"loss": loss_sum.item() / n, "acc": correct.item() / n, "rates": dict(activity.rates),
-            "activity": activity.metrics()}
+    return {
+        "loss": loss_sum.item() / n,
+        "acc": correct.item() / n,
+        "rates": dict(activity.rates),
+        "activity": activity.metrics(),
+    }
 
 
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -213,9 +225,16 @@ def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return model(images).argmax(1)
 
 
-def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, on_batch: OnBatch | None = None,
-          resume_from: Path | str | None = None, silence: SilenceRule | None = FIRMIN_SILENCE,
-          network: Network | None = None) -> History:
+def train(
+    config: RunConfig,
+    data: Dataset,
+    *,
+    on_epoch: OnEpoch | None = None,
+    on_batch: OnBatch | None = None,
+    resume_from: Path | str | None = None,
+    silence: SilenceRule | None = FIRMIN_SILENCE,
+    network: Network | None = None,
+) -> History:
     """Train the model ``config`` describes on ``data`` for ``config.epochs`` epochs.
 
     ``data`` must already sit on the config's device (``make_splits(data, config)`` puts it there);
@@ -254,17 +273,27 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters())
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-                 if config.lr_schedule == "cosine" else None)
-    state = RunState(config, model, optimizer, scheduler, torch.Generator().manual_seed(config.seed), History(config),
-                     data.input_shape, data.classes)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        if config.lr_schedule == "cosine"
+        else None
+    )
+    state = RunState(
+        config,
+        model,
+        optimizer,
+        scheduler,
+        torch.Generator().manual_seed(config.seed),
+        History(config),
+        data.input_shape,
+        data.classes,
+    )
     if resume_from is not None:
         load_checkpoint(resume_from, state)
 
     for epoch in range(len(state.history.epochs) + 1, config.epochs + 1):
         start = time.perf_counter()
-        probe = (_SilenceProbe(silence, state.model, config.output_layer) if silence is not None and epoch == 1
-                 else None)
+        probe = _SilenceProbe(silence, state.model, config.output_layer) if silence is not None and epoch == 1 else None
         record = {"epoch": epoch, **_train_epoch(state, data.train, device, on_batch, probe)}
         finite = math.isfinite(record["train_loss"]) and _parameters_are_finite(state.model)
         silent = finite and probe is not None and probe.silent
@@ -290,8 +319,9 @@ def train(config: RunConfig, data: Dataset, *, on_epoch: OnEpoch | None = None, 
     return state.history
 
 
-def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: OnBatch | None,
-                 probe: _SilenceProbe | None = None) -> EpochRecord:
+def _train_epoch(
+    state: RunState, split: Split, device: torch.device, on_batch: OnBatch | None, probe: _SilenceProbe | None = None
+) -> EpochRecord:
     config, model, optimizer = state.config, state.model, state.optimizer
     loss_fn = LOSSES[config.loss]
     model.train()
@@ -302,8 +332,9 @@ def _train_epoch(state: RunState, split: Split, device: torch.device, on_batch: 
     lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
     try:
-        for i, index in enumerate(batches(len(split), config.batch_size, shuffle=True,
-                                          generator=state.shuffle_rng, device=device)):
+        for i, index in enumerate(
+            batches(len(split), config.batch_size, shuffle=True, generator=state.shuffle_rng, device=device)
+        ):
             if probe is not None:
                 probe.before_batch(i)
             labels = split.labels[index]

@@ -47,6 +47,7 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: int = 3) -> dict[str, Outcome]:
     """Run every case in its own folder under ``base`` (its working directory), ``workers`` at a time."""
+
     def run(item: tuple[str, Case]) -> tuple[str, Outcome]:
         name, case = item
         folder = base / name
@@ -55,8 +56,14 @@ def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: 
             case.setup(folder)
         before = snapshot(folder)
         args = [a.replace("{case}", str(folder)) for a in case.args]
-        result = subprocess.run([sys.executable, "-m", case.module, *args], cwd=folder, capture_output=True,
-                                text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env}, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", case.module, *args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO), **env},
+            timeout=300,
+        )
         return name, Outcome(result.returncode, result.stdout, result.stderr, before, snapshot(folder))
 
     with ThreadPoolExecutor(workers) as pool:

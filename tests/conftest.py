@@ -26,8 +26,10 @@ def mnist_root() -> Path:
     """The folder holding the real MNIST/raw ($SNN_DATA_DIR, else ./data); skips the test when absent."""
     root = default_data_dir().resolve()
     if not _has_mnist(root):
-        pytest.skip(f"real MNIST not found in {raw_folder(root, 'mnist')}: set SNN_DATA_DIR to the folder "
-                    f"that holds MNIST/raw (e.g. ../shared/datasets)")
+        pytest.skip(
+            f"real MNIST not found in {raw_folder(root, 'mnist')}: set SNN_DATA_DIR to the folder "
+            f"that holds MNIST/raw (e.g. ../shared/datasets)"
+        )
     return root
 
 

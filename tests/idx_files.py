@@ -67,8 +67,9 @@ def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """
     rng = np.random.default_rng(seed)
     shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
-    templates = np.stack([np.stack([np.roll(prototype, shift, axis=(0, 1)) for shift in shifts])
-                          for prototype in _digit_prototypes()])  # [10, 25, 28, 28]
+    templates = np.stack(
+        [np.stack([np.roll(prototype, shift, axis=(0, 1)) for shift in shifts]) for prototype in _digit_prototypes()]
+    )  # [10, 25, 28, 28]
     templates = np.rint(templates * 255).astype(np.uint8)
     labels = rng.integers(0, 10, n).astype(np.uint8)
     images = templates[labels, rng.integers(0, len(shifts), n)]
@@ -102,8 +103,9 @@ def write_synthetic_digits(root: Path, folder: str = "MNIST") -> Path:
     return raw
 
 
-def write_synthetic_dataset(root: Path, folder: str = "MNIST", gz: bool = True,
-                            n_train: int = 60_000, n_test: int = 10_000) -> Path:
+def write_synthetic_dataset(
+    root: Path, folder: str = "MNIST", gz: bool = True, n_train: int = 60_000, n_test: int = 10_000
+) -> Path:
     """The four IDX files of a full-size synthetic dataset under root/folder/raw; returns that folder."""
     raw = Path(root) / folder / "raw"
     suffix = ".gz" if gz else ""

@@ -11,12 +11,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["train_speed", "search_overhead", "search_quality", "chaos", "gpu_check",
-                                    "linear_ceiling", "profile_step", "kernel_checks", "kernel_flags",
-                                    "numba_kernels"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "train_speed",
+        "search_overhead",
+        "search_quality",
+        "chaos",
+        "gpu_check",
+        "linear_ceiling",
+        "profile_step",
+        "kernel_checks",
+        "kernel_flags",
+        "numba_kernels",
+    ],
+)
 def test_every_benchmark_answers_help(module):
-    run = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "usage:" in run.stdout
 
@@ -38,7 +51,12 @@ def test_search_quality_reuses_a_search_retrain_only_for_the_seed_network_itself
 
 
 def test_train_speed_without_mnist_says_so_in_one_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", "--data-dir", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_speed", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stderr.count("\n") == 1 and "mnist files not found" in run.stderr and "Traceback" not in run.stderr

@@ -36,3 +36,19 @@ def test_ci_installs_gcc_and_chromium_and_requires_their_tests():
     script = (REPO / ".ci" / "run").read_text()
     assert "missing+=(gcc)" in script and "missing+=(chromium)" in script
     assert "export SNN_REQUIRE_KERNELS=1 SNN_REQUIRE_BROWSER=1" in script
+
+
+def test_the_code_is_clean_under_the_linter_and_the_formatter_ci_runs():
+    """.ci/run runs `ruff check .` and `ruff format --check .` (pyproject.toml's settings) before the tests."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.tuning.helpers import REPO
+
+    script = (REPO / ".ci" / "run").read_text()
+    assert "\nruff check .\n" in script and "\nruff format --check .\n" in script
+    ruff = shutil.which("ruff") or pytest.skip("ruff is not installed (it comes with the dev extra)")
+    for command in ([ruff, "check", "."], [ruff, "format", "--check", "."]):
+        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (" ".join(command[1:]), run.stdout[-3000:], sys.executable)

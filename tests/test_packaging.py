@@ -24,25 +24,51 @@ def run(*args, cwd: Path, env: dict | None = None, timeout: float = 600) -> subp
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
+def _checkout_files() -> list[str]:
+    """The checkout's files: git's list (tracked, and untracked ones it does not ignore) in a git checkout; in a
+    copy without .git (as .ci/run makes), every file but the virtual environment, caches and build outputs."""
+    listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT)
+    if listed.returncode == 0:
+        names = filter(None, listed.stdout.split("\0"))
+    else:
+        top = {".venv", ".git", "build", "dist", "results", "data", ".pytest_cache", ".ruff_cache"}
+        names = (
+            str(path.relative_to(ROOT))
+            for path in ROOT.rglob("*")
+            if path.relative_to(ROOT).parts[0] not in top
+            and "__pycache__" not in path.parts
+            and not any(part.endswith(".egg-info") for part in path.parts)
+        )
+    return sorted(name for name in names if (ROOT / name).is_file())
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
     """A fresh virtual environment holding the wheel built from this checkout."""
     base = tmp_path_factory.mktemp("wheel")
     source = base / "source"  # a copy, so that the build leaves nothing in the checkout
-    listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT).stdout.split("\0")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    built = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
-                base / "dist", source, cwd=base)
+    for name in _checkout_files():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    built = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        base / "dist",
+        source,
+        cwd=base,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((base / "dist").glob("snn_tune-*.whl"))
     venv = base / "venv"
     assert run(sys.executable, "-m", "venv", venv, cwd=base).returncode == 0
     python = venv / "bin" / "python"
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base)
-                .stdout.strip())
+    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base).stdout.strip())
     (site / "test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, Ray, ... (no .pth)
     installed = run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, cwd=base)
     assert installed.returncode == 0, installed.stdout + installed.stderr
@@ -57,11 +83,20 @@ def test_the_wheel_holds_the_package_its_spaces_and_kernels_and_no_benchmarks(in
     import zipfile
 
     names = zipfile.ZipFile(installed["wheel"]).namelist()
-    assert {"tuning/search_spaces/csnn.yaml", "tuning/search_spaces/fc-cpu.yaml", "snn/fastpath/neurons.c",
-            "snn/fastpath/neuron_step.h"} <= set(names)
+    assert {
+        "tuning/search_spaces/csnn.yaml",
+        "tuning/search_spaces/fc-cpu.yaml",
+        "snn/fastpath/neurons.c",
+        "snn/fastpath/neuron_step.h",
+    } <= set(names)
     assert not [n for n in names if n.startswith(("benchmarks/", "examples/", "tests/"))]
-    probe = run(installed["python"], "-c", "import snn, tuning, importlib.util; print(snn.__file__); "
-                "print(importlib.util.find_spec('benchmarks'))", cwd=installed["work"], env=installed["env"])
+    probe = run(
+        installed["python"],
+        "-c",
+        "import snn, tuning, importlib.util; print(snn.__file__); print(importlib.util.find_spec('benchmarks'))",
+        cwd=installed["work"],
+        env=installed["env"],
+    )
     location, benchmarks = probe.stdout.split()
     assert location.startswith(str(installed["site"])), location
     assert benchmarks == "None"
@@ -69,9 +104,26 @@ def test_the_wheel_holds_the_package_its_spaces_and_kernels_and_no_benchmarks(in
 
 def test_the_installed_commands_search_and_report_from_elsewhere(installed, data_root):
     env = {**installed["env"], "SNN_DATA_DIR": str(data_root)}
-    search = run(installed["bin"] / "snn-tune", "search", "fc", "--preset", "smoke", "--trials", "3",
-                 "--epochs-per-trial", "2", "--retrain-epochs", "1", "--results-dir", "results", "--name", "smoke",
-                 "--no-dashboard", cwd=installed["work"], env=env)
+    search = run(
+        installed["bin"] / "snn-tune",
+        "search",
+        "fc",
+        "--preset",
+        "smoke",
+        "--trials",
+        "3",
+        "--epochs-per-trial",
+        "2",
+        "--retrain-epochs",
+        "1",
+        "--results-dir",
+        "results",
+        "--name",
+        "smoke",
+        "--no-dashboard",
+        cwd=installed["work"],
+        env=env,
+    )
     assert search.returncode == 0, search.stdout[-2000:] + search.stderr[-2000:]
     folder = installed["work"] / "results" / "smoke"
     summary = json.loads((folder / "summary.json").read_text())
@@ -81,6 +133,7 @@ def test_the_installed_commands_search_and_report_from_elsewhere(installed, data
     report = run(installed["python"], "-m", "tuning.report", folder, cwd=installed["work"], env=env)
     assert report.returncode == 0, report.stderr
     assert (folder / "report.html").stat().st_size > 100_000
-    shipped = run(installed["bin"] / "snn-tune", "search", "--space", "csnn-cpu", "--trials", "0",
-                  cwd=installed["work"], env=env)
+    shipped = run(
+        installed["bin"] / "snn-tune", "search", "--space", "csnn-cpu", "--trials", "0", cwd=installed["work"], env=env
+    )
     assert shipped.returncode == 2 and "--trials must be an integer >= 1" in shipped.stderr

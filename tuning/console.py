@@ -1,9 +1,9 @@
 """``snn-tune``: one console command for the tool's commands, beside ``python -m``.
 
-    snn-tune search ...   = python -m tuning.search ...   (search, retrain, report)
-    snn-tune report ...   = python -m tuning.report ...   (rebuild an experiment's report)
-    snn-tune train ...    = python -m snn.train ...       (train one network)
-    snn-tune export ...   = python -m snn.export ...      (write a trained network as NIR)
+snn-tune search ...   = python -m tuning.search ...   (search, retrain, report)
+snn-tune report ...   = python -m tuning.report ...   (rebuild an experiment's report)
+snn-tune train ...    = python -m snn.train ...       (train one network)
+snn-tune export ...   = python -m snn.export ...      (write a trained network as NIR)
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [f"  {name:<7} {text}" for name, (_, text) in COMMANDS.items()]
         usage = "usage: snn-tune {search,report,train,export} [--help] ...\n\n" + "\n".join(lines)
         if args and args[0] not in ("-h", "--help"):
-            print(f"snn-tune: error: unknown command {args[0]!r}; choose one of {', '.join(COMMANDS)}",
-                  file=sys.stderr)
+            print(f"snn-tune: error: unknown command {args[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
             return 2
         print(usage)
         return 0 if args else 2

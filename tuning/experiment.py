@@ -59,7 +59,6 @@ TERMINATED, ERROR = "TERMINATED", "ERROR"
 FINISHED = (TERMINATED, ERROR)
 
 
-
 # What a search can optimise besides accuracy: the evaluator's per-image spike costs (snn.spikes).
 OBJECTIVES = {"accuracy": "acc", "synops": "synops_per_image", "spikes": "spikes_per_image"}
 COSTS = ("synops_per_image", "spikes_per_image", "energy_estimate_uj")  # trials.csv keeps their last values
@@ -75,8 +74,16 @@ def retrain_folder(seed: int) -> str:
     return f"{RETRAIN}/seed-{seed}"
 
 
-def trial_row(trial_id: str, status: str, config: Mapping[str, Any], history: list[dict[str, Any]],
-              metric: str, max_epochs: int, seed_trial: bool = False, network: str | None = None) -> dict[str, Any]:
+def trial_row(
+    trial_id: str,
+    status: str,
+    config: Mapping[str, Any],
+    history: list[dict[str, Any]],
+    metric: str,
+    max_epochs: int,
+    seed_trial: bool = False,
+    network: str | None = None,
+) -> dict[str, Any]:
     """One row of trials.csv: how the trial ended, its best and last figures, its sampled values.
 
     ``last_<metric>`` (the metric at the last epoch the trial ran) is what ranks trials;
@@ -134,8 +141,10 @@ def trial_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     silent = [_flag(r.get(SILENT)) for r in rows]
     return {
         "total": len(rows),
-        "completed": sum(r.get("status") == TERMINATED and not (s or d or q)
-                         for r, s, d, q in zip(rows, stopped, diverged, silent, strict=True)),
+        "completed": sum(
+            r.get("status") == TERMINATED and not (s or d or q)
+            for r, s, d, q in zip(rows, stopped, diverged, silent, strict=True)
+        ),
         "stopped_early": sum(stopped),
         "errored": sum(r.get("status") == ERROR for r in rows),
         "diverged": sum(diverged),
@@ -146,8 +155,12 @@ def trial_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 def ran_to_the_end(row: Mapping[str, Any]) -> bool:
     """Whether a trial ran all its epochs (not stopped by ASHA, not diverged, silent or errored)."""
-    return (row.get("status") == TERMINATED and not _flag(row.get("stopped_early")) and not _flag(row.get("diverged"))
-            and not _flag(row.get(SILENT)))
+    return (
+        row.get("status") == TERMINATED
+        and not _flag(row.get("stopped_early"))
+        and not _flag(row.get("diverged"))
+        and not _flag(row.get(SILENT))
+    )
 
 
 def best_trial(rows: Iterable[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
@@ -175,9 +188,15 @@ def retrain_summary(histories: Mapping[int, list[dict[str, Any]]], epochs: int, 
         if values and all(v is not None for v in values):
             costs[f"final_test_{cost}_mean"] = mean(values)
     return {
-        "epochs": epochs, "seeds": seeds, "max_test_acc": best, "final_test_acc": final,
-        "max_test_acc_mean": mean(best), "max_test_acc_std": pstdev(best),
-        "final_test_acc_mean": mean(final), "final_test_acc_std": pstdev(final), **costs,
+        "epochs": epochs,
+        "seeds": seeds,
+        "max_test_acc": best,
+        "final_test_acc": final,
+        "max_test_acc_mean": mean(best),
+        "max_test_acc_std": pstdev(best),
+        "final_test_acc_mean": mean(final),
+        "final_test_acc_std": pstdev(final),
+        **costs,
         "checkpoint": checkpoint,
     }
 
@@ -201,8 +220,11 @@ def _flag(value: Any) -> bool:
 def pareto_front(rows: Iterable[Mapping[str, Any]], accuracy: str, cost: str) -> list[Mapping[str, Any]]:
     """The trials that ran to the end and that no other such trial beats on both ``accuracy`` (higher)
     and ``cost`` (lower), by accuracy; ``accuracy`` and ``cost`` are trials.csv columns."""
-    points = [r for r in rows if ran_to_the_end(r) and _number(r.get(accuracy)) is not None
-              and _number(r.get(cost)) is not None]
+    points = [
+        r
+        for r in rows
+        if ran_to_the_end(r) and _number(r.get(accuracy)) is not None and _number(r.get(cost)) is not None
+    ]
     front = [r for r in points if not any(_dominates(o, r, accuracy, cost) for o in points)]
     return sorted(front, key=lambda r: -float(r[accuracy]))
 
@@ -240,8 +262,13 @@ def select(front: list[Mapping[str, Any]], rule: str, accuracy: str, cost: str) 
         def scaled(values: list[float], value: float) -> float:
             span = max(values) - min(values)
             return 0.0 if span == 0 else (value - min(values)) / span
-        return min(front, key=lambda r: math.hypot(1 - scaled(accs, float(r[accuracy])),
-                                                   scaled(costs, math.log10(max(float(r[cost]), 1e-12)))))
+
+        return min(
+            front,
+            key=lambda r: math.hypot(
+                1 - scaled(accs, float(r[accuracy])), scaled(costs, math.log10(max(float(r[cost]), 1e-12)))
+            ),
+        )
     name, op, bound = parse_selection(rule)
     if name == "accuracy":
         meeting = [r for r in front if float(r[accuracy]) >= bound]
@@ -255,7 +282,7 @@ def parse_selection(rule: str) -> tuple[str, str, float]:
     text = rule.replace(" ", "")
     for name, op in (("accuracy", ">="), *((cost, "<=") for cost in OBJECTIVES if cost != "accuracy")):
         if text.startswith(name + op):
-            number = text[len(name + op):]
+            number = text[len(name + op) :]
             percent = number.endswith("%")
             try:
                 bound = float(number.rstrip("%")) / (100 if percent else 1)
@@ -264,5 +291,6 @@ def parse_selection(rule: str) -> tuple[str, str, float]:
             if math.isfinite(bound) and bound >= 0:
                 return name, op, bound
             break
-    raise ValueError(f"{rule!r} is not a selection: max-accuracy, knee, accuracy>=X (e.g. 0.99 or 99%), "
-                     f"synops<=N or spikes<=N")
+    raise ValueError(
+        f"{rule!r} is not a selection: max-accuracy, knee, accuracy>=X (e.g. 0.99 or 99%), synops<=N or spikes<=N"
+    )

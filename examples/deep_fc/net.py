@@ -36,8 +36,9 @@ class DeepFC(nn.Module):
         return self.layers(x).mean(0)  # [N, classes] firing rates
 
 
-def build(input_shape: tuple[int, ...] = (1, 28, 28), classes: int = 10, T: int = 6, hidden: int = 256,
-          tau: float = 2.0) -> DeepFC:
+def build(
+    input_shape: tuple[int, ...] = (1, 28, 28), classes: int = 10, T: int = 6, hidden: int = 256, tau: float = 2.0
+) -> DeepFC:
     """The network for the data's image shape and classes, with T time steps, ``hidden`` neurons per hidden
     layer and LIF neurons of time constant ``tau``."""
     return DeepFC(input_shape, classes, T, hidden, tau)

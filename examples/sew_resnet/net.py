@@ -32,8 +32,9 @@ class SEWBlock(nn.Module):
 class SEWNet(nn.Module):
     """stem (Conv-BN-IF-MaxPool) -> SEW blocks -> MaxPool -> Linear -> IF, rate readout."""
 
-    def __init__(self, input_shape: tuple[int, int, int], classes: int, T: int, channels: int, blocks: int,
-                 neuron_kind: str):
+    def __init__(
+        self, input_shape: tuple[int, int, int], classes: int, T: int, channels: int, blocks: int, neuron_kind: str
+    ):
         super().__init__()
         self.T = T
         kinds = {"if": neuron.IFNode, "lif": neuron.LIFNode}
@@ -59,7 +60,13 @@ class SEWNet(nn.Module):
         return self.out_sn(self.fc(self.flatten(x))).mean(0)  # [N, classes] firing rates
 
 
-def build(input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, T: int = 4, channels: int = 16,
-          blocks: int = 1, neuron: str = "if") -> SEWNet:
+def build(
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    classes: int = 10,
+    T: int = 4,
+    channels: int = 16,
+    blocks: int = 1,
+    neuron: str = "if",
+) -> SEWNet:
     """The network for the data's image shape and classes: ``blocks`` SEW blocks of ``channels`` channels."""
     return SEWNet(tuple(input_shape), classes, T, channels, blocks, neuron)

@@ -29,12 +29,25 @@ import torch
 from .backends import BACKENDS, CUDA_ONLY_BACKENDS, neuron_implementation, select_cuda_backend
 from .fire_pool import fire_and_pool
 from .neurons import FusedIFNode, FusedLIFNode, _FusedMultiStep
-from .pooling import FastMaxPool2d
 from .poisson import LANE_BITS, bernoulli_spikes, poisson_input_current, spike_thresholds, uniform_lanes
+from .pooling import FastMaxPool2d
 
-__all__ = ["BACKENDS", "CUDA_ONLY_BACKENDS", "FastMaxPool2d", "FusedIFNode", "FusedLIFNode", "fire_and_pool",
-           "LANE_BITS", "bernoulli_spikes", "neuron_implementation", "poisson_input_current", "select_cuda_backend",
-           "set_fused", "spike_thresholds", "uniform_lanes"]
+__all__ = [
+    "BACKENDS",
+    "CUDA_ONLY_BACKENDS",
+    "FastMaxPool2d",
+    "FusedIFNode",
+    "FusedLIFNode",
+    "fire_and_pool",
+    "LANE_BITS",
+    "bernoulli_spikes",
+    "neuron_implementation",
+    "poisson_input_current",
+    "select_cuda_backend",
+    "set_fused",
+    "spike_thresholds",
+    "uniform_lanes",
+]
 
 
 def set_fused(model: torch.nn.Module, enabled: bool) -> None:

@@ -11,8 +11,11 @@ from . import internals, neurons
 BACKENDS = ("auto", "torch", "triton", "cuda")
 CUDA_ONLY_BACKENDS = ("triton", "cuda")
 # spikingjelly's per-neuron CUDA provider switches (read once at import, so also set below)
-_SJ_OPS = {"if": ("if_", "SJ_IF_CUDA_IMPLEMENTATION"), "lif": ("lif", "SJ_LIF_CUDA_IMPLEMENTATION"),
-           "plif": ("plif", "SJ_PLIF_CUDA_IMPLEMENTATION")}
+_SJ_OPS = {
+    "if": ("if_", "SJ_IF_CUDA_IMPLEMENTATION"),
+    "lif": ("lif", "SJ_LIF_CUDA_IMPLEMENTATION"),
+    "plif": ("plif", "SJ_PLIF_CUDA_IMPLEMENTATION"),
+}
 
 
 def select_cuda_backend(backend: str) -> None:

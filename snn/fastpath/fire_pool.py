@@ -75,8 +75,16 @@ def fire_and_pool(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: in
 class _Spec:
     """What one fused call computes: the steps, their layout and the neuron's parameters."""
 
-    def __init__(self, x: torch.Tensor, steps: int, broadcast: bool, channels_last: bool, tau: float | None,
-                 threshold: float, surrogate_function):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        steps: int,
+        broadcast: bool,
+        channels_last: bool,
+        tau: float | None,
+        threshold: float,
+        surrogate_function,
+    ):
         n, c, h, w = x.shape[-4:]
         self.steps, self.channels_last = steps, channels_last
         self.shape = (n, c, h, w)
@@ -104,11 +112,13 @@ class _Spec:
     def reference(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference path on x, with autograd: (pooled spikes, last V) of spikingjelly's own neuron and aten's max-pool."""
         if self.tau is None:
-            node = sj_neuron.IFNode(v_threshold=self.threshold, surrogate_function=self.surrogate_function,
-                                    step_mode="m")
+            node = sj_neuron.IFNode(
+                v_threshold=self.threshold, surrogate_function=self.surrogate_function, step_mode="m"
+            )
         else:
-            node = sj_neuron.LIFNode(tau=self.tau, v_threshold=self.threshold,
-                                     surrogate_function=self.surrogate_function, step_mode="m")
+            node = sj_neuron.LIFNode(
+                tau=self.tau, v_threshold=self.threshold, surrogate_function=self.surrogate_function, step_mode="m"
+            )
         x_seq = x.unsqueeze(0).expand(self.steps, *x.shape) if self.step_stride == 0 else x
         spikes = node(x_seq)
         return F.max_pool2d(spikes.flatten(0, 1), 2).unflatten(0, spikes.shape[:2]), node.v
@@ -116,8 +126,14 @@ class _Spec:
 
 def _fusable(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: int | None) -> _Spec | None:
     """The call's _Spec when the kernel computes exactly ``pool(neuron(x_seq))``, else None."""
-    if not (isinstance(neuron, _FusedMultiStep) and isinstance(pool, FastMaxPool2d) and pool.fused
-            and pool.is_2x2() and neuron.step_mode == "m" and pool.step_mode == "m"):
+    if not (
+        isinstance(neuron, _FusedMultiStep)
+        and isinstance(pool, FastMaxPool2d)
+        and pool.fused
+        and pool.is_2x2()
+        and neuron.step_mode == "m"
+        and pool.step_mode == "m"
+    ):
         return None
     if neuron._forward_hooks or neuron._forward_pre_hooks or pool._forward_hooks or pool._forward_pre_hooks:
         return None  # a hook must see the spikes themselves
@@ -141,8 +157,15 @@ def _fusable(neuron: nn.Module, pool: nn.Module, x: torch.Tensor, steps: int | N
     profile = neuron._fused_profile(x if steps is None else x.unsqueeze(0))
     if profile is None or profile[0] not in _SURROGATES:
         return None
-    return _Spec(x, T, steps is not None, channels_last, neuron._fused_tau(), float(neuron.v_threshold),
-                 neuron.surrogate_function)
+    return _Spec(
+        x,
+        T,
+        steps is not None,
+        channels_last,
+        neuron._fused_tau(),
+        float(neuron.v_threshold),
+        neuron.surrogate_function,
+    )
 
 
 def _forward(lib, x: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -150,8 +173,15 @@ def _forward(lib, x: torch.Tensor, spec: _Spec) -> tuple[torch.Tensor, torch.Ten
     n, c, h, w = spec.shape
     pooled = spec.empty_steps(spec.steps, h // 2, w // 2)
     v_last = spec.empty_steps(1, h, w)[0]
-    count = lib.fire_pool_forward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron, pooled.data_ptr(),
-                                  v_last.data_ptr(), torch.get_num_threads())
+    count = lib.fire_pool_forward(
+        x.data_ptr(),
+        spec.step_stride,
+        spec.layout,
+        spec.neuron,
+        pooled.data_ptr(),
+        v_last.data_ptr(),
+        torch.get_num_threads(),
+    )
     if count < 0:
         raise native.OutOfMemory("fire_pool.c")
     return pooled, v_last, torch.tensor(float(count), dtype=torch.float64)
@@ -175,9 +205,16 @@ class _FirePool(torch.autograd.Function):
         spec = ctx.spec
         grad_pooled = spec.dense(grad_pooled)  # never None: autograd materialises unused outputs' zeros
         grad_x = torch.empty_like(x, memory_format=torch.preserve_format)
-        status = ctx.lib.fire_pool_backward(x.data_ptr(), spec.step_stride, spec.layout, spec.neuron,
-                                            grad_pooled.data_ptr(), grad_x.data_ptr(), spec.surrogate,
-                                            torch.get_num_threads())
+        status = ctx.lib.fire_pool_backward(
+            x.data_ptr(),
+            spec.step_stride,
+            spec.layout,
+            spec.neuron,
+            grad_pooled.data_ptr(),
+            grad_x.data_ptr(),
+            spec.surrogate,
+            torch.get_num_threads(),
+        )
         if status < 0:  # out of memory: this gradient from the reference path, and the reference from now on
             _KERNELS.refuse("could not allocate its scratch memory")
             with torch.enable_grad():
@@ -191,10 +228,12 @@ def _known_answer(lib) -> str | None:
     generator = torch.Generator().manual_seed(0)  # never torch's global generator
     # IF and LIF, both surrogates, NCHW and channels_last, one current over the steps and one per step;
     # 6x10 at 80 channels: blocks of one row pair; 12x12: several row pairs a block
-    cases = [("IF, ATan, NCHW, the current repeated", None, surrogate.ATan(), False, (3, 5, 12, 12), 4),
-             ("LIF, Sigmoid, channels_last, per step", 2.5, surrogate.Sigmoid(), True, (3, 2, 80, 6, 10), None),
-             ("LIF, ATan, NCHW, per step", 2.0, surrogate.ATan(alpha=3.0), False, (4, 2, 3, 12, 12), None),
-             ("IF, Sigmoid, channels_last, the current repeated", None, surrogate.Sigmoid(), True, (2, 8, 6, 10), 3)]
+    cases = [
+        ("IF, ATan, NCHW, the current repeated", None, surrogate.ATan(), False, (3, 5, 12, 12), 4),
+        ("LIF, Sigmoid, channels_last, per step", 2.5, surrogate.Sigmoid(), True, (3, 2, 80, 6, 10), None),
+        ("LIF, ATan, NCHW, per step", 2.0, surrogate.ATan(alpha=3.0), False, (4, 2, 3, 12, 12), None),
+        ("IF, Sigmoid, channels_last, the current repeated", None, surrogate.Sigmoid(), True, (2, 8, 6, 10), 3),
+    ]
     for name, tau, function, channels_last, shape, steps in cases:
         x = torch.randn(shape, generator=generator) * 1.5 + 0.4
         x[..., :4, :4] = 1.2  # whole windows of equal currents: all four neurons spike at once, a tie
@@ -211,18 +250,45 @@ def _known_answer(lib) -> str | None:
         x_fast = x.clone().requires_grad_()
         pooled, v_last, _ = _FirePool.apply(x_fast, spec, lib)
         (grad,) = torch.autograd.grad(pooled, x_fast, upstream)
-        error = (native.mismatch("pooled spikes", pooled, ref_pooled, exact=True)
-                 or native.mismatch("last voltages", v_last, ref_v, exact=True)
-                 or native.mismatch("input gradients", grad, ref_grad))
+        error = (
+            native.mismatch("pooled spikes", pooled, ref_pooled, exact=True)
+            or native.mismatch("last voltages", v_last, ref_v, exact=True)
+            or native.mismatch("input gradients", grad, ref_grad)
+        )
         if error:
             return f"{name} {list(shape)}: {error}"
     return None
 
 
-_KERNELS = native.Kernels("fire_pool.c", {
-    "fire_pool_forward": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(_Layout),
-                                           ctypes.POINTER(_Neuron), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
-    "fire_pool_backward": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(_Layout),
-                                          ctypes.POINTER(_Neuron), ctypes.c_void_p, ctypes.c_void_p,
-                                          ctypes.POINTER(Surrogate), ctypes.c_int]),
-}, structs={"Layout": _Layout, "Neuron": _Neuron, "Surrogate": Surrogate}, check=_known_answer)
+_KERNELS = native.Kernels(
+    "fire_pool.c",
+    {
+        "fire_pool_forward": (
+            ctypes.c_int64,
+            [
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.POINTER(_Layout),
+                ctypes.POINTER(_Neuron),
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int,
+            ],
+        ),
+        "fire_pool_backward": (
+            ctypes.c_int,
+            [
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.POINTER(_Layout),
+                ctypes.POINTER(_Neuron),
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.POINTER(Surrogate),
+                ctypes.c_int,
+            ],
+        ),
+    },
+    structs={"Layout": _Layout, "Neuron": _Neuron, "Surrogate": Surrogate},
+    check=_known_answer,
+)

@@ -30,9 +30,11 @@ def global_module_hooks() -> bool:
     module = torch.nn.modules.module
     hooks = [getattr(module, name, None) for name in TORCH_GLOBAL_HOOKS]
     if not all(isinstance(h, dict) for h in hooks):
-        warn_once(f"torch {torch.__version__} keeps its global forward hooks elsewhere than torch.nn.modules.module."
-                  f"_global_forward_hooks (checked against {CHECKED_AGAINST}): the CSNN's neuron layers and "
-                  f"max-pools run unfused, their reference path")
+        warn_once(
+            f"torch {torch.__version__} keeps its global forward hooks elsewhere than torch.nn.modules.module."
+            f"_global_forward_hooks (checked against {CHECKED_AGAINST}): the CSNN's neuron layers and "
+            f"max-pools run unfused, their reference path"
+        )
         return True
     return any(hooks)
 
@@ -50,9 +52,11 @@ def cuda_provider_selection(package: str):
     except (ImportError, AttributeError):
         selection = None
     if selection is None or not all(hasattr(selection, a) for a in SJ_SELECTION_ATTRIBUTES):
-        warn_once(f"spikingjelly's CUDA provider selection (spikingjelly._ops.{package}._selection) has moved "
-                  f"(checked against {CHECKED_AGAINST}): the backend applies to processes started from now on, "
-                  f"not to this one")
+        warn_once(
+            f"spikingjelly's CUDA provider selection (spikingjelly._ops.{package}._selection) has moved "
+            f"(checked against {CHECKED_AGAINST}): the backend applies to processes started from now on, "
+            f"not to this one"
+        )
         return None
     return selection
 

@@ -81,8 +81,13 @@ class Kernels:
     ``check(lib) -> None`` or the error found, run before the library is first used.
     """
 
-    def __init__(self, source_name: str, signatures: dict, structs: dict[str, type[ctypes.Structure]],
-                 check: Callable[[ctypes.CDLL], str | None]):
+    def __init__(
+        self,
+        source_name: str,
+        signatures: dict,
+        structs: dict[str, type[ctypes.Structure]],
+        check: Callable[[ctypes.CDLL], str | None],
+    ):
         self.source_name, self.signatures, self.structs, self.check = source_name, signatures, structs, check
 
     def get(self) -> ctypes.CDLL | None:
@@ -101,15 +106,16 @@ class Kernels:
     def _load(self) -> ctypes.CDLL | None:
         cc = compiler()
         if cc is None:
-            _warn_once("no C compiler (cc, gcc or clang) on the PATH: the C kernels are not built and the fast "
-                       "paths run their reference paths (spikingjelly's neurons, the dense Poisson encoder), more "
-                       "slowly; install gcc or clang to build them")
+            _warn_once(
+                "no C compiler (cc, gcc or clang) on the PATH: the C kernels are not built and the fast "
+                "paths run their reference paths (spikingjelly's neurons, the dense Poisson encoder), more "
+                "slowly; install gcc or clang to build them"
+            )
             return None
         try:
             lib, verdict = _built_library(SOURCES / self.source_name, cc, self)
         except (OSError, subprocess.SubprocessError, BuildError) as error:
-            _warn_once(f"could not build the C kernel {self.source_name} ({error}); running the reference path "
-                       f"instead")
+            _warn_once(f"could not build the C kernel {self.source_name} ({error}); running the reference path instead")
             return None
         if verdict:
             _warn_once(f"the C kernel {self.source_name} is refused: {verdict}; running the reference path instead")
@@ -121,8 +127,12 @@ class Kernels:
             function = getattr(lib, name)
             function.restype, function.argtypes = restype, argtypes
         lib.snn_layout.restype = ctypes.c_int
-        lib.snn_layout.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int64),
-                                   ctypes.POINTER(ctypes.c_int64)]
+        lib.snn_layout.argtypes = [
+            ctypes.c_int64,
+            ctypes.POINTER(ctypes.c_char_p),
+            ctypes.POINTER(ctypes.c_int64),
+            ctypes.POINTER(ctypes.c_int64),
+        ]
         lib.snn_openmp.restype, lib.snn_openmp.argtypes = ctypes.c_int, []
 
     def layout_error(self, lib: ctypes.CDLL) -> str | None:
@@ -141,9 +151,14 @@ class Kernels:
         for entry in sorted(compiled.keys() | declared.keys()):
             c, py = compiled.get(entry), declared.get(entry)
             if c != py:
+
                 def say(x):
-                    return "absent" if x is None else (f"{x[1]} bytes" if "." not in entry else
-                                                       f"offset {x[0]}, {x[1]} bytes")
+                    return (
+                        "absent"
+                        if x is None
+                        else (f"{x[1]} bytes" if "." not in entry else f"offset {x[0]}, {x[1]} bytes")
+                    )
+
                 return f"struct layout {entry}: {say(c)} in C, {say(py)} in ctypes"
         return None
 
@@ -176,8 +191,9 @@ def load(source_name: str) -> ctypes.CDLL | None:
 # ----------------------------------------------------------------------------- checking a library
 
 
-def mismatch(what: str, got: torch.Tensor, expected: torch.Tensor, exact: bool = False,
-             rtol: float = RTOL, atol: float = ATOL) -> str | None:
+def mismatch(
+    what: str, got: torch.Tensor, expected: torch.Tensor, exact: bool = False, rtol: float = RTOL, atol: float = ATOL
+) -> str | None:
     """None when ``got`` equals ``expected`` (bit for bit if ``exact``, else within atol + rtol x |expected|),
     else what differs: for a known-answer check's message."""
     if got.shape != expected.shape:
@@ -189,8 +205,10 @@ def mismatch(what: str, got: torch.Tensor, expected: torch.Tensor, exact: bool =
     if bool(close.all()):
         return None
     error = (got - expected).abs().nan_to_num(float("inf")).max().item()
-    return (f"{what}: {int((~close).sum())} of {got.numel()} off by up to {error:.3g} (tolerance {atol:g} + "
-            f"{rtol:g} x |reference|)")
+    return (
+        f"{what}: {int((~close).sum())} of {got.numel()} off by up to {error:.3g} (tolerance {atol:g} + "
+        f"{rtol:g} x |reference|)"
+    )
 
 
 def _checked(kernels: Kernels, lib: ctypes.CDLL) -> str | None:
@@ -222,8 +240,9 @@ def _built_library(source: Path, cc: str, kernels: Kernels) -> tuple[ctypes.CDLL
         if _predefined(cc, tuple(flags)) is None:
             raise
         lib, verdict = _built_with(source, cc, flags, kernels)
-        _warn_once(f"the C compiler {Path(cc).name} cannot build with OpenMP ({error}): the C kernels run "
-                   f"single-threaded")
+        _warn_once(
+            f"the C compiler {Path(cc).name} cannot build with OpenMP ({error}): the C kernels run single-threaded"
+        )
         return lib, verdict
 
 
@@ -254,8 +273,9 @@ def _compile(cc: str, flags: list[str], source: Path, folder: Path, name: str) -
     """Compile ``source`` into ``folder / name``, atomically: a process building at the same time never loads half a file."""
     scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=folder))
     try:
-        result = subprocess.run([cc, *flags, "-o", str(scratch / name), str(source), "-lm"], capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [cc, *flags, "-o", str(scratch / name), str(source), "-lm"], capture_output=True, text=True, timeout=300
+        )
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
             raise BuildError(f"{Path(cc).name} failed: {lines[-1] if lines else 'no message'}")
@@ -331,7 +351,7 @@ def _dlopen(path: Path) -> ctypes.CDLL:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _version(cc: str) -> str:
     """The compiler's version and target (what the built library depends on beyond its source and flags)."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -339,11 +359,12 @@ def _version(cc: str) -> str:
     return version + "\0" + target
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _predefined(cc: str, flags: tuple[str, ...]) -> str | None:
     """The macros ``cc`` predefines under ``flags`` (the instruction sets it targets); None if it refuses the flags."""
-    result = subprocess.run([cc, *flags, "-dM", "-E", "-x", "c", "-"], input="", capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [cc, *flags, "-dM", "-E", "-x", "c", "-"], input="", capture_output=True, text=True, timeout=30
+    )
     return "\n".join(sorted(result.stdout.splitlines())) if result.returncode == 0 else None
 
 
@@ -408,7 +429,7 @@ def _proc_fds() -> bool:
     return os.path.isdir("/proc/self/fd")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _private_group(uid: int) -> int | None:
     """The user's own group (named after the user, no other members), if the system gives each user one."""
     if pwd is None:

@@ -36,11 +36,15 @@ class Surrogate(ctypes.Structure):
     """neuron_step.h's Surrogate (the C kernels' surrogate gradient): its id (0 Sigmoid, 1 ATan), alpha,
     pi / 2 * alpha and alpha / 2, the constants rounded to float as spikingjelly's Python rounds them."""
 
-    _fields_ = [("id", ctypes.c_int), ("alpha", ctypes.c_float), ("scale", ctypes.c_float),
-                ("half_alpha", ctypes.c_float)]
+    _fields_ = [
+        ("id", ctypes.c_int),
+        ("alpha", ctypes.c_float),
+        ("scale", ctypes.c_float),
+        ("half_alpha", ctypes.c_float),
+    ]
 
     @classmethod
-    def of(cls, surrogate_id: int, alpha: float) -> "Surrogate":
+    def of(cls, surrogate_id: int, alpha: float) -> Surrogate:
         return cls(surrogate_id, alpha, math.pi / 2 * alpha, alpha / 2)
 
 
@@ -69,9 +73,11 @@ def _known_answer(lib) -> str | None:
 
     # IF and LIF, both surrogates, and a layer large enough (T * M >= neurons.c's PARALLEL_MIN) to be split
     # between threads
-    cases = [("IF, ATan", None, surrogate.ATan(), (5, 3, 4, 6, 6)),
-             ("LIF, Sigmoid", 2.0, surrogate.Sigmoid(), (6, 16, 10)),
-             ("LIF, ATan alpha 4", 3.5, surrogate.ATan(alpha=4.0), (2, 4, 8, 32, 32))]
+    cases = [
+        ("IF, ATan", None, surrogate.ATan(), (5, 3, 4, 6, 6)),
+        ("LIF, Sigmoid", 2.0, surrogate.Sigmoid(), (6, 16, 10)),
+        ("LIF, ATan alpha 4", 3.5, surrogate.ATan(alpha=4.0), (2, 4, 8, 32, 32)),
+    ]
     for name, tau, function, shape in cases:
         x, upstream, v_upstream = randn(*shape) * 1.5 + 0.4, randn(*shape), randn(*shape[1:])
         if tau is None:
@@ -85,9 +91,11 @@ def _known_answer(lib) -> str | None:
         x_fast = x.clone().requires_grad_()
         spikes, v = _FusedIFLIF.apply(x_fast, torch.zeros(shape[1:]), tau, 1.0, alpha, surrogate_id, lib)
         (grad,) = torch.autograd.grad((spikes * upstream).sum() + (v * v_upstream).sum(), x_fast)
-        error = (native.mismatch("spikes", spikes, ref_spikes, exact=True)
-                 or native.mismatch("last voltages", v, reference.v, exact=True)
-                 or native.mismatch("input gradients", grad, ref_grad))
+        error = (
+            native.mismatch("spikes", spikes, ref_spikes, exact=True)
+            or native.mismatch("last voltages", v, reference.v, exact=True)
+            or native.mismatch("input gradients", grad, ref_grad)
+        )
         if error:
             return f"{name} {list(shape)}: {error}"
     # inference on one channels_last current presented at every step (stride 0 over T), as the CSNN runs
@@ -99,16 +107,42 @@ def _known_answer(lib) -> str | None:
         return native.mismatch("spikes (IF, a current repeated over the steps)", spikes, reference(x), exact=True)
 
 
-_KERNELS = native.Kernels("neurons.c", {
-    "if_lif_forward": (None, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.POINTER(_Layer),
-                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]),
-    "if_lif_backward": (None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_Layer),
-                               ctypes.POINTER(Surrogate), ctypes.c_void_p, ctypes.c_int]),
-}, structs={"Layer": _Layer, "Surrogate": Surrogate}, check=_known_answer)
+_KERNELS = native.Kernels(
+    "neurons.c",
+    {
+        "if_lif_forward": (
+            None,
+            [
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                ctypes.POINTER(_Layer),
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int,
+            ],
+        ),
+        "if_lif_backward": (
+            None,
+            [
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.POINTER(_Layer),
+                ctypes.POINTER(Surrogate),
+                ctypes.c_void_p,
+                ctypes.c_int,
+            ],
+        ),
+    },
+    structs={"Layer": _Layer, "Surrogate": Surrogate},
+    check=_known_answer,
+)
 
 
-def _forward(lib, x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float,
-             keep_charge: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _forward(
+    lib, x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, threshold: float, keep_charge: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """neurons.c's forward of IF (tau None) or LIF (decay_input, v_reset 0) over x_seq [T, ...], without autograd.
 
     Returns the spikes [T, ...], the last V [...] and, when ``keep_charge``, the charges H [T, ...].
@@ -119,15 +153,25 @@ def _forward(lib, x_seq: torch.Tensor, v: torch.Tensor, tau: float | None, thres
     charge = torch.empty_like(spikes) if keep_charge else None
     v = _like(v.detach(), spikes[0], copy=True)  # the kernel updates it in place to the last V
     layer = _Layer(len(x_seq), spikes[0].numel(), 0.0 if tau is None else tau, threshold)
-    lib.if_lif_forward(x_seq.data_ptr(), x_seq.stride(0), v.data_ptr(), layer, spikes.data_ptr(),
-                       None if charge is None else charge.data_ptr(), torch.get_num_threads())
+    lib.if_lif_forward(
+        x_seq.data_ptr(),
+        x_seq.stride(0),
+        v.data_ptr(),
+        layer,
+        spikes.data_ptr(),
+        None if charge is None else charge.data_ptr(),
+        torch.get_num_threads(),
+    )
     return spikes, v, charge
 
 
 def _same_layout(x_seq: torch.Tensor, dense: torch.Tensor) -> bool:
     """x_seq's steps are laid out as the dense [T, ...] tensor's, one after another or all one (stride 0)."""
-    return (x_seq.dtype == torch.float32 and x_seq[0].stride() == dense[0].stride()
-            and x_seq.stride(0) in (0, dense[0].numel()))
+    return (
+        x_seq.dtype == torch.float32
+        and x_seq[0].stride() == dense[0].stride()
+        and x_seq.stride(0) in (0, dense[0].numel())
+    )
 
 
 def _like(x: torch.Tensor, layout: torch.Tensor, copy: bool = False) -> torch.Tensor:
@@ -173,8 +217,15 @@ class _FusedIFLIF(torch.autograd.Function):
         carry = torch.zeros_like(charge[0]) if grad_v is None else _like(grad_v, charge[0], copy=True)
         grad_x = torch.empty_like(charge)
         layer = _Layer(len(charge), charge[0].numel(), 0.0 if tau is None else tau, threshold)
-        lib.if_lif_backward(grad_spikes.data_ptr(), charge.data_ptr(), carry.data_ptr(), layer,
-                            Surrogate.of(surrogate_id, alpha), grad_x.data_ptr(), torch.get_num_threads())
+        lib.if_lif_backward(
+            grad_spikes.data_ptr(),
+            charge.data_ptr(),
+            carry.data_ptr(),
+            layer,
+            Surrogate.of(surrogate_id, alpha),
+            grad_x.data_ptr(),
+            torch.get_num_threads(),
+        )
         return grad_x, carry if ctx.needs_input_grad[1] else None, None, None, None, None, None
 
 
@@ -203,7 +254,9 @@ class _FusedMultiStep:
     def forward(self, *args, **kwargs):
         spikes = super().forward(*args, **kwargs)
         if self.__dict__.get("_spike_counters"):
-            self.tell_spike_counters(count_spikes(spikes), spikes.numel(), spikes.shape[0] if self.step_mode == "m" else 1)
+            self.tell_spike_counters(
+                count_spikes(spikes), spikes.numel(), spikes.shape[0] if self.step_mode == "m" else 1
+            )
         return spikes
 
     def _fused_tau(self) -> float | None:
@@ -211,8 +264,13 @@ class _FusedMultiStep:
 
     def _fused_profile(self, x_seq: torch.Tensor) -> tuple[int, float] | None:
         """(surrogate id, alpha) when the C kernels compute exactly this neuron on x_seq, else None."""
-        if not (self.fused and x_seq.device.type == "cpu" and x_seq.dtype == torch.float32 and x_seq.dim() >= 2
-                and x_seq.shape[0] >= 1):
+        if not (
+            self.fused
+            and x_seq.device.type == "cpu"
+            and x_seq.dtype == torch.float32
+            and x_seq.dim() >= 2
+            and x_seq.shape[0] >= 1
+        ):
             return None
         if self.v_reset != 0.0 or self.detach_reset or self.store_v_seq or not getattr(self, "decay_input", True):
             return None

@@ -54,9 +54,13 @@ def uniform_lanes(shape: tuple[int, ...], device: torch.device | str) -> torch.T
     count = math.prod(shape)
     words = -(-count // _LANES_PER_DRAW)  # 64-bit numbers
     if torch.device(device).type != "cpu":
-        return torch.empty(words, dtype=torch.int64, device=device).random_(-2**63, None).view(torch.int16)[
-            :count].view(shape)
-    seed = [w % 2**64 for w in torch.empty(4, dtype=torch.int64).random_(-2**63, None).tolist()]
+        return (
+            torch.empty(words, dtype=torch.int64, device=device)
+            .random_(-(2**63), None)
+            .view(torch.int16)[:count]
+            .view(shape)
+        )
+    seed = [w % 2**64 for w in torch.empty(4, dtype=torch.int64).random_(-(2**63), None).tolist()]
     raw = np.random.PCG64(np.random.SeedSequence(seed)).random_raw(words)  # uint64
     return torch.from_numpy(raw.view(np.int16))[:count].view(shape)
 
@@ -127,8 +131,15 @@ def _current(lib, images: torch.Tensor, weight: torch.Tensor, lanes: torch.Tenso
 class _Pixels(ctypes.Structure):
     """poisson.c's Pixels: the batch's fractional pixels, their thresholds and lanes, image by image."""
 
-    _fields_ = [("lanes", ctypes.c_void_p), ("thresholds", ctypes.c_void_p), ("pixels", ctypes.c_void_p),
-                ("offsets", ctypes.c_void_p), ("N", ctypes.c_int64), ("O", ctypes.c_int64), ("T", ctypes.c_int64)]
+    _fields_ = [
+        ("lanes", ctypes.c_void_p),
+        ("thresholds", ctypes.c_void_p),
+        ("pixels", ctypes.c_void_p),
+        ("offsets", ctypes.c_void_p),
+        ("N", ctypes.c_int64),
+        ("O", ctypes.c_int64),
+        ("T", ctypes.c_int64),
+    ]
 
 
 class _PoissonCurrent(torch.autograd.Function):
@@ -140,8 +151,13 @@ class _PoissonCurrent(torch.autograd.Function):
         weight_t = weight.detach().t().contiguous()  # [P, O]: a pixel's weights side by side
         constant = constant.detach().contiguous()
         current = torch.empty(T, n, o)
-        status = lib.poisson_current_forward(_pixels(lanes, thresholds, pixels, offsets, n, o), weight_t.data_ptr(),
-                                             constant.data_ptr(), current.data_ptr(), torch.get_num_threads())
+        status = lib.poisson_current_forward(
+            _pixels(lanes, thresholds, pixels, offsets, n, o),
+            weight_t.data_ptr(),
+            constant.data_ptr(),
+            current.data_ptr(),
+            torch.get_num_threads(),
+        )
         if status < 0:
             raise native.OutOfMemory("poisson.c")
         ctx.save_for_backward(lanes, thresholds, pixels, offsets)
@@ -156,9 +172,13 @@ class _PoissonCurrent(torch.autograd.Function):
         grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_weight_t = torch.empty(ctx.pixels_in, o)
-            status = ctx.lib.poisson_current_backward(_pixels(lanes, thresholds, pixels, offsets, n, o),
-                                                      grad.data_ptr(), ctx.pixels_in, grad_weight_t.data_ptr(),
-                                                      torch.get_num_threads())
+            status = ctx.lib.poisson_current_backward(
+                _pixels(lanes, thresholds, pixels, offsets, n, o),
+                grad.data_ptr(),
+                ctx.pixels_in,
+                grad_weight_t.data_ptr(),
+                torch.get_num_threads(),
+            )
             if status < 0:  # out of memory: this gradient in torch, and the reference path from now on
                 _KERNELS.refuse("could not allocate its scratch memory")
                 spikes = _fractional_spikes(lanes, thresholds, pixels, offsets, n, ctx.pixels_in)  # [T, N, P]
@@ -170,8 +190,7 @@ class _PoissonCurrent(torch.autograd.Function):
 
 def _pixels(lanes, thresholds, pixels, offsets, n: int, o: int) -> _Pixels:
     """poisson.c's view of the fractional pixels (the tensors must outlive the call)."""
-    return _Pixels(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(), offsets.data_ptr(), n, o,
-                   lanes.shape[1])
+    return _Pixels(lanes.data_ptr(), thresholds.data_ptr(), pixels.data_ptr(), offsets.data_ptr(), n, o, lanes.shape[1])
 
 
 def _fractional_spikes(lanes, thresholds, pixels, offsets, n: int, p: int) -> torch.Tensor:
@@ -194,7 +213,7 @@ def _known_answer(lib) -> str | None:
     weight = torch.randn(o, p, generator=generator)
     upstream = torch.randn(T, n, o, generator=generator)
     fractional = (images > 0) & (images < 1)
-    lanes = torch.randint(-2**15, 2**15, (int(fractional.sum()), T), generator=generator, dtype=torch.int16)
+    lanes = torch.randint(-(2**15), 2**15, (int(fractional.sum()), T), generator=generator, dtype=torch.int16)
     w_fast = weight.clone().requires_grad_()
     current = _current(lib, images, w_fast, lanes)
     (grad,) = torch.autograd.grad(current, w_fast, upstream)
@@ -205,13 +224,23 @@ def _known_answer(lib) -> str | None:
     w_ref = weight.clone().requires_grad_()
     ref_current = F.linear(spikes, w_ref)
     (ref_grad,) = torch.autograd.grad(ref_current, w_ref, upstream)
-    return (native.mismatch("currents", current, ref_current, rtol=RTOL, atol=ATOL)
-            or native.mismatch("weight gradients", grad, ref_grad, rtol=RTOL, atol=ATOL))
+    return native.mismatch("currents", current, ref_current, rtol=RTOL, atol=ATOL) or native.mismatch(
+        "weight gradients", grad, ref_grad, rtol=RTOL, atol=ATOL
+    )
 
 
-_KERNELS = native.Kernels("poisson.c", {
-    "poisson_current_forward": (ctypes.c_int, [ctypes.POINTER(_Pixels), ctypes.c_void_p, ctypes.c_void_p,
-                                               ctypes.c_void_p, ctypes.c_int]),
-    "poisson_current_backward": (ctypes.c_int, [ctypes.POINTER(_Pixels), ctypes.c_void_p, ctypes.c_int64,
-                                                ctypes.c_void_p, ctypes.c_int]),
-}, structs={"Pixels": _Pixels}, check=_known_answer)
+_KERNELS = native.Kernels(
+    "poisson.c",
+    {
+        "poisson_current_forward": (
+            ctypes.c_int,
+            [ctypes.POINTER(_Pixels), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int],
+        ),
+        "poisson_current_backward": (
+            ctypes.c_int,
+            [ctypes.POINTER(_Pixels), ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int],
+        ),
+    },
+    structs={"Pixels": _Pixels},
+    check=_known_answer,
+)

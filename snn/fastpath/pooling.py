@@ -13,9 +13,14 @@ class FastMaxPool2d(layer.MaxPool2d):
 
     def is_2x2(self) -> bool:
         """A 2x2 window of stride 2, no padding, dilation, indices or ceil mode: what fire_pool.c computes."""
-        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride or self.kernel_size) == (2, 2)
-                and _pair(self.padding) == (0, 0) and _pair(self.dilation) == (1, 1) and not self.return_indices
-                and not self.ceil_mode)
+        return (
+            _pair(self.kernel_size) == (2, 2)
+            and _pair(self.stride or self.kernel_size) == (2, 2)
+            and _pair(self.padding) == (0, 0)
+            and _pair(self.dilation) == (1, 1)
+            and not self.return_indices
+            and not self.ceil_mode
+        )
 
 
 def _pair(value) -> tuple:

@@ -65,7 +65,7 @@ def data_factory(root):
         labels = torch.arange(n) % 3
         images = torch.rand(n, 1, 12, 12, generator=generator) * 0.2
         for i, label in enumerate(labels.tolist()):
-            images[i, 0, 4 * label: 4 * label + 4, 4:8] = 1.0
+            images[i, 0, 4 * label : 4 * label + 4, 4:8] = 1.0
         return images, labels
 
     return {"train": split(200), "test": split(100), "classes": 3}

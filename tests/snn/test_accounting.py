@@ -85,8 +85,9 @@ def assert_agrees_with_spikingjelly(model: nn.Module, images: torch.Tensor, inte
                 expected = x.sum() * layer.out_features
             else:
                 flat = x.flatten(0, 1) if x.dim() == 5 else x
-                expected = F.conv2d(flat, torch.ones_like(layer.weight), stride=layer.stride,
-                                    padding=layer.padding).sum()
+                expected = F.conv2d(
+                    flat, torch.ones_like(layer.weight), stride=layer.stride, padding=layer.padding
+                ).sum()
             assert ours == pytest.approx(expected.item(), rel=1e-12), name
         else:
             assert ours == theirs[name], name
@@ -106,16 +107,26 @@ def test_the_seed_csnn(backend):
 
 def test_a_three_block_csnn_with_dropout_in_eval():
     torch.manual_seed(0)
-    net = woken(build_model(RunConfig(model="csnn", net={"channels": 4, "T": 2, "blocks": 3, "kernel_size": 5,
-                                                         "dropout": 0.3, "fc_width": 32})), 4.0)
+    net = woken(
+        build_model(
+            RunConfig(
+                model="csnn", net={"channels": 4, "T": 2, "blocks": 3, "kernel_size": 5, "dropout": 0.3, "fc_width": 32}
+            )
+        ),
+        4.0,
+    )
     activity = assert_agrees_with_spikingjelly(net, grey_images())
     assert sorted(activity.synops) == ["conv2", "conv3", "fc1", "fc2"]
 
 
 def test_a_two_hidden_layer_fc_snn_with_direct_input():
     torch.manual_seed(0)
-    net = woken(build_model(RunConfig(model="fc", net={"encoding": "direct", "T": 4, "hidden_layers": 2,
-                                                       "width_1": 32, "width_2": 16})), 6.0)
+    net = woken(
+        build_model(
+            RunConfig(model="fc", net={"encoding": "direct", "T": 4, "hidden_layers": 2, "width_1": 32, "width_2": 16})
+        ),
+        6.0,
+    )
     activity = assert_agrees_with_spikingjelly(net, grey_images())
     assert activity.encoder_macs == 784 * 32  # the analog image, once per image
 

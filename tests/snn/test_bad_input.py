@@ -23,17 +23,21 @@ def a_file_named_run(folder: Path) -> None:
 
 def a_crafted_checkpoint(folder: Path) -> None:
     (folder / "run").mkdir()
-    torch.save({"model": RunsCodeWhenUnpickled(folder / "marker"), "optimizer": {}, "config": {}, "history": [], "rng": {}},
-               folder / "run" / "checkpoint.pt")
+    torch.save(
+        {"model": RunsCodeWhenUnpickled(folder / "marker"), "optimizer": {}, "config": {}, "history": [], "rng": {}},
+        folder / "run" / "checkpoint.pt",
+    )
 
 
 def a_checkpoint_whose(**changes):
     """A run folder whose checkpoint has save_checkpoint's layout but for ``changes`` (tests/snn/test_checkpoint.py)."""
+
     def setup(folder: Path) -> None:
         from tests.snn.test_checkpoint import a_checkpoint
 
         (folder / "run").mkdir()
         torch.save(a_checkpoint(**changes), folder / "run" / "checkpoint.pt")
+
     return setup
 
 
@@ -46,44 +50,83 @@ def images_of_32_by_32(folder: Path) -> None:
 
 
 CASES = {
-    "T-too-large": Case(TRAIN, ("fc", *OUT, "--T", "1000000000"),
-                        "one training batch does not fit: 2 images of it (T=1000000000) already need more than the"),
-    "channels-too-large": Case(TRAIN, ("csnn", *OUT, "--channels", "1000000"),
-                               "one training batch does not fit: 2 images of it (channels=1000000) already need more "
-                               "than the"),
-    "batch-too-large": Case(TRAIN, ("fc", *OUT, "--batch-size", "99999999999999999999"),
-                            "batch_size: must be at most the 60,000 training images the run has, got "
-                            "99999999999999999999"),
-    "batch-memory": Case(TRAIN, ("fc", *OUT, "--batch-size", "60000", "--T", "2000", "--hidden-layers", "1",
-                                 "--width-1", "4096", "--encoding", "direct"),
-                         "(batch_size=60000, T=2000, encoding=direct, hidden_layers=1, width_1=4096), more than the"),
+    "T-too-large": Case(
+        TRAIN,
+        ("fc", *OUT, "--T", "1000000000"),
+        "one training batch does not fit: 2 images of it (T=1000000000) already need more than the",
+    ),
+    "channels-too-large": Case(
+        TRAIN,
+        ("csnn", *OUT, "--channels", "1000000"),
+        "one training batch does not fit: 2 images of it (channels=1000000) already need more than the",
+    ),
+    "batch-too-large": Case(
+        TRAIN,
+        ("fc", *OUT, "--batch-size", "99999999999999999999"),
+        "batch_size: must be at most the 60,000 training images the run has, got 99999999999999999999",
+    ),
+    "batch-memory": Case(
+        TRAIN,
+        (
+            "fc",
+            *OUT,
+            "--batch-size",
+            "60000",
+            "--T",
+            "2000",
+            "--hidden-layers",
+            "1",
+            "--width-1",
+            "4096",
+            "--encoding",
+            "direct",
+        ),
+        "(batch_size=60000, T=2000, encoding=direct, hidden_layers=1, width_1=4096), more than the",
+    ),
     "batch-zero": Case(TRAIN, ("fc", *OUT, "--batch-size", "0"), "batch_size: must be >= 1, got 0"),
     "hidden-layers-too-many": Case(TRAIN, ("fc", *OUT, "--hidden-layers", "4"), "hidden_layers: must be <= 3, got 4"),
     "width-zero": Case(TRAIN, ("fc", *OUT, "--hidden-layers", "1", "--width-1", "0"), "width_1: must be >= 1, got 0"),
     "blocks-too-many": Case(TRAIN, ("csnn", *OUT, "--blocks", "4"), "blocks: must be <= 3, got 4"),
     "T-not-an-integer": Case(TRAIN, ("fc", *OUT, "--T", "2.5"), "argument --T: '2.5' is not an integer"),
-    "model-unknown": Case(TRAIN, ("resnet", *OUT), "model 'resnet': must be one of fc, csnn or package.module:function"),
-    "val-size-all": Case(TRAIN, ("fc", *OUT, "--val-size", "60000"),
-                         "val_size 60000 leaves no training image of the 60,000"),
-    "surrogate-alpha-nan": Case(TRAIN, ("fc", *OUT, "--surrogate-alpha", "nan"),
-                                "surrogate_alpha: must be a finite number, got nan"),
+    "model-unknown": Case(
+        TRAIN, ("resnet", *OUT), "model 'resnet': must be one of fc, csnn or package.module:function"
+    ),
+    "val-size-all": Case(
+        TRAIN, ("fc", *OUT, "--val-size", "60000"), "val_size 60000 leaves no training image of the 60,000"
+    ),
+    "surrogate-alpha-nan": Case(
+        TRAIN, ("fc", *OUT, "--surrogate-alpha", "nan"), "surrogate_alpha: must be a finite number, got nan"
+    ),
     "lr-negative": Case(TRAIN, ("fc", *OUT, "--lr", "-1e-3"), "lr: must be > 0, got -0.001"),
     "lr-minus-infinity": Case(TRAIN, ("fc", *OUT, "--lr", "-inf"), "lr: must be a finite number"),
     "seed-negative": Case(TRAIN, ("fc", *OUT, "--seed", "-1"), "seed: must be in [0, 2**32 - 1], got -1"),
     "seed-too-large": Case(TRAIN, ("fc", *OUT, "--seed", str(2**64)), "seed: must be in [0, 2**32 - 1]"),
     "out-a-file": Case(TRAIN, ("fc", "--out", "{case}/run"), "is a file, not a folder", a_file_named_run),
-    "out-under-a-file": Case(TRAIN, ("fc", "--out", "{case}/run/deeper"), "run is a file, not a folder",
-                             a_file_named_run),
+    "out-under-a-file": Case(
+        TRAIN, ("fc", "--out", "{case}/run/deeper"), "run is a file, not a folder", a_file_named_run
+    ),
     "out-unwritable": Case(TRAIN, ("fc", "--out", "/proc/snn-tune/run"), "no file can be written in /proc"),
-    "crafted-checkpoint": Case(TRAIN, ("fc", *OUT, "--resume"), "refused: it refers to posix.system",
-                               a_crafted_checkpoint),
-    "checkpoint-history-a-number": Case(TRAIN, ("fc", *OUT, "--resume"), "not an snn-tune checkpoint: its history "
-                                        "is of type int, not a list of epoch records", a_checkpoint_whose(history=5)),
-    "checkpoint-rng-a-list": Case(TRAIN, ("fc", *OUT, "--resume"), "not an snn-tune checkpoint: its rng is of type list",
-                                  a_checkpoint_whose(rng=[0])),
-    "idx-32x32": Case(TRAIN, ("fc", *OUT, "--data-dir", "{case}/data", "--no-download"),
-                      "train-images-idx3-ubyte: its header declares images of 32x32, expected 28x28",
-                      images_of_32_by_32),
+    "crafted-checkpoint": Case(
+        TRAIN, ("fc", *OUT, "--resume"), "refused: it refers to posix.system", a_crafted_checkpoint
+    ),
+    "checkpoint-history-a-number": Case(
+        TRAIN,
+        ("fc", *OUT, "--resume"),
+        "not an snn-tune checkpoint: its history is of type int, not a list of epoch records",
+        a_checkpoint_whose(history=5),
+    ),
+    "checkpoint-rng-a-list": Case(
+        TRAIN,
+        ("fc", *OUT, "--resume"),
+        "not an snn-tune checkpoint: its rng is of type list",
+        a_checkpoint_whose(rng=[0]),
+    ),
+    "idx-32x32": Case(
+        TRAIN,
+        ("fc", *OUT, "--data-dir", "{case}/data", "--no-download"),
+        "train-images-idx3-ubyte: its header declares images of 32x32, expected 28x28",
+        images_of_32_by_32,
+    ),
 }
 
 
@@ -100,13 +143,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(outcomes, cause):
 def test_the_memory_check_names_what_one_batch_needs_as_the_probe_measured_it(outcomes, dataset):
     """The need is the probe's measure of the network on the first two training images, times the batch: a hidden
     layer of 4,096 neurons over 2,000 steps keeps about 65 MB an image for the backward pass."""
-    config = RunConfig(model="fc", batch_size=60000, net={"T": 2000, "hidden_layers": 1, "width_1": 4096,
-                                                          "encoding": "direct"})
+    config = RunConfig(
+        model="fc", batch_size=60000, net={"T": 2000, "hidden_layers": 1, "width_1": 4096, "encoding": "direct"}
+    )
     need = probe(config, probe_images(dataset), dataset.classes).training_bytes(config.batch_size)
     assert need > 60000 * 2000 * 4096 * 8  # at least a charge and a spike (4 bytes each) per neuron and step
     (line,) = outcomes["batch-memory"].stderr.splitlines()
-    assert f"one training batch needs about {format_bytes(need)} (batch_size=60000, T=2000, encoding=direct, " \
-           f"hidden_layers=1, width_1=4096), more than the " in line, line
+    assert (
+        f"one training batch needs about {format_bytes(need)} (batch_size=60000, T=2000, encoding=direct, "
+        f"hidden_layers=1, width_1=4096), more than the " in line
+    ), line
 
 
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(outcomes, tmp_path_factory):

@@ -29,9 +29,11 @@ def without_timing(history: History) -> list[dict]:
 
 def save_every_epoch(folder):
     """on_epoch that keeps a copy of the checkpoint of every epoch: folder/epoch-N.pt."""
+
     def on_epoch(record, state):
         state.save(folder / "checkpoint.pt")
         shutil.copy(folder / "checkpoint.pt", folder / f"epoch-{record['epoch']}.pt")
+
     return on_epoch
 
 
@@ -42,8 +44,12 @@ def test_resuming_after_one_epoch_matches_an_unbroken_run(dataset, tmp_path, mod
     straight = train(config, data, on_epoch=save_every_epoch(tmp_path))
     torch.manual_seed(12345)  # whatever the process did in between does not leak into the resumed run
     weights = {}
-    resumed = train(config, data, resume_from=tmp_path / "epoch-1.pt",
-                    on_epoch=lambda record, state: weights.update(state.model.state_dict()))
+    resumed = train(
+        config,
+        data,
+        resume_from=tmp_path / "epoch-1.pt",
+        on_epoch=lambda record, state: weights.update(state.model.state_dict()),
+    )
     assert resumed.status == straight.status == "completed"
     assert without_timing(resumed) == without_timing(straight)
     for name, tensor in read_checkpoint(tmp_path / "epoch-2.pt")["model"].items():
@@ -119,29 +125,44 @@ def test_unreadable_checkpoints_raise_checkpoint_error(tmp_path):
 def a_checkpoint(**changes) -> dict:
     """The layout save_checkpoint writes (of an untrained FC-SNN), with ``changes``."""
     state = torch.get_rng_state()
-    payload = {"model": {}, "optimizer": {}, "scheduler": None, "epoch": 1, "config": RunConfig(model="fc").to_dict(),
-               "history": [{"epoch": 1, "test_acc": 0.5, "silent": False}], "status": "running",
-               "data": {"input_shape": [1, 28, 28], "classes": 10},
-               "rng": {"torch": state, "cuda": [], "shuffle": state.clone()}}
+    payload = {
+        "model": {},
+        "optimizer": {},
+        "scheduler": None,
+        "epoch": 1,
+        "config": RunConfig(model="fc").to_dict(),
+        "history": [{"epoch": 1, "test_acc": 0.5, "silent": False}],
+        "status": "running",
+        "data": {"input_shape": [1, 28, 28], "classes": 10},
+        "rng": {"torch": state, "cuda": [], "shuffle": state.clone()},
+    }
     return {**payload, **changes}
 
 
 MALFORMED = {
     "history-a-number": (dict(history=5), "its history is of type int, not a list of epoch records"),
     "history-of-text": (dict(history=["epoch 1"], epoch=1), "its history's record 0 is of type str, not a mapping"),
-    "record-holding-a-list": (dict(history=[{"epoch": 1, "test_acc": [0.5]}]),
-                              "its history's record 0 holds test_acc of type list, not a number, text or None"),
+    "record-holding-a-list": (
+        dict(history=[{"epoch": 1, "test_acc": [0.5]}]),
+        "its history's record 0 holds test_acc of type list, not a number, text or None",
+    ),
     "epoch-not-the-history": (dict(epoch=7), "its epoch is 7 but its history holds 1 epochs"),
     "status-unknown": (dict(status="hacked"), "its status is 'hacked', not one of running, completed"),
     "rng-a-list": (dict(rng=[1, 2]), "its rng is of type list, not a mapping of generator states"),
     "data-a-list": (dict(data=[1, 28, 28]), "its data is of type list, not the image shape"),
     "data-classes-text": (dict(data={"input_shape": [1, 28, 28], "classes": "ten"}), "its data is of type dict, not"),
-    "rng-state-a-float-tensor": (dict(rng={"torch": torch.zeros(3), "cuda": [], "shuffle": torch.get_rng_state()}),
-                                 "its rng's torch state is a tensor of torch.float32, shape (3,), not"),
-    "rng-shuffle-missing": (dict(rng={"torch": torch.get_rng_state(), "cuda": []}),
-                            "its rng's shuffle state is of type NoneType"),
-    "rng-cuda-text": (dict(rng={"torch": torch.get_rng_state(), "cuda": "x", "shuffle": torch.get_rng_state()}),
-                      "its rng's cuda states are of type str, not a list of torch.ByteTensors"),
+    "rng-state-a-float-tensor": (
+        dict(rng={"torch": torch.zeros(3), "cuda": [], "shuffle": torch.get_rng_state()}),
+        "its rng's torch state is a tensor of torch.float32, shape (3,), not",
+    ),
+    "rng-shuffle-missing": (
+        dict(rng={"torch": torch.get_rng_state(), "cuda": []}),
+        "its rng's shuffle state is of type NoneType",
+    ),
+    "rng-cuda-text": (
+        dict(rng={"torch": torch.get_rng_state(), "cuda": "x", "shuffle": torch.get_rng_state()}),
+        "its rng's cuda states are of type str, not a list of torch.ByteTensors",
+    ),
     "config-a-list": (dict(config=[1]), "its config is of type list, not a mapping"),
     "scheduler-text": (dict(scheduler="cosine"), "its scheduler is of type str, not a mapping or None"),
 }

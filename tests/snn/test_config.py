@@ -27,15 +27,34 @@ def test_the_seed_configs_match_the_report():
     fc, csnn = RunConfig(model="fc"), RunConfig(model="csnn")
     fc_net, csnn_net = resolve("fc").defaults_for(fc.net), resolve("csnn").defaults_for(csnn.net)
     assert (fc_net["T"], fc_net["tau"], fc_net["neuron"], fc.optimizer, fc.lr, fc.batch_size, fc.epochs) == (
-        100, 2.0, "lif", "adam", 1e-3, 128, 100)
-    assert (csnn_net["T"], csnn_net["channels"], csnn_net["neuron"], csnn.optimizer, csnn.lr, csnn.momentum,
-            csnn.epochs) == (4, 64, "if", "sgd", 0.1, 0.9, 64)
+        100,
+        2.0,
+        "lif",
+        "adam",
+        1e-3,
+        128,
+        100,
+    )
+    assert (
+        csnn_net["T"],
+        csnn_net["channels"],
+        csnn_net["neuron"],
+        csnn.optimizer,
+        csnn.lr,
+        csnn.momentum,
+        csnn.epochs,
+    ) == (4, 64, "if", "sgd", 0.1, 0.9, 64)
 
 
 def test_explicit_values_override_the_seed_defaults():
     config = RunConfig(model="csnn", net={"T": 8, "neuron": "plif", "tau": 3.0}, optimizer="adamw", lr=1e-3)
     assert (config.net["T"], config.net["neuron"], config.net["tau"], config.optimizer, config.lr) == (
-        8, "plif", 3.0, "adamw", 1e-3)
+        8,
+        "plif",
+        3.0,
+        "adamw",
+        1e-3,
+    )
     assert config.momentum == 0.9  # still the seed's
     network = build_model(config)
     assert network.T == 8 and isinstance(network.sn1, ParametricLIFNode)  # the values reach the network
@@ -64,8 +83,9 @@ def test_net_is_a_copy_the_caller_cannot_change_afterwards():
 
 
 def test_dict_round_trip_through_json_gives_the_same_config():
-    config = RunConfig(model="csnn", net={"T": 6, "channels": 16, "surrogate": "sigmoid", "surrogate_alpha": 3.0},
-                       limit_train=100)
+    config = RunConfig(
+        model="csnn", net={"T": 6, "channels": 16, "surrogate": "sigmoid", "surrogate_alpha": 3.0}, limit_train=100
+    )
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
     assert list(config.to_dict()) == list(field_names())

@@ -17,9 +17,27 @@ import pytest
 import torch
 import torchvision
 
-from snn.data import (FILES, VAL_SPLIT_SEED, DataError, Dataset, Split, as_dataset, batches, default_data_dir, make_splits,
-                      raw_folder, read_dataset)
-from tests.idx_files import IMAGES_MAGIC, synthetic_images, synthetic_labels, write_bytes, write_idx, write_synthetic_dataset
+from snn.data import (
+    FILES,
+    VAL_SPLIT_SEED,
+    DataError,
+    Dataset,
+    Split,
+    as_dataset,
+    batches,
+    default_data_dir,
+    make_splits,
+    raw_folder,
+    read_dataset,
+)
+from tests.idx_files import (
+    IMAGES_MAGIC,
+    synthetic_images,
+    synthetic_labels,
+    write_bytes,
+    write_idx,
+    write_synthetic_dataset,
+)
 
 # ../shared/datasets/README.md
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -27,6 +45,7 @@ TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 # --- the files --------------------------------------------------------------------------------------
+
 
 def test_reads_the_real_mnist_files(mnist):
     assert mnist.train.images.shape == (60_000, 1, 28, 28)
@@ -67,6 +86,7 @@ def test_gzip_files_read_the_same_as_plain_ones(dataset, data_copy):
 
 # --- broken copies ----------------------------------------------------------------------------------
 
+
 def test_missing_files_name_the_folder_and_all_four_files(tmp_path):
     with pytest.raises(DataError) as error:
         read_dataset(tmp_path, download=False)
@@ -87,8 +107,11 @@ def test_one_missing_file_is_named(data_copy):
 def test_a_truncated_images_file_is_rejected(data_copy, plain_raw, keep_bytes):
     name = FILES["test_images"]
     write_bytes(raw_folder(data_copy) / name, (plain_raw / name).read_bytes()[:keep_bytes])
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: not a readable IDX file \(.+\); the file is "
-                                       r"truncated or corrupt$") as error:
+    with pytest.raises(
+        DataError,
+        match=r"t10k-images-idx3-ubyte: not a readable IDX file \(.+\); the file is "
+        r"truncated or corrupt$",
+    ) as error:
         read_dataset(data_copy, download=False)
     assert "\n" not in str(error.value)
 
@@ -102,7 +125,8 @@ def test_a_truncated_gzip_file_is_rejected_and_nothing_is_unpacked(data_copy, pl
         read_dataset(data_copy, download=False)
     assert "\n" not in str(error.value)
     assert sorted(p.name for p in raw_folder(data_copy).iterdir()) == sorted(
-        [*(set(FILES.values()) - {name}), f"{name}.gz"]), "no partial file or temporary folder is left"
+        [*(set(FILES.values()) - {name}), f"{name}.gz"]
+    ), "no partial file or temporary folder is left"
 
 
 def test_a_wrong_magic_number_is_rejected(data_copy, plain_raw):
@@ -110,8 +134,11 @@ def test_a_wrong_magic_number_is_rejected(data_copy, plain_raw):
     raw = bytearray((plain_raw / name).read_bytes())
     raw[:4] = IMAGES_MAGIC.to_bytes(4, "big")  # an images header on a labels file
     write_bytes(raw_folder(data_copy) / name, bytes(raw))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: not a readable IDX file \(RuntimeError: .+\); "
-                                       r"the file is truncated or corrupt$") as error:
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte: not a readable IDX file \(RuntimeError: .+\); "
+        r"the file is truncated or corrupt$",
+    ) as error:
         read_dataset(data_copy, download=False)
     assert "\n" not in str(error.value)
 
@@ -146,6 +173,7 @@ def test_a_small_but_consistent_dataset_is_not_accepted_as_mnist(tmp_path):
 
 # --- fashion-mnist and the data root ----------------------------------------------------------------
 
+
 def test_fashion_mnist_is_read_from_fashionmnist_raw(tmp_path):
     raw = write_synthetic_dataset(tmp_path, folder="FashionMNIST", gz=True)
     assert raw == raw_folder(tmp_path, "fashion-mnist") == tmp_path / "FashionMNIST" / "raw"
@@ -172,18 +200,27 @@ def test_default_data_dir_is_the_environment_variable_else_data(monkeypatch, tmp
 
 # --- tensors from Python: as_dataset and its checks --------------------------------------------------
 
+
 def tensors(n_train: int = 6, n_test: int = 4, shape: tuple[int, ...] = (1, 5, 5), classes: int = 3):
     """Float images in [0, 1] and labels 0..classes-1 (every class present in train)."""
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(n_train, *shape, generator=g), torch.arange(n_train) % classes,
-            torch.rand(n_test, *shape, generator=g), torch.arange(n_test) % classes)
+    return (
+        torch.rand(n_train, *shape, generator=g),
+        torch.arange(n_train) % classes,
+        torch.rand(n_test, *shape, generator=g),
+        torch.arange(n_test) % classes,
+    )
 
 
 def test_every_form_of_tensors_gives_the_same_dataset():
     x, y, xt, yt = tensors()
-    forms = [(x, y, xt, yt), ((x, y), (xt, yt)), {"train": (x, y), "test": (xt, yt)},
-             ((x.numpy(), y.numpy()), (xt.numpy(), yt.numpy())),
-             (torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(xt, yt))]
+    forms = [
+        (x, y, xt, yt),
+        ((x, y), (xt, yt)),
+        {"train": (x, y), "test": (xt, yt)},
+        ((x.numpy(), y.numpy()), (xt.numpy(), yt.numpy())),
+        (torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(xt, yt)),
+    ]
     for form in forms:
         data = as_dataset(form)
         assert torch.equal(data.train.images, x) and torch.equal(data.test.labels, yt), type(form)
@@ -208,30 +245,49 @@ def test_scale_min_max_scales_by_the_training_splits_range():
     assert data.test.images.flatten().tolist() == [0.0, 0.75, 1.0]  # clamped to the training range
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda x, y, xt, yt: (x, y[:5], xt, yt), "the data: 6 train images but 5 labels; lengths must match"),
-    (lambda x, y, xt, yt: (x, y, xt, torch.tensor([0, 1, 2, 3])),
-     "the data: test label 3 is outside [0, 3) (classes: 3)"),
-    (lambda x, y, xt, yt: (x, y - 1, xt, yt), "the data: label -1 is negative; labels must lie in [0, classes)"),
-    (lambda x, y, xt, yt: (x.index_fill(0, torch.tensor([2]), float("nan")), y, xt, yt),
-     "the data: the train images hold NaN or infinite pixels"),
-    (lambda x, y, xt, yt: (x, y, xt.index_fill(0, torch.tensor([1]), float("inf")), yt),
-     "the data: the test images hold NaN or infinite pixels"),
-    (lambda x, y, xt, yt: (x * 2, y, xt, yt), "the data: train pixels span [0"),
-    (lambda x, y, xt, yt: (x[:0], y[:0], xt, yt), "the data: the train split is empty"),
-    (lambda x, y, xt, yt: (x, y, xt[:0], yt[:0]), "the data: the test split is empty"),
-    (lambda x, y, xt, yt: (x, y.float(), xt, yt), "the data: train labels must be a 1-D integer tensor, got torch.float32"),
-    (lambda x, y, xt, yt: (x, y.view(6, 1), xt, yt), "the data: train labels must be a 1-D integer tensor"),
-    (lambda x, y, xt, yt: ((x * 100).to(torch.int32), y, (xt * 100).to(torch.int32), yt),
-     "the data: images must be uint8 (0..255) or floats in [0, 1], got torch.int32"),
-    (lambda x, y, xt, yt: (x.flatten(1), y, xt.flatten(1), yt), "the data: train images have shape (6, 25)"),
-    (lambda x, y, xt, yt: (x, y, xt[:, :, :4], yt), "the data: train and test images differ in shape"),
-    (lambda x, y, xt, yt: ((x, y), (xt, yt), (x, y)), "the data: expected train and test splits"),
-    (lambda x, y, xt, yt: {"train": (x, y)}, "the data: a mapping needs the keys train and test"),
-    (lambda x, y, xt, yt: {"train": (x, y), "test": (xt, yt), "classes": 0}, "the data: classes must be an integer >= 1"),
-    (lambda x, y, xt, yt: ((x.tolist(), y), (xt, yt)),
-     "the data: the train split's images: expected a torch tensor or a numpy array, got list"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda x, y, xt, yt: (x, y[:5], xt, yt), "the data: 6 train images but 5 labels; lengths must match"),
+        (
+            lambda x, y, xt, yt: (x, y, xt, torch.tensor([0, 1, 2, 3])),
+            "the data: test label 3 is outside [0, 3) (classes: 3)",
+        ),
+        (lambda x, y, xt, yt: (x, y - 1, xt, yt), "the data: label -1 is negative; labels must lie in [0, classes)"),
+        (
+            lambda x, y, xt, yt: (x.index_fill(0, torch.tensor([2]), float("nan")), y, xt, yt),
+            "the data: the train images hold NaN or infinite pixels",
+        ),
+        (
+            lambda x, y, xt, yt: (x, y, xt.index_fill(0, torch.tensor([1]), float("inf")), yt),
+            "the data: the test images hold NaN or infinite pixels",
+        ),
+        (lambda x, y, xt, yt: (x * 2, y, xt, yt), "the data: train pixels span [0"),
+        (lambda x, y, xt, yt: (x[:0], y[:0], xt, yt), "the data: the train split is empty"),
+        (lambda x, y, xt, yt: (x, y, xt[:0], yt[:0]), "the data: the test split is empty"),
+        (
+            lambda x, y, xt, yt: (x, y.float(), xt, yt),
+            "the data: train labels must be a 1-D integer tensor, got torch.float32",
+        ),
+        (lambda x, y, xt, yt: (x, y.view(6, 1), xt, yt), "the data: train labels must be a 1-D integer tensor"),
+        (
+            lambda x, y, xt, yt: ((x * 100).to(torch.int32), y, (xt * 100).to(torch.int32), yt),
+            "the data: images must be uint8 (0..255) or floats in [0, 1], got torch.int32",
+        ),
+        (lambda x, y, xt, yt: (x.flatten(1), y, xt.flatten(1), yt), "the data: train images have shape (6, 25)"),
+        (lambda x, y, xt, yt: (x, y, xt[:, :, :4], yt), "the data: train and test images differ in shape"),
+        (lambda x, y, xt, yt: ((x, y), (xt, yt), (x, y)), "the data: expected train and test splits"),
+        (lambda x, y, xt, yt: {"train": (x, y)}, "the data: a mapping needs the keys train and test"),
+        (
+            lambda x, y, xt, yt: {"train": (x, y), "test": (xt, yt), "classes": 0},
+            "the data: classes must be an integer >= 1",
+        ),
+        (
+            lambda x, y, xt, yt: ((x.tolist(), y), (xt, yt)),
+            "the data: the train split's images: expected a torch tensor or a numpy array, got list",
+        ),
+    ],
+)
 def test_bad_tensors_are_one_line_naming_the_rule(change, message):
     with pytest.raises(DataError) as error:
         as_dataset(change(*tensors()))
@@ -242,8 +298,11 @@ def test_bad_tensors_are_one_line_naming_the_rule(change, message):
 def test_floats_outside_0_1_are_refused_unless_scaled():
     _, y, xt, yt = tensors()
     x = torch.linspace(-1, 1, 6 * 25).view(6, 1, 5, 5)
-    with pytest.raises(DataError, match=r"^the data: train pixels span \[-1, 1\], outside \[0, 1\]; scale them, or set "
-                                        r"scale_data: true to min-max scale them by the training split's range$"):
+    with pytest.raises(
+        DataError,
+        match=r"^the data: train pixels span \[-1, 1\], outside \[0, 1\]; scale them, or set "
+        r"scale_data: true to min-max scale them by the training split's range$",
+    ):
         as_dataset((x, y, xt, yt))
     scaled = as_dataset((x, y, xt, yt), scale=True)
     assert (scaled.train.images.min(), scaled.train.images.max()) == (0.0, 1.0)
@@ -251,10 +310,13 @@ def test_floats_outside_0_1_are_refused_unless_scaled():
 
 # --- splits, limits, batches -----------------------------------------------------------------------
 
+
 def indexed_dataset() -> Dataset:
     """A dataset whose labels are the images' positions, so a split shows which images it holds."""
-    return Dataset(train=Split(torch.zeros(60_000, 1, 28, 28, dtype=torch.uint8), torch.arange(60_000)),
-                   test=Split(torch.zeros(10_000, 1, 28, 28, dtype=torch.uint8), torch.arange(10_000)))
+    return Dataset(
+        train=Split(torch.zeros(60_000, 1, 28, 28, dtype=torch.uint8), torch.arange(60_000)),
+        test=Split(torch.zeros(10_000, 1, 28, 28, dtype=torch.uint8), torch.arange(10_000)),
+    )
 
 
 def test_validation_split_is_disjoint_from_train_and_covers_it():
@@ -324,6 +386,7 @@ def test_pointing_at_the_raw_folder_itself_says_which_folder_to_give(data_root):
 
 
 # --- the download ------------------------------------------------------------------------------------
+
 
 def closed_port() -> int:
     """A local port nothing listens on (bound, then released)."""

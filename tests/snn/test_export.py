@@ -47,12 +47,17 @@ def round_trip(net, input_shape, path, module=None):
     return read_nir(path)
 
 
-@pytest.mark.parametrize("name, make", [
-    ("seed fc, binary images (certain Poisson spikes)", lambda: fc_snn(T=6)),
-    ("two hidden LIF layers, direct input", lambda: fc_snn(T=4, hidden_layers=2, width_1=32, width_2=16,
-                                                           encoding="direct")),
-    ("PLIF", lambda: fc_snn(T=4, hidden_layers=1, width_1=24, neuron="plif", tau=3.0, encoding="direct")),
-])
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("seed fc, binary images (certain Poisson spikes)", lambda: fc_snn(T=6)),
+        (
+            "two hidden LIF layers, direct input",
+            lambda: fc_snn(T=4, hidden_layers=2, width_1=32, width_2=16, encoding="direct"),
+        ),
+        ("PLIF", lambda: fc_snn(T=4, hidden_layers=1, width_1=24, neuron="plif", tau=3.0, encoding="direct")),
+    ],
+)
 def test_an_fc_snn_read_back_from_nir_gives_the_same_spikes(tmp_path, name, make):
     torch.manual_seed(0)
     net = woken(make(), 6.0)
@@ -74,8 +79,12 @@ def test_a_csnn_read_back_from_nir_gives_the_same_spikes(tmp_path, dataset, bloc
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            for tensor, low, span in ((bn.running_mean, -0.2, 0.4), (bn.running_var, 0.5, 1.0), (bn.weight, 1.0, 0.5),
-                                      (bn.bias, 0.0, 0.3)):
+            for tensor, low, span in (
+                (bn.running_mean, -0.2, 0.4),
+                (bn.running_var, 0.5, 1.0),
+                (bn.weight, 1.0, 0.5),
+                (bn.bias, 0.0, 0.3),
+            ):
                 tensor.copy_(low + span * torch.rand(tensor.shape, generator=generator))
     net = woken(net, 6.0)
     images = dataset.test.float_images(slice(0, 16))
@@ -89,10 +98,23 @@ def test_a_csnn_read_back_from_nir_gives_the_same_spikes(tmp_path, dataset, bloc
 def test_the_nir_graph_names_the_layers_and_folds_batch_norm():
     graph = to_nir(csnn(T=2, channels=4), (1, 28, 28))
     kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}
-    assert kinds == {"input": "Input", "encoder": "Conv2d", "sn1": "IF", "pool1": "SumPool2d", "pool1_any": "Threshold",
-                     "conv2": "Conv2d", "sn2": "IF", "pool2": "SumPool2d", "pool2_any": "Threshold",
-                     "flatten": "Flatten", "fc1": "Linear", "sn3": "IF", "fc2": "Linear", "sn4": "IF",
-                     "output": "Output"}
+    assert kinds == {
+        "input": "Input",
+        "encoder": "Conv2d",
+        "sn1": "IF",
+        "pool1": "SumPool2d",
+        "pool1_any": "Threshold",
+        "conv2": "Conv2d",
+        "sn2": "IF",
+        "pool2": "SumPool2d",
+        "pool2_any": "Threshold",
+        "flatten": "Flatten",
+        "fc1": "Linear",
+        "sn3": "IF",
+        "fc2": "Linear",
+        "sn4": "IF",
+        "output": "Output",
+    }
     assert graph.nodes["encoder"].bias.shape == (4,)
 
 
@@ -112,22 +134,64 @@ def test_a_network_of_yours_exports_through_spikingjelly_or_is_refused_naming_th
 def test_a_run_loads_in_one_call_and_exports_from_the_command_line(tmp_path, data_root):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    trained = subprocess.run([sys.executable, "-m", "snn.train", "fc", "--hidden-layers", "1", "--width-1", "16",
-                              "--T", "4", "--encoding", "direct", "--epochs", "1", "--limit-train", "500",
-                              "--limit-test", "100", "--device", "cpu", "--quiet", "--data-dir", str(data_root),
-                              "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snn.train",
+            "fc",
+            "--hidden-layers",
+            "1",
+            "--width-1",
+            "16",
+            "--T",
+            "4",
+            "--encoding",
+            "direct",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "500",
+            "--limit-test",
+            "100",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--data-dir",
+            str(data_root),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr
     model, config = load_run(out)
     assert config.net == {"hidden_layers": 1, "width_1": 16, "T": 4, "encoding": "direct"}
     assert not model.training and model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     saved = torch.load(RunFolder(out).checkpoint, weights_only=True)["model"]
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
-    exported = subprocess.run([sys.executable, "-m", "snn.export", str(out), "--out", str(tmp_path / "m.nir")],
-                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    exported = subprocess.run(
+        [sys.executable, "-m", "snn.export", str(out), "--out", str(tmp_path / "m.nir")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "m.nir").stat().st_size > 0 and list(read_nir(tmp_path / "m.nir").parameters())
-    refused = subprocess.run([sys.executable, "-m", "snn.export", str(tmp_path), "--out", str(tmp_path / "x.nir")],
-                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    refused = subprocess.run(
+        [sys.executable, "-m", "snn.export", str(tmp_path), "--out", str(tmp_path / "x.nir")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "neither a run folder (no checkpoint.pt) nor an experiment with a retrained network" in refused.stderr
     assert not (tmp_path / "x.nir").exists()

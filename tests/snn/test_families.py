@@ -18,7 +18,7 @@ from snn.models import CSNN, FCSNN, csnn, fc_snn
 from snn.networks import build_model, probe, resolve
 from snn.spikes import record_activity, spiking_layers, synaptic_layers
 from snn.training import evaluate
-from tuning.search.space import shipped_spaces, load_space
+from tuning.search.space import load_space, shipped_spaces
 
 SEED_FIGURES = Path(__file__).with_name("data") / "seed_figures.json"
 
@@ -144,8 +144,15 @@ def test_a_three_block_csnn_spends_what_its_layers_receive():
             continue
         layer = layers[name]
         if isinstance(layer, nn.Conv2d):
-            count = F.conv2d(spikes.flatten(0, 1) if spikes.dim() == 5 else spikes, torch.ones_like(layer.weight),
-                             padding=layer.padding).sum().item()
+            count = (
+                F.conv2d(
+                    spikes.flatten(0, 1) if spikes.dim() == 5 else spikes,
+                    torch.ones_like(layer.weight),
+                    padding=layer.padding,
+                )
+                .sum()
+                .item()
+            )
         else:
             count = spikes.sum().item() * layer.out_features
         assert count > 0, f"{name} receives no spike: the test would prove nothing"
@@ -185,14 +192,23 @@ def test_the_cost_estimate_times_the_families_network(dataset):
     assert _epoch_seconds(big, dataset, 1) > _epoch_seconds(small, dataset, 1)
 
 
-@pytest.mark.parametrize("name, net, words", [
-    ("fc", {}, "784-10, LIF tau 2, T 100, poisson input"),
-    ("fc", {"hidden_layers": 2, "width_1": 800, "width_2": 400, "encoding": "direct", "T": 8},
-     "784-800-400-10, LIF tau 2, T 8, direct input"),
-    ("csnn", {}, "3x3 conv 64-64, FC 1024-10, IF, T 4"),
-    ("csnn", {"blocks": 3, "channels_3": 128, "kernel_size": 5, "dropout": 0.2, "neuron": "lif", "tau": 3.0},
-     "5x5 conv 64-64-128, FC 2048-10, LIF tau 3, T 4, dropout 0.2"),
-])
+@pytest.mark.parametrize(
+    "name, net, words",
+    [
+        ("fc", {}, "784-10, LIF tau 2, T 100, poisson input"),
+        (
+            "fc",
+            {"hidden_layers": 2, "width_1": 800, "width_2": 400, "encoding": "direct", "T": 8},
+            "784-800-400-10, LIF tau 2, T 8, direct input",
+        ),
+        ("csnn", {}, "3x3 conv 64-64, FC 1024-10, IF, T 4"),
+        (
+            "csnn",
+            {"blocks": 3, "channels_3": 128, "kernel_size": 5, "dropout": 0.2, "neuron": "lif", "tau": 3.0},
+            "5x5 conv 64-64-128, FC 2048-10, LIF tau 3, T 4, dropout 0.2",
+        ),
+    ],
+)
 def test_a_network_is_described_by_its_shape(name, net, words):
     assert resolve(name).describe(net) == words
 
@@ -200,8 +216,11 @@ def test_a_network_is_described_by_its_shape(name, net, words):
 def test_the_families_build_for_colour_images_and_other_class_counts():
     """Image shape and classes come from the data: CIFAR-10's 3x32x32 and 10 classes, or 5 classes."""
     images = torch.rand(2, 3, 32, 32)
-    for net in (fc_snn((3, 32, 32), 5, T=2, hidden_layers=1, width_1=8), csnn((3, 32, 32), 5, T=2, channels=4),
-                csnn((3, 32, 32), 5, T=2, channels=4, blocks=3, kernel_size=5)):
+    for net in (
+        fc_snn((3, 32, 32), 5, T=2, hidden_layers=1, width_1=8),
+        csnn((3, 32, 32), 5, T=2, channels=4),
+        csnn((3, 32, 32), 5, T=2, channels=4, blocks=3, kernel_size=5),
+    ):
         assert net(images).shape == (2, 5)
     assert csnn((3, 32, 32), 10, channels=4).fc1.in_features == 4 * 8 * 8
     assert math.prod((3, 32, 32)) == fc_snn((3, 32, 32), 10).fc.in_features

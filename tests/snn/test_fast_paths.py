@@ -11,13 +11,21 @@ import os
 
 import pytest
 import torch
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based import functional, neuron, surrogate
 
 from snn import fastpath
 from snn.config import ConfigError, RunConfig
 from snn.data import Dataset, Split, make_splits
-from snn.fastpath import (FastMaxPool2d, FusedIFNode, FusedLIFNode, bernoulli_spikes, poisson_input_current, set_fused,
-                          spike_thresholds, uniform_lanes)
+from snn.fastpath import (
+    FastMaxPool2d,
+    FusedIFNode,
+    FusedLIFNode,
+    bernoulli_spikes,
+    poisson_input_current,
+    set_fused,
+    spike_thresholds,
+    uniform_lanes,
+)
 from snn.layers import poisson_encode
 from snn.models import fc_snn
 from snn.networks import build_model
@@ -30,8 +38,10 @@ def pair(kind: str, surrogate_name: str, alpha: float | None = None, tau: float 
     """(fused node, spikingjelly's node) of one kind with the same parameters, multi-step."""
     fn = SURROGATES[surrogate_name]() if alpha is None else SURROGATES[surrogate_name](alpha=alpha)
     if kind == "lif":
-        return (FusedLIFNode(tau=tau, surrogate_function=fn, step_mode="m"),
-                neuron.LIFNode(tau=tau, surrogate_function=fn, step_mode="m"))
+        return (
+            FusedLIFNode(tau=tau, surrogate_function=fn, step_mode="m"),
+            neuron.LIFNode(tau=tau, surrogate_function=fn, step_mode="m"),
+        )
     return FusedIFNode(surrogate_function=fn, step_mode="m"), neuron.IFNode(surrogate_function=fn, step_mode="m")
 
 
@@ -92,8 +102,9 @@ def kernel_calls(monkeypatch, kernels) -> list[str]:
 @pytest.mark.parametrize("surrogate_name,alpha", [("atan", None), ("atan", 4.0), ("sigmoid", None)])
 # the FC-SNN's layer, a small 5-D one, and one large enough for neurons.c to split it between threads
 @pytest.mark.parametrize("shape", [(20, 16, 10), (4, 3, 5, 6, 6), (6, 2, 64, 12, 12)])
-def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(kind, tau, surrogate_name, alpha, shape,
-                                                                    monkeypatch):
+def test_fused_neuron_spikes_equal_spikingjelly_and_gradients_agree(
+    kind, tau, surrogate_name, alpha, shape, monkeypatch
+):
     use_kernels(monkeypatch, True)
     calls = kernel_calls(monkeypatch, fastpath.neurons._KERNELS)
     torch.manual_seed(0)
@@ -116,7 +127,11 @@ def test_gradient_through_the_last_voltage_agrees_with_spikingjelly(kind, monkey
     use_kernels(monkeypatch, True)
     calls = kernel_calls(monkeypatch, fastpath.neurons._KERNELS)
     torch.manual_seed(15)
-    x_seq, upstream, v_upstream = torch.randn(5, 3, 4, 6, 6) * 1.5 + 0.4, torch.randn(5, 3, 4, 6, 6), torch.randn(3, 4, 6, 6)
+    x_seq, upstream, v_upstream = (
+        torch.randn(5, 3, 4, 6, 6) * 1.5 + 0.4,
+        torch.randn(5, 3, 4, 6, 6),
+        torch.randn(3, 4, 6, 6),
+    )
     grads = []
     for node in pair(kind, "atan", tau=2.5):
         x = x_seq.clone().requires_grad_()
@@ -346,8 +361,9 @@ def test_the_poisson_kernel_out_of_memory_falls_back_to_the_reference_path(funct
     images[:, 30:] = 0.5
     weight = torch.eye(40, requires_grad=True)  # the current is the spike trains themselves
     T = 2000
-    with pytest.warns(UserWarning, match="poisson.c could not allocate its scratch memory; running the reference "
-                                         "path instead") as warned:
+    with pytest.warns(
+        UserWarning, match="poisson.c could not allocate its scratch memory; running the reference path instead"
+    ) as warned:
         spikes = poisson_input_current(images, weight, T)
         upstream = torch.randn(T, 6, 40)
         (grad,) = torch.autograd.grad((spikes * upstream).sum(), weight)

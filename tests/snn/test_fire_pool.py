@@ -11,7 +11,7 @@ from spikingjelly.activation_based import functional
 
 from snn import fastpath
 from snn.config import RunConfig
-from snn.fastpath import FastMaxPool2d, fire_and_pool, native
+from snn.fastpath import FastMaxPool2d, fire_and_pool
 from snn.networks import build_model
 from snn.spikes import record_activity
 
@@ -49,8 +49,9 @@ def both_ways(neuron_pair, x: torch.Tensor, steps: int | None, upstream: torch.T
 @pytest.mark.parametrize("channels_last", [False, True])
 # [T, N, C, H, W] currents, or one current presented at every step (steps); 28x28: a block of
 # several row pairs; 6x10: blocks of one row pair at C = 80 (channels_last) and the whole plane (NCHW)
-@pytest.mark.parametrize("shape,steps", [((4, 3, 5, 28, 28), None), ((3, 5, 28, 28), 4), ((6, 2, 80, 6, 10), None),
-                                         ((2, 80, 6, 10), 3)])
+@pytest.mark.parametrize(
+    "shape,steps", [((4, 3, 5, 28, 28), None), ((3, 5, 28, 28), 4), ((6, 2, 80, 6, 10), None), ((2, 80, 6, 10), 3)]
+)
 def test_fused_fire_and_pool_equals_pool_of_neuron(kind, tau, surrogate_name, channels_last, shape, steps, monkeypatch):
     use_kernels(monkeypatch, True)
     calls = kernel_calls(monkeypatch, fastpath.fire_pool._KERNELS)
@@ -150,8 +151,9 @@ def test_fire_pool_out_of_memory_falls_back_to_the_reference_path(function, monk
     fail_allocations(monkeypatch, fastpath.fire_pool._KERNELS, function)
     x = currents((3, 2, 4, 8, 8), False, seed=11)
     upstream = torch.randn(3, 2, 4, 4, 4)
-    with pytest.warns(UserWarning, match="fire_pool.c could not allocate its scratch memory; running the reference "
-                                         "path instead") as warned:
+    with pytest.warns(
+        UserWarning, match="fire_pool.c could not allocate its scratch memory; running the reference path instead"
+    ) as warned:
         (out, v, grad), (ref_out, ref_v, ref_grad) = both_ways(pair("lif", "atan"), x, None, upstream)
         both_ways(pair("lif", "atan"), x, None, upstream)  # the reference path, told once
     assert len(warned) == 1 and fastpath.fire_pool._KERNELS.get() is None

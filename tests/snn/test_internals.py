@@ -15,8 +15,10 @@ from snn.fastpath import FastMaxPool2d, fire_and_pool, internals
 
 from .test_fast_paths import kernel_calls, pair, use_kernels
 
-MOVED = ("installed {what} no longer has {where} (checked against " + internals.CHECKED_AGAINST + "): "
-         "update snn/fastpath/internals.py")
+MOVED = (
+    "installed {what} no longer has {where} (checked against " + internals.CHECKED_AGAINST + "): "
+    "update snn/fastpath/internals.py"
+)
 
 
 @pytest.fixture
@@ -27,8 +29,9 @@ def fresh(monkeypatch):
 def test_torch_keeps_its_global_forward_hooks_where_fire_pool_looks():
     module = torch.nn.modules.module
     for name in internals.TORCH_GLOBAL_HOOKS:
-        assert isinstance(getattr(module, name, None), dict), MOVED.format(what=f"torch {torch.__version__}",
-                                                                           where=f"torch.nn.modules.module.{name}")
+        assert isinstance(getattr(module, name, None), dict), MOVED.format(
+            what=f"torch {torch.__version__}", where=f"torch.nn.modules.module.{name}"
+        )
     assert internals.global_module_hooks() is False
     handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
     try:
@@ -68,8 +71,9 @@ def test_where_torch_moved_its_global_hooks_the_blocks_run_unfused_with_one_warn
 def test_spikingjelly_keeps_its_cuda_provider_selections_where_select_cuda_backend_looks(package):
     selection = getattr(importlib.import_module(f"spikingjelly._ops.{package}"), "_selection", None)
     where = f"spikingjelly._ops.{package}._selection with " + ", ".join(internals.SJ_SELECTION_ATTRIBUTES)
-    assert selection is not None and all(hasattr(selection, a) for a in internals.SJ_SELECTION_ATTRIBUTES), \
+    assert selection is not None and all(hasattr(selection, a) for a in internals.SJ_SELECTION_ATTRIBUTES), (
         MOVED.format(what="spikingjelly", where=where)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # found: no warning
         assert internals.cuda_provider_selection(package) is selection

@@ -72,10 +72,16 @@ def test_forward_resets_the_neurons_so_repeated_calls_agree(model):
     assert 0 < first_rates["sn" if model == "fc" else "sn1"] < 1, "the neurons integrate and fire"
 
 
-@pytest.mark.parametrize(("model", "neuron_kind", "surrogate_name"), [
-    ("fc", "lif", "atan"), ("fc", "if", "atan"), ("fc", "plif", "sigmoid"),
-    ("csnn", "if", "atan"), ("csnn", "if", "sigmoid"),
-])
+@pytest.mark.parametrize(
+    ("model", "neuron_kind", "surrogate_name"),
+    [
+        ("fc", "lif", "atan"),
+        ("fc", "if", "atan"),
+        ("fc", "plif", "sigmoid"),
+        ("csnn", "if", "atan"),
+        ("csnn", "if", "sigmoid"),
+    ],
+)
 def test_gradients_reach_every_parameter_through_the_surrogate(model, neuron_kind, surrogate_name):
     net = small_model(model, neuron=neuron_kind, surrogate=surrogate_name).train()
     loss = rate_loss(net(random_images(8)), torch.arange(8) % 10)
@@ -242,8 +248,24 @@ def test_fc_direct_encoding_presents_the_analog_image_at_every_step():
 def test_csnn_blocks_channels_fc_width_and_dropout_make_the_layers_named_in_order():
     net = csnn(T=2, blocks=3, channels_1=2, channels_2=3, channels_3=4, fc_width=7, dropout=0.25, kernel_size=5)
     names = [name for name, _ in net.named_children()]
-    assert names == ["encoder", "sn1", "pool1", "conv2", "sn2", "pool2", "conv3", "sn3", "pool3", "flatten", "drop1",
-                     "fc1", "sn4", "drop2", "fc2", "sn5"]
+    assert names == [
+        "encoder",
+        "sn1",
+        "pool1",
+        "conv2",
+        "sn2",
+        "pool2",
+        "conv3",
+        "sn3",
+        "pool3",
+        "flatten",
+        "drop1",
+        "fc1",
+        "sn4",
+        "drop2",
+        "fc2",
+        "sn5",
+    ]
     assert [net.encoder[0].out_channels, net.conv2[0].out_channels, net.conv3[0].out_channels] == [2, 3, 4]
     assert net.encoder[0].kernel_size == (5, 5) and net.encoder[0].padding == (2, 2)
     assert tuple(net.fc1.weight.shape) == (7, 4 * 3 * 3)  # 28 -> 14 -> 7 -> 3
@@ -251,15 +273,26 @@ def test_csnn_blocks_channels_fc_width_and_dropout_make_the_layers_named_in_orde
     assert net.drop1.p == net.drop2.p == 0.25
     assert net.train()(random_images(3)).shape == (3, 10)
     one = csnn(T=2, blocks=1, channels=3)
-    assert [name for name, _ in one.named_children()] == ["encoder", "sn1", "pool1", "flatten", "fc1", "sn2", "fc2",
-                                                         "sn3"]
+    assert [name for name, _ in one.named_children()] == [
+        "encoder",
+        "sn1",
+        "pool1",
+        "flatten",
+        "fc1",
+        "sn2",
+        "fc2",
+        "sn3",
+    ]
     assert tuple(one.fc1.weight.shape) == (3 * 16, 3 * 14 * 14)
 
 
-@pytest.mark.parametrize(("model", "shapes"), [
-    ("fc", {"fc.weight": (4, 3 * 32 * 32)}),
-    ("csnn", {"encoder.0.weight": (4, 3, 3, 3), "fc1.weight": (4 * 16, 4 * 8 * 8), "fc2.weight": (4, 4 * 16)}),
-])
+@pytest.mark.parametrize(
+    ("model", "shapes"),
+    [
+        ("fc", {"fc.weight": (4, 3 * 32 * 32)}),
+        ("csnn", {"encoder.0.weight": (4, 3, 3, 3), "fc1.weight": (4 * 16, 4 * 8 * 8), "fc2.weight": (4, 4 * 16)}),
+    ],
+)
 def test_the_networks_take_the_datas_image_shape_and_classes(model, shapes):
     net = build_model(RunConfig(model=model, net=SMALL[model]), input_shape=(3, 32, 32), classes=4)
     weights = dict(net.named_parameters())

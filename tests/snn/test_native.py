@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from snn import fastpath
-from snn.fastpath import fire_and_pool, native, neurons, poisson
+from snn.fastpath import fire_and_pool, native, neurons
 from snn.fastpath.fire_pool import _KERNELS as FIRE_POOL
 from snn.fastpath.neurons import _KERNELS as NEURONS
 from snn.fastpath.poisson import _KERNELS as POISSON
@@ -72,7 +72,10 @@ def test_kernels_build_once_into_a_private_cache_with_their_verdict(compiled, mo
     for library in compiled.glob("*.so"):
         verdict = json.loads(library.with_name(library.name + ".verdict").read_text())
         assert verdict["error"] is None and verdict["check_seconds"] > 0
-        assert verdict["library_sha256"] and stat.S_IMODE(library.with_name(library.name + ".verdict").stat().st_mode) == 0o600
+        assert (
+            verdict["library_sha256"]
+            and stat.S_IMODE(library.with_name(library.name + ".verdict").stat().st_mode) == 0o600
+        )
     # a new process: the cached library and its verdict, neither built nor checked again
     before = {p: p.stat().st_mtime_ns for p in compiled.iterdir()}
     monkeypatch.setattr(native, "_loaded", {})
@@ -96,10 +99,16 @@ def test_the_libraries_are_portable_and_parallel():
 
 # the known-answer check catches a kernel that computes wrongly: a mutation of each C file, and what it breaks
 MUTATIONS = {
-    "neurons.c": ("carry[i] = lif ? grad_h - grad_h / l->tau : grad_h;",
-                  "carry[i] = lif ? grad_h - grad_h / l->tau : grad_h * 0.999f;", "input gradients"),
-    "fire_pool.c": ("grad[nw + i] = (na & sb) ? g_t[i] : 0.0f;",  # a tie's gradient to a second neuron
-                    "grad[nw + i] = sb ? g_t[i] : 0.0f;", "input gradients"),
+    "neurons.c": (
+        "carry[i] = lif ? grad_h - grad_h / l->tau : grad_h;",
+        "carry[i] = lif ? grad_h - grad_h / l->tau : grad_h * 0.999f;",
+        "input gradients",
+    ),
+    "fire_pool.c": (
+        "grad[nw + i] = (na & sb) ? g_t[i] : 0.0f;",  # a tie's gradient to a second neuron
+        "grad[nw + i] = sb ? g_t[i] : 0.0f;",
+        "input gradients",
+    ),
     "poisson.c": ("acc[o * T + t] + constant[n * O + o];", "acc[o * T + t];", "currents"),  # pixels at 1 lost
 }
 
@@ -141,13 +150,21 @@ def test_the_reference_path_runs_where_a_kernel_is_refused(compiled, monkeypatch
 
 def test_a_struct_declared_otherwise_in_ctypes_is_refused(compiled):
     class Layer(ctypes.Structure):  # tau as a double: not neurons.c's Layer
-        _fields_ = [("T", ctypes.c_int64), ("M", ctypes.c_int64), ("tau", ctypes.c_double),
-                    ("threshold", ctypes.c_float)]
+        _fields_ = [
+            ("T", ctypes.c_int64),
+            ("M", ctypes.c_int64),
+            ("tau", ctypes.c_double),
+            ("threshold", ctypes.c_float),
+        ]
 
-    kernels = native.Kernels("neurons.c", NEURONS.signatures, {"Layer": Layer, "Surrogate": neurons.Surrogate},
-                             NEURONS.check)
-    with pytest.warns(UserWarning, match=r"neurons.c is refused: struct layout Layer: 24 bytes in C, 32 bytes in "
-                                         r"ctypes"):
+    kernels = native.Kernels(
+        "neurons.c", NEURONS.signatures, {"Layer": Layer, "Surrogate": neurons.Surrogate}, NEURONS.check
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"neurons.c is refused: struct layout Layer: 24 bytes in C, 32 bytes in "
+        r"ctypes",
+    ):
         assert kernels.get() is None
 
 
@@ -174,8 +191,10 @@ def test_without_a_compiler_the_reference_paths_run_with_one_warning(cache, monk
 def test_a_compiler_without_openmp_builds_the_single_threaded_kernels(compiled, monkeypatch, tmp_path):
     """As Apple's clang: -fopenmp refused. The kernels are built without it, checked, and compute the same."""
     fake = tmp_path / "cc-without-openmp"
-    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "clang: error: unsupported '
-                    f'option \'-fopenmp\'" >&2; exit 1; }}; done\nexec {native.compiler()} "$@"\n')
+    fake.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "clang: error: unsupported '
+        f'option \'-fopenmp\'" >&2; exit 1; }}; done\nexec {native.compiler()} "$@"\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
     with pytest.warns(UserWarning, match="cannot build with OpenMP .* the C kernels run single-threaded") as warned:
@@ -238,8 +257,16 @@ def private_build(monkeypatch) -> list:
     return folders
 
 
-@pytest.mark.parametrize("case", ["folder writable by others", "folder above writable by others",
-                                  "folder above writable by its group", "no /proc", "no user ids"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "folder writable by others",
+        "folder above writable by others",
+        "folder above writable by its group",
+        "no /proc",
+        "no user ids",
+    ],
+)
 def test_a_cache_someone_else_could_swap_is_not_used(case, compiled, monkeypatch, tmp_path):
     """The kernel is then built afresh in a private temporary folder, loaded, and that folder removed."""
     above = tmp_path / "shared"

@@ -44,9 +44,12 @@ def test_values_go_to_the_trainer_or_the_network_and_names_neither_takes_are_ref
     network = resolve(f"{FACTORIES}:tiny")
     trainer, net = route({"lr": 0.01, "width": 4, "T": 3, "optimizer": "sgd"}, network)
     assert trainer == {"lr": 0.01, "optimizer": "sgd"} and net == {"width": 4, "T": 3}
-    with pytest.raises(ConfigError, match=r"^depth: is neither a trainer setting \(a RunConfig field: python -m "
-                                          r"snn\.train --help\) nor a parameter of tests\.snn\.factories:tiny\(width, "
-                                          r"T\), got 2$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^depth: is neither a trainer setting \(a RunConfig field: python -m "
+        r"snn\.train --help\) nor a parameter of tests\.snn\.factories:tiny\(width, "
+        r"T\), got 2$",
+    ):
         route({"depth": 2}, network)
     with pytest.raises(ConfigError, match="classes: comes from the data"):
         route({"classes": 3}, network)
@@ -54,13 +57,19 @@ def test_values_go_to_the_trainer_or_the_network_and_names_neither_takes_are_ref
     assert (config.lr, config.optimizer, config.epochs, config.net) == (0.5, "adam", 10, {"width": 6})
 
 
-@pytest.mark.parametrize("reference, message", [
-    ("nowhere.at_all:net", "model nowhere.at_all:net: cannot import nowhere.at_all (No module named 'nowhere'); the "
-                           "module must be importable from the current folder or PYTHONPATH"),
-    (f"{FACTORIES}:missing", f"model {FACTORIES}:missing: {FACTORIES} has no missing"),
-    (f"{FACTORIES}:Tiny.T", f"model {FACTORIES}:Tiny.T: {FACTORIES} has no Tiny.T"),
-    ("fcc", "model 'fcc': must be one of fc, csnn or package.module:function"),
-])
+@pytest.mark.parametrize(
+    "reference, message",
+    [
+        (
+            "nowhere.at_all:net",
+            "model nowhere.at_all:net: cannot import nowhere.at_all (No module named 'nowhere'); the "
+            "module must be importable from the current folder or PYTHONPATH",
+        ),
+        (f"{FACTORIES}:missing", f"model {FACTORIES}:missing: {FACTORIES} has no missing"),
+        (f"{FACTORIES}:Tiny.T", f"model {FACTORIES}:Tiny.T: {FACTORIES} has no Tiny.T"),
+        ("fcc", "model 'fcc': must be one of fc, csnn or package.module:function"),
+    ],
+)
 def test_a_factory_that_cannot_be_found_is_one_line(reference, message):
     resolve.__globals__["_resolved"].cache_clear()
     with pytest.raises(NetworkError) as error:
@@ -68,15 +77,27 @@ def test_a_factory_that_cannot_be_found_is_one_line(reference, message):
     assert str(error.value) == message
 
 
-@pytest.mark.parametrize("factory, message", [
-    ("raises", "model tests.snn.factories:raises: the factory raised ValueError: width must be even"),
-    ("not_a_module", "model tests.snn.factories:not_a_module: the factory returned a str, not a torch.nn.Module"),
-    ("wrong_shape", "model tests.snn.factories:wrong_shape: forward returned shape [2, 11] for 2 images; it must "
-                    "return [N, classes] = [2, 10]"),
-    ("no_spiking_layer", "model tests.snn.factories:no_spiking_layer: Sequential holds no spikingjelly neuron "
-                         "module (spiking layer); snn-tune trains spiking networks"),
-    ("output_not_last", "its last spiking layer defined, unused, is not the last to run (sn); set output_layer: sn"),
-])
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        ("raises", "model tests.snn.factories:raises: the factory raised ValueError: width must be even"),
+        ("not_a_module", "model tests.snn.factories:not_a_module: the factory returned a str, not a torch.nn.Module"),
+        (
+            "wrong_shape",
+            "model tests.snn.factories:wrong_shape: forward returned shape [2, 11] for 2 images; it must "
+            "return [N, classes] = [2, 10]",
+        ),
+        (
+            "no_spiking_layer",
+            "model tests.snn.factories:no_spiking_layer: Sequential holds no spikingjelly neuron "
+            "module (spiking layer); snn-tune trains spiking networks",
+        ),
+        (
+            "output_not_last",
+            "its last spiking layer defined, unused, is not the last to run (sn); set output_layer: sn",
+        ),
+    ],
+)
 def test_a_broken_factory_is_one_line_from_the_probe(factory, message):
     with pytest.raises(NetworkError) as error:
         probe(RunConfig(model=f"{FACTORIES}:{factory}"), images(), 10)
@@ -93,8 +114,9 @@ def test_a_required_parameter_must_be_given():
 def test_the_output_layer_may_be_named():
     found = probe(RunConfig(model=f"{FACTORIES}:output_not_last", output_layer="sn"), images(), 10)
     assert found.output_layer == "sn"
-    with pytest.raises(NetworkError, match="output_layer 'sn9' is not a spiking layer of the network; its spiking "
-                                           "layers: sn, unused"):
+    with pytest.raises(
+        NetworkError, match="output_layer 'sn9' is not a spiking layer of the network; its spiking layers: sn, unused"
+    ):
         probe(RunConfig(model=f"{FACTORIES}:output_not_last", output_layer="sn9"), images(), 10)
 
 
@@ -104,18 +126,46 @@ def test_an_unknown_loss_is_refused():
 
 
 def run_train(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snn.train", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "snn.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_python_m_snn_train_trains_a_factory_of_your_own_with_its_parameters_as_flags(tmp_path):
     out = tmp_path / "run"
-    result = run_train(f"{FACTORIES}:tiny", "--width", "3", "--T", "2", "--dataset", f"{FACTORIES}:data_factory",
-                       "--epochs", "2", "--loss", "ce", "--lr", "0.01", "--device", "cpu", "--quiet", "--out", out)
+    result = run_train(
+        f"{FACTORIES}:tiny",
+        "--width",
+        "3",
+        "--T",
+        "2",
+        "--dataset",
+        f"{FACTORIES}:data_factory",
+        "--epochs",
+        "2",
+        "--loss",
+        "ce",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert (config["model"], config["net"], config["dataset"], config["loss"]) == (
-        f"{FACTORIES}:tiny", {"width": 3, "T": 2}, f"{FACTORIES}:data_factory", "ce")
+        f"{FACTORIES}:tiny",
+        {"width": 3, "T": 2},
+        f"{FACTORIES}:data_factory",
+        "ce",
+    )
     assert "1x12x12, 3 classes" in result.stdout
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["data"] == {"input_shape": [1, 12, 12], "classes": 3}
@@ -123,16 +173,20 @@ def test_python_m_snn_train_trains_a_factory_of_your_own_with_its_parameters_as_
     assert "--width WIDTH" in help_text and "--T T" in help_text
 
 
-@pytest.mark.parametrize("args, fragment", [
-    ((f"{FACTORIES}:raises",), "the factory raised ValueError: width must be even"),
-    (("nowhere.at_all:net",), "cannot import nowhere.at_all"),
-    ((f"{FACTORIES}:tiny", "--depth", "3"), "unrecognized arguments: --depth 3"),
-    ((f"{FACTORIES}:tiny", "--dataset", f"{FACTORIES}:broken_data"), "10 train images but 9 labels"),
-    (("fc", "--backend", "cuda"), "backend: cuda runs on CUDA only"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ((f"{FACTORIES}:raises",), "the factory raised ValueError: width must be even"),
+        (("nowhere.at_all:net",), "cannot import nowhere.at_all"),
+        ((f"{FACTORIES}:tiny", "--depth", "3"), "unrecognized arguments: --depth 3"),
+        ((f"{FACTORIES}:tiny", "--dataset", f"{FACTORIES}:broken_data"), "10 train images but 9 labels"),
+        (("fc", "--backend", "cuda"), "backend: cuda runs on CUDA only"),
+    ],
+)
 def test_bad_input_to_python_m_snn_train_is_one_line_and_writes_nothing(tmp_path, data_root, args, fragment):
-    result = run_train(*args, "--out", tmp_path / "run", "--device", "cpu" if "cuda" not in args else "auto",
-                       "--data-dir", data_root)
+    result = run_train(
+        *args, "--out", tmp_path / "run", "--device", "cpu" if "cuda" not in args else "auto", "--data-dir", data_root
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()

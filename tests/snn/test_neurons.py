@@ -48,6 +48,7 @@ def run_multistep(layer, x: list[float], requires_grad: bool = False) -> tuple[l
     The membrane after step t is the layer's state after a run on x[:t + 1] (reading it this way,
     not with ``store_v_seq``, keeps the layer on the path the model takes, fused or not).
     """
+
     def run(steps: list[float]) -> torch.Tensor:
         functional.reset_net(layer)
         return layer(torch.tensor(steps).view(len(steps), 1, 1).requires_grad_(requires_grad))

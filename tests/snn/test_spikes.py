@@ -11,9 +11,21 @@ from torch import nn
 from snn.config import RunConfig
 from snn.models import CSNN, fc_snn
 from snn.networks import build_model
-from snn.spikes import (PJ_PER_MAC, PJ_PER_SYNOP, NoSpikingLayer, QuietOutputCounter, conv_coverage, holds_spikes,
-                        macs_per_forward, output_layer_name, record_activity, record_firing_rates, spiking_layers,
-                        synaptic_layers, synops)
+from snn.spikes import (
+    PJ_PER_MAC,
+    PJ_PER_SYNOP,
+    NoSpikingLayer,
+    QuietOutputCounter,
+    conv_coverage,
+    holds_spikes,
+    macs_per_forward,
+    output_layer_name,
+    record_activity,
+    record_firing_rates,
+    spiking_layers,
+    synaptic_layers,
+    synops,
+)
 
 
 def test_a_linear_spike_drives_one_synapse_per_output():
@@ -45,15 +57,22 @@ def test_a_strided_conv_reaches_nothing_past_its_last_window():
     assert synops(conv, spikes).item() == 2 * 5
 
 
-@pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 2, 5, stride=2, padding=1),
-                                  nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2)])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Conv2d(3, 2, 5, stride=2, padding=1),
+        nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2),
+    ],
+)
 def test_conv_synops_equal_a_convolution_of_the_spikes_with_ones(conv):
     """An independent count: convolving the spikes with an all-ones kernel sums, over every
     output, the spikes its window reaches, which is every spike times the synapses it drives."""
     spikes = (torch.rand(2, 3, conv.in_channels, 9, 11, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     ones = torch.ones_like(conv.weight)
-    expected = F.conv2d(spikes.flatten(0, 1), ones, stride=conv.stride, padding=conv.padding,
-                        dilation=conv.dilation, groups=conv.groups).sum()
+    expected = F.conv2d(
+        spikes.flatten(0, 1), ones, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups
+    ).sum()
     assert synops(conv, spikes).item() == expected.item()
 
 
@@ -125,10 +144,18 @@ def test_csnn_synops_are_the_spikes_that_reach_each_layer_times_its_synapses():
     (conv2) or multiplying by out_features (fc1, fc2), and compare exactly."""
     model, images = csnn_that_fires(), random_images()
     seen: dict[str, torch.Tensor] = {}
-    taps = {"sn1": model.sn1, "sn2": model.sn2, "sn3": model.sn3, "sn4": model.sn4, "pool1": model.pool1,
-            "pool2": model.pool2}
-    handles = [m.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach()))
-               for name, m in taps.items()]
+    taps = {
+        "sn1": model.sn1,
+        "sn2": model.sn2,
+        "sn3": model.sn3,
+        "sn4": model.sn4,
+        "pool1": model.pool1,
+        "pool2": model.pool2,
+    }
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.detach()))
+        for name, m in taps.items()
+    ]
     with torch.no_grad(), record_activity(model) as activity:
         model(images)
     for h in handles:
@@ -166,14 +193,21 @@ def test_csnn_macs_by_hand():
     assert activity.energy_estimate_uj == pytest.approx(expected_uj, rel=1e-12)
 
 
-@pytest.mark.parametrize(("model", "net", "weights", "analog"), [
-    ("fc", {"T": 2}, ["fc"], []),
-    ("fc", {"T": 2, "hidden_layers": 2, "width_1": 6, "width_2": 5}, ["fc1", "fc2", "fc"], []),
-    ("fc", {"T": 2, "encoding": "direct"}, ["fc"], ["fc"]),
-    ("csnn", {"T": 2, "channels": 4}, ["encoder", "conv2", "fc1", "fc2"], ["encoder"]),
-    ("csnn", {"T": 2, "channels": 4, "blocks": 3, "dropout": 0.2}, ["encoder", "conv2", "conv3", "fc1", "fc2"],
-     ["encoder"]),
-])
+@pytest.mark.parametrize(
+    ("model", "net", "weights", "analog"),
+    [
+        ("fc", {"T": 2}, ["fc"], []),
+        ("fc", {"T": 2, "hidden_layers": 2, "width_1": 6, "width_2": 5}, ["fc1", "fc2", "fc"], []),
+        ("fc", {"T": 2, "encoding": "direct"}, ["fc"], ["fc"]),
+        ("csnn", {"T": 2, "channels": 4}, ["encoder", "conv2", "fc1", "fc2"], ["encoder"]),
+        (
+            "csnn",
+            {"T": 2, "channels": 4, "blocks": 3, "dropout": 0.2},
+            ["encoder", "conv2", "conv3", "fc1", "fc2"],
+            ["encoder"],
+        ),
+    ],
+)
 def test_every_weight_layer_is_found_and_counted_and_the_output_layer_runs_last(model, net, weights, analog):
     """Nothing is declared: every Linear and Conv is found (named by the container that holds it alone)
     and counted, as SynOps when spikes reach it, as encoder MACs when the analog image does."""
@@ -199,8 +233,11 @@ def test_a_named_output_layer_must_be_a_spiking_layer():
     network = fc_snn(T=2, hidden_layers=1, width_1=4)
     assert output_layer_name(network) == "sn"
     assert output_layer_name(network, "sn1") == "sn1"
-    with pytest.raises(KeyError, match=r"output_layer 'fc' is not a spiking layer of the network; its spiking "
-                                       r"layers: sn1, sn"):
+    with pytest.raises(
+        KeyError,
+        match=r"output_layer 'fc' is not a spiking layer of the network; its spiking "
+        r"layers: sn1, sn",
+    ):
         output_layer_name(network, "fc")
 
 

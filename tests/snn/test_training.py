@@ -22,13 +22,15 @@ TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "train_images_per_s"
 def tiny_fc(T: int = 5, **changes) -> RunConfig:
     """A small CPU run: fc, or csnn of 4 channels, at T steps."""
     net = {"T": T, "channels": 4} if changes.get("model") == "csnn" else {"T": T}
-    return RunConfig(**{"model": "fc", "net": net, "epochs": 2, "limit_train": 500, "limit_test": 200,
-                        "device": "cpu", **changes})
+    return RunConfig(
+        **{"model": "fc", "net": net, "epochs": 2, "limit_train": 500, "limit_test": 200, "device": "cpu", **changes}
+    )
 
 
 def subset(dataset: Dataset, config: RunConfig) -> Dataset:
-    return make_splits(dataset, val_size=config.val_size, limit_train=config.limit_train,
-                       limit_test=config.limit_test, device="cpu")
+    return make_splits(
+        dataset, val_size=config.val_size, limit_train=config.limit_train, limit_test=config.limit_test, device="cpu"
+    )
 
 
 def without_timing(history: History) -> list[dict]:
@@ -44,7 +46,16 @@ def test_fc_learns_well_above_chance(mnist):
     assert history.last("test_acc") > 0.6
     assert history.last("train_loss") < history.epochs[0]["train_loss"]
     record = history.epochs[-1]
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "train_images_per_s", "rate_sn", "lr"):
+    for key in (
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "epoch_seconds",
+        "train_images_per_s",
+        "rate_sn",
+        "lr",
+    ):
         assert key in record, key
     assert 0 < record["rate_sn"] < 1
     assert record["train_images_per_s"] > 0 and record["lr"] == 1e-3
@@ -52,8 +63,16 @@ def test_fc_learns_well_above_chance(mnist):
 
 def test_csnn_learns_above_chance(mnist):
     """Measured: 43% test accuracy after one epoch of 2,000 images at C=8, T=4 with Adam 1e-3."""
-    config = RunConfig(model="csnn", net={"T": 4, "channels": 8}, optimizer="adam", lr=1e-3, epochs=1,
-                       limit_train=2_000, limit_test=1_000, device="cpu")
+    config = RunConfig(
+        model="csnn",
+        net={"T": 4, "channels": 8},
+        optimizer="adam",
+        lr=1e-3,
+        epochs=1,
+        limit_train=2_000,
+        limit_test=1_000,
+        device="cpu",
+    )
     history = train(config, subset(mnist, config))
     assert history.status == "completed"
     assert history.last("test_acc") > 0.25
@@ -86,8 +105,12 @@ def test_the_same_seed_gives_the_same_metrics(dataset):
 def test_on_epoch_and_on_batch_are_called(dataset):
     config = tiny_fc(batch_size=128)
     epochs, calls = [], []
-    history = train(config, subset(dataset, config), on_epoch=lambda record, state: epochs.append(
-        (record["epoch"], state.history.status)), on_batch=lambda i, n, loss: calls.append((i, n)))
+    history = train(
+        config,
+        subset(dataset, config),
+        on_epoch=lambda record, state: epochs.append((record["epoch"], state.history.status)),
+        on_batch=lambda i, n, loss: calls.append((i, n)),
+    )
     assert epochs == [(1, "running"), (2, "completed")]
     assert calls == [(i, 4) for i in range(4)] * 2  # 500 images in batches of 128
     assert history.status == "completed"
@@ -108,8 +131,7 @@ def test_a_nan_loss_stops_the_run_as_diverged(dataset, monkeypatch):
 def test_weights_gone_nan_stop_the_run_although_the_loss_stays_finite(dataset, monkeypatch, model):
     """An infinite step turns every weight NaN; a NaN membrane never fires, so the rates and the
     loss stay finite (0.1), and only the weights show that the run diverged."""
-    monkeypatch.setattr(snn.training, "make_optimizer",
-                        lambda config, params: torch.optim.SGD(params, lr=math.inf))
+    monkeypatch.setattr(snn.training, "make_optimizer", lambda config, params: torch.optim.SGD(params, lr=math.inf))
     config = tiny_fc(epochs=3, model=model, T=2)
     history = train(config, subset(dataset, config))
     assert history.status == "diverged"
@@ -149,12 +171,20 @@ def test_cosine_schedule_anneals_the_learning_rate(dataset):
     assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)])
 
 
-ACTIVITY_KEYS = ("spikes_per_image", "input_spikes_per_image", "synops_per_image", "encoder_macs_per_image",
-                 "dense_macs_per_image", "energy_estimate_uj")
+ACTIVITY_KEYS = (
+    "spikes_per_image",
+    "input_spikes_per_image",
+    "synops_per_image",
+    "encoder_macs_per_image",
+    "dense_macs_per_image",
+    "energy_estimate_uj",
+)
 
 
-@pytest.mark.parametrize("model, spiking, synaptic", [("fc", ["sn"], ["fc"]),
-                                                      ("csnn", ["sn1", "sn2", "sn3", "sn4"], ["conv2", "fc1", "fc2"])])
+@pytest.mark.parametrize(
+    "model, spiking, synaptic",
+    [("fc", ["sn"], ["fc"]), ("csnn", ["sn1", "sn2", "sn3", "sn4"], ["conv2", "fc1", "fc2"])],
+)
 def test_the_epoch_record_carries_spikes_synops_and_energy_of_test_and_val(dataset, model, spiking, synaptic):
     config = tiny_fc(model=model, T=3, epochs=1, val_size=200, limit_train=256)
     record = train(config, subset(dataset, config)).epochs[0]
@@ -163,9 +193,12 @@ def test_the_epoch_record_carries_spikes_synops_and_energy_of_test_and_val(datas
         for key in expected:
             assert isinstance(record[f"{split}_{key}"], float), (split, key)
         assert record[f"{split}_spikes_per_image"] == pytest.approx(sum(record[f"{split}_spikes_{s}"] for s in spiking))
-        assert record[f"{split}_synops_per_image"] == pytest.approx(sum(record[f"{split}_synops_{s}"] for s in synaptic))
+        assert record[f"{split}_synops_per_image"] == pytest.approx(
+            sum(record[f"{split}_synops_{s}"] for s in synaptic)
+        )
         assert record[f"{split}_energy_estimate_uj"] == pytest.approx(
-            0.9e-6 * record[f"{split}_synops_per_image"] + 4.6e-6 * record[f"{split}_encoder_macs_per_image"])
+            0.9e-6 * record[f"{split}_synops_per_image"] + 4.6e-6 * record[f"{split}_encoder_macs_per_image"]
+        )
     dense = 784 * 10 * 3 if model == "fc" else 3 * (28 * 28 * 4 * 9 + 14 * 14 * 4 * 4 * 9 + 196 * 64 + 64 * 10)
     assert record["test_dense_macs_per_image"] == dense
     if model == "fc":  # Poisson input: 3 steps x the mean summed intensity of the test images
@@ -189,11 +222,13 @@ def test_evaluate_spikes_agree_with_the_firing_rates(dataset):
 
 def deaf(monkeypatch) -> None:
     """Every model train builds gets thresholds no input reaches: it never fires."""
+
     def build_deaf_model(*args, **kwargs):
         model = build_model(*args, **kwargs)
         for m in spiking_layers(model).values():
             m.v_threshold = 1e9
         return model
+
     monkeypatch.setattr(snn.training, "build_model", build_deaf_model)
 
 
@@ -202,8 +237,12 @@ def test_a_network_that_cannot_fire_is_stopped_as_silent_within_its_first_epoch(
     deaf(monkeypatch)
     config = tiny_fc(model=model, T=3, epochs=3, limit_train=1_000)  # 8 batches per epoch
     seen = []
-    history = train(config, subset(dataset, config), silence=SilenceRule(warmup_batches=2, probe_batches=3),
-                    on_epoch=lambda record, state: seen.append((record["epoch"], state.history.status)))
+    history = train(
+        config,
+        subset(dataset, config),
+        silence=SilenceRule(warmup_batches=2, probe_batches=3),
+        on_epoch=lambda record, state: seen.append((record["epoch"], state.history.status)),
+    )
     assert history.status == "silent"
     assert seen == [(1, "silent")]
     record = history.epochs[0]
@@ -249,8 +288,9 @@ def test_the_probe_changes_nothing_it_watches(dataset):
     unprobed = train(config, subset(dataset, config), silence=None)
     assert "silence_fraction" in probed.epochs[0] and "silence_fraction" not in unprobed.epochs[0]
     ignore = TIMING | {"silence_fraction", "silence_min_spikes", "silence_accuracy"}
-    assert [{k: v for k, v in r.items() if k not in ignore} for r in probed.epochs] == \
-        [{k: v for k, v in r.items() if k not in ignore} for r in unprobed.epochs]
+    assert [{k: v for k, v in r.items() if k not in ignore} for r in probed.epochs] == [
+        {k: v for k, v in r.items() if k not in ignore} for r in unprobed.epochs
+    ]
 
 
 def test_the_silence_rule_scales_firmins_count_to_short_simulations():
@@ -272,7 +312,7 @@ def test_the_network_is_built_for_the_datas_image_shape_and_classes():
     labels = torch.arange(64) % 4
     images = torch.rand(64, 3, 8, 8, generator=g) * 0.2
     for k in range(4):
-        images[labels == k, :, 2 * k:2 * k + 2, :] += 0.8  # the class is the bright pair of rows: learnable
+        images[labels == k, :, 2 * k : 2 * k + 2, :] += 0.8  # the class is the bright pair of rows: learnable
     data = as_dataset((images, labels, images[:32], labels[:32]))
     config = RunConfig(model="fc", net={"T": 5}, epochs=2, batch_size=16, lr=1e-2, device="cpu")
     states = []
@@ -292,11 +332,19 @@ def hidden_fc(input_shape, classes, T: int = 2):
 def test_a_factory_passed_as_network_is_the_one_trained(dataset):
     network = snn.networks.resolve(hidden_fc)
     assert (network.name, network.parameters, network.data_arguments) == (
-        "tests.snn.test_training:hidden_fc", ("T",), ("input_shape", "classes"))
+        "tests.snn.test_training:hidden_fc",
+        ("T",),
+        ("input_shape", "classes"),
+    )
     config = RunConfig(model=network.name, net={"T": 3}, epochs=1, limit_train=128, limit_test=64, device="cpu")
     states = []
-    history = train(config, subset(dataset, config), network=network, silence=None,
-                    on_epoch=lambda record, state: states.append(state))
+    history = train(
+        config,
+        subset(dataset, config),
+        network=network,
+        silence=None,
+        on_epoch=lambda record, state: states.append(state),
+    )
     model = states[0].model
     assert model.T == 3 and tuple(model.fc1.weight.shape) == (7, 784) and tuple(model.fc.weight.shape) == (10, 7)
     assert set(history.epochs[0]) >= {"rate_sn1", "rate_sn", "test_spikes_sn1", "test_synops_fc1", "test_synops_fc"}
@@ -326,15 +374,24 @@ def test_the_ce_loss_is_cross_entropy_on_the_rates_and_evaluate_uses_the_configs
 @pytest.mark.parametrize(("output_layer", "status"), [(None, "silent"), ("sn", "silent"), ("sn1", "completed")])
 def test_silence_is_judged_on_the_configured_output_layer(dataset, monkeypatch, output_layer, status):
     """The FC-SNN's output layer never fires, its hidden layer does: silent unless output_layer names sn1."""
+
     def build_deaf_output(*args, **kwargs):
         model = build_model(*args, **kwargs)
         model.sn.v_threshold = 1e9
         with torch.no_grad():
             model.fc1.weight.abs_().mul_(10)  # the hidden layer fires
         return model
+
     monkeypatch.setattr(snn.training, "build_model", build_deaf_output)
-    config = RunConfig(model="fc", net={"T": 4, "hidden_layers": 1, "width_1": 16}, epochs=1, limit_train=640,
-                       limit_test=64, device="cpu", output_layer=output_layer)
+    config = RunConfig(
+        model="fc",
+        net={"T": 4, "hidden_layers": 1, "width_1": 16},
+        epochs=1,
+        limit_train=640,
+        limit_test=64,
+        device="cpu",
+        output_layer=output_layer,
+    )
     history = train(config, subset(dataset, config), silence=SilenceRule(warmup_batches=1, probe_batches=2))
     assert history.status == status
     record = history.epochs[0]

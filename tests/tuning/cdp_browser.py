@@ -17,9 +17,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-default-apps", "--mute-audio",
-                  "--hide-scrollbars", "--remote-debugging-port=0")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
+)
 
 
 def chromium_path() -> str | None:
@@ -54,19 +64,33 @@ class HeadlessChromium:
 
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
-            [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile_dir}",
-             f"--window-size={self.width},{self.height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                chromium_path(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile_dir}",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             port = self._devtools_port()
-            page = self._wait(lambda: next((t for t in self._targets(port) if t["type"] == "page"), None),
-                              "Chromium's page target")
-            self._ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=self.timeout,
-                                                   suppress_origin=True)
+            page = self._wait(
+                lambda: next((t for t in self._targets(port) if t["type"] == "page"), None), "Chromium's page target"
+            )
+            self._ws = websocket.create_connection(
+                page["webSocketDebuggerUrl"], timeout=self.timeout, suppress_origin=True
+            )
             for domain in ("Page", "Runtime", "Log", "Network"):
                 self.send(f"{domain}.enable")
-            self.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                      deviceScaleFactor=1, mobile=False)
+            self.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=self.width,
+                height=self.height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self.__exit__()
             raise
@@ -148,8 +172,10 @@ class HeadlessChromium:
             details = params["exceptionDetails"]
             self.errors.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
         elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", "")))
-                                                          for a in params.get("args", [])))
+            self.errors.append(
+                "console.error: "
+                + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            )
         elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
             self.errors.append(f"log: {params['entry'].get('text')} ({params['entry'].get('url', '')})")
 

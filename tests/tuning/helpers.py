@@ -27,5 +27,6 @@ def search_command(model: str, results_dir: Path, name: str, *flags: str, module
 def start_search(command: list[str], data_root: Path, log: Path, **env: str) -> subprocess.Popen:
     """Start the CLI in its own process group (so a test can kill it and its Ray workers)."""
     environment = {**os.environ, "SNN_DATA_DIR": str(data_root), **env}
-    return subprocess.Popen(command, cwd=REPO, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=REPO, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )

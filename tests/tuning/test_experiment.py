@@ -7,7 +7,14 @@ import math
 import pytest
 
 from tuning.experiment import (
-    best_trial, parse_selection, pareto_front, retrain_summary, select, spread, trial_counts, trial_row,
+    best_trial,
+    pareto_front,
+    parse_selection,
+    retrain_summary,
+    select,
+    spread,
+    trial_counts,
+    trial_row,
 )
 
 MAX_EPOCHS = 3
@@ -40,8 +47,15 @@ def test_each_trial_row_says_how_it_ended(rows):
 
 
 def test_counts_and_the_best_trial(rows):
-    assert trial_counts(rows) == {"total": 4, "completed": 1, "stopped_early": 1, "errored": 1, "diverged": 1,
-                                  "silent": 0, "unfinished": 0}
+    assert trial_counts(rows) == {
+        "total": 4,
+        "completed": 1,
+        "stopped_early": 1,
+        "errored": 1,
+        "diverged": 1,
+        "silent": 0,
+        "unfinished": 0,
+    }
     assert best_trial(rows, "test_acc")["trial_id"] == "full"
 
 
@@ -51,8 +65,10 @@ def test_flags_read_from_csv_text_count_alike(rows):
 
 
 def test_retrain_summary_over_seeds():
-    histories = {0: [{"test_acc": 0.90}, {"test_acc": 0.92}, {"test_acc": 0.91}],
-                 1: [{"test_acc": 0.93}, {"test_acc": 0.92}]}
+    histories = {
+        0: [{"test_acc": 0.90}, {"test_acc": 0.92}, {"test_acc": 0.91}],
+        1: [{"test_acc": 0.93}, {"test_acc": 0.92}],
+    }
     summary = retrain_summary(histories, epochs=3, checkpoint="retrain/seed-0/checkpoint.pt")
     assert summary["max_test_acc"] == [0.92, 0.93] and summary["final_test_acc"] == [0.91, 0.92]
     assert summary["max_test_acc_mean"] == pytest.approx(0.925) and summary["max_test_acc_std"] == pytest.approx(0.005)
@@ -61,17 +77,21 @@ def test_retrain_summary_over_seeds():
 
 
 def test_retrain_summary_carries_the_spike_costs_of_the_last_epoch():
-    histories = {0: [{"test_acc": 0.9, "test_synops_per_image": 100.0}, {"test_acc": 0.91, "test_synops_per_image": 80.0}],
-                 1: [{"test_acc": 0.92, "test_synops_per_image": 120.0}]}
+    histories = {
+        0: [{"test_acc": 0.9, "test_synops_per_image": 100.0}, {"test_acc": 0.91, "test_synops_per_image": 80.0}],
+        1: [{"test_acc": 0.92, "test_synops_per_image": 120.0}],
+    }
     summary = retrain_summary(histories, epochs=2, checkpoint="")
     assert summary["final_test_synops_per_image_mean"] == pytest.approx(100.0)
 
 
 def test_the_best_trial_is_ranked_by_its_last_epoch_not_a_lucky_one():
     """'lucky' peaked at 0.95 in epoch 2 and ended at 0.80; 'steady' ended at 0.90: max-over-epochs would pick lucky."""
-    rows = [trial_row("lucky", "TERMINATED", {}, curve([0.6, 0.95, 0.80]), "test_acc", MAX_EPOCHS),
-            trial_row("steady", "TERMINATED", {}, curve([0.7, 0.85, 0.90]), "test_acc", MAX_EPOCHS),
-            trial_row("stopped", "TERMINATED", {}, curve([0.97]), "test_acc", MAX_EPOCHS)]
+    rows = [
+        trial_row("lucky", "TERMINATED", {}, curve([0.6, 0.95, 0.80]), "test_acc", MAX_EPOCHS),
+        trial_row("steady", "TERMINATED", {}, curve([0.7, 0.85, 0.90]), "test_acc", MAX_EPOCHS),
+        trial_row("stopped", "TERMINATED", {}, curve([0.97]), "test_acc", MAX_EPOCHS),
+    ]
     assert max(rows, key=lambda r: r["best_test_acc"])["trial_id"] == "stopped"
     best = best_trial(rows, "test_acc")
     assert best["trial_id"] == "steady" and best["best_test_acc"] == 0.90 and rows[0]["best_test_acc"] == 0.95
@@ -89,13 +109,25 @@ def curve(accs: list[float]) -> list[dict]:
 
 
 def point(trial_id: str, acc: float, synops: float, status: str = "TERMINATED", stopped: bool = False) -> dict:
-    return {"trial_id": trial_id, "status": status, "stopped_early": stopped, "diverged": False, "silent": False,
-            "last_test_acc": acc, "last_test_synops_per_image": synops}
+    return {
+        "trial_id": trial_id,
+        "status": status,
+        "stopped_early": stopped,
+        "diverged": False,
+        "silent": False,
+        "last_test_acc": acc,
+        "last_test_synops_per_image": synops,
+    }
 
 
-FRONT_ROWS = [point("accurate", 0.99, 9e6), point("knee", 0.985, 1e6), point("cheap", 0.90, 1e5),
-              point("dominated", 0.95, 5e6), point("stopped", 0.999, 1e4, stopped=True),
-              point("errored", 0.999, 1e3, status="ERROR")]
+FRONT_ROWS = [
+    point("accurate", 0.99, 9e6),
+    point("knee", 0.985, 1e6),
+    point("cheap", 0.90, 1e5),
+    point("dominated", 0.95, 5e6),
+    point("stopped", 0.999, 1e4, stopped=True),
+    point("errored", 0.999, 1e3, status="ERROR"),
+]
 
 
 def test_the_pareto_front_holds_the_undominated_trials_that_ran_to_the_end():
@@ -103,10 +135,19 @@ def test_the_pareto_front_holds_the_undominated_trials_that_ran_to_the_end():
     assert [r["trial_id"] for r in front] == ["accurate", "knee", "cheap"]
 
 
-@pytest.mark.parametrize(("rule", "chosen"), [("max-accuracy", "accurate"), ("knee", "knee"),
-                                              ("synops<=2e6", "knee"), ("synops<=100000", "cheap"),
-                                              ("accuracy>=0.98", "knee"), ("accuracy>=99%", "accurate"),
-                                              ("synops<=10", None), ("accuracy>=0.999", None)])
+@pytest.mark.parametrize(
+    ("rule", "chosen"),
+    [
+        ("max-accuracy", "accurate"),
+        ("knee", "knee"),
+        ("synops<=2e6", "knee"),
+        ("synops<=100000", "cheap"),
+        ("accuracy>=0.98", "knee"),
+        ("accuracy>=99%", "accurate"),
+        ("synops<=10", None),
+        ("accuracy>=0.999", None),
+    ],
+)
 def test_select_picks_the_point_each_rule_names(rule, chosen):
     front = pareto_front(FRONT_ROWS, "last_test_acc", "last_test_synops_per_image")
     picked = select(front, rule, "last_test_acc", "last_test_synops_per_image")
@@ -119,7 +160,9 @@ def test_a_bad_selection_is_refused(rule):
         parse_selection(rule)
 
 
-@pytest.mark.parametrize(("k", "places"), [(1, [0]), (2, [0, 4]), (3, [0, 2, 4]), (5, [0, 1, 2, 3, 4]), (9, [0, 1, 2, 3, 4])])
+@pytest.mark.parametrize(
+    ("k", "places"), [(1, [0]), (2, [0, 4]), (3, [0, 2, 4]), (5, [0, 1, 2, 3, 4]), (9, [0, 1, 2, 3, 4])]
+)
 def test_spread_takes_points_evenly_along_the_front_ends_included(k, places):
     front = [{"trial_id": str(i)} for i in range(5)]
     assert [int(r["trial_id"]) for r in spread(front, k)] == places

@@ -22,51 +22,97 @@ from .folder import ExperimentError, MissingData, read_experiment
 from .page import Section, render_page
 
 SECTIONS = (
-    Section("learning-curves", "Best trial: learning curves",
-            "Accuracy and loss per epoch of the trial the search ranked best, as the seed report plots them.",
-            figures.learning_curves),
-    Section("retrain-curves", "Retrain of the best configuration",
-            "The best configuration trained again for the full epochs; the band spans mean ± std across seeds.",
-            figures.retrain_curves),
-    Section("trial-curves", "Every trial",
-            "Each trial's tuned metric per epoch. Lines that end in an x were stopped early by ASHA.",
-            figures.trial_curves),
-    Section("history", "Optimisation history",
-            "Each trial's best result and the best so far: a flat line at the end means more trials "
-            "were unlikely to help.", figures.optimisation_history),
-    Section("parallel", "Hyperparameters of all trials",
-            "One axis per searched hyperparameter (categoricals as their choices, log-scale ones on a log axis); "
-            "drag along an axis to select a range.", figures.parallel_coordinates),
-    Section("importance", "Hyperparameter importance",
-            "Optuna's importance evaluators over the trials that ran to their last epoch, from the search's own study "
-            "(optuna.journal).",
-            figures.param_importances),
-    Section("param-vs-result", "Each hyperparameter against the result",
-            "A red panel title and band: the best value sits within 5% of an end of its range "
-            "(on a log scale for log-scale parameters), so the range should be widened.",
-            figures.param_vs_result),
-    Section("pareto", "Accuracy against synaptic operations",
-            "Every trial at its last epoch; the Pareto front of the trials that ran all their epochs in blue, "
-            "dominated ones in grey, stopped and silent ones as grey crosses; the seed's configuration and the "
-            "retrained choice marked.", figures.pareto),
-    Section("front-networks", "The networks on the front",
-            "Each network on the Pareto front by its shape, with its accuracy at its last epoch and its synaptic "
-            "operations per image.", figures.front_networks),
-    Section("costs", "What the networks spend",
-            "Accuracy, spikes, synaptic operations, the dense equivalent's MACs and an energy estimate, per test "
-            "image, for the seed's configuration and the selected one.", figures.cost_table),
-    Section("spikes-per-layer", "Spikes per layer",
-            "Spikes per test image of each spiking layer of the selected configuration, summed over the T steps.",
-            figures.spikes_per_layer),
-    Section("firing-rates", "Firing rates",
-            "Mean spikes per neuron per time step of each spiking layer, on the test set.",
-            figures.firing_rates),
-    Section("samples", "Predictions on test images",
-            "Ten random test images with their true and predicted labels (the seed's figure).",
-            figures.sample_predictions),
-    Section("confusion", "Confusion matrix",
-            "The retrained model on the test set: counts, coloured by the share of each true digit.",
-            figures.confusion_matrix),
+    Section(
+        "learning-curves",
+        "Best trial: learning curves",
+        "Accuracy and loss per epoch of the trial the search ranked best, as the seed report plots them.",
+        figures.learning_curves,
+    ),
+    Section(
+        "retrain-curves",
+        "Retrain of the best configuration",
+        "The best configuration trained again for the full epochs; the band spans mean ± std across seeds.",
+        figures.retrain_curves,
+    ),
+    Section(
+        "trial-curves",
+        "Every trial",
+        "Each trial's tuned metric per epoch. Lines that end in an x were stopped early by ASHA.",
+        figures.trial_curves,
+    ),
+    Section(
+        "history",
+        "Optimisation history",
+        "Each trial's best result and the best so far: a flat line at the end means more trials were unlikely to help.",
+        figures.optimisation_history,
+    ),
+    Section(
+        "parallel",
+        "Hyperparameters of all trials",
+        "One axis per searched hyperparameter (categoricals as their choices, log-scale ones on a log axis); "
+        "drag along an axis to select a range.",
+        figures.parallel_coordinates,
+    ),
+    Section(
+        "importance",
+        "Hyperparameter importance",
+        "Optuna's importance evaluators over the trials that ran to their last epoch, from the search's own study "
+        "(optuna.journal).",
+        figures.param_importances,
+    ),
+    Section(
+        "param-vs-result",
+        "Each hyperparameter against the result",
+        "A red panel title and band: the best value sits within 5% of an end of its range "
+        "(on a log scale for log-scale parameters), so the range should be widened.",
+        figures.param_vs_result,
+    ),
+    Section(
+        "pareto",
+        "Accuracy against synaptic operations",
+        "Every trial at its last epoch; the Pareto front of the trials that ran all their epochs in blue, "
+        "dominated ones in grey, stopped and silent ones as grey crosses; the seed's configuration and the "
+        "retrained choice marked.",
+        figures.pareto,
+    ),
+    Section(
+        "front-networks",
+        "The networks on the front",
+        "Each network on the Pareto front by its shape, with its accuracy at its last epoch and its synaptic "
+        "operations per image.",
+        figures.front_networks,
+    ),
+    Section(
+        "costs",
+        "What the networks spend",
+        "Accuracy, spikes, synaptic operations, the dense equivalent's MACs and an energy estimate, per test "
+        "image, for the seed's configuration and the selected one.",
+        figures.cost_table,
+    ),
+    Section(
+        "spikes-per-layer",
+        "Spikes per layer",
+        "Spikes per test image of each spiking layer of the selected configuration, summed over the T steps.",
+        figures.spikes_per_layer,
+    ),
+    Section(
+        "firing-rates",
+        "Firing rates",
+        "Mean spikes per neuron per time step of each spiking layer, on the test set.",
+        figures.firing_rates,
+    ),
+    Section(
+        "samples",
+        "Predictions on test images",
+        "Ten random test images with their true and predicted labels (the seed's figure).",
+        figures.sample_predictions,
+    ),
+    Section(
+        "confusion",
+        "Confusion matrix",
+        "The retrained model on the test set: counts, coloured by the share of each true digit.",
+        figures.confusion_matrix,
+    ),
 )
 
 
@@ -111,11 +157,17 @@ def _elsewhere(default: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="python -m tuning.report",
-                    description="Build results/<experiment>/report.html from an experiment folder's result files.")
+    parser = Parser(
+        prog="python -m tuning.report",
+        description="Build results/<experiment>/report.html from an experiment folder's result files.",
+    )
     parser.add_argument("experiment", type=Path, help="the experiment folder, e.g. results/fc-search")
-    parser.add_argument("--out", type=Path, metavar="FILE",
-                        help="write the report here instead of EXPERIMENT/report.html (for a folder you cannot write)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the report here instead of EXPERIMENT/report.html (for a folder you cannot write)",
+    )
     args = parser.parse_args(argv)
     try:
         path = build_report(args.experiment, args.out)

@@ -26,12 +26,15 @@ import pandas as pd
 
 from .. import experiment as files
 
-
 MAX_JSON_BYTES = 16 << 20  # summary.json and best_config.json: a few kB from a search
 MAX_TABLE_BYTES = 512 << 20  # a CSV table: trial_metrics.csv of 10,000 trials x 100 epochs is about 200 MB
 MAX_PREDICTION_BYTES = 256 << 20  # retrain/predictions.npz's arrays, uncompressed (MNIST's test set: 0.1 MB)
 PREDICTION_ARRAYS = {  # name in predictions.npz -> (numpy dtype kinds allowed, dimensions)
-    "labels": ("iu", 1), "predicted": ("iu", 1), "sample_index": ("iu", 1), "sample_images": ("iuf", 3)}
+    "labels": ("iu", 1),
+    "predicted": ("iu", 1),
+    "sample_index": ("iu", 1),
+    "sample_images": ("iuf", 3),
+}
 CLASSES = 10  # the digits
 
 
@@ -142,10 +145,18 @@ def read_experiment(path: Path | str) -> Experiment:
         exp.best_config = (exp.summary.get("best_trial") or {}).get("config")
     exp.best_config = files.flat_config(exp.best_config)
     exp.trials = _read_csv(path / files.TRIALS, exp.missing, required=("trial_id",))
-    exp.trial_metrics = _numeric(_read_csv(path / files.TRIAL_METRICS, exp.missing, required=("trial_id", files.EPOCH)),
-                                 files.TRIAL_METRICS, (files.EPOCH,), exp.missing)
-    exp.retrain_metrics = _numeric(_read_retrain_metrics(path / files.RETRAIN, exp.missing), files.RETRAIN_METRICS,
-                                   ("seed", files.EPOCH), exp.missing)
+    exp.trial_metrics = _numeric(
+        _read_csv(path / files.TRIAL_METRICS, exp.missing, required=("trial_id", files.EPOCH)),
+        files.TRIAL_METRICS,
+        (files.EPOCH,),
+        exp.missing,
+    )
+    exp.retrain_metrics = _numeric(
+        _read_retrain_metrics(path / files.RETRAIN, exp.missing),
+        files.RETRAIN_METRICS,
+        ("seed", files.EPOCH),
+        exp.missing,
+    )
     exp.predictions = _read_predictions(path / files.PREDICTIONS, exp.missing)
     if exp.trials is not None:
         exp.trials = _normalise_trials(exp.trials, exp.metric)
@@ -197,8 +208,7 @@ def _shown(value: Any) -> str:
 
 
 def _is_number(value: Any, finite: bool = True) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and (not finite or math.isfinite(value)))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (not finite or math.isfinite(value))
 
 
 def _is_scalar(value: Any) -> bool:
@@ -213,6 +223,7 @@ def _mapping_of(check, what: str):
     def rule(value: Any) -> str | None:
         ok = isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
         return None if ok else what
+
     return rule
 
 
@@ -221,46 +232,68 @@ def _space_spec(spec: Any) -> bool:
     if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
         return False
     when = spec.get("when")
-    if when is not None and not (isinstance(when, dict) and all(
-            isinstance(k, str) and isinstance(v, list) and all(_is_scalar(c) for c in v) for k, v in when.items())):
+    if when is not None and not (
+        isinstance(when, dict)
+        and all(isinstance(k, str) and isinstance(v, list) and all(_is_scalar(c) for c in v) for k, v in when.items())
+    ):
         return False
     if spec["type"] == "categorical":
         return isinstance(spec.get("choices"), list) and all(_is_scalar(c) for c in spec["choices"])
-    return (_is_number(spec.get("low")) and _is_number(spec.get("high")) and spec["low"] <= spec["high"]
-            and isinstance(spec.get("log", False), bool))
+    return (
+        _is_number(spec.get("low"))
+        and _is_number(spec.get("high"))
+        and spec["low"] <= spec["high"]
+        and isinstance(spec.get("log", False), bool)
+    )
 
 
 def _best_trial(value: Any) -> str | None:
-    ok = value is None or (isinstance(value, dict)
-                           and isinstance(value.get("trial_id"), (str, int, type(None)))
-                           and not isinstance(value.get("trial_id"), bool)
-                           and (value.get("metric_value") is None or _is_number(value["metric_value"], finite=False))
-                           and (value.get("config") is None or isinstance(value["config"], dict))
-                           and (value.get("network") is None or isinstance(value["network"], str)))
+    ok = value is None or (
+        isinstance(value, dict)
+        and isinstance(value.get("trial_id"), (str, int, type(None)))
+        and not isinstance(value.get("trial_id"), bool)
+        and (value.get("metric_value") is None or _is_number(value["metric_value"], finite=False))
+        and (value.get("config") is None or isinstance(value["config"], dict))
+        and (value.get("network") is None or isinstance(value["network"], str))
+    )
     return None if ok else "a trial_id with its metric_value (a number), config (a mapping) and network (text)"
 
 
 def _retrain(value: Any) -> str | None:
     if value is None:
         return None
-    ok = (isinstance(value, dict)
-          and isinstance(value.get("seeds"), list) and value["seeds"]
-          and all(isinstance(s, int) and not isinstance(s, bool) for s in value["seeds"])
-          and (value.get("epochs") is None or (isinstance(value["epochs"], int)
-                                               and not isinstance(value["epochs"], bool)))
-          and all(_is_number(value.get(f"{kind}_test_acc_{stat}"), finite=False) or value.get(
-              f"{kind}_test_acc_{stat}") is None for kind in ("max", "final") for stat in ("mean", "std")))
+    ok = (
+        isinstance(value, dict)
+        and isinstance(value.get("seeds"), list)
+        and value["seeds"]
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in value["seeds"])
+        and (
+            value.get("epochs") is None or (isinstance(value["epochs"], int) and not isinstance(value["epochs"], bool))
+        )
+        and all(
+            _is_number(value.get(f"{kind}_test_acc_{stat}"), finite=False)
+            or value.get(f"{kind}_test_acc_{stat}") is None
+            for kind in ("max", "final")
+            for stat in ("mean", "std")
+        )
+    )
     return None if ok else "the retrain's seeds (integers), epochs and accuracies (numbers)"
 
 
 def _pareto_retrain(value: Any) -> str | None:
-    ok = value is None or (isinstance(value, list) and all(
-        isinstance(p, dict) and isinstance(p.get("trial_id"), (str, int)) for p in value))
+    ok = value is None or (
+        isinstance(value, list)
+        and all(isinstance(p, dict) and isinstance(p.get("trial_id"), (str, int)) for p in value)
+    )
     return None if ok else "a list of retrained points with their trial_id"
 
 
 _SUMMARY_RULES = {  # the fields of summary.json the report reads -> the rule of each (None: it holds)
-    "experiment": _text, "model": _text, "dataset": _text, "metric": _text, "status": _text,
+    "experiment": _text,
+    "model": _text,
+    "dataset": _text,
+    "metric": _text,
+    "status": _text,
     "git_commit": lambda v: None if v is None or isinstance(v, str) else "text",
     "wall_seconds": lambda v: None if _is_number(v) and v >= 0 else "a finite number of seconds",
     "trials": _mapping_of(lambda v: _is_number(v) and v >= 0, "counts of trials (numbers)"),
@@ -294,8 +327,11 @@ def _read_csv(path: Path, missing: list[str], required: tuple[str, ...]) -> pd.D
         missing.append(f"{where} lacks the column(s) {', '.join(absent)}")
         return None
     if table.empty:
-        missing.append(f"{where} has no rows yet: {NO_EPOCH_YET}" if path.name in (files.TRIALS, files.TRIAL_METRICS)
-                       else f"{where} has no rows yet")
+        missing.append(
+            f"{where} has no rows yet: {NO_EPOCH_YET}"
+            if path.name in (files.TRIALS, files.TRIAL_METRICS)
+            else f"{where} has no rows yet"
+        )
     return table
 
 
@@ -349,11 +385,15 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                 header_bytes = member.tell()
             count = math.prod(shape)
             if dtype.hasobject or dtype.kind not in kinds or len(shape) != dims:
-                raise ValueError(f"{name} is {dims}-D of kind {kinds!r} in the retrain's layout, "
-                                 f"its header declares {dtype} of shape {shape}")
+                raise ValueError(
+                    f"{name} is {dims}-D of kind {kinds!r} in the retrain's layout, "
+                    f"its header declares {dtype} of shape {shape}"
+                )
             if count * dtype.itemsize != info.file_size - header_bytes:
-                raise ValueError(f"{name}'s header declares {count:,} values of {dtype.itemsize} bytes, "
-                                 f"but the file holds {info.file_size - header_bytes:,} bytes")
+                raise ValueError(
+                    f"{name}'s header declares {count:,} values of {dtype.itemsize} bytes, "
+                    f"but the file holds {info.file_size - header_bytes:,} bytes"
+                )
             with archive.open(info) as member:
                 arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
     return arrays
@@ -471,9 +511,13 @@ def searched_values(exp: Experiment) -> pd.DataFrame:
     """One row per trial: trial_id, status flags, the metric, and one column per searched parameter."""
     trials = exp.require("trials")
     metric = f"best_{exp.metric}"
-    columns = {"trial_id": trials["trial_id"], "status": trials["status"],
-               "stopped_early": trials["stopped_early"], "diverged": trials["diverged"],
-               "result": trials[metric] if metric in trials.columns else float("nan")}
+    columns = {
+        "trial_id": trials["trial_id"],
+        "status": trials["status"],
+        "stopped_early": trials["stopped_early"],
+        "diverged": trials["diverged"],
+        "result": trials[metric] if metric in trials.columns else float("nan"),
+    }
     for name in exp.space:
         if f"config/{name}" in trials.columns:
             columns[name] = trials[f"config/{name}"]

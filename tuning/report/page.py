@@ -30,8 +30,7 @@ from .folder import Experiment
 # The seed report's best test accuracy, per model, and what it took: full MNIST (docs/networks.md).
 SEED_REPORT = {"fc": (0.9289, "100 epochs on full MNIST"), "csnn": (0.9933, "64 epochs on full MNIST")}
 # Offline: no MathJax (plotly.js would look for it), no link to plotly's cloud, no logo link.
-PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "responsive": True,
-                 "showSendToCloud": False}
+PLOTLY_CONFIG = {"typesetMath": False, "displaylogo": False, "responsive": True, "showSendToCloud": False}
 
 
 @dataclass(frozen=True)
@@ -44,20 +43,41 @@ class Section:
     draw: Callable[[Experiment], go.Figure]
 
 
-def render_page(exp: Experiment, drawn: list[tuple[Section, go.Figure | None]],
-                notes: list[tuple[Section, str]]) -> str:
+def render_page(
+    exp: Experiment, drawn: list[tuple[Section, go.Figure | None]], notes: list[tuple[Section, str]]
+) -> str:
     """The page's HTML: the header's parts and each figure (or the note that stands in its place)."""
     broken: list[str] = []
-    header = {part: _guarded(build, exp, broken, heading)
-              for part, heading, build in (("facts", "the facts", _facts), ("card", "the accuracy card", _card),
-                                           ("config", "the best configuration", _config))}
+    header = {
+        part: _guarded(build, exp, broken, heading)
+        for part, heading, build in (
+            ("facts", "the facts", _facts),
+            ("card", "the accuracy card", _card),
+            ("config", "the best configuration", _config),
+        )
+    }
     noted = dict(notes)
-    sections = [{"anchor": s.anchor, "heading": s.heading, "caption": s.caption, "note": noted.get(s),
-                 "figure": None if fig is None else _figure_html(s, fig)} for s, fig in drawn]
+    sections = [
+        {
+            "anchor": s.anchor,
+            "heading": s.heading,
+            "caption": s.caption,
+            "note": noted.get(s),
+            "figure": None if fig is None else _figure_html(s, fig),
+        }
+        for s, fig in drawn
+    ]
     missing = exp.missing + [f"{section.heading}: {note}" for section, note in notes] + broken
-    return _PAGE.render(title=f"snn-tune report: {exp.name}", css=Markup(_CSS), plotlyjs=Markup(get_plotlyjs()),
-                        figure_count=sum(fig is not None for _, fig in drawn), missing=missing,
-                        sections=sections, footer=_footer(exp), **header)
+    return _PAGE.render(
+        title=f"snn-tune report: {exp.name}",
+        css=Markup(_CSS),
+        plotlyjs=Markup(get_plotlyjs()),
+        figure_count=sum(fig is not None for _, fig in drawn),
+        missing=missing,
+        sections=sections,
+        footer=_footer(exp),
+        **header,
+    )
 
 
 def _guarded(build: Callable[[Experiment], Any], exp: Experiment, broken: list[str], what: str) -> Any:
@@ -72,8 +92,16 @@ def _guarded(build: Callable[[Experiment], Any], exp: Experiment, broken: list[s
 
 def _figure_html(section: Section, fig: go.Figure) -> Markup:
     """plotly's ``<div>`` and ``<script>`` for one figure: the figure's strings are JSON that plotly escapes."""
-    return Markup(pio.to_html(fig, include_plotlyjs=False, full_html=False, config=PLOTLY_CONFIG,
-                              div_id=f"figure-{section.anchor}", default_height=f"{fig.layout.height or 450}px"))
+    return Markup(
+        pio.to_html(
+            fig,
+            include_plotlyjs=False,
+            full_html=False,
+            config=PLOTLY_CONFIG,
+            div_id=f"figure-{section.anchor}",
+            default_height=f"{fig.layout.height or 450}px",
+        )
+    )
 
 
 # --- the header ---------------------------------------------------------------------------------
@@ -103,8 +131,10 @@ def _trial_counts(exp: Experiment) -> str:
         counts = files.trial_counts(exp.trials.to_dict("records"))
     if not counts:
         return "unknown (no summary.json or trials.csv)"
-    text = (f"{counts.get('total', '?')} run: {counts.get('completed', '?')} ran all their epochs, "
-            f"{counts.get('stopped_early', '?')} stopped early by ASHA")
+    text = (
+        f"{counts.get('total', '?')} run: {counts.get('completed', '?')} ran all their epochs, "
+        f"{counts.get('stopped_early', '?')} stopped early by ASHA"
+    )
     extra = [f"{counts[k]} {k}" for k in ("errored", "diverged", files.SILENT, "unfinished") if counts.get(k)]
     return text + (", " + ", ".join(extra) if extra else "")
 
@@ -113,8 +143,9 @@ def _budget(budget: dict[str, Any]) -> str:
     """summary.json's budget, when the search records one (it is not part of the folder's contract)."""
     parts = [f"{budget.get('trials', '?')} trials of up to {budget.get('epochs_per_trial', '?')} epochs"]
     if "grace_period" in budget:
-        parts.append(f"ASHA grace period {budget['grace_period']}, reduction factor "
-                     f"{budget.get('reduction_factor', '?')}")
+        parts.append(
+            f"ASHA grace period {budget['grace_period']}, reduction factor {budget.get('reduction_factor', '?')}"
+        )
     if "retrain_epochs" in budget:
         parts.append(f"retrain {budget['retrain_epochs']} epochs")
     return "; ".join(parts)
@@ -135,9 +166,13 @@ def _card(exp: Experiment) -> dict[str, Any]:
     """The accuracy card's figures, as text: the retrain's (max and final, mean ± std), the best trial against the
     seed configuration's trial of the same search (the same budget), and the seed report's figure with its budget."""
     report = SEED_REPORT.get(exp.model or "") if (exp.summary or {}).get("dataset", "mnist") == "mnist" else None
-    card: dict[str, Any] = {"model": exp.model, "retrain": None, "versus": _versus_seed_trial(exp),
-                            "seed": None if report is None else f"{report[0]:.2%}",
-                            "seed_budget": None if report is None else report[1]}
+    card: dict[str, Any] = {
+        "model": exp.model,
+        "retrain": None,
+        "versus": _versus_seed_trial(exp),
+        "seed": None if report is None else f"{report[0]:.2%}",
+        "seed_budget": None if report is None else report[1],
+    }
     retrain = _retrain_accuracy(exp)
     if retrain is None:
         return card
@@ -147,9 +182,13 @@ def _card(exp: Experiment) -> dict[str, Any]:
         mean, std = retrain.get(f"{kind}_test_acc_mean"), retrain.get(f"{kind}_test_acc_std")
         return {"mean": _percent(mean), "std": _points(std) if n > 1 and std is not None else None, "delta": None}
 
-    card["retrain"] = {"max": figure("max"), "final": figure("final"), "n": n,
-                       "seeds": ", ".join(map(str, retrain["seeds"])),
-                       "epochs": "?" if retrain.get("epochs") is None else str(retrain["epochs"])}
+    card["retrain"] = {
+        "max": figure("max"),
+        "final": figure("final"),
+        "n": n,
+        "seeds": ", ".join(map(str, retrain["seeds"])),
+        "epochs": "?" if retrain.get("epochs") is None else str(retrain["epochs"]),
+    }
     return card
 
 
@@ -165,8 +204,10 @@ def _versus_seed_trial(exp: Experiment) -> str | None:
     who = "the seed's configuration" if exp.model in SEED_REPORT else "the factory's defaults"
     if best.get("trial_id") == seed.get("trial_id"):
         return f"The best trial is {who} (trial 0): {exp.metric} {_percent(ours)}."
-    return (f"Best trial {exp.metric} {_percent(ours)} against {_percent(theirs)} for {who} (trial 0) with the same "
-            f"trial budget: {(ours - theirs) * 100:+.2f} pp.")
+    return (
+        f"Best trial {exp.metric} {_percent(ours)} against {_percent(theirs)} for {who} (trial 0) with the same "
+        f"trial budget: {(ours - theirs) * 100:+.2f} pp."
+    )
 
 
 def _retrain_accuracy(exp: Experiment) -> dict[str, Any] | None:
@@ -195,8 +236,11 @@ def _config(exp: Experiment) -> dict[str, Any] | None:
     for name, value in fixed.items():
         rows.append({"name": name, "value": _value(value), "search": "fixed", "edge": None})
     others = {k: v for k, v in config.items() if k not in space and k not in fixed}
-    return {"rows": rows, "rest": ", ".join(f"{k}={_value(v)}" for k, v in others.items()),
-            "network": _best_network(exp)}
+    return {
+        "rows": rows,
+        "rest": ", ".join(f"{k}={_value(v)}" for k, v in others.items()),
+        "network": _best_network(exp),
+    }
 
 
 def _best_network(exp: Experiment) -> str | None:
@@ -212,8 +256,11 @@ def _best_network(exp: Experiment) -> str | None:
 
 
 def _range(spec: dict[str, Any]) -> str:
-    when = "; when " + ", ".join(f"{k} is {' or '.join(map(_value, v))}" for k, v in spec["when"].items()) \
-        if spec.get("when") else ""
+    when = (
+        "; when " + ", ".join(f"{k} is {' or '.join(map(_value, v))}" for k, v in spec["when"].items())
+        if spec.get("when")
+        else ""
+    )
     if spec.get("type") == "categorical":
         return "one of " + ", ".join(_value(c) for c in spec.get("choices", [])) + when
     scale = ", log scale" if spec.get("log") else ""
@@ -222,8 +269,11 @@ def _range(spec: dict[str, Any]) -> str:
 
 def _footer(exp: Experiment) -> dict[str, str | None]:
     summary = exp.summary or {}
-    return {"path": str(exp.path), "commit": summary.get("git_commit"),
-            "versions": ", ".join(f"{k} {v}" for k, v in (summary.get("versions") or {}).items()) or None}
+    return {
+        "path": str(exp.path),
+        "commit": summary.get("git_commit"),
+        "versions": ", ".join(f"{k} {v}" for k, v in (summary.get("versions") or {}).items()) or None,
+    }
 
 
 def _percent(value: Any) -> str:
@@ -353,11 +403,15 @@ _TEMPLATE = """<!DOCTYPE html>
 def metric_meaning(metric: str) -> Markup:
     """What choosing on the tuned metric means for the test figure; the metric's name is escaped."""
     if metric == "val_acc":
-        return Markup("<b>val_acc</b>: validation images held out of the training set; the retrained test "
-                      "accuracy below is an unbiased estimate.")
+        return Markup(
+            "<b>val_acc</b>: validation images held out of the training set; the retrained test "
+            "accuracy below is an unbiased estimate."
+        )
     if metric == "test_acc":
-        return Markup("<b>test_acc</b>: the test set, as the seed reports it; the configuration was chosen on the "
-                      "test images, so the retrained test accuracy below is optimistic.")
+        return Markup(
+            "<b>test_acc</b>: the test set, as the seed reports it; the configuration was chosen on the "
+            "test images, so the retrained test accuracy below is optimistic."
+        )
     return Markup("<b>{}</b>").format(metric)  # Markup.format escapes its arguments
 
 

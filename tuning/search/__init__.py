@@ -14,5 +14,14 @@ from .api import SearchInterrupted, SearchResult, read_result, run
 from .settings import ClusterError, InputError, ResourceError
 from .space import SpaceError
 
-__all__ = ["ClusterError", "InputError", "ResourceError", "SearchInterrupted", "SearchResult", "SnnTuneError",
-           "SpaceError", "read_result", "run"]
+__all__ = [
+    "ClusterError",
+    "InputError",
+    "ResourceError",
+    "SearchInterrupted",
+    "SearchResult",
+    "SnnTuneError",
+    "SpaceError",
+    "read_result",
+    "run",
+]

@@ -39,8 +39,11 @@ from .state import TUNER_STATE, create_experiment
 # A forced experiment snapshot per checkpoint is what makes --resume exact: no warning about it.
 # A diverged or silent epoch is not evaluated, so it has no accuracy: ASHA lets such a result pass
 # (the trial then ends by itself), but Ray's strict check of every result would stop the search.
-_RAY_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-                    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+_RAY_ENVIRONMENT = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
 
 
 class SearchInterrupted(RuntimeError):
@@ -65,17 +68,44 @@ class SearchResult:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def run(space: str | Path | Mapping | None = None, *, model: str | Callable | None = None, data: Any = None,
-        name: str | None = None, results_dir: str | Path = "results", metric: str = "test_acc",
-        objective: str = "accuracy", select: str = "max-accuracy", trials: int | None = None,
-        epochs_per_trial: int | None = None, grace_period: int | None = None, reduction_factor: int | None = None,
-        retrain_epochs: int | None = None, retrain_seeds: int | None = None, retrain: bool = True,
-        retrain_pareto: int = 0, time_budget: float | str | None = None, seed_trial: bool = True,
-        sampler: str = "tpe", seed: int = 0, preset: str | None = None, loggers: tuple[str, ...] = (),
-        cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, max_concurrent: int = 0, max_failures: int = 2,
-        device: str = "auto", data_dir: str | Path | None = None, resume: bool = False, address: str | None = None,
-        join_timeout: float = 30.0, dashboard: bool = False, dashboard_host: str = "127.0.0.1",
-        dashboard_port: int | None = None, report: bool = True) -> SearchResult:
+def run(
+    space: str | Path | Mapping | None = None,
+    *,
+    model: str | Callable | None = None,
+    data: Any = None,
+    name: str | None = None,
+    results_dir: str | Path = "results",
+    metric: str = "test_acc",
+    objective: str = "accuracy",
+    select: str = "max-accuracy",
+    trials: int | None = None,
+    epochs_per_trial: int | None = None,
+    grace_period: int | None = None,
+    reduction_factor: int | None = None,
+    retrain_epochs: int | None = None,
+    retrain_seeds: int | None = None,
+    retrain: bool = True,
+    retrain_pareto: int = 0,
+    time_budget: float | str | None = None,
+    seed_trial: bool = True,
+    sampler: str = "tpe",
+    seed: int = 0,
+    preset: str | None = None,
+    loggers: tuple[str, ...] = (),
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    max_concurrent: int = 0,
+    max_failures: int = 2,
+    device: str = "auto",
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    join_timeout: float = 30.0,
+    dashboard: bool = False,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_port: int | None = None,
+    report: bool = True,
+) -> SearchResult:
     """Search a spiking network's hyperparameters (and shape); the same search as ``python -m tuning.search``.
 
     ``space``: a space file, or a mapping of its content (``{"search": {...}, "fixed": {...}, "budget":
@@ -98,16 +128,41 @@ def run(space: str | Path | Mapping | None = None, *, model: str | Callable | No
     except Exception as e:  # argparse's ArgumentTypeError, raised by the flag parsers
         raise InputError(str(e)) from None
     options = Options(
-        model=None if network is not None else model, space=space if isinstance(space, Mapping) or space is None
-        else Path(space), preset=preset, metric=metric, trials=trials, epochs_per_trial=epochs_per_trial,
-        grace_period=grace_period, reduction_factor=reduction_factor, retrain_epochs=retrain_epochs,
-        retrain_seeds=retrain_seeds, no_retrain=not retrain, time_budget=budget, no_seed_trial=not seed_trial,
-        sampler=sampler, seed=seed, objective=cost, retrain_pareto=retrain_pareto, select=select,
-        logger=tuple(loggers), cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        max_concurrent=max_concurrent, max_failures=max_failures, device=device,
-        data_dir=None if data_dir is None else Path(data_dir), results_dir=Path(results_dir), name=name,
-        resume=resume, address=address, join_timeout=join_timeout, dashboard_host=dashboard_host,
-        dashboard_port=dashboard_port, no_dashboard=not dashboard, no_report=not report)
+        model=None if network is not None else model,
+        space=space if isinstance(space, Mapping) or space is None else Path(space),
+        preset=preset,
+        metric=metric,
+        trials=trials,
+        epochs_per_trial=epochs_per_trial,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+        retrain_epochs=retrain_epochs,
+        retrain_seeds=retrain_seeds,
+        no_retrain=not retrain,
+        time_budget=budget,
+        no_seed_trial=not seed_trial,
+        sampler=sampler,
+        seed=seed,
+        objective=cost,
+        retrain_pareto=retrain_pareto,
+        select=select,
+        logger=tuple(loggers),
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        max_concurrent=max_concurrent,
+        max_failures=max_failures,
+        device=device,
+        data_dir=None if data_dir is None else Path(data_dir),
+        results_dir=Path(results_dir),
+        name=name,
+        resume=resume,
+        address=address,
+        join_timeout=join_timeout,
+        dashboard_host=dashboard_host,
+        dashboard_port=dashboard_port,
+        no_dashboard=not dashboard,
+        no_report=not report,
+    )
     folder = search(options, network=network, data=data)
     return read_result(folder)
 
@@ -125,8 +180,15 @@ def read_result(folder: Path) -> SearchResult:
     if (folder / files.PARETO).exists() and (folder / files.PARETO).stat().st_size:
         pareto = pd.read_csv(folder / files.PARETO, dtype={"trial_id": str})
     report = folder / files.REPORT
-    return SearchResult(folder=folder, summary=summary, trials=trials, best_config=best,
-                        retrain=summary.get("retrain"), pareto=pareto, report=report if report.exists() else None)
+    return SearchResult(
+        folder=folder,
+        summary=summary,
+        trials=trials,
+        best_config=best,
+        retrain=summary.get("retrain"),
+        pareto=pareto,
+        report=report if report.exists() else None,
+    )
 
 
 def search(options: Options, *, network: Network | None = None, data: Any = None, trainable=None) -> Path:
@@ -172,12 +234,25 @@ def search(options: Options, *, network: Network | None = None, data: Any = None
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         early = pool.submit(_estimate_then_import_tune, space, settings, data, stop) if overlap else None
         try:
-            ray_cluster.start_ray(address=args.address, dashboard=not args.no_dashboard,
-                                  dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-                                  join_timeout=args.join_timeout, import_paths=space.import_paths())
+            ray_cluster.start_ray(
+                address=args.address,
+                dashboard=not args.no_dashboard,
+                dashboard_host=args.dashboard_host,
+                dashboard_port=args.dashboard_port,
+                join_timeout=args.join_timeout,
+                import_paths=space.import_paths(),
+            )
             try:
-                _search_and_retrain(args, experiment, space, settings, data, start, trainable,
-                                    early.result if early else lambda: seed_epoch_seconds(space, settings, data))
+                _search_and_retrain(
+                    args,
+                    experiment,
+                    space,
+                    settings,
+                    data,
+                    start,
+                    trainable,
+                    early.result if early else lambda: seed_epoch_seconds(space, settings, data),
+                )
             finally:
                 ray_cluster.stop_ray()
         finally:
@@ -201,8 +276,16 @@ def _estimate_then_import_tune(space: SearchSpace, settings: Settings, data, sto
     return seconds
 
 
-def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Settings, data, start: float,
-                        trainable, epoch_seconds: Callable[[], float]) -> None:
+def _search_and_retrain(
+    args,
+    experiment: Path,
+    space: SearchSpace,
+    settings: Settings,
+    data,
+    start: float,
+    trainable,
+    epoch_seconds: Callable[[], float],
+) -> None:
     # first: the thread that times the estimate while Ray starts imports Ray Tune after it
     epoch_s = None if args.resume else epoch_seconds()
     from . import ray_cluster, tuner
@@ -216,16 +299,24 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
         create_experiment(experiment, space, settings)
     print(f"experiment: {experiment}", flush=True)
     began = (experiment / files.TUNE / TUNER_STATE).is_file()  # else killed before Ray Tune wrote anything
-    outcome = tuner.run_search(experiment, space, settings, data, resume=args.resume and began,
-                               **({"trainable": trainable} if trainable else {}))
+    outcome = tuner.run_search(
+        experiment,
+        space,
+        settings,
+        data,
+        resume=args.resume and began,
+        **({"trainable": trainable} if trainable else {}),
+    )
     if outcome.interrupted:
         _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start, status="interrupted")
-        raise SearchInterrupted(experiment, f"python -m tuning.search --results-dir {args.results_dir} "
-                                            f"--name {experiment.name} --resume")
+        raise SearchInterrupted(
+            experiment, f"python -m tuning.search --results-dir {args.results_dir} --name {experiment.name} --resume"
+        )
     ray_cluster.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
     if settings.retrain and outcome.best_config is not None:
-        outcome.retrain = retrain(experiment, outcome.best_config, space.budget.retrain_epochs,
-                                  settings.retrain_seeds, data, space.net)
+        outcome.retrain = retrain(
+            experiment, outcome.best_config, space.budget.retrain_epochs, settings.retrain_seeds, data, space.net
+        )
         if settings.retrain_pareto and settings.cost:
             outcome.pareto_retrain = retrain_front(experiment, outcome.rows, space, settings, data)
     _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start)
@@ -234,51 +325,96 @@ def _search_and_retrain(args, experiment: Path, space: SearchSpace, settings: Se
     return None
 
 
-def _finish(experiment: Path, outcome, space: SearchSpace, settings: Settings, data, *, wall_seconds: float,
-            status: str = "complete") -> None:
+def _finish(
+    experiment: Path,
+    outcome,
+    space: SearchSpace,
+    settings: Settings,
+    data,
+    *,
+    wall_seconds: float,
+    status: str = "complete",
+) -> None:
     """Write summary.json and print the outcome."""
     from .results import write_summary
 
     counts = files.trial_counts(outcome.rows)
     best = outcome.best_row
-    write_summary(experiment, {
-        "experiment": experiment.name, "model": space.model, "dataset": space.data,
-        "data": {"name": data.name, "input_shape": list(data.input_shape), "classes": data.classes,
-                 "train_images": len(data.train), "test_images": len(data.test)},
-        "metric": settings.metric, "mode": "max", "status": status, "wall_seconds": wall_seconds,
-        "search_seconds": outcome.search_seconds, "trial_training_seconds": outcome.trial_seconds,
-        "max_concurrent": outcome.max_concurrent, "trials": counts, "budget": space.budget.__dict__,
-        "space": space.describe(), "fixed": space.fixed,
-        "best_trial": None if best is None else {
-            "trial_id": best["trial_id"], "metric_value": best[f"last_{settings.metric}"],
-            "max_metric_value": best[f"best_{settings.metric}"], "seed_trial": bool(best.get(files.SEED_TRIAL)),
-            "network": best.get(files.NETWORK), "config": outcome.best_config},
-        "seed_trial": _seed_trial_summary(outcome.rows, settings.metric),
-        "objectives": [settings.metric] + ([files.objective_metric(settings.cost, settings.metric)]
-                                           if settings.cost else []),
-        "selected_by": settings.select if settings.cost else "the last epoch's metric",
-        "ended_by": "time budget" if outcome.ended_by_time_budget else "trials done" if status == "complete" else status,
-        "retrain": outcome.retrain, "pareto_retrain": outcome.pareto_retrain, "settings": settings.__dict__,
-    })
+    write_summary(
+        experiment,
+        {
+            "experiment": experiment.name,
+            "model": space.model,
+            "dataset": space.data,
+            "data": {
+                "name": data.name,
+                "input_shape": list(data.input_shape),
+                "classes": data.classes,
+                "train_images": len(data.train),
+                "test_images": len(data.test),
+            },
+            "metric": settings.metric,
+            "mode": "max",
+            "status": status,
+            "wall_seconds": wall_seconds,
+            "search_seconds": outcome.search_seconds,
+            "trial_training_seconds": outcome.trial_seconds,
+            "max_concurrent": outcome.max_concurrent,
+            "trials": counts,
+            "budget": space.budget.__dict__,
+            "space": space.describe(),
+            "fixed": space.fixed,
+            "best_trial": None
+            if best is None
+            else {
+                "trial_id": best["trial_id"],
+                "metric_value": best[f"last_{settings.metric}"],
+                "max_metric_value": best[f"best_{settings.metric}"],
+                "seed_trial": bool(best.get(files.SEED_TRIAL)),
+                "network": best.get(files.NETWORK),
+                "config": outcome.best_config,
+            },
+            "seed_trial": _seed_trial_summary(outcome.rows, settings.metric),
+            "objectives": [settings.metric]
+            + ([files.objective_metric(settings.cost, settings.metric)] if settings.cost else []),
+            "selected_by": settings.select if settings.cost else "the last epoch's metric",
+            "ended_by": "time budget"
+            if outcome.ended_by_time_budget
+            else "trials done"
+            if status == "complete"
+            else status,
+            "retrain": outcome.retrain,
+            "pareto_retrain": outcome.pareto_retrain,
+            "settings": settings.__dict__,
+        },
+    )
     budget = " (the time budget ended the search)" if outcome.ended_by_time_budget else ""
-    print(f"{counts['total']} trials ({counts['stopped_early']} stopped early by ASHA, {counts['errored']} errored, "
-          f"{counts['diverged']} diverged, {counts['silent']} silent) in {outcome.search_seconds:.0f} s{budget}")
+    print(
+        f"{counts['total']} trials ({counts['stopped_early']} stopped early by ASHA, {counts['errored']} errored, "
+        f"{counts['diverged']} diverged, {counts['silent']} silent) in {outcome.search_seconds:.0f} s{budget}"
+    )
     if best is not None:
         seed = ", the seed's configuration" if best.get(files.SEED_TRIAL) else ""
         chosen = f"selected ({settings.select}) from the Pareto front" if settings.cost else "best"
         cost = files.objective_metric(settings.cost, settings.metric) if settings.cost else None
         cost_text = f", {best[f'last_{cost}']:,.0f} {settings.cost} per image" if cost else ""
-        print(f"{chosen} trial {best['trial_id']}{seed}: {settings.metric} {best[f'last_{settings.metric}']:.2%} at "
-              f"its last epoch (max {best[f'best_{settings.metric}']:.2%}){cost_text}")
+        print(
+            f"{chosen} trial {best['trial_id']}{seed}: {settings.metric} {best[f'last_{settings.metric}']:.2%} at "
+            f"its last epoch (max {best[f'best_{settings.metric}']:.2%}){cost_text}"
+        )
     if outcome.retrain:
         r = outcome.retrain
-        print(f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc final "
-              f"{r['final_test_acc_mean']:.2%} +- {r['final_test_acc_std']:.2%} (max over epochs "
-              f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%})")
+        print(
+            f"retrained {r['epochs']} epochs x {len(r['seeds'])} seed(s): test acc final "
+            f"{r['final_test_acc_mean']:.2%} +- {r['final_test_acc_std']:.2%} (max over epochs "
+            f"{r['max_test_acc_mean']:.2%} +- {r['max_test_acc_std']:.2%})"
+        )
     for point in outcome.pareto_retrain or []:
         r = point["retrain"]
-        print(f"Pareto point {point['trial_id']} retrained: test acc final {r['final_test_acc_mean']:.2%} +- "
-              f"{r['final_test_acc_std']:.2%} ({files.PARETO_RETRAIN}/{point['trial_id']}/)")
+        print(
+            f"Pareto point {point['trial_id']} retrained: test acc final {r['final_test_acc_mean']:.2%} +- "
+            f"{r['final_test_acc_std']:.2%} ({files.PARETO_RETRAIN}/{point['trial_id']}/)"
+        )
     print(f"results: {experiment}")
 
 
@@ -287,8 +423,13 @@ def _seed_trial_summary(rows: list[dict], metric: str) -> dict | None:
     seed = next((r for r in rows if r.get(files.SEED_TRIAL)), None)
     if seed is None:
         return None
-    return {"trial_id": seed["trial_id"], "metric_value": seed[f"last_{metric}"], "epochs": seed["epochs"],
-            "stopped_early": seed["stopped_early"], "network": seed.get(files.NETWORK)}
+    return {
+        "trial_id": seed["trial_id"],
+        "metric_value": seed[f"last_{metric}"],
+        "epochs": seed["epochs"],
+        "stopped_early": seed["stopped_early"],
+        "network": seed.get(files.NETWORK),
+    }
 
 
 def _build_report(experiment: Path) -> None:
@@ -298,11 +439,10 @@ def _build_report(experiment: Path) -> None:
     try:
         path = build_report(experiment)
     except Exception as e:  # the report can be rebuilt later from the files alone
-        print(f"warning: the report could not be built ({type(e).__name__}: {e}); rebuild it with "
-              f"python -m tuning.report {experiment}", file=sys.stderr)
+        print(
+            f"warning: the report could not be built ({type(e).__name__}: {e}); rebuild it with "
+            f"python -m tuning.report {experiment}",
+            file=sys.stderr,
+        )
         return
     print(f"report: {path}")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

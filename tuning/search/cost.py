@@ -29,8 +29,9 @@ class Stopped(Exception):
     """The estimate was told to stop before it finished (the search failed first)."""
 
 
-def seed_epoch_seconds(space: SearchSpace, settings: Settings, data: Dataset,
-                       stop: threading.Event | None = None) -> float:
+def seed_epoch_seconds(
+    space: SearchSpace, settings: Settings, data: Dataset, stop: threading.Event | None = None
+) -> float:
     """Seconds for one epoch of the seed's configuration (trial 0) here, from a few timed batches.
 
     Raises ``Stopped`` at the next batch once ``stop`` is set (it may run in a thread).
@@ -45,28 +46,37 @@ def estimate(space: SearchSpace, settings: Settings, epoch_s: float, concurrency
     trial_epochs = space.budget.trials * space.budget.epochs_per_trial
     search_s = trial_epochs * epoch_s / max(1, concurrency)
     retrain_s = space.budget.retrain_epochs * settings.retrain_seeds * epoch_s if settings.retrain else 0.0
-    lines = [f"budget: at most {trial_epochs} trial-epochs ({space.budget.trials} trials x up to "
-             f"{space.budget.epochs_per_trial} epochs, {concurrency} at once), then "
-             + (f"a retrain of {space.budget.retrain_epochs} epochs x {settings.retrain_seeds} seed(s)"
-                if settings.retrain else "no retrain"),
-             f"estimate: one epoch of the seed's configuration takes ~{_duration(epoch_s)} here "
-             f"({_TIMED_BATCHES} batches timed), so the search takes up to ~{_duration(search_s)}"
-             + (f" and the retrain ~{_duration(retrain_s)}" if retrain_s else "")]
+    lines = [
+        f"budget: at most {trial_epochs} trial-epochs ({space.budget.trials} trials x up to "
+        f"{space.budget.epochs_per_trial} epochs, {concurrency} at once), then "
+        + (
+            f"a retrain of {space.budget.retrain_epochs} epochs x {settings.retrain_seeds} seed(s)"
+            if settings.retrain
+            else "no retrain"
+        ),
+        f"estimate: one epoch of the seed's configuration takes ~{_duration(epoch_s)} here "
+        f"({_TIMED_BATCHES} batches timed), so the search takes up to ~{_duration(search_s)}"
+        + (f" and the retrain ~{_duration(retrain_s)}" if retrain_s else ""),
+    ]
     if settings.time_budget_s:
         lines.append(f"the time budget stops the search after {_duration(settings.time_budget_s)}")
     if not torch.cuda.is_available() and search_s + retrain_s > _HOUR:
-        lines.append(f"warning: this machine has no GPU and this budget takes hours here; faster: "
-                     f"--time-budget 30m, --space {space.model}-cpu (where there is one), "
-                     f"fewer --trials or --retrain-epochs, or --preset smoke")
+        lines.append(
+            f"warning: this machine has no GPU and this budget takes hours here; faster: "
+            f"--time-budget 30m, --space {space.model}-cpu (where there is one), "
+            f"fewer --trials or --retrain-epochs, or --preset smoke"
+        )
     return "\n".join(lines)
 
 
-def _epoch_seconds(config: RunConfig, data: Dataset, cpus: float, stop: threading.Event | None = None,
-                   network=None) -> float:
+def _epoch_seconds(
+    config: RunConfig, data: Dataset, cpus: float, stop: threading.Event | None = None, network=None
+) -> float:
     """Seconds for one epoch of ``config`` on this machine's CPU or GPU, from a few batches of the trainer."""
     splits = make_splits(data, config)
-    probe = config.replace(epochs=1, val_size=0, limit_train=(_TIMED_BATCHES + 1) * config.batch_size,
-                           limit_test=config.batch_size)
+    probe = config.replace(
+        epochs=1, val_size=0, limit_train=(_TIMED_BATCHES + 1) * config.batch_size, limit_test=config.batch_size
+    )
     stamps: list[float] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))

@@ -112,12 +112,15 @@ def _check_private(path: Path, info: os.stat_result, folder: bool) -> None:
     if stat.S_ISLNK(info.st_mode):
         raise UntrustedPickle(f"the resume key's folder {path} is a symbolic link")
     if info.st_uid != os.geteuid():
-        raise UntrustedPickle(f"the resume key {'folder ' if folder else ''}{path} belongs to user id {info.st_uid}, "
-                              f"not to you")
+        raise UntrustedPickle(
+            f"the resume key {'folder ' if folder else ''}{path} belongs to user id {info.st_uid}, not to you"
+        )
     if info.st_mode & (0o022 if folder else 0o077):
-        raise UntrustedPickle(f"the resume key {'folder ' if folder else ''}{path} is mode "
-                              f"{stat.S_IMODE(info.st_mode):04o}: others could read or replace it "
-                              f"(chmod {'700' if folder else '600'} it)")
+        raise UntrustedPickle(
+            f"the resume key {'folder ' if folder else ''}{path} is mode "
+            f"{stat.S_IMODE(info.st_mode):04o}: others could read or replace it "
+            f"(chmod {'700' if folder else '600'} it)"
+        )
 
 
 # --- digests ------------------------------------------------------------------------------------
@@ -156,8 +159,9 @@ def checked_bytes(path: str, key: bytes) -> bytes:
         data = f.read()
     if not any(hmac.compare_digest(digest_of(data, key), accepted) for accepted in _accepted(path)):
         why = "has no digest" if not os.path.exists(_digest_file(path)) else "does not match its digest"
-        raise UntrustedPickle(f"{path} {why} of your resume key: it was not written by a search of yours, or was "
-                              f"changed since")
+        raise UntrustedPickle(
+            f"{path} {why} of your resume key: it was not written by a search of yours, or was changed since"
+        )
     return data
 
 

@@ -26,8 +26,17 @@ from snn.data import as_dataset, default_data_dir, read_dataset
 from snn.networks import Network, check_batch, check_fits, probe, probe_images, training_images
 
 from .. import experiment as files
-from .settings import (DEVICES, LOGGERS, METRICS, SAMPLERS, InputError, ResourceError, Settings, check_local_gpus,
-                       check_resource_request)
+from .settings import (
+    DEVICES,
+    LOGGERS,
+    METRICS,
+    SAMPLERS,
+    InputError,
+    ResourceError,
+    Settings,
+    check_local_gpus,
+    check_resource_request,
+)
 from .space import SearchSpace, SpaceError, default_space_path, load_space, parse_space, with_overrides
 from .state import load_state
 
@@ -35,53 +44,95 @@ DEFAULT_VAL_SIZE = 5000  # held out for --metric val_acc when the space sets no 
 SMOKE = {  # --preset smoke: the whole path on a small real-MNIST subset in about two minutes
     "fixed": {"limit_train": 2000, "limit_test": 1000},
     "budget": {"trials": 6, "epochs_per_trial": 3, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 3},
-    "params": {"fc": {"T": {"type": "int", "low": 8, "high": 100, "log": True},  # holds the seed's 100
-                      "lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True},
-                      **{f"width_{k}": {"type": "int", "low": 16, "high": 64, "log": True} for k in (1, 2, 3)}},
-               "csnn": {"T": {"type": "int", "low": 2, "high": 3},
-                        "channels": {"type": "categorical", "choices": [4, 8]},
-                        **{f"channels_{k}": {"type": "categorical", "choices": [4, 8]} for k in (1, 2, 3)},
-                        "fc_width": {"type": "categorical", "choices": [32, 64]}}},
+    "params": {
+        "fc": {
+            "T": {"type": "int", "low": 8, "high": 100, "log": True},  # holds the seed's 100
+            "lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True},
+            **{f"width_{k}": {"type": "int", "low": 16, "high": 64, "log": True} for k in (1, 2, 3)},
+        },
+        "csnn": {
+            "T": {"type": "int", "low": 2, "high": 3},
+            "channels": {"type": "categorical", "choices": [4, 8]},
+            **{f"channels_{k}": {"type": "categorical", "choices": [4, 8]} for k in (1, 2, 3)},
+            "fc_width": {"type": "categorical", "choices": [32, 64]},
+        },
+    },
 }
 
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m tuning.search", description=__doc__.splitlines()[0])
-    p.add_argument("model", nargs="?", default=None,
-                   help="fc, csnn, or package.module:function (your network factory); may be left out with --space")
-    p.add_argument("--space", type=Path, help="a search-space YAML file, or a shipped space's name: fc, fc-cpu, csnn, "
-                                              "csnn-cpu (default: the model's, for fc and csnn)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="fc, csnn, or package.module:function (your network factory); may be left out with --space",
+    )
+    p.add_argument(
+        "--space",
+        type=Path,
+        help="a search-space YAML file, or a shipped space's name: fc, fc-cpu, csnn, "
+        "csnn-cpu (default: the model's, for fc and csnn)",
+    )
     p.add_argument("--preset", choices=("smoke",), help="smoke: 6 trials of up to 3 epochs on a 2,000-image subset")
-    p.add_argument("--metric", choices=METRICS, default="test_acc",
-                   help="test_acc (as the seed reports) or val_acc (a held-out training split; keeps test unbiased)")
+    p.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="test_acc",
+        help="test_acc (as the seed reports) or val_acc (a held-out training split; keeps test unbiased)",
+    )
     p.add_argument("--trials", type=int, help="number of trials (default: the space's budget)")
     p.add_argument("--epochs-per-trial", type=int, help="ASHA's max_t")
     p.add_argument("--grace-period", type=int)
     p.add_argument("--reduction-factor", type=int)
     p.add_argument("--retrain-epochs", type=int)
-    p.add_argument("--retrain-seeds", type=int,
-                   help="retrain the best config with K seeds (default 3; 1 with --preset smoke)")
+    p.add_argument(
+        "--retrain-seeds", type=int, help="retrain the best config with K seeds (default 3; 1 with --preset smoke)"
+    )
     p.add_argument("--no-retrain", action="store_true")
-    p.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
-                   help="stop starting trials after this long (e.g. 90s, 30m, 2h, 1h30m), stop the running ones, "
-                        "then retrain and report as usual")
-    p.add_argument("--no-seed-trial", action="store_true",
-                   help="do not run the seed's configuration as trial 0")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                   help="Optuna's TPE (default) or random search (a baseline)")
+    p.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        metavar="DURATION",
+        help="stop starting trials after this long (e.g. 90s, 30m, 2h, 1h30m), stop the running ones, "
+        "then retrain and report as usual",
+    )
+    p.add_argument("--no-seed-trial", action="store_true", help="do not run the seed's configuration as trial 0")
+    p.add_argument(
+        "--sampler", choices=SAMPLERS, default="tpe", help="Optuna's TPE (default) or random search (a baseline)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of Optuna's sampler")
-    p.add_argument("--objective", type=parse_objective, default=None, metavar="accuracy[,synops|,spikes]",
-                   help="accuracy (default), or accuracy and the spikes' cost: accuracy,synops (synaptic operations "
-                        "per image) or accuracy,spikes (spikes per image), searched by multi-objective TPE")
-    p.add_argument("--retrain-pareto", type=int, default=0, metavar="K",
-                   help="with two objectives, also retrain K points spread along the Pareto front "
-                        "(into retrain-pareto/<trial>/), each with --retrain-seeds seeds")
-    p.add_argument("--select", type=parse_select, default="max-accuracy",
-                   help="with two objectives, the point of the Pareto front to retrain: max-accuracy (default), "
-                        "knee, 'synops<=N', 'spikes<=N' or 'accuracy>=X' (the cheapest at least that accurate)")
-    p.add_argument("--logger", action="append", choices=LOGGERS, default=[],
-                   help="also track the trials with MLflow (a file store in the experiment folder: "
-                        "pip install 'snn-tune[mlflow]') or TensorBoard; may be given twice")
+    p.add_argument(
+        "--objective",
+        type=parse_objective,
+        default=None,
+        metavar="accuracy[,synops|,spikes]",
+        help="accuracy (default), or accuracy and the spikes' cost: accuracy,synops (synaptic operations "
+        "per image) or accuracy,spikes (spikes per image), searched by multi-objective TPE",
+    )
+    p.add_argument(
+        "--retrain-pareto",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with two objectives, also retrain K points spread along the Pareto front "
+        "(into retrain-pareto/<trial>/), each with --retrain-seeds seeds",
+    )
+    p.add_argument(
+        "--select",
+        type=parse_select,
+        default="max-accuracy",
+        help="with two objectives, the point of the Pareto front to retrain: max-accuracy (default), "
+        "knee, 'synops<=N', 'spikes<=N' or 'accuracy>=X' (the cheapest at least that accurate)",
+    )
+    p.add_argument(
+        "--logger",
+        action="append",
+        choices=LOGGERS,
+        default=[],
+        help="also track the trials with MLflow (a file store in the experiment folder: "
+        "pip install 'snn-tune[mlflow]') or TensorBoard; may be given twice",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional: 0.25 runs four trials per GPU")
     p.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
@@ -92,8 +143,13 @@ def build_parser() -> Parser:
     p.add_argument("--name", help="experiment name (default MODEL-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--address", help="join an existing Ray cluster (e.g. 10.0.0.1:6379 or auto)")
-    p.add_argument("--join-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="give up on --address's cluster if it does not answer within this (default 30)")
+    p.add_argument(
+        "--join-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up on --address's cluster if it does not answer within this (default 30)",
+    )
     p.add_argument("--dashboard-host", default="127.0.0.1")
     p.add_argument("--dashboard-port", type=int, help="default 8265, or the next free port when it is taken")
     p.add_argument("--no-dashboard", action="store_true")
@@ -230,8 +286,10 @@ def _check_flags(args: Options) -> None:
         if value is not None and value < least:
             raise InputError(f"--{key.replace('_', '-')} must be an integer >= {least}, got {value}")
     if args.retrain_pareto < 0 or (args.retrain_pareto and not args.objective):
-        raise InputError(f"--retrain-pareto {args.retrain_pareto}: needs two objectives (--objective "
-                         f"accuracy,synops or accuracy,spikes) and K >= 1")
+        raise InputError(
+            f"--retrain-pareto {args.retrain_pareto}: needs two objectives (--objective "
+            f"accuracy,synops or accuracy,spikes) and K >= 1"
+        )
     if not (math.isfinite(args.join_timeout) and args.join_timeout > 0):
         raise InputError(f"--join-timeout must be a number of seconds > 0, got {args.join_timeout:g}")
     if not args.no_dashboard and args.dashboard_port is not None and not 1 <= args.dashboard_port <= 65535:
@@ -239,8 +297,9 @@ def _check_flags(args: Options) -> None:
     if args.address and args.address != "auto" and "://" not in args.address:
         host, _, port = args.address.rpartition(":")
         if not host or not port.isdigit() or not 1024 <= int(port) <= 65535:
-            raise InputError(f"--address must be HOST:PORT with a port in [1024, 65535] (Ray's rule), or auto; "
-                             f"got {args.address!r}")
+            raise InputError(
+                f"--address must be HOST:PORT with a port in [1024, 65535] (Ray's rule), or auto; got {args.address!r}"
+            )
     reason = unwritable(Path(args.results_dir))
     if reason:
         raise InputError(f"--results-dir {args.results_dir}: {reason}")
@@ -276,8 +335,10 @@ def check_network(space: SearchSpace, settings: Settings, data) -> None:
 
 def _check_loggers(loggers: tuple[str, ...]) -> None:
     """A logger whose package is missing is one line naming the extra that installs it."""
-    for logger, module, extra in (("mlflow", "mlflow", "pip install 'snn-tune[mlflow]'"),
-                                  ("tensorboard", "tensorboardX", "pip install tensorboardX")):
+    for logger, module, extra in (
+        ("mlflow", "mlflow", "pip install 'snn-tune[mlflow]'"),
+        ("tensorboard", "tensorboardX", "pip install tensorboardX"),
+    ):
         if logger in loggers and importlib.util.find_spec(module) is None:
             raise ResourceError(f"--logger {logger} needs the {module} package: {extra}")
 
@@ -290,8 +351,10 @@ def model_label(model: str) -> str:
 def _space_from_args(args: Options, network: Network | None = None) -> SearchSpace:
     model = network.name if network is not None else args.model
     if args.space is None and model not in MODELS:
-        raise InputError(f"{model}: a network of your own needs --space FILE, a search space naming what to "
-                         f"search (python -m tuning.search --help lists the shipped ones to start from)")
+        raise InputError(
+            f"{model}: a network of your own needs --space FILE, a search space naming what to "
+            f"search (python -m tuning.search --help lists the shipped ones to start from)"
+        )
     if isinstance(args.space, Mapping):
         space = parse_space(dict(args.space), "<space from Python>", model, network)
     else:
@@ -329,8 +392,9 @@ def _check_budget_flags(args: Options, space: SearchSpace, budget: dict[str, int
             return f"--preset {args.preset}'s {key} {budget[key]}"
         return f"{space.path}'s budget.{key} {effective[key]}"
 
-    raise InputError(f"`grace_period <= epochs_per_trial` must hold, got {source('grace_period')} > "
-                     f"{source('epochs_per_trial')}")
+    raise InputError(
+        f"`grace_period <= epochs_per_trial` must hold, got {source('grace_period')} > {source('epochs_per_trial')}"
+    )
 
 
 def _settings_from_args(args: Options, space: SearchSpace) -> Settings:
@@ -338,17 +402,38 @@ def _settings_from_args(args: Options, space: SearchSpace) -> Settings:
     seed_trial = not args.no_seed_trial
     outside = space.seed_point()[1]
     if seed_trial and outside:
-        print(f"note: the seed's configuration lies outside this space ({', '.join(outside)}), so it is not "
-              f"trial 0; widen the ranges to include it", file=sys.stderr)
+        print(
+            f"note: the seed's configuration lies outside this space ({', '.join(outside)}), so it is not "
+            f"trial 0; widen the ranges to include it",
+            file=sys.stderr,
+        )
         seed_trial = False
     check_resource_request(args.cpus_per_trial, args.gpus_per_trial)  # the flags' messages, before Settings' own
-    for flag, value in (("retrain_seeds", retrain_seeds), ("max_failures", args.max_failures),
-                        ("max_concurrent", args.max_concurrent)):
+    for flag, value in (
+        ("retrain_seeds", retrain_seeds),
+        ("max_failures", args.max_failures),
+        ("max_concurrent", args.max_concurrent),
+    ):
         if value < (1 if flag == "retrain_seeds" else 0):
-            raise ResourceError(f"--{flag.replace('_', '-')} must be >= {1 if flag == 'retrain_seeds' else 0}, got {value}")
-    return Settings(model=space.model, metric=args.metric, seed=args.seed, cpus_per_trial=args.cpus_per_trial,
-                    gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                    max_failures=args.max_failures, retrain_seeds=retrain_seeds, retrain=not args.no_retrain,
-                    device=args.device, seed_trial=seed_trial, sampler=args.sampler, time_budget_s=args.time_budget,
-                    loggers=tuple(dict.fromkeys(args.logger)), cost=args.objective, select=args.select,
-                    retrain_pareto=args.retrain_pareto)
+            raise ResourceError(
+                f"--{flag.replace('_', '-')} must be >= {1 if flag == 'retrain_seeds' else 0}, got {value}"
+            )
+    return Settings(
+        model=space.model,
+        metric=args.metric,
+        seed=args.seed,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent,
+        max_failures=args.max_failures,
+        retrain_seeds=retrain_seeds,
+        retrain=not args.no_retrain,
+        device=args.device,
+        seed_trial=seed_trial,
+        sampler=args.sampler,
+        time_budget_s=args.time_budget,
+        loggers=tuple(dict.fromkeys(args.logger)),
+        cost=args.objective,
+        select=args.select,
+        retrain_pareto=args.retrain_pareto,
+    )

@@ -25,6 +25,8 @@ from .board import BOARD_NAME
 
 _MIN_INTERVAL_S = 5.0
 _MAX_INTERVAL_S = 30.0
+
+
 class LiveTable(ProgressReporter):
     """A compact live table of the search (replaces Ray's CLIReporter and its status block)."""
 
@@ -40,7 +42,12 @@ class LiveTable(ProgressReporter):
         epochs = tuple((t.last_result or {}).get(EPOCH) for t in trials)
         now = time.time()
         new_epoch = (statuses, epochs) != self._last_state and now - self._last_print >= _MIN_INTERVAL_S
-        if done or statuses != (self._last_state or ((), ()))[0] or new_epoch or now - self._last_print >= _MAX_INTERVAL_S:
+        if (
+            done
+            or statuses != (self._last_state or ((), ()))[0]
+            or new_epoch
+            or now - self._last_print >= _MAX_INTERVAL_S
+        ):
             self._last_state, self._last_print = (statuses, epochs), now
             return True
         return False
@@ -57,9 +64,11 @@ class LiveTable(ProgressReporter):
         errored = sum(1 for t in finished if t.status == "ERROR")
         to_start = self._total - len(finished) - len(running)
         elapsed = time.time() - self._start
-        head = (f"[{time.strftime('%H:%M:%S')}] {len(finished)} of {self._total} trials done ({stopped} stopped "
-                f"early by ASHA, {silent} silent, {errored} errored), {len(running)} running, {max(0, to_start)} to "
-                f"start; {_minutes(elapsed)} elapsed{self._time_left(trials, progress, to_start)}")
+        head = (
+            f"[{time.strftime('%H:%M:%S')}] {len(finished)} of {self._total} trials done ({stopped} stopped "
+            f"early by ASHA, {silent} silent, {errored} errored), {len(running)} running, {max(0, to_start)} to "
+            f"start; {_minutes(elapsed)} elapsed{self._time_left(trials, progress, to_start)}"
+        )
         lines = [head]
         for t in running:
             epoch, batch, batches = progress.get(t.trial_id, (_epochs(t) + 1, 0, 0))
@@ -67,8 +76,10 @@ class LiveTable(ProgressReporter):
             value = (t.last_result or {}).get(self._metric)
             shown = f"{value:.2%}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
             params = " ".join(f"{k}={_short(v)}" for k, v in t.config.items() if k in self._params)
-            lines.append(f"  {t.trial_id:<14} epoch {epoch}/{self._max_epochs} {within} of it   "
-                         f"{self._metric} {shown:>7}   {params}")
+            lines.append(
+                f"  {t.trial_id:<14} epoch {epoch}/{self._max_epochs} {within} of it   "
+                f"{self._metric} {shown:>7}   {params}"
+            )
         return "\n".join(lines)
 
     def _time_left(self, trials, progress, to_start: int) -> str:
@@ -78,8 +89,9 @@ class LiveTable(ProgressReporter):
         if not done_epochs or not busy:
             return ""
         per_epoch = busy / done_epochs
-        remaining = to_start * self._max_epochs + sum(self._max_epochs - _epochs(t) for t in trials
-                                                      if t.status == "RUNNING")
+        remaining = to_start * self._max_epochs + sum(
+            self._max_epochs - _epochs(t) for t in trials if t.status == "RUNNING"
+        )
         return f", at most ~{_minutes(remaining * per_epoch / max(1, self._concurrency))} left"
 
     def _snapshot(self) -> dict[str, tuple[int, int, int]]:

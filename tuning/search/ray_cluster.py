@@ -64,8 +64,15 @@ NODE_POLL_LIMIT_S = 10.0  # then Ray's own lookup (its own waits and errors) tak
 SHARED_IMPORTS = ("pydantic", "socketserver", "ray._common.usage.usage_lib", "ray.dashboard")
 
 
-def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dashboard_port: int | None,
-              join_timeout: float = CLUSTER_TIMEOUT_S, import_paths: list[str] = ()) -> None:
+def start_ray(
+    *,
+    address: str | None,
+    dashboard: bool,
+    dashboard_host: str,
+    dashboard_port: int | None,
+    join_timeout: float = CLUSTER_TIMEOUT_S,
+    import_paths: list[str] = (),
+) -> None:
     """Join ``address``, or start a local Ray with its dashboard on ``dashboard_host`` (loopback by default).
 
     ``dashboard_port`` None: Ray's 8265, or the next free port when another Ray holds it.
@@ -85,8 +92,11 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
         known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         os.environ["PYTHONPATH"] = os.pathsep.join([*[p for p in import_paths if p not in known], *filter(None, known)])
     if dashboard and not is_loopback(dashboard_host):
-        print(f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
-              f"it can run code through Ray's job API", file=sys.stderr)
+        print(
+            f"warning: the Ray dashboard listens on {dashboard_host}, not loopback: anyone who reaches "
+            f"it can run code through Ray's job API",
+            file=sys.stderr,
+        )
     if dashboard and dashboard_port is not None:
         check_port_free(dashboard_host, dashboard_port)
     try:
@@ -94,18 +104,26 @@ def start_ray(*, address: str | None, dashboard: bool, dashboard_host: str, dash
             # address "local": a new instance, never the cluster that `ray start` (or another search's
             # test cluster) recorded in /tmp/ray/ray_current_cluster or RAY_ADDRESS names, which
             # ray.init() without an address would join
-            context = ray.init(address="local", include_dashboard=dashboard, dashboard_host=dashboard_host,
-                               dashboard_port=dashboard_port, _node_ip_address=node_ip,
-                               logging_level=logging.WARNING, log_to_driver=False,
-                               _system_config=dict(FAST_RETRIES))  # a copy: Ray adds its own keys to it
+            context = ray.init(
+                address="local",
+                include_dashboard=dashboard,
+                dashboard_host=dashboard_host,
+                dashboard_port=dashboard_port,
+                _node_ip_address=node_ip,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _system_config=dict(FAST_RETRIES),
+            )  # a copy: Ray adds its own keys to it
     except Exception as e:  # Ray's own start-up failures arrive as tracebacks of any type
         raise ClusterError(f"Ray did not start: {_first_line(e)}") from None
     keep_token_private()  # the token this start may have written
     if dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}")
         if os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
-            print(f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
-                  f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off")
+            print(
+                f"  token authentication is on: sign in with the token in {TOKEN_FILE} (HTTP clients send "
+                f"'Authorization: Bearer <token>'); on a private machine RAY_AUTH_MODE=disabled turns it off"
+            )
 
 
 def keep_token_private(token_file: Path = TOKEN_FILE) -> None:
@@ -132,8 +150,9 @@ def keep_token_private(token_file: Path = TOKEN_FILE) -> None:
         if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o077:
             return
         if info.st_uid != os.geteuid():
-            _warn_token(token_file, f"is mode {stat.S_IMODE(info.st_mode):04o} and belongs to user id {info.st_uid}, "
-                                    f"not to you")
+            _warn_token(
+                token_file, f"is mode {stat.S_IMODE(info.st_mode):04o} and belongs to user id {info.st_uid}, not to you"
+            )
             return
         os.fchmod(fd, 0o600)
     except OSError as e:
@@ -143,8 +162,11 @@ def keep_token_private(token_file: Path = TOKEN_FILE) -> None:
 
 
 def _warn_token(token_file: Path, why: str) -> None:
-    print(f"warning: Ray's dashboard token {token_file} {why}: whoever reads it can run code through Ray's job API; "
-          f"make it yours and private (chmod 600)", file=sys.stderr)
+    print(
+        f"warning: Ray's dashboard token {token_file} {why}: whoever reads it can run code through Ray's job API; "
+        f"make it yours and private (chmod 600)",
+        file=sys.stderr,
+    )
 
 
 def import_shared_modules() -> None:
@@ -167,8 +189,10 @@ def _join(address: str, timeout: float) -> None:
     # the watchdog ends the command; nothing has been written yet, so there is nothing to clean up.
     # Meanwhile Ray's C++ client logs its retries to file descriptor 2: held back, shown only on success.
     with _fd2_held() as stderr_fd:
-        message = (f"python -m tuning.search: error: --address {address}: the Ray cluster did not answer within "
-                   f"{timeout:g} s\n")
+        message = (
+            f"python -m tuning.search: error: --address {address}: the Ray cluster did not answer within "
+            f"{timeout:g} s\n"
+        )
         watchdog = threading.Timer(timeout, _give_up, args=(stderr_fd, message))
         watchdog.daemon = True
         watchdog.start()
@@ -213,8 +237,10 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as e:
-            raise ClusterError(f"--dashboard-port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
-                               f"choose another port or --no-dashboard") from None
+            raise ClusterError(
+                f"--dashboard-port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
+                f"choose another port or --no-dashboard"
+            ) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -240,10 +266,12 @@ def _node_on_loopback() -> Iterator[str | None]:
     except ImportError:
         constants = None
     if not isinstance(getattr(constants, "ENABLE_RAY_CLUSTER", None), bool):
-        raise ClusterError(f"this Ray ({ray.__version__}) keeps its one-machine switch elsewhere than "
-                           f"ray._private.ray_constants.ENABLE_RAY_CLUSTER (checked against {RAY_CHECKED}), so a "
-                           f"local Ray cannot be held to loopback; set {SINGLE_MACHINE_ENV}=0 to start it as Ray "
-                           f"decides, or join a cluster with --address")
+        raise ClusterError(
+            f"this Ray ({ray.__version__}) keeps its one-machine switch elsewhere than "
+            f"ray._private.ray_constants.ENABLE_RAY_CLUSTER (checked against {RAY_CHECKED}), so a "
+            f"local Ray cannot be held to loopback; set {SINGLE_MACHINE_ENV}=0 to start it as Ray "
+            f"decides, or join a cluster with --address"
+        )
     before = constants.ENABLE_RAY_CLUSTER
     constants.ENABLE_RAY_CLUSTER = False
     try:
@@ -262,8 +290,10 @@ def _prompt_node_lookup() -> Iterator[None]:
     Ray does. On a Ray without these functions the start is Ray's own (one warning).
     """
     services, state = getattr(ray._private, "services", None), getattr(ray._private, "state", None)
-    if not all(hasattr(m, f) for m, f in ((services, "get_node"), (services, "_get_gcs_client_options"),
-                                          (state, "GlobalState"))):
+    if not all(
+        hasattr(m, f)
+        for m, f in ((services, "get_node"), (services, "_get_gcs_client_options"), (state, "GlobalState"))
+    ):
         _warn_moved("ray._private.services.get_node", "Ray starts at its own pace, up to a second slower")
         yield
         return
@@ -335,8 +365,9 @@ def _warn_moved(what: str, consequence: str) -> None:
     """One warning per process that a private part of Ray this module uses has moved."""
     if what not in _told:
         _told.add(what)
-        warnings.warn(f"this Ray ({ray.__version__}) has no {what} (checked against {RAY_CHECKED}): {consequence}",
-                      stacklevel=3)
+        warnings.warn(
+            f"this Ray ({ray.__version__}) has no {what} (checked against {RAY_CHECKED}): {consequence}", stacklevel=3
+        )
 
 
 _told: set[str] = set()

@@ -18,9 +18,21 @@ from .. import experiment as files
 
 # Columns Ray adds to every reported result; trial_metrics.csv keeps only the trainer's.
 _RAY_COLUMNS = {
-    "timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",
-    "time_total_s", "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-    "should_checkpoint", "experiment_tag", "trial_id",
+    "timestamp",
+    "checkpoint_dir_name",
+    "done",
+    "training_iteration",
+    "date",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "should_checkpoint",
+    "experiment_tag",
+    "trial_id",
 }
 _PACKAGES = ("torch", "spikingjelly", "ray", "optuna", "pandas", "plotly", "numpy")
 
@@ -58,22 +70,43 @@ def trial_outcomes(grid, statuses: dict[str, str]) -> list[TrialOutcome]:
         frame = result.metrics_dataframe
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
         records = [] if frame is None or frame.empty else frame.to_dict("records")
-        history = [{k: v for k, v in r.items() if k not in _RAY_COLUMNS and not k.startswith("config/")}
-                   for r in records]
-        outcomes.append(TrialOutcome(trial_id=trial_id,
-                                     status=statuses.get(trial_id, files.ERROR if result.error else "UNKNOWN"),
-                                     config=dict(result.config or {}), history=history))
+        history = [
+            {k: v for k, v in r.items() if k not in _RAY_COLUMNS and not k.startswith("config/")} for r in records
+        ]
+        outcomes.append(
+            TrialOutcome(
+                trial_id=trial_id,
+                status=statuses.get(trial_id, files.ERROR if result.error else "UNKNOWN"),
+                config=dict(result.config or {}),
+                history=history,
+            )
+        )
     return outcomes
 
 
-def write_trial_files(folder: Path, outcomes: list[TrialOutcome], metric: str, max_epochs: int,
-                      seed_trial: str | None = None, describe=None) -> list[dict[str, Any]]:
+def write_trial_files(
+    folder: Path,
+    outcomes: list[TrialOutcome],
+    metric: str,
+    max_epochs: int,
+    seed_trial: str | None = None,
+    describe=None,
+) -> list[dict[str, Any]]:
     """Write trials.csv and trial_metrics.csv; return trials.csv's rows. ``describe``: a trial's sampled values ->
     its network in words (trials.csv's ``network`` column)."""
-    rows = [files.trial_row(t.trial_id, t.status, t.config, t.history, metric, max_epochs,
-                            seed_trial=t.trial_id == seed_trial,
-                            network=describe(t.config) if describe is not None and t.config else None)
-            for t in outcomes]
+    rows = [
+        files.trial_row(
+            t.trial_id,
+            t.status,
+            t.config,
+            t.history,
+            metric,
+            max_epochs,
+            seed_trial=t.trial_id == seed_trial,
+            network=describe(t.config) if describe is not None and t.config else None,
+        )
+        for t in outcomes
+    ]
     write_csv(folder / files.TRIALS, rows)
     write_csv(folder / files.TRIAL_METRICS, [{"trial_id": t.trial_id, **r} for t in outcomes for r in t.history])
     return rows
@@ -96,8 +129,9 @@ def package_versions() -> dict[str, str]:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

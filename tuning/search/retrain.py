@@ -29,8 +29,14 @@ from .. import experiment as files
 SAMPLE_IMAGES = 10  # test images the report shows with their predictions
 
 
-def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: int, data: Dataset,
-            network: Network | None = None) -> dict[str, Any]:
+def retrain(
+    experiment: Path,
+    best_config: dict[str, Any],
+    epochs: int,
+    seeds: int,
+    data: Dataset,
+    network: Network | None = None,
+) -> dict[str, Any]:
     """Train ``best_config`` for ``epochs`` with ``seeds`` seeds; return the summary of their test accuracy.
 
     ``network``: the resolved factory (a callable passed from Python); else ``best_config``'s model names it."""
@@ -47,11 +53,19 @@ def retrain(experiment: Path, best_config: dict[str, Any], epochs: int, seeds: i
         def on_epoch(record: dict[str, Any], state: RunState, folder: RunFolder = folder) -> None:
             folder.on_epoch(record, state)
             final[:] = [state]
-            tqdm.write(f"  retrain epoch {record['epoch']}/{epochs}: test acc {record.get('test_acc', math.nan):.2%}, "
-                       f"train loss {record['train_loss']:.4f}, {record['train_images_per_s']:.0f} img/s")
+            tqdm.write(
+                f"  retrain epoch {record['epoch']}/{epochs}: test acc {record.get('test_acc', math.nan):.2%}, "
+                f"train loss {record['train_loss']:.4f}, {record['train_images_per_s']:.0f} img/s"
+            )
 
-        history = train(config, splits, on_epoch=on_epoch, on_batch=_progress_bar(),
-                        resume_from=folder.resume_point(), network=network)
+        history = train(
+            config,
+            splits,
+            on_epoch=on_epoch,
+            on_batch=_progress_bar(),
+            resume_from=folder.resume_point(),
+            network=network,
+        )
         histories[seed] = history.epochs
         if first_model is None:
             first_model = final[0].model if final else _saved_model(folder, config, splits, network)
@@ -68,14 +82,29 @@ def retrain_front(experiment: Path, rows: list[dict[str, Any]], space, settings,
     cost = f"last_{files.objective_metric(settings.cost, settings.metric)}"
     retrained = []
     for point in files.spread(files.pareto_front(rows, accuracy, cost), settings.retrain_pareto):
-        config = space.config_for(files.sampled_values(point), device=settings.device,
-                                  epochs=space.budget.retrain_epochs).to_dict()
-        print(f"Pareto point {point['trial_id']}: {settings.metric} {point[accuracy]:.2%}, "
-              f"{point[cost]:,.0f} {settings.cost} per image in the search")
-        summary = retrain(experiment / files.PARETO_RETRAIN / str(point["trial_id"]), config,
-                          space.budget.retrain_epochs, settings.retrain_seeds, data, space.net)
-        retrained.append({"trial_id": point["trial_id"], "search_accuracy": point[accuracy],
-                          "search_cost": point[cost], "retrain": summary})
+        config = space.config_for(
+            files.sampled_values(point), device=settings.device, epochs=space.budget.retrain_epochs
+        ).to_dict()
+        print(
+            f"Pareto point {point['trial_id']}: {settings.metric} {point[accuracy]:.2%}, "
+            f"{point[cost]:,.0f} {settings.cost} per image in the search"
+        )
+        summary = retrain(
+            experiment / files.PARETO_RETRAIN / str(point["trial_id"]),
+            config,
+            space.budget.retrain_epochs,
+            settings.retrain_seeds,
+            data,
+            space.net,
+        )
+        retrained.append(
+            {
+                "trial_id": point["trial_id"],
+                "search_accuracy": point[accuracy],
+                "search_cost": point[cost],
+                "retrain": summary,
+            }
+        )
     return retrained
 
 
@@ -89,9 +118,12 @@ def _saved_model(folder: RunFolder, config: RunConfig, data: Dataset, network: N
 def write_predictions(path: Path, model: torch.nn.Module, test: Split) -> None:
     """The model's predicted class for every test image, and a few images to show (uint8 [n, H, W] or [n, H, W, 3])."""
     torch.manual_seed(0)  # Poisson input: the same predictions for the same model
-    predicted = torch.cat([predict(model, test.float_images(index)).cpu()
-                           for index in batches(len(test), EVAL_BATCH_SIZE, shuffle=False,
-                                                device=test.labels.device)])
+    predicted = torch.cat(
+        [
+            predict(model, test.float_images(index)).cpu()
+            for index in batches(len(test), EVAL_BATCH_SIZE, shuffle=False, device=test.labels.device)
+        ]
+    )
     picks = np.random.default_rng(0).choice(len(test), size=min(SAMPLE_IMAGES, len(test)), replace=False)
     buffer = io.BytesIO()
     samples = test.images[torch.from_numpy(picks)].cpu()  # [n, C, H, W]
@@ -99,8 +131,13 @@ def write_predictions(path: Path, model: torch.nn.Module, test: Split) -> None:
         samples = (samples * 255).round()
     samples = samples.to(torch.uint8)
     samples = samples[:, 0] if samples.shape[1] == 1 else samples.permute(0, 2, 3, 1)  # greyscale or RGB
-    np.savez_compressed(buffer, labels=test.labels.cpu().numpy(), predicted=predicted.numpy(),
-                        sample_index=picks, sample_images=samples.numpy())
+    np.savez_compressed(
+        buffer,
+        labels=test.labels.cpu().numpy(),
+        predicted=predicted.numpy(),
+        sample_index=picks,
+        sample_images=samples.numpy(),
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -119,4 +156,5 @@ def _progress_bar():
         if i == n - 1:
             bar.close()
             bar = None
+
     return on_batch

@@ -29,7 +29,7 @@ from pathlib import Path
 import optuna
 import ray
 from optuna.trial import TrialState
-from ray.tune.search import SearchGenerator, Searcher
+from ray.tune.search import Searcher, SearchGenerator
 
 from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT, STUDY, TUNE
 from .settings import InputError
@@ -86,7 +86,8 @@ class RelocatingSearchGenerator(SearchGenerator):
             raise ResumeUnsupported(
                 f"--resume refused: this Ray ({ray.__version__}) keeps a restored search's storage where this "
                 f"project cannot re-point it (SearchGenerator._experiment.storage, checked against Ray "
-                f"2.41-2.60), so new trials could be written into another folder")
+                f"2.41-2.60), so new trials could be written into another folder"
+            )
         storage.storage_fs_path = str(experiment)  # also the spec's "storage", from which each new trial copies
         storage.experiment_dir_name = TUNE
 
@@ -105,9 +106,18 @@ class PruneAwareOptunaSearch(Searcher):
     default); max_epochs: a trial that reported fewer epochs was stopped early.
     """
 
-    def __init__(self, space, metric: str | list[str], mode: str | list[str], *, max_epochs: int,
-                 sampler: optuna.samplers.BaseSampler | None = None, points_to_evaluate: list[dict] | None = None,
-                 storage: optuna.storages.BaseStorage | None = None, study_name: str | None = None):
+    def __init__(
+        self,
+        space,
+        metric: str | list[str],
+        mode: str | list[str],
+        *,
+        max_epochs: int,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        points_to_evaluate: list[dict] | None = None,
+        storage: optuna.storages.BaseStorage | None = None,
+        study_name: str | None = None,
+    ):
         super().__init__(metric=metric, mode=mode)
         self._space, self._sampler, self._storage = space, sampler, storage
         self._study_name = study_name or "optuna"
@@ -116,9 +126,14 @@ class PruneAwareOptunaSearch(Searcher):
         self._finished: set[str] = set()
         self._reported_steps: dict[str, set[int]] = {}  # saved with the searcher, so resume keeps it
         modes = mode if isinstance(mode, list) else [mode]
-        self._study = optuna.create_study(storage=storage, sampler=sampler, pruner=optuna.pruners.NopPruner(),
-                                          study_name=self._study_name, load_if_exists=True,
-                                          directions=["minimize" if m == "min" else "maximize" for m in modes])
+        self._study = optuna.create_study(
+            storage=storage,
+            sampler=sampler,
+            pruner=optuna.pruners.NopPruner(),
+            study_name=self._study_name,
+            load_if_exists=True,
+            directions=["minimize" if m == "min" else "maximize" for m in modes],
+        )
         for point in points_to_evaluate or []:
             self._study.enqueue_trial(point)
 
@@ -215,13 +230,16 @@ class PruneAwareOptunaSearch(Searcher):
             return  # e.g. tuner.pkl read by a tool: the study stays closed rather than open someone else's journal
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(experiment / STUDY)))
         self._storage = storage
-        self._study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler,
-                                        pruner=optuna.pruners.NopPruner())
+        self._study = optuna.load_study(
+            study_name=self._study_name, storage=storage, sampler=self._sampler, pruner=optuna.pruners.NopPruner()
+        )
         study_id = storage.get_study_id_from_name(self._study_name)
         self._trials = {
-            rid: t if not isinstance(t, int) else optuna.trial.Trial(
-                self._study, storage.get_trial_id_from_study_id_trial_number(study_id, t))
-            for rid, t in self._trials.items()}
+            rid: t
+            if not isinstance(t, int)
+            else optuna.trial.Trial(self._study, storage.get_trial_id_from_study_id_trial_number(study_id, t))
+            for rid, t in self._trials.items()
+        }
 
 
 def _is_finite(value) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from snn.config import MAX_SEED, MODELS, is_reference
+from snn.errors import SnnTuneError
 
 from .. import experiment as files
 
@@ -15,8 +16,6 @@ SAMPLERS = ("tpe", "random")
 DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("mlflow", "tensorboard")
 SELECTIONS = ("max-accuracy", "knee")  # besides the rules files.parse_selection reads
-
-from snn.errors import SnnTuneError
 
 
 class InputError(SnnTuneError, ValueError):
@@ -62,8 +61,10 @@ class Settings:
             if rule:
                 raise InputError(f"{f.name}: {rule}, got {getattr(self, f.name)!r}")
         if self.retrain_pareto and not self.cost:
-            raise InputError(f"retrain_pareto: needs a second objective (cost), got retrain_pareto="
-                             f"{self.retrain_pareto} with cost={self.cost!r}")
+            raise InputError(
+                f"retrain_pareto: needs a second objective (cost), got retrain_pareto="
+                f"{self.retrain_pareto} with cost={self.cost!r}"
+            )
 
 
 def _integer(value: Any) -> bool:
@@ -89,13 +90,17 @@ def _selection(value: Any) -> str | None:
 
 
 _RULES = {  # field -> the rule its value breaks, or None
-    "model": lambda v: None if v in MODELS or is_reference(v) else f"must be one of {', '.join(MODELS)} or "
-                                                                   f"package.module:function",
+    "model": lambda v: (
+        None if v in MODELS or is_reference(v) else f"must be one of {', '.join(MODELS)} or package.module:function"
+    ),
     "metric": _one_of(METRICS),
     "seed": lambda v: None if _integer(v) and 0 <= v <= MAX_SEED else "must be an integer in [0, 2**32 - 1]",
     "cpus_per_trial": lambda v: None if _number(v) and v > 0 else "must be a finite number > 0",
-    "gpus_per_trial": lambda v: None if _number(v) and v >= 0 and (v <= 1 or float(v).is_integer())
-    else "must be a finite number >= 0, a whole number above 1",
+    "gpus_per_trial": lambda v: (
+        None
+        if _number(v) and v >= 0 and (v <= 1 or float(v).is_integer())
+        else "must be a finite number >= 0, a whole number above 1"
+    ),
     "max_concurrent": lambda v: None if _integer(v) and v >= 0 else "must be an integer >= 0",
     "max_failures": lambda v: None if _integer(v) and v >= 0 else "must be an integer >= 0",
     "retrain_seeds": lambda v: None if _integer(v) and v >= 1 else "must be an integer >= 1",
@@ -103,11 +108,19 @@ _RULES = {  # field -> the rule its value breaks, or None
     "device": _one_of(DEVICES),
     "seed_trial": lambda v: None if isinstance(v, bool) else "must be true or false",
     "sampler": _one_of(SAMPLERS),
-    "time_budget_s": lambda v: None if v is None or (_number(v) and v > 0) else "must be a number of seconds > 0 or null",
-    "loggers": lambda v: None if isinstance(v, tuple) and all(isinstance(x, str) and x in LOGGERS for x in v)
-    else f"must be a list of {', '.join(LOGGERS)}",
-    "cost": lambda v: None if v is None or (isinstance(v, str) and v in files.OBJECTIVES and v != "accuracy")
-    else "must be null, synops or spikes",
+    "time_budget_s": lambda v: (
+        None if v is None or (_number(v) and v > 0) else "must be a number of seconds > 0 or null"
+    ),
+    "loggers": lambda v: (
+        None
+        if isinstance(v, tuple) and all(isinstance(x, str) and x in LOGGERS for x in v)
+        else f"must be a list of {', '.join(LOGGERS)}"
+    ),
+    "cost": lambda v: (
+        None
+        if v is None or (isinstance(v, str) and v in files.OBJECTIVES and v != "accuracy")
+        else "must be null, synops or spikes"
+    ),
     "select": _selection,
     "retrain_pareto": lambda v: None if _integer(v) and v >= 0 else "must be an integer >= 0",
 }

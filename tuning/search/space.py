@@ -30,14 +30,17 @@ from typing import Any
 import optuna
 import yaml
 
-from snn.errors import SnnTuneError
 from snn.config import DATASETS, MODELS, ConfigError, RunConfig, is_reference
+from snn.errors import SnnTuneError
 from snn.networks import Network, NetworkError, config_from_flat, flat_values, resolve, route
 
 SHIPPED = "search_spaces"  # the shipped spaces: package data of ``tuning`` (tuning/search_spaces/*.yaml)
 _TOP_KEYS = ("model", "data", "search", "fixed", "budget")
-_PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
-               "categorical": {"type", "choices", "when"}}
+_PARAM_KEYS = {
+    "float": {"type", "low", "high", "log", "when"},
+    "int": {"type", "low", "high", "log", "when"},
+    "categorical": {"type", "choices", "when"},
+}
 # Fields a search never samples or fixes in a space: they name the run, not a hyperparameter (the data is
 # the top-level ``data`` key).
 _NOT_SEARCHABLE = ("model", "net", "dataset", "epochs", "device", "seed")
@@ -117,8 +120,11 @@ class SearchSpace:
         values = {**flat_values(seed), **self.net.defaults_for(seed.net)}
         point = {name: values.get(name, _NO_DEFAULT) for name in self.params if name not in self.conditions}
         point.update({name: values.get(name, _NO_DEFAULT) for name in self.conditions if self.applies(name, point)})
-        outside = [f"{name}={'(no default)' if value is _NO_DEFAULT else repr(value)}" for name, value in point.items()
-                   if value is _NO_DEFAULT or not _contains(self.params[name], value)]
+        outside = [
+            f"{name}={'(no default)' if value is _NO_DEFAULT else repr(value)}"
+            for name, value in point.items()
+            if value is _NO_DEFAULT or not _contains(self.params[name], value)
+        ]
         return point, outside
 
     def corner(self, pick=max) -> dict[str, Any]:
@@ -169,8 +175,11 @@ _NO_DEFAULT = object()
 def shipped_spaces() -> dict[str, Path]:
     """The spaces that ship with the package, by name (fc, fc-cpu, csnn, csnn-cpu), read from its package data."""
     folder = importlib.resources.files("tuning") / SHIPPED
-    return {entry.name.removesuffix(".yaml"): Path(str(entry)) for entry in sorted(folder.iterdir(), key=str)
-            if entry.name.endswith(".yaml")}
+    return {
+        entry.name.removesuffix(".yaml"): Path(str(entry))
+        for entry in sorted(folder.iterdir(), key=str)
+        if entry.name.endswith(".yaml")
+    }
 
 
 def default_space_path(model: str) -> Path:
@@ -194,8 +203,9 @@ def load_space(path: Path | str, model: str | None = None, network: Network | No
     except OSError as e:
         raise SpaceError(f"{path}: cannot be read ({e.strerror})") from None
     except UnicodeDecodeError as e:
-        raise SpaceError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                         f"save the file as UTF-8") from None
+        raise SpaceError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -240,8 +250,11 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None, network: N
         if name == "dataset":
             raise fail(f"{section}.{name}", "the dataset is the top-level data: key")
         if name in _NOT_SEARCHABLE and not network.takes(name):
-            raise fail(f"{section}.{name}", "names the run, not a hyperparameter; it cannot be searched or fixed in "
-                                            "a space (the command's flags set it)")
+            raise fail(
+                f"{section}.{name}",
+                "names the run, not a hyperparameter; it cannot be searched or fixed in "
+                "a space (the command's flags set it)",
+            )
         try:
             route({name: None}, network)
         except ConfigError as e:
@@ -255,22 +268,38 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None, network: N
     for name, dist in params.items():
         for value in _extremes(dist):
             _check_value(space_model, network, fixed, {name: value}, f"search.{name}", fail)
-    conditions = {name: _condition(name, spec["when"], params, search, fail)
-                  for name, spec in search.items() if "when" in spec}
+    conditions = {
+        name: _condition(name, spec["when"], params, search, fail) for name, spec in search.items() if "when" in spec
+    }
     required = [p for p in network.parameters if p not in network.defaults and p not in search and p not in fixed]
     if required:
         raise fail(required[0], f"{network.signature_text()} has no default for it: search or fix it")
-    return SearchSpace(path=path, model=space_model, params=params, fixed=dict(fixed), budget=budget,
-                       conditions=conditions, data=data, network=network)
+    return SearchSpace(
+        path=path,
+        model=space_model,
+        params=params,
+        fixed=dict(fixed),
+        budget=budget,
+        conditions=conditions,
+        data=data,
+        network=network,
+    )
 
 
-def with_overrides(space: SearchSpace, *, fixed: dict[str, Any] | None = None,
-                   params: dict[str, dict[str, Any]] | None = None, budget: dict[str, int] | None = None) -> SearchSpace:
+def with_overrides(
+    space: SearchSpace,
+    *,
+    fixed: dict[str, Any] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    budget: dict[str, int] | None = None,
+) -> SearchSpace:
     """A copy of ``space`` with fixed values, parameter specs or budget entries replaced (presets); a replaced
     parameter keeps its ``when:`` condition."""
     described = space.describe()
-    replaced = {name: {**({"when": described[name]["when"]} if "when" in described.get(name, {}) else {}), **spec}
-                for name, spec in (params or {}).items()}
+    replaced = {
+        name: {**({"when": described[name]["when"]} if "when" in described.get(name, {}) else {}), **spec}
+        for name, spec in (params or {}).items()
+    }
     raw = {
         "model": space.model,
         "data": space.data,
@@ -305,16 +334,21 @@ def _budget(raw: dict, fail) -> Budget:
         values[key] = value
     budget = Budget(**values)
     if budget.grace_period > budget.epochs_per_trial:
-        raise fail("budget.grace_period", f"`grace_period <= epochs_per_trial` must hold, got "
-                                          f"{budget.grace_period} > {budget.epochs_per_trial}")
+        raise fail(
+            "budget.grace_period",
+            f"`grace_period <= epochs_per_trial` must hold, got {budget.grace_period} > {budget.epochs_per_trial}",
+        )
     if budget.reduction_factor < 2:
         raise fail("budget.reduction_factor", f"must be >= 2, got {budget.reduction_factor}")
     return budget
 
 
 _SILENCE_RULES = {  # SilenceRule's fields: (integer?, lowest allowed, highest allowed)
-    "min_spikes": (False, 0.0, math.inf), "max_fraction": (False, 0.0, 1.0),
-    "probe_batches": (True, 1, math.inf), "warmup_batches": (True, 0, math.inf), "per_steps": (True, 1, math.inf),
+    "min_spikes": (False, 0.0, math.inf),
+    "max_fraction": (False, 0.0, 1.0),
+    "probe_batches": (True, 1, math.inf),
+    "warmup_batches": (True, 0, math.inf),
+    "per_steps": (True, 1, math.inf),
     "max_accuracy": (False, 0.0, 1.0),
 }
 
@@ -324,8 +358,9 @@ def _silence(value: Any, fail) -> dict[str, float] | None:
     if value is False or value is None:
         return None
     if not isinstance(value, dict):
-        raise fail("budget.silence", f"must be a mapping like {{min_spikes: 5, max_fraction: 0.05}} or off, "
-                                     f"got {value!r}")
+        raise fail(
+            "budget.silence", f"must be a mapping like {{min_spikes: 5, max_fraction: 0.05}} or off, got {value!r}"
+        )
     for key, number in value.items():
         if key not in _SILENCE_RULES:
             raise fail(f"budget.silence.{key}", f"unknown key; allowed: {', '.join(_SILENCE_RULES)}")
@@ -346,8 +381,10 @@ def _distribution(name: str, spec: Any, fail) -> optuna.distributions.BaseDistri
     kind = spec["type"]
     extra = set(spec) - _PARAM_KEYS[kind]
     if extra:
-        raise fail(f"{key}.{sorted(extra)[0]}", f"unknown key for a {kind} parameter; "
-                                                f"allowed: {', '.join(sorted(_PARAM_KEYS[kind]))}")
+        raise fail(
+            f"{key}.{sorted(extra)[0]}",
+            f"unknown key for a {kind} parameter; allowed: {', '.join(sorted(_PARAM_KEYS[kind]))}",
+        )
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -386,11 +423,18 @@ def _condition(name: str, when: Any, params: dict, search: dict, fail) -> dict[s
         if other == name or "when" in search[other]:
             raise fail(f"{key}.{other}", "a condition must name a parameter without a condition of its own")
         values = values if isinstance(values, list) else [values]
-        unknown = [v for v in values if not _contains(dist, v) or (isinstance(dist, optuna.distributions.IntDistribution)
-                                                                   and not isinstance(v, int))]
+        unknown = [
+            v
+            for v in values
+            if not _contains(dist, v)
+            or (isinstance(dist, optuna.distributions.IntDistribution) and not isinstance(v, int))
+        ]
         if not values or unknown:
-            allowed = (f"choices {list(dist.choices)}" if isinstance(dist, optuna.distributions.CategoricalDistribution)
-                       else f"range [{dist.low}, {dist.high}]")
+            allowed = (
+                f"choices {list(dist.choices)}"
+                if isinstance(dist, optuna.distributions.CategoricalDistribution)
+                else f"range [{dist.low}, {dist.high}]"
+            )
             raise fail(f"{key}.{other}", f"values must be among {other}'s {allowed}, got {unknown or values!r}")
         condition[other] = values
     return condition

@@ -14,6 +14,8 @@ from .space import SearchSpace, SpaceError, parse_space
 
 MAX_STATE_BYTES = 1 << 20  # search.json holds a space and settings: a few kB
 TUNER_STATE = "tuner.pkl"  # what Tuner.restore reads first in tune/ (ray.tune.impl.tuner_internal._TUNER_PKL)
+
+
 def create_experiment(experiment: Path, space: SearchSpace, settings: Settings) -> None:
     """The experiment folder with its search.json, whole or not at all (a kill in between leaves no folder
     that neither a new search nor --resume could use): made under a hidden name, then renamed."""
@@ -28,8 +30,13 @@ def create_experiment(experiment: Path, space: SearchSpace, settings: Settings) 
 
 
 def _save_state(experiment: Path, space: SearchSpace, settings: Settings) -> None:
-    raw = {"model": space.model, "data": space.data, "search": space.describe(), "fixed": space.fixed,
-           "budget": space.budget.__dict__}
+    raw = {
+        "model": space.model,
+        "data": space.data,
+        "search": space.describe(),
+        "fixed": space.fixed,
+        "budget": space.budget.__dict__,
+    }
     write_json(experiment / files.STATE, {"space": raw, "space_file": str(space.path), "settings": settings.__dict__})
 
 
@@ -51,11 +58,14 @@ def load_state(experiment: Path, model: str | None, network=None) -> tuple[Searc
     try:
         space, settings = _read_state(state_file, model, network)
     except (ValueError, KeyError, TypeError, RecursionError) as e:  # not JSON, too deep, keys missing, a bad space
-        raise InputError(f"--resume: {state_file} is damaged ({_reason(e)}); it is written by the search that "
-                         f"started the experiment") from None
+        raise InputError(
+            f"--resume: {state_file} is damaged ({_reason(e)}); it is written by the search that started the experiment"
+        ) from None
     if not (experiment / files.TUNE / TUNER_STATE).is_file() and _study_has_trials(experiment):
-        raise InputError(f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
-                         f"cannot be restored (python -m tuning.report {experiment} still reports what is there)")
+        raise InputError(
+            f"--resume: {experiment / files.TUNE / TUNER_STATE} is missing: the Ray Tune experiment "
+            f"cannot be restored (python -m tuning.report {experiment} still reports what is there)"
+        )
     try:
         verify_experiment(experiment)  # every pickle Ray Tune would read, signed by this user's searches
     except UntrustedPickle as e:
@@ -66,8 +76,9 @@ def load_state(experiment: Path, model: str | None, network=None) -> tuple[Searc
 def _read_state(state_file: Path, model: str | None, network=None) -> tuple[SearchSpace, Settings]:
     """search.json's space and settings, held to the rules a new search's flags and space file are held to."""
     if state_file.stat().st_size > MAX_STATE_BYTES:
-        raise ValueError(f"it is {state_file.stat().st_size:,} bytes, more than any search writes "
-                         f"({MAX_STATE_BYTES:,})")
+        raise ValueError(
+            f"it is {state_file.stat().st_size:,} bytes, more than any search writes ({MAX_STATE_BYTES:,})"
+        )
     state = json.loads(state_file.read_bytes())
     if not isinstance(state, dict):
         raise TypeError(f"it holds a {type(state).__name__}, not a mapping with the keys space, space_file, settings")

@@ -65,5 +65,12 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
     with checkpoint.as_directory() as folder:
         resume_from = Path(folder) / CHECKPOINT_FILE
         epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
-        train(config, splits, on_epoch=report, on_batch=post_progress, resume_from=resume_from, silence=silence,
-              network=network)
+        train(
+            config,
+            splits,
+            on_epoch=report,
+            on_batch=post_progress,
+            resume_from=resume_from,
+            silence=silence,
+            network=network,
+        )

@@ -65,12 +65,12 @@ def check_resumable(experiment: Path) -> None:
         if info.st_mode & stat.S_IWOTH and not sticky:
             _refuse(folder, "(above the experiment) is writable by others and has no sticky bit")
         if info.st_mode & stat.S_IWGRP and info.st_gid != private_gid and not sticky:
-            _refuse(folder, f"(above the experiment) is writable by the group {_group(info.st_gid)} and has no "
-                            f"sticky bit")
+            _refuse(
+                folder, f"(above the experiment) is writable by the group {_group(info.st_gid)} and has no sticky bit"
+            )
         writers = [who for who, perms in _named_entries(folder, ACCESS_ACL) if perms & ACL_WRITE]
         if writers and not sticky:
-            _refuse(folder, f"(above the experiment) is writable by {writers[0]} through its ACL and has no "
-                            f"sticky bit")
+            _refuse(folder, f"(above the experiment) is writable by {writers[0]} through its ACL and has no sticky bit")
     _check_entry(experiment, uid, private_gid)
     for root, folders, names in os.walk(experiment, onerror=_unreadable):
         for name in folders + names:
@@ -96,10 +96,17 @@ def private_ray_temp() -> Path:
         pass
     info = os.lstat(folder)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        what = ("is not a folder" if not stat.S_ISDIR(info.st_mode) else f"belongs to {_user(info.st_uid)}"
-                if info.st_uid != os.geteuid() else f"is mode {stat.S_IMODE(info.st_mode):04o}, not 0700")
-        raise UntrustedExperiment(f"{folder}, the folder for your searches' Ray, {what}: others could change what "
-                                  f"Ray keeps there; remove it, or set RAY_TMPDIR to a folder only you can enter")
+        what = (
+            "is not a folder"
+            if not stat.S_ISDIR(info.st_mode)
+            else f"belongs to {_user(info.st_uid)}"
+            if info.st_uid != os.geteuid()
+            else f"is mode {stat.S_IMODE(info.st_mode):04o}, not 0700"
+        )
+        raise UntrustedExperiment(
+            f"{folder}, the folder for your searches' Ray, {what}: others could change what "
+            f"Ray keeps there; remove it, or set RAY_TMPDIR to a folder only you can enter"
+        )
     return folder
 
 
@@ -127,8 +134,10 @@ def _unreadable(error: OSError) -> None:
 
 
 def _refuse(path: Path, rule: str) -> None:
-    raise UntrustedExperiment(f"--resume refused: {path} {rule}; resuming unpickles the experiment's files, "
-                              f"so they must be writable by you alone (see README, Resume)")
+    raise UntrustedExperiment(
+        f"--resume refused: {path} {rule}; resuming unpickles the experiment's files, "
+        f"so they must be writable by you alone (see README, Resume)"
+    )
 
 
 def _named_entries(path: Path, acl: str) -> list[tuple[str, int]]:
@@ -147,8 +156,11 @@ def _named_entries(path: Path, acl: str) -> list[tuple[str, int]]:
         _refuse(path, f"has an ACL of {len(raw)} bytes, not in Linux's format")
     entries = [struct.unpack_from("<HHI", raw, offset) for offset in range(4, len(raw), 8)]
     mask = next((perms for tag, perms, _ in entries if tag == ACL_MASK), 0o7)
-    return [(_user(who) if tag == ACL_USER else f"the group {_group(who)}", perms & mask)
-            for tag, perms, who in entries if tag in (ACL_USER, ACL_GROUP)]
+    return [
+        (_user(who) if tag == ACL_USER else f"the group {_group(who)}", perms & mask)
+        for tag, perms, who in entries
+        if tag in (ACL_USER, ACL_GROUP)
+    ]
 
 
 def _private_group(uid: int) -> int | None:

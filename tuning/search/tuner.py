@@ -22,27 +22,37 @@ from snn.io import write_csv, write_json
 
 from .. import experiment as files
 from . import digests, ray_cluster, results
-from .results import SearchOutcome
 from .board import start_board
+from .inputs import model_label
 from .progress import LiveTable, hide_ray_restore_advice
+from .results import SearchOutcome
 from .searcher import PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
 from .space import SearchSpace
-from .inputs import model_label
 from .trial import TrialSetup, run_trial
 
 Trainable = Callable[..., None]  # run_trial's signature: (sampled, setup=..., data=...)
 
 
-def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: Dataset, *, resume: bool,
-               trainable: Trainable = run_trial) -> SearchOutcome:
+def run_search(
+    experiment: Path,
+    space: SearchSpace,
+    settings: Settings,
+    data: Dataset,
+    *,
+    resume: bool,
+    trainable: Trainable = run_trial,
+) -> SearchOutcome:
     """Run (or resume) the Tuner, then write the trial tables and best_config.json."""
     board = start_board()
     setup = TrialSetup(space, settings.cpus_per_trial, settings.device, progress_board=board)
-    trainable = named_trainable(tune.with_resources(
-        tune.with_parameters(trainable, setup=setup, data=data),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    ), f"{model_label(space.model)}_trial")
+    trainable = named_trainable(
+        tune.with_resources(
+            tune.with_parameters(trainable, setup=setup, data=data),
+            {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        ),
+        f"{model_label(space.model)}_trial",
+    )
     hide_ray_restore_advice()
     if not resume:
         _make_resume_key()
@@ -50,14 +60,23 @@ def run_search(experiment: Path, space: SearchSpace, settings: Settings, data: D
     start = time.time()
     with resuming_into(experiment):  # restored from a copied or moved folder, the search writes there only
         if resume:
-            tuner = tune.Tuner.restore(str(experiment / files.TUNE), trainable, resume_unfinished=True,
-                                       resume_errored=True, storage_filesystem=storage)
+            tuner = tune.Tuner.restore(
+                str(experiment / files.TUNE),
+                trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                storage_filesystem=storage,
+            )
         else:
-            tuner = tune.Tuner(trainable, tune_config=_tune_config(experiment, space, settings),
-                               run_config=_run_config(experiment, space, settings, storage))
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=_tune_config(experiment, space, settings),
+                run_config=_run_config(experiment, space, settings, storage),
+            )
         grid = tuner.fit()
-    outcome = collect(experiment, grid, space, settings, searched_seconds=time.time() - start, data=data,
-                      storage=storage)
+    outcome = collect(
+        experiment, grid, space, settings, searched_seconds=time.time() - start, data=data, storage=storage
+    )
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
     return outcome
@@ -73,8 +92,9 @@ def named_trainable(trainable: Trainable, name: str):
     try:
         from ray.tune.trainable.function_trainable import wrap_function
     except ImportError:
-        warnings.warn("Ray Tune's wrap_function has moved: the dashboard shows the trials as ImplicitFunc",
-                      stacklevel=2)
+        warnings.warn(
+            "Ray Tune's wrap_function has moved: the dashboard shows the trials as ImplicitFunc", stacklevel=2
+        )
         return trainable
     wrapped = wrap_function(trainable)
     return type(name, (wrapped,), {"__qualname__": name, "__module__": __name__})
@@ -86,8 +106,11 @@ def _make_resume_key() -> None:
         digests.ensure_key()
     except (OSError, digests.UntrustedPickle) as e:
         why = e if isinstance(e, digests.UntrustedPickle) else f"{digests.key_path()}: {e.strerror or e}"
-        print(f"warning: no resume key ({why}): this search's pickles are not signed, so --resume will refuse "
-              f"to continue it", file=sys.stderr)
+        print(
+            f"warning: no resume key ({why}): this search's pickles are not signed, so --resume will refuse "
+            f"to continue it",
+            file=sys.stderr,
+        )
 
 
 def study_storage(experiment: Path) -> optuna.storages.JournalStorage:
@@ -107,26 +130,41 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          n_startup_trials=min(10, max(2, trials // 4)))
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(2, trials // 4))
+        )
 
 
 def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tune.TuneConfig:
     metric, mode = settings.metric, "max"
     if settings.cost:
         metric, mode = [settings.metric, files.objective_metric(settings.cost, settings.metric)], ["max", "min"]
-    searcher = PruneAwareOptunaSearch(space=space.sample, metric=metric, mode=mode,
-                                      sampler=make_sampler(settings.sampler, settings.seed, space.budget.trials),
-                                      points_to_evaluate=[space.seed_point()[0]] if settings.seed_trial else None,
-                                      storage=study_storage(experiment), study_name=experiment.name,
-                                      max_epochs=space.budget.epochs_per_trial)
-    scheduler = ASHAScheduler(time_attr=files.EPOCH, metric=settings.metric, mode="max",
-                              max_t=space.budget.epochs_per_trial, grace_period=space.budget.grace_period,
-                              reduction_factor=space.budget.reduction_factor)
+    searcher = PruneAwareOptunaSearch(
+        space=space.sample,
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(settings.sampler, settings.seed, space.budget.trials),
+        points_to_evaluate=[space.seed_point()[0]] if settings.seed_trial else None,
+        storage=study_storage(experiment),
+        study_name=experiment.name,
+        max_epochs=space.budget.epochs_per_trial,
+    )
+    scheduler = ASHAScheduler(
+        time_attr=files.EPOCH,
+        metric=settings.metric,
+        mode="max",
+        max_t=space.budget.epochs_per_trial,
+        grace_period=space.budget.grace_period,
+        reduction_factor=space.budget.reduction_factor,
+    )
     limited = ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings))
-    return tune.TuneConfig(search_alg=RelocatingSearchGenerator(limited),
-                           scheduler=scheduler, num_samples=space.budget.trials, reuse_actors=True,
-                           time_budget_s=settings.time_budget_s)
+    return tune.TuneConfig(
+        search_alg=RelocatingSearchGenerator(limited),
+        scheduler=scheduler,
+        num_samples=space.budget.trials,
+        reuse_actors=True,
+        time_budget_s=settings.time_budget_s,
+    )
 
 
 def _run_config(experiment: Path, space: SearchSpace, settings: Settings, storage) -> tune.RunConfig:
@@ -137,8 +175,13 @@ def _run_config(experiment: Path, space: SearchSpace, settings: Settings, storag
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=_logger_callbacks(experiment, settings),
-        progress_reporter=LiveTable(settings.metric, space.budget.trials, space.budget.epochs_per_trial,
-                                    ray_cluster.max_concurrent(settings), list(space.params)),
+        progress_reporter=LiveTable(
+            settings.metric,
+            space.budget.trials,
+            space.budget.epochs_per_trial,
+            ray_cluster.max_concurrent(settings),
+            list(space.params),
+        ),
         verbose=1,
     )
 
@@ -162,8 +205,9 @@ def describe_network(space: SearchSpace, sampled: dict, data: Dataset) -> str:
     return space.net.describe(space.config_for(sampled).net, data.input_shape, data.classes)
 
 
-def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float,
-            data: Dataset, storage=None) -> SearchOutcome:
+def collect(
+    experiment: Path, grid, space: SearchSpace, settings: Settings, searched_seconds: float, data: Dataset, storage=None
+) -> SearchOutcome:
     """Write trials.csv, trial_metrics.csv and best_config.json from the Tuner's results.
 
     The search is ``interrupted`` when a trial is unfinished or fewer trials ran than asked
@@ -173,23 +217,37 @@ def collect(experiment: Path, grid, space: SearchSpace, settings: Settings, sear
     analysis = tune.ExperimentAnalysis(str(experiment / files.TUNE), storage_filesystem=storage)
     outcomes = results.trial_outcomes(grid, {t.trial_id: t.status for t in analysis.trials})
     seed_trial = _seed_trial_id(experiment) if settings.seed_trial else None
-    rows = results.write_trial_files(experiment, outcomes, settings.metric, space.budget.epochs_per_trial, seed_trial,
-                                     describe=lambda sampled: describe_network(space, sampled, data))
+    rows = results.write_trial_files(
+        experiment,
+        outcomes,
+        settings.metric,
+        space.budget.epochs_per_trial,
+        seed_trial,
+        describe=lambda sampled: describe_network(space, sampled, data),
+    )
     best = files.best_trial(rows, settings.metric)
     if settings.cost:
         best = _pareto(experiment, rows, settings) or best
     best_config = None
     if best is not None:
         # the config to train in full: what the retrain runs, and `python -m snn.train` can rerun
-        best_config = space.config_for(files.sampled_values(best), device=settings.device,
-                                       epochs=space.budget.retrain_epochs).to_dict()
+        best_config = space.config_for(
+            files.sampled_values(best), device=settings.device, epochs=space.budget.retrain_epochs
+        ).to_dict()
         write_json(experiment / files.BEST_CONFIG, best_config)
     budget_ended = settings.time_budget_s is not None and searched_seconds >= settings.time_budget_s
-    interrupted = (any(r["status"] not in files.FINISHED for r in rows)
-                   or (len(rows) < space.budget.trials and not budget_ended))
+    interrupted = any(r["status"] not in files.FINISHED for r in rows) or (
+        len(rows) < space.budget.trials and not budget_ended
+    )
     trial_seconds = sum(r.get("epoch_seconds", 0.0) for t in outcomes for r in t.history)
-    return SearchOutcome(rows=rows, best_row=best, best_config=best_config, interrupted=interrupted,
-                         trial_seconds=trial_seconds, ended_by_time_budget=budget_ended)
+    return SearchOutcome(
+        rows=rows,
+        best_row=best,
+        best_config=best_config,
+        interrupted=interrupted,
+        trial_seconds=trial_seconds,
+        ended_by_time_budget=budget_ended,
+    )
 
 
 def _pareto(experiment: Path, rows: list[dict], settings: Settings) -> dict | None:
@@ -199,8 +257,10 @@ def _pareto(experiment: Path, rows: list[dict], settings: Settings) -> dict | No
     write_csv(experiment / files.PARETO, [dict(r) for r in front])
     chosen = files.select(front, settings.select, accuracy, cost)
     if chosen is None and front:
-        print(f"note: no point of the Pareto front meets --select {settings.select}; retraining the most accurate",
-              file=sys.stderr)
+        print(
+            f"note: no point of the Pareto front meets --select {settings.select}; retraining the most accurate",
+            file=sys.stderr,
+        )
     return chosen
 
 

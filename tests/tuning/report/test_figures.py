@@ -7,12 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
-    _finished_experiment_template,
-    accuracy_curve,
-    finished_experiment,
-    half_finished_experiment,
-)
+from tests.tuning.report.report_fixture import accuracy_curve
 from tuning import experiment as files
 from tuning.report import figures
 from tuning.report.figures.common import BEST_COLOUR
@@ -81,20 +76,28 @@ def test_param_vs_result_flags_the_parameters_whose_best_value_is_at_an_edge(fin
     assert figures.params_at_edge(finished_experiment) == {"lr": "high", "T": "low"}
     fig = figures.param_vs_result(finished_experiment)
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["lr: best at the high edge, widen the range", "tau", "T: best at the low edge, widen the range",
-                      "neuron", "batch_size"]
+    assert titles == [
+        "lr: best at the high edge, widen the range",
+        "tau",
+        "T: best at the low edge, widen the range",
+        "neuron",
+        "batch_size",
+    ]
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis4.type == "category"
     assert sum(t.name == "best trial" for t in fig.data) == 5
 
 
-@pytest.mark.parametrize(("value", "spec", "edge"), [
-    (0.0095, {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "high"),
-    (0.0095, {"type": "float", "low": 0.0, "high": 0.1, "log": False}, None),  # 9.5% of a linear range
-    (1.1e-4, {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "low"),
-    (11, {"type": "int", "low": 10, "high": 100, "log": True}, "low"),
-    (50, {"type": "int", "low": 10, "high": 100, "log": False}, None),
-    ("lif", {"type": "categorical", "choices": ["lif", "plif"]}, None),
-])
+@pytest.mark.parametrize(
+    ("value", "spec", "edge"),
+    [
+        (0.0095, {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "high"),
+        (0.0095, {"type": "float", "low": 0.0, "high": 0.1, "log": False}, None),  # 9.5% of a linear range
+        (1.1e-4, {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}, "low"),
+        (11, {"type": "int", "low": 10, "high": 100, "log": True}, "low"),
+        (50, {"type": "int", "low": 10, "high": 100, "log": False}, None),
+        ("lif", {"type": "categorical", "choices": ["lif", "plif"]}, None),
+    ],
+)
 def test_edge_of_range_is_log_aware(value, spec, edge):
     assert figures.edge_of_range(value, spec) == edge
 
@@ -117,8 +120,9 @@ def test_sample_predictions_show_ten_test_images_with_their_own_labels(finished_
     picks = saved["sample_index"]
     assert len(fig.data) == len(picks) == 10 and all(t.type == "heatmap" for t in fig.data)
     test_images, test_labels = dataset.test.images.numpy(), dataset.test.labels.numpy()
+    assert test_images.shape[1] == 1  # [N, 1, 28, 28]: a grey image is drawn as its one channel
     for k, (trace, annotation, i) in enumerate(zip(fig.data, fig.layout.annotations, picks)):
-        assert np.array_equal(np.asarray(trace.z), test_images[i]), k  # the image at that place
+        assert np.array_equal(np.asarray(trace.z), test_images[i, 0]), k  # the image at that place
         assert saved["labels"][i] == test_labels[i]
         assert annotation.text == f"true {test_labels[i]}, predicted {saved['predicted'][i]}", k
         wrong = test_labels[i] != saved["predicted"][i]

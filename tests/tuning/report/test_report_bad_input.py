@@ -17,10 +17,6 @@ import numpy as np
 import pytest
 
 from tests.tuning.helpers import REPO
-from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
-    _finished_experiment_template,
-    finished_experiment,
-)
 from tuning.report.build import SECTIONS, build_report
 from tuning.report.folder import MAX_PREDICTION_BYTES
 
@@ -50,8 +46,10 @@ def nested(depth: int) -> str:
 
 # summary.json: (the change, written as JSON text where JSON cannot say it, and the note it must leave)
 SUMMARY_CASES = {
-    "wall-seconds-text": ({"wall_seconds": "soon"}, "summary.json: wall_seconds is 'soon', not a finite number of "
-                                                    "seconds; not shown"),
+    "wall-seconds-text": (
+        {"wall_seconds": "soon"},
+        "summary.json: wall_seconds is 'soon', not a finite number of seconds; not shown",
+    ),
     "wall-seconds-nan": ('"wall_seconds": NaN', "summary.json: wall_seconds is nan, not a finite number of seconds"),
     "wall-seconds-infinite": ('"wall_seconds": Infinity', "summary.json: wall_seconds is inf, not a finite number"),
     "wall-seconds-negative": ({"wall_seconds": -5}, "summary.json: wall_seconds is -5, not a finite number"),
@@ -107,8 +105,13 @@ def test_the_header_shows_what_it_could_read_when_wall_seconds_is_broken(finishe
 # --- retrain/predictions.npz --------------------------------------------------------------------
 
 
-def npy(array: np.ndarray | None = None, *, shape: tuple[int, ...] | None = None, dtype: str = "<i8",
-        data: bytes | None = None) -> bytes:
+def npy(
+    array: np.ndarray | None = None,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: str = "<i8",
+    data: bytes | None = None,
+) -> bytes:
     """An .npy file: ``array``'s, or a header declaring ``shape`` and ``dtype`` followed by ``data``."""
     buffer = io.BytesIO()
     if array is not None:
@@ -133,15 +136,17 @@ def with_members(folder: Path, **replaced: bytes) -> None:
 
 
 NPZ_CASES = {
-    "header-claims-10-to-the-12": (dict(labels=npy(shape=(10**12,), data=bytes(800))),
-                                   "labels's header declares 1,000,000,000,000 values of 8 bytes, but the file "
-                                   "holds 800 bytes"),
-    "labels-as-text": (dict(labels=npy(np.array(["<script>alert(1)</script>"] * 500))),
-                       "labels is 1-D of kind 'iu' in the retrain's layout, its header declares <U25"),
+    "header-claims-10-to-the-12": (
+        dict(labels=npy(shape=(10**12,), data=bytes(800))),
+        "labels's header declares 1,000,000,000,000 values of 8 bytes, but the file holds 800 bytes",
+    ),
+    "labels-as-text": (
+        dict(labels=npy(np.array(["<script>alert(1)</script>"] * 500))),
+        "labels is 1-D of kind 'iu' in the retrain's layout, its header declares <U25",
+    ),
     "labels-out-of-range": (dict(labels=npy(np.full(500, 11))), "labels holds values outside the digits 0-9"),
     "a-sample-elsewhere": (dict(sample_index=npy(np.arange(10) + 1000)), "sample_index points outside the test"),
-    "images-3d-missing": (dict(sample_images=npy(np.zeros((10, 784), np.uint8))),
-                          "sample_images is 3-D of kind 'iuf'"),
+    "images-3d-missing": (dict(sample_images=npy(np.zeros((10, 784), np.uint8))), "sample_images is 3-D of kind 'iuf'"),
     "npy-version-3": (dict(labels=b"\x93NUMPY\x03\x00" + npy(np.arange(500))[8:]), "labels is in .npy format 3.0"),
     "not-a-zip": (None, "retrain/predictions.npz is unreadable (BadZipFile"),
 }
@@ -175,34 +180,47 @@ def zip_bomb(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_small_file_that_expands_to_gigabytes_is_refused_unread_in_bounded_memory(finished_experiment, zip_bomb,
-                                                                                     tmp_path):
+def test_a_small_file_that_expands_to_gigabytes_is_refused_unread_in_bounded_memory(
+    finished_experiment, zip_bomb, tmp_path
+):
     (finished_experiment / "retrain" / "predictions.npz").write_bytes(zip_bomb.read_bytes())
-    script = ("import re, sys; from tuning.report.build import main; main(sys.argv[1:]); "  # VmHWM: peak RSS, in kB
-              "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))")
-    result = subprocess.run([sys.executable, "-c", script, str(finished_experiment), "--out", str(tmp_path / "r.html")],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    script = (
+        "import re, sys; from tuning.report.build import main; main(sys.argv[1:]); "  # VmHWM: peak RSS, in kB
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(finished_experiment), "--out", str(tmp_path / "r.html")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     peak_kib = int(result.stdout.splitlines()[-1])
     assert peak_kib < 700 * 1024  # the 1.2 GB were never held (the report itself needs about 300 MB)
-    assert (f"retrain/predictions.npz is unreadable (ValueError: its arrays expand to more than "
-            f"{MAX_PREDICTION_BYTES:,} bytes)") in page_text(tmp_path / "r.html")
+    assert (
+        f"retrain/predictions.npz is unreadable (ValueError: its arrays expand to more than "
+        f"{MAX_PREDICTION_BYTES:,} bytes)"
+    ) in page_text(tmp_path / "r.html")
 
 
 # --- where the page goes ----------------------------------------------------------------------
 
 
 def report_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuning.report", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tuning.report", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_report_html_that_is_a_folder_is_one_line_exit_2_and_out_writes_elsewhere(finished_experiment, tmp_path):
     (finished_experiment / "report.html").mkdir()
     refused = report_command(str(finished_experiment))
     assert (refused.returncode, refused.stdout) == (2, "")
-    assert refused.stderr == (f"python -m tuning.report: error: {finished_experiment / 'report.html'} is a folder, "
-                              f"not a file; give --out FILE to write the report elsewhere\n")
+    assert refused.stderr == (
+        f"python -m tuning.report: error: {finished_experiment / 'report.html'} is a folder, "
+        f"not a file; give --out FILE to write the report elsewhere\n"
+    )
     written = report_command(str(finished_experiment), "--out", str(tmp_path / "elsewhere" / "report.html"))
     assert written.returncode == 0, written.stderr
     assert written.stdout == f"{tmp_path / 'elsewhere' / 'report.html'}\n"
@@ -219,8 +237,9 @@ def test_out_that_is_a_folder_is_one_line_exit_2(finished_experiment, tmp_path):
 def test_out_where_nothing_can_be_written_is_one_line_exit_2(finished_experiment):
     refused = report_command(str(finished_experiment), "--out", "/proc/snn-tune/report.html")
     assert (refused.returncode, refused.stdout) == (2, "")
-    assert refused.stderr.startswith("python -m tuning.report: error: cannot write /proc/snn-tune/report.html: "
-                                     "no file can be written in /proc")
+    assert refused.stderr.startswith(
+        "python -m tuning.report: error: cannot write /proc/snn-tune/report.html: no file can be written in /proc"
+    )
     assert len(refused.stderr.splitlines()) == 1
 
 
@@ -242,5 +261,6 @@ def test_a_crafted_summary_on_the_command_line_is_a_page_with_a_note_and_no_trac
     result = report_command(str(finished_experiment))
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "summary.json is unreadable (nested deeper than Python can read)" in page_text(
-        finished_experiment / "report.html")
+        finished_experiment / "report.html"
+    )
     assert missing_count(finished_experiment / "report.html") == 1

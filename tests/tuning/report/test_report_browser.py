@@ -7,12 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.tuning.cdp_browser import HeadlessChromium, require_chromium
-from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
-    _finished_experiment_template,
-    finished_experiment,
-)
 from tuning.report.build import SECTIONS, build_report
-
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +52,10 @@ def test_full_report_renders_every_figure_offline_without_errors(finished_experi
 
 def test_the_browser_checks_catch_an_error_and_a_request(tmp_path):
     page = tmp_path / "bad.html"
-    page.write_text('<html><body><img src="http://127.0.0.1:9/x.png">'
-                    '<script>console.error("logged"); throw new Error("boom")</script></body></html>')
+    page.write_text(
+        '<html><body><img src="http://127.0.0.1:9/x.png">'
+        '<script>console.error("logged"); throw new Error("boom")</script></body></html>'
+    )
     with HeadlessChromium(tmp_path / "profile") as browser:
         browser.navigate(page.as_uri())
     assert network_requests(browser, page) == ["http://127.0.0.1:9/x.png"]
@@ -80,8 +77,9 @@ def test_html_in_the_fields_of_a_crafted_folder_runs_nothing_in_the_browser(fini
             d.data.filter((_, i) => { try { Plotly.Fx.hover(d, [{curveNumber: i, pointNumber: 0}]); return true; }
                                       catch (e) { return false; } }).length).filter(n => n > 0).length""")
         ran = browser.evaluate("window.__xss === 1")
-        injected = browser.evaluate("document.querySelectorAll('img, iframe, object, embed, [onerror], [onload]')"
-                                    ".length")
+        injected = browser.evaluate(
+            "document.querySelectorAll('img, iframe, object, embed, [onerror], [onload]').length"
+        )
     assert expected == len(SECTIONS) and hovered >= expected - 2  # a table and a heatmap-only figure may not hover
     assert ran is False and injected == 0
     assert browser.errors == []

@@ -22,15 +22,35 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.tuning.report.report_fixture import (  # noqa: F401  (fixtures)
-    _finished_experiment_template,
-    finished_experiment,
-)
 from tuning.report.build import SECTIONS, build_report
 
 # What a page of the report is made of; anything else came from a crafted value.
-PAGE_TAGS = {"html", "head", "meta", "title", "style", "script", "body", "main", "h1", "h2", "h3", "section", "div",
-             "table", "tr", "th", "td", "p", "b", "span", "ul", "li", "footer", "code"}
+PAGE_TAGS = {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "script",
+    "body",
+    "main",
+    "h1",
+    "h2",
+    "h3",
+    "section",
+    "div",
+    "table",
+    "tr",
+    "th",
+    "td",
+    "p",
+    "b",
+    "span",
+    "ul",
+    "li",
+    "footer",
+    "code",
+}
 MARK = "window.__xss=1"  # what every payload would run
 
 
@@ -48,8 +68,9 @@ class Payloads:
         key = repr(original)
         if key not in self.by_original:
             n = len(self.by_original)
-            self.by_original[key] = (f'</script><script>{MARK}</script><img src=x onerror="{MARK}">'
-                                     f'"><svg onload={MARK}>{{{{7*7}}}}p{n}')
+            self.by_original[key] = (
+                f'</script><script>{MARK}</script><img src=x onerror="{MARK}">"><svg onload={MARK}>{{{{7*7}}}}p{n}'
+            )
         return self.by_original[key]
 
     @property
@@ -64,8 +85,10 @@ def is_number(value: object) -> bool:
 def crafted_json(value, payload: Payloads, numbers: bool, keys: bool = False):
     """``value`` with every string (and number) replaced by a payload; dict keys too where ``keys``."""
     if isinstance(value, dict):
-        return {(payload(k) if keys else k): crafted_json(v, payload, numbers, keys=k in DATA_KEYS)
-                for k, v in value.items()}
+        return {
+            (payload(k) if keys else k): crafted_json(v, payload, numbers, keys=k in DATA_KEYS)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [crafted_json(v, payload, numbers, keys) for v in value]
     if isinstance(value, str) or (numbers and is_number(value)):
@@ -88,7 +111,9 @@ def craft_csv(path: Path, payload: Payloads, numbers: bool, extra_columns: dict[
     """Every text cell (and number cell) and every config/ column name replaced; ``extra_columns`` added."""
     rows = list(csv.reader(io.StringIO(path.read_text())))
     header = [f"config/{payload(c.removeprefix('config/'))}" if c.startswith("config/") else c for c in rows[0]]
-    body = [[payload(cell) if cell and (numbers or not number_text(cell)) else cell for cell in row] for row in rows[1:]]
+    body = [
+        [payload(cell) if cell and (numbers or not number_text(cell)) else cell for cell in row] for row in rows[1:]
+    ]
     for name, value in (extra_columns or {}).items():
         header.append(name)
         for row in body:
@@ -104,12 +129,19 @@ def craft_study(folder: Path, payload: Payloads, numbers: bool) -> None:
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
     study = optuna.create_study(study_name=payload("study"), storage=storage, direction="maximize")
     lr, neuron = payload("lr"), payload("neuron")
-    distributions = {lr: optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
-                     neuron: optuna.distributions.CategoricalDistribution([payload("lif"), payload("plif")])}
+    distributions = {
+        lr: optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        neuron: optuna.distributions.CategoricalDistribution([payload("lif"), payload("plif")]),
+    }
     for k in range(6):
-        study.add_trial(optuna.trial.create_trial(
-            params={lr: 1e-4 * (1.5 ** k), neuron: payload("lif" if k % 2 else "plif")}, distributions=distributions,
-            value=0.5 + 0.05 * k, user_attrs={"ray_trial_id": payload(f"t000{k}")}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={lr: 1e-4 * (1.5**k), neuron: payload("lif" if k % 2 else "plif")},
+                distributions=distributions,
+                value=0.5 + 0.05 * k,
+                user_attrs={"ray_trial_id": payload(f"t000{k}")},
+            )
+        )
 
 
 def craft_predictions(folder: Path, payload: Payloads, numbers: bool) -> None:
@@ -124,16 +156,33 @@ def craft_predictions(folder: Path, payload: Payloads, numbers: bool) -> None:
 
 # The words the folder's layout is made of: kept in the "names" variant, so that the figures are drawn with
 # the payloads in what they label (trial ids, parameter names and values, layers, the study).
-LAYOUT_WORDS = frozenset({"test_acc", "val_acc", "float", "int", "categorical", "complete", "TERMINATED", "ERROR",
-                          "True", "False", "fc", "max", "rate_sn", "test_spikes_sn"})
+LAYOUT_WORDS = frozenset(
+    {
+        "test_acc",
+        "val_acc",
+        "float",
+        "int",
+        "categorical",
+        "complete",
+        "TERMINATED",
+        "ERROR",
+        "True",
+        "False",
+        "fc",
+        "max",
+        "rate_sn",
+        "test_spikes_sn",
+    }
+)
 
 
 def craft_folder(folder: Path, numbers: bool, keep: frozenset[str] = frozenset()) -> Payloads:
     payload = Payloads(keep)
     for name in ("summary.json", "best_config.json", "retrain/seed-0/config.json"):
         path = folder / name
-        path.write_text(json.dumps(crafted_json(json.loads(path.read_text()), payload, numbers,
-                                                keys=name == "best_config.json")))
+        path.write_text(
+            json.dumps(crafted_json(json.loads(path.read_text()), payload, numbers, keys=name == "best_config.json"))
+        )
     layer = payload("layer")
     craft_csv(folder / "trials.csv", payload, numbers)
     craft_csv(folder / "trial_metrics.csv", payload, numbers, {f"rate_{layer}": "0.2"})
@@ -197,8 +246,11 @@ def test_html_in_every_field_of_every_file_comes_out_as_text(finished_experiment
     figures = int(re.search(r'data-figure-count="(\d+)"', page).group(1))
     shown = [p for p in payload.all if p in found.text]  # as text in the header, the notes, the table
     assert "{{7*7}}" in found.text  # a template's syntax in a value is text too
-    in_figures = [p for p in payload.all if json.dumps(p)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e")
-                  .replace("/", "\\u002f") in page]
+    in_figures = [
+        p
+        for p in payload.all
+        if json.dumps(p)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e").replace("/", "\\u002f") in page
+    ]
     assert len(shown) >= 10 and len(in_figures) >= (10 if keep else 1)  # the payloads reached the page, both ways
     if keep:
         assert figures == len(SECTIONS)

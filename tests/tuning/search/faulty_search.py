@@ -11,7 +11,9 @@ Run as ``python -m tests.tuning.search.faulty_search MODEL [flags]`` with, in th
   counts epochs trained twice);
 * ``PAUSE_WHILE_EXISTS=FILE``: trials wait at their start while FILE exists (so a test can
   look at a live search);
-* ``SLOW_EPOCH_SECONDS=S``: every epoch takes S seconds more (slow trials for a time budget).
+* ``SLOW_EPOCH_SECONDS=S``: every epoch takes S seconds more (slow trials for a time budget);
+* ``SLOW_RETRAIN_EPOCH_SECONDS=S``: every epoch of the retrain takes S seconds more, so that a
+  kill aimed at the retrain finds it running however fast this machine trains.
 
 The wrapper is defined in ``__main__``, so Ray ships it to the trial workers by value.
 """
@@ -34,10 +36,19 @@ KILL_ENV = "KILL_ONCE_AT_EPOCH"
 EPOCH_LOG_ENV = "EPOCH_LOG"
 PAUSE_ENV = "PAUSE_WHILE_EXISTS"
 SLOW_ENV = "SLOW_EPOCH_SECONDS"
+SLOW_RETRAIN_ENV = "SLOW_RETRAIN_EPOCH_SECONDS"
 
 
-def faulty_trial(sampled, setup, data, crash: str | None = None, pause: str | None = None,
-                 slow: float = 0.0, kill: str | None = None, epoch_log: str | None = None) -> None:
+def faulty_trial(
+    sampled,
+    setup,
+    data,
+    crash: str | None = None,
+    pause: str | None = None,
+    slow: float = 0.0,
+    kill: str | None = None,
+    epoch_log: str | None = None,
+) -> None:
     """``trial.run_trial`` that waits while ``pause`` exists, crashes once at ``crash``'s epoch, sleeps ``slow``,
     is SIGKILLed once at ``kill``'s epoch and logs each reported epoch to ``epoch_log``."""
     deadline = time.monotonic() + 600
@@ -87,5 +98,17 @@ if __name__ == "__main__":
 
     def trainable(sampled, setup, data):
         faulty_trial(sampled, setup, data, crash=crash, pause=pause, slow=slow, kill=kill, epoch_log=epoch_log)
+
+    if slow_retrain := float(os.environ.get(SLOW_RETRAIN_ENV, 0)):
+        from tuning.search import retrain
+
+        def slow_train(*args, on_epoch=None, train=retrain.train, **kwargs):
+            def slowly(record, state):
+                time.sleep(slow_retrain)  # before the epoch is saved
+                on_epoch(record, state)
+
+            return train(*args, on_epoch=slowly if on_epoch else None, **kwargs)
+
+        retrain.train = slow_train  # the retrain runs in this process
 
     raise SystemExit(main(trainable=trainable))

@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import ray  # noqa: F401  (Ray puts its vendored psutil on sys.path; psutil is not a dependency of ours)
+
 import psutil  # noqa: E402  isort: skip
 
 

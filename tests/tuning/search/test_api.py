@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from snn.errors import SnnTuneError
 from snn.data import DataError, read_dataset
+from snn.errors import SnnTuneError
 from snn.networks import NetworkError
 from tests.snn.factories import tiny
 from tests.snn.test_accounting import assert_agrees_with_spikingjelly
@@ -20,31 +20,54 @@ from tests.tuning.helpers import REPO
 from tuning import load_network
 from tuning.search import InputError, SpaceError, run
 
-SPACE = {"search": {"width": {"type": "int", "low": 1, "high": 3}},
-         "fixed": {"T": 2, "lr": 0.01},
-         "budget": {"trials": 2, "epochs_per_trial": 1, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 1}}
+SPACE = {
+    "search": {"width": {"type": "int", "low": 1, "high": 3}},
+    "fixed": {"T": 2, "lr": 0.01},
+    "budget": {"trials": 2, "epochs_per_trial": 1, "grace_period": 1, "reduction_factor": 2, "retrain_epochs": 1},
+}
 
 
 def small_tensors(dataset, n_train=600, n_test=200):
-    return ((dataset.train.images[:n_train], dataset.train.labels[:n_train]),
-            (dataset.test.images[:n_test], dataset.test.labels[:n_test]))
+    return (
+        (dataset.train.images[:n_train], dataset.train.labels[:n_train]),
+        (dataset.test.images[:n_test], dataset.test.labels[:n_test]),
+    )
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"model": tiny, "space": {**SPACE, "search": {"widht": {"type": "int", "low": 1, "high": 2}}}}, SpaceError,
-     "search.widht: is neither a trainer setting"),
-    ({"model": "nowhere.at_all:net", "space": SPACE}, SpaceError, "cannot import nowhere.at_all"),
-    ({"model": lambda input_shape, classes, width=1, T=2: "no network", "space": SPACE}, NetworkError,
-     "the factory returned a str, not a torch.nn.Module"),
-    ({"model": tiny, "space": SPACE, "data": ((torch.zeros(5, 1, 4, 4), torch.zeros(4, dtype=torch.long)),
-                                              (torch.zeros(5, 1, 4, 4), torch.zeros(5, dtype=torch.long)))},
-     DataError, "5 train images but 4 labels"),
-    ({"model": tiny, "space": {**SPACE, "fixed": {"loss": "nll"}}}, SpaceError, "loss: must be one of mse, ce"),
-    ({"model": tiny, "space": SPACE, "objective": "accuracy,joules"}, InputError, "use accuracy, accuracy,synops"),
-    ({"model": tiny, "space": SPACE, "trials": 0}, InputError, "--trials must be an integer >= 1"),
-])
-def test_bad_input_from_python_raises_a_typed_error_before_anything_is_written(tmp_path, dataset, kwargs, error,
-                                                                              message):
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"model": tiny, "space": {**SPACE, "search": {"widht": {"type": "int", "low": 1, "high": 2}}}},
+            SpaceError,
+            "search.widht: is neither a trainer setting",
+        ),
+        ({"model": "nowhere.at_all:net", "space": SPACE}, SpaceError, "cannot import nowhere.at_all"),
+        (
+            {"model": lambda input_shape, classes, width=1, T=2: "no network", "space": SPACE},
+            NetworkError,
+            "the factory returned a str, not a torch.nn.Module",
+        ),
+        (
+            {
+                "model": tiny,
+                "space": SPACE,
+                "data": (
+                    (torch.zeros(5, 1, 4, 4), torch.zeros(4, dtype=torch.long)),
+                    (torch.zeros(5, 1, 4, 4), torch.zeros(5, dtype=torch.long)),
+                ),
+            },
+            DataError,
+            "5 train images but 4 labels",
+        ),
+        ({"model": tiny, "space": {**SPACE, "fixed": {"loss": "nll"}}}, SpaceError, "loss: must be one of mse, ce"),
+        ({"model": tiny, "space": SPACE, "objective": "accuracy,joules"}, InputError, "use accuracy, accuracy,synops"),
+        ({"model": tiny, "space": SPACE, "trials": 0}, InputError, "--trials must be an integer >= 1"),
+    ],
+)
+def test_bad_input_from_python_raises_a_typed_error_before_anything_is_written(
+    tmp_path, dataset, kwargs, error, message
+):
     kwargs.setdefault("data", small_tensors(dataset))
     with pytest.raises(error, match=message) as raised:
         run(results_dir=tmp_path / "results", name="bad", **kwargs)
@@ -56,35 +79,75 @@ def test_bad_input_from_python_raises_a_typed_error_before_anything_is_written(t
 def test_two_searches_of_a_callable_on_tensors_run_one_after_the_other_in_one_process(tmp_path, dataset):
     results = []
     for objective in ("accuracy", "accuracy,synops"):
-        results.append(run(SPACE, model=tiny, data=small_tensors(dataset), objective=objective, retrain_seeds=1,
-                           results_dir=tmp_path, report=False, name=f"search-{objective.replace(',', '-')}"))
+        results.append(
+            run(
+                SPACE,
+                model=tiny,
+                data=small_tensors(dataset),
+                objective=objective,
+                retrain_seeds=1,
+                results_dir=tmp_path,
+                report=False,
+                name=f"search-{objective.replace(',', '-')}",
+            )
+        )
     first, second = results
     for result in results:
         assert result.summary["status"] == "complete" and len(result.trials) == 2
         assert result.best_config["model"] == "tests.snn.factories:tiny"
         assert set(result.best_config["net"]) == {"T", "width"}
         assert 0 <= result.retrain["final_test_acc_mean"] <= 1
-        assert result.summary["data"] == {"name": "data", "input_shape": [1, 28, 28], "classes": 10,
-                                          "train_images": 600, "test_images": 200}
+        assert result.summary["data"] == {
+            "name": "data",
+            "input_shape": [1, 28, 28],
+            "classes": 10,
+            "train_images": 600,
+            "test_images": 200,
+        }
     assert first.pareto is None and len(second.pareto) >= 1
     model, config = load_network(second.folder)
     assert config.net == second.best_config["net"] and model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
 def command(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("example, integer_fed", [("deep_fc", ()), ("sew_resnet", ("fc",))])
-def test_an_example_network_searched_from_the_command_line_counts_as_spikingjelly_does(tmp_path, data_root, example,
-                                                                                        integer_fed):
+def test_an_example_network_searched_from_the_command_line_counts_as_spikingjelly_does(
+    tmp_path, data_root, example, integer_fed
+):
     """The examples' searches on the synthetic digits (or MNIST) through the command line; the retrained network's
     SynOps on test images agree with spikingjelly's counter (a SEW block's summed spike trains: an all-ones conv)."""
-    searched = command("-m", "tuning.search", f"examples.{example}.net:build", "--space",
-                       f"examples/{example}/space.yaml", "--preset", "smoke", "--trials", "2", "--epochs-per-trial", "1",
-                       "--retrain-epochs", "1", "--results-dir", tmp_path, "--name", example, "--no-dashboard",
-                       "--no-report", env={"SNN_DATA_DIR": str(data_root)})
+    searched = command(
+        "-m",
+        "tuning.search",
+        f"examples.{example}.net:build",
+        "--space",
+        f"examples/{example}/space.yaml",
+        "--preset",
+        "smoke",
+        "--trials",
+        "2",
+        "--epochs-per-trial",
+        "1",
+        "--retrain-epochs",
+        "1",
+        "--results-dir",
+        tmp_path,
+        "--name",
+        example,
+        "--no-dashboard",
+        "--no-report",
+        env={"SNN_DATA_DIR": str(data_root)},
+    )
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-2000:]
     summary = json.loads((tmp_path / example / "summary.json").read_text())
     assert summary["model"] == f"examples.{example}.net:build" and summary["status"] == "complete"

@@ -12,8 +12,18 @@ import pytest
 from benchmarks.chaos import NAME, describe, run_chaos
 from tuning import experiment as files
 
-FLAGS = ["--preset", "smoke", "--max-concurrent", "2", "--max-failures", "3", "--epochs-per-trial", "2",
-         "--retrain-epochs", "3"]
+FLAGS = [
+    "--preset",
+    "smoke",
+    "--max-concurrent",
+    "2",
+    "--max-failures",
+    "3",
+    "--epochs-per-trial",
+    "2",
+    "--retrain-epochs",
+    "3",
+]
 
 
 @pytest.mark.slow

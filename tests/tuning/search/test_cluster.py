@@ -21,8 +21,21 @@ def two_node_cluster():
 
 def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, data_root, two_node_cluster):
     cluster, node_ids = two_node_cluster
-    command = search_command("fc", tmp_path, "cluster", "--preset", "smoke", "--trials", "4", "--grace-period", "3",
-                             "--no-retrain", "--no-report", "--address", cluster.address)
+    command = search_command(
+        "fc",
+        tmp_path,
+        "cluster",
+        "--preset",
+        "smoke",
+        "--trials",
+        "4",
+        "--grace-period",
+        "3",
+        "--no-retrain",
+        "--no-report",
+        "--address",
+        cluster.address,
+    )
     process = start_search(command, data_root, tmp_path / "cluster.log")
     assert process.wait(timeout=600) == 0, (tmp_path / "cluster.log").read_text()[-3000:]
     assert f"joined the Ray cluster at {cluster.address}" in (tmp_path / "cluster.log").read_text()
@@ -33,8 +46,9 @@ def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, data_root, two_node_clu
 
 def test_a_request_larger_than_any_node_fails_fast(tmp_path, data_root, two_node_cluster):
     cluster, _ = two_node_cluster
-    command = search_command("fc", tmp_path, "big", "--preset", "smoke", "--cpus-per-trial", "2",
-                             "--address", cluster.address)
+    command = search_command(
+        "fc", tmp_path, "big", "--preset", "smoke", "--cpus-per-trial", "2", "--address", cluster.address
+    )
     process = start_search(command, data_root, tmp_path / "big.log")
     assert process.wait(timeout=300) == 2
     log = (tmp_path / "big.log").read_text()

@@ -15,8 +15,18 @@ from tuning.search.space import default_space_path, load_space
 
 
 def settings() -> Settings:
-    return Settings(model="fc", metric="val_acc", seed=0, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=0,
-                    max_failures=0, retrain_seeds=3, retrain=True, device="cpu")
+    return Settings(
+        model="fc",
+        metric="val_acc",
+        seed=0,
+        cpus_per_trial=1,
+        gpus_per_trial=0,
+        max_concurrent=0,
+        max_failures=0,
+        retrain_seeds=3,
+        retrain=True,
+        device="cpu",
+    )
 
 
 def test_the_estimate_times_the_seed_configuration_and_scales_it_to_the_budget(dataset):
@@ -28,13 +38,14 @@ def test_the_estimate_times_the_seed_configuration_and_scales_it_to_the_budget(d
 
 
 def test_an_epoch_is_the_fastest_timed_batch_scaled_to_the_training_images_and_a_third_of_the_evaluated(
-        dataset, monkeypatch):
+    dataset, monkeypatch
+):
     """A trainer whose batches end at known times: 3 s to warm up, then 0.5, 0.75 and 0.75 s."""
     ends = iter([0.0, 3.0, 3.5, 4.25, 5.0])
     monkeypatch.setattr(cost, "time", types.SimpleNamespace(perf_counter=lambda: next(ends)))
     trained = []
 
-    def fake_train(config, splits, on_batch, silence):
+    def fake_train(config, splits, on_batch, silence, network=None):
         trained.append(len(splits.train))
         for i in range(4):
             on_batch(i, 4, 0.0)
@@ -59,8 +70,9 @@ def test_the_estimate_multiplies_the_epoch_by_the_trial_epochs_and_the_retrain(g
     retrain_s = budget.retrain_epochs * 3 * 90.0
     assert f"budget: at most {budget.trials * budget.epochs_per_trial} trial-epochs" in lines
     assert f"takes ~2 min here (3 batches timed), so the search takes up to ~{search_h:.1f} h" in lines
-    assert (f"the retrain ~{retrain_s / 3600:.1f} h" if retrain_s >= 3600 else f"the retrain ~{retrain_s / 60:.0f} min") \
-        in lines
+    assert (
+        f"the retrain ~{retrain_s / 3600:.1f} h" if retrain_s >= 3600 else f"the retrain ~{retrain_s / 60:.0f} min"
+    ) in lines
     assert ("warning: this machine has no GPU" in lines) is (not gpu and search_h >= 1)
 
 

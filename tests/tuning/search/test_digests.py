@@ -49,12 +49,15 @@ def test_the_first_search_makes_a_private_key_and_later_ones_use_it(config):
     assert os.listdir(config / "snn-tune") == ["resume.key"]  # no temporary left behind
 
 
-@pytest.mark.parametrize("weakness, message", [
-    ("key-readable", "resume.key is mode 0644: others could read or replace it (chmod 600 it)"),
-    ("folder-writable", "the resume key folder"),
-    ("key-a-link", "cannot be read (Too many levels of symbolic links)"),
-    ("key-short", "is not 32 bytes in hexadecimal"),
-])
+@pytest.mark.parametrize(
+    "weakness, message",
+    [
+        ("key-readable", "resume.key is mode 0644: others could read or replace it (chmod 600 it)"),
+        ("folder-writable", "the resume key folder"),
+        ("key-a-link", "cannot be read (Too many levels of symbolic links)"),
+        ("key-short", "is not 32 bytes in hexadecimal"),
+    ],
+)
 def test_a_key_others_could_read_or_replace_is_not_used(config, weakness, message):
     ensure_key()
     key = config / "snn-tune" / "resume.key"
@@ -115,8 +118,11 @@ def test_ray_tunes_copy_into_the_folder_is_signed(config, tune, tmp_path):
     (staging / "trial_1" / "params.pkl").write_bytes(pickle.dumps({"lr": 0.1}))
     (staging / "trial_1" / "result.json").write_text("{}")
     pyarrow.fs.copy_files(str(staging), str(tune), destination_filesystem=signed_filesystem())
-    assert sorted(p.name for p in tune.rglob("*.hmac")) == ["experiment_state-x.json.hmac", "params.pkl.hmac",
-                                                          "searcher-state-x.pkl.hmac"]
+    assert sorted(p.name for p in tune.rglob("*.hmac")) == [
+        "experiment_state-x.json.hmac",
+        "params.pkl.hmac",
+        "searcher-state-x.pkl.hmac",
+    ]
     digests.verify_experiment(tune.parent)
     copied = tmp_path / "back"
     pyarrow.fs.copy_files(str(tune), str(copied), source_filesystem=signed_filesystem())  # Ray's restore
@@ -145,7 +151,9 @@ def test_a_kill_between_the_digest_and_the_rename_leaves_a_pair_that_checks(conf
     digests.verify_experiment(tune.parent)  # the old content still checks
     write(fs, tune / "tuner.pkl", b"newer")
     assert json.loads((tune / "tuner.pkl.hmac").read_text())["hmac-sha256"] == [
-        digests.digest_of(b"newer", key), digests.digest_of(b"old", key)]  # never more than two
+        digests.digest_of(b"newer", key),
+        digests.digest_of(b"old", key),
+    ]  # never more than two
 
 
 def test_the_file_system_sent_to_rays_workers_carries_no_key(config):

@@ -53,8 +53,17 @@ def is_loopback(ip: str) -> bool:
     return address.is_loopback
 
 
-@pytest.mark.parametrize("ip, loopback", [("127.0.0.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
-                                          ("0.0.0.0", False), ("::", False), ("192.0.2.2", False)])
+@pytest.mark.parametrize(
+    "ip, loopback",
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.2", False),
+    ],
+)
 def test_what_counts_as_loopback(ip, loopback):
     assert is_loopback(ip) is loopback
 
@@ -63,14 +72,21 @@ def test_every_service_of_a_local_ray_listens_on_loopback_only():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     # a cluster named by RAY_ADDRESS (or recorded by `ray start`) is not joined: the search starts its own
     env["RAY_ADDRESS"] = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen([sys.executable, "-c", PROBE, str(free_port())], cwd=REPO, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PROBE, str(free_port())],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=180)
     except subprocess.TimeoutExpired:
         kill_search(process)
         raise
-    line = next((l for l in output.splitlines() if l.startswith("SOCKETS ")), None)
+    line = next((x for x in output.splitlines() if x.startswith("SOCKETS ")), None)
     assert process.returncode == 0 and line, output[-3000:]
     sockets = json.loads(line.removeprefix("SOCKETS "))
     names = {s["process"] for s in sockets}
@@ -80,4 +96,6 @@ def test_every_service_of_a_local_ray_listens_on_loopback_only():
     assert exposed == [], exposed
     # stop_ray finds the autoscaler monitor it kills first (Ray's internals are still where it looks), and
     # it is gone after (ray.shutdown would also have killed it, a second later: this pins the lookup only)
-    assert json.loads(next(l for l in output.splitlines() if l.startswith("MONITORS ")).removeprefix("MONITORS ")) == [True]
+    assert json.loads(next(x for x in output.splitlines() if x.startswith("MONITORS ")).removeprefix("MONITORS ")) == [
+        True
+    ]

@@ -16,9 +16,25 @@ from tests.tuning.helpers import REPO, search_command, start_search
 @pytest.fixture(scope="module")
 def two_objectives(data_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pareto")
-    command = search_command("fc", folder, "pareto", "--preset", "smoke", "--trials", "8", "--objective",
-                             "accuracy,synops", "--select", "knee", "--retrain-pareto", "2", "--no-dashboard",
-                             "--no-report", "--max-concurrent", "2")
+    command = search_command(
+        "fc",
+        folder,
+        "pareto",
+        "--preset",
+        "smoke",
+        "--trials",
+        "8",
+        "--objective",
+        "accuracy,synops",
+        "--select",
+        "knee",
+        "--retrain-pareto",
+        "2",
+        "--no-dashboard",
+        "--no-report",
+        "--max-concurrent",
+        "2",
+    )
     process = start_search(command, data_root, folder / "search.log")
     assert process.wait(timeout=600) == 0, (folder / "search.log").read_text()[-3000:]
     return folder / "pareto", (folder / "search.log").read_text()
@@ -46,27 +62,36 @@ def test_the_retrained_configuration_is_the_selected_point_of_the_front(two_obje
 
 
 def test_retrain_pareto_retrains_points_spread_along_the_front(two_objectives):
+    """Two points of the front are retrained: its two ends, or its one point when one trial dominates the rest
+    (as on real MNIST, where the first trials can be beaten on both counts); `spread` itself is
+    checked on fronts of every size in tests/tuning/test_experiment.py."""
     folder, log = two_objectives
     front = pd.read_csv(folder / "pareto.csv", dtype={"trial_id": str})
     retrained = json.loads((folder / "summary.json").read_text())["pareto_retrain"]
-    assert len(front) >= 2, f"a front of {len(front)} point(s) has no two ends to retrain: {front.to_dict('records')}"
-    assert len(retrained) == 2
-    assert retrained[0]["trial_id"] == front["trial_id"].iloc[0]  # the most accurate end ...
-    assert retrained[-1]["trial_id"] == front["trial_id"].iloc[-1]  # ... and the cheapest end
+    ends = [front["trial_id"].iloc[0], front["trial_id"].iloc[-1]]  # the most accurate end and the cheapest
+    assert [point["trial_id"] for point in retrained] == (ends if len(front) >= 2 else ends[:1])
     for point in retrained:
         metrics = pd.read_csv(folder / "retrain-pareto" / point["trial_id"] / "retrain" / "metrics.csv")
         assert point["retrain"]["final_test_acc"] == [metrics.sort_values("epoch")["test_acc"].iloc[-1]]
         assert f"Pareto point {point['trial_id']} retrained" in log
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    (["--objective", "accuracy,latency"], "argument --objective: 'accuracy,latency': use accuracy"),
-    (["--select", "cheapest"], "argument --select: 'cheapest' is not a selection"),
-    (["--select", "synops>=5"], "argument --select: 'synops>=5' is not a selection"),
-    (["--retrain-pareto", "2"], "--retrain-pareto 2: needs two objectives"),
-])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--objective", "accuracy,latency"], "argument --objective: 'accuracy,latency': use accuracy"),
+        (["--select", "cheapest"], "argument --select: 'cheapest' is not a selection"),
+        (["--select", "synops>=5"], "argument --select: 'synops>=5' is not a selection"),
+        (["--retrain-pareto", "2"], "--retrain-pareto 2: needs two objectives"),
+    ],
+)
 def test_bad_objective_or_select_specifications_are_one_line_and_exit_2(tmp_path, flags, expected):
-    run = subprocess.run([sys.executable, "-m", "tuning.search", "fc", "--results-dir", str(tmp_path), *flags],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "tuning.search", "fc", "--results-dir", str(tmp_path), *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and expected in run.stderr, run.stderr
     assert not any(tmp_path.iterdir())

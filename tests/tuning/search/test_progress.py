@@ -18,10 +18,12 @@ def trial(trial_id: str, status: str, epochs: int, acc: float | None = None, sec
 
 def test_the_table_counts_trials_estimates_the_time_left_and_shows_progress_within_the_epoch():
     table = LiveTable("test_acc", total=6, max_epochs=4, concurrency=2, params=["lr", "tau"])
-    trials = [trial("done", "TERMINATED", 4, 0.91, 40.0, lr=0.01),
-              trial("asha", "TERMINATED", 1, 0.50, 10.0, lr=0.1),
-              trial("busy", "RUNNING", 2, 0.88, 20.0, lr=0.002, neuron="if"),
-              trial("new", "PENDING", 0)]
+    trials = [
+        trial("done", "TERMINATED", 4, 0.91, 40.0, lr=0.01),
+        trial("asha", "TERMINATED", 1, 0.50, 10.0, lr=0.1),
+        trial("busy", "RUNNING", 2, 0.88, 20.0, lr=0.002, neuron="if"),
+        trial("new", "PENDING", 0),
+    ]
     text = table.render(trials, {"busy": (3, 50, 200)})
     head, row = text.splitlines()
     assert "2 of 6 trials done (1 stopped early by ASHA, 0 silent, 0 errored), 1 running, 3 to start" in head
@@ -30,8 +32,9 @@ def test_the_table_counts_trials_estimates_the_time_left_and_shows_progress_with
     assert row.split() == ["busy", "epoch", "3/4", "25%", "of", "it", "test_acc", "88.00%", "lr=0.002"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400),
-                                               ("5", 300), ("0.5h", 1800)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("5", 300), ("0.5h", 1800)]
+)
 def test_time_budgets_read_as_a_person_writes_them(text, seconds):
     assert parse_duration(text) == seconds
 

@@ -27,10 +27,12 @@ def test_ray_keeps_its_one_machine_switch_and_process_names_where_the_search_loo
     import ray._private.ray_constants as constants
 
     assert isinstance(getattr(constants, "ENABLE_RAY_CLUSTER", None), bool), moved("ray_constants.ENABLE_RAY_CLUSTER")
-    assert getattr(constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", None) == ray_cluster.SINGLE_MACHINE_ENV, \
-        moved(f"ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR = {ray_cluster.SINGLE_MACHINE_ENV}")
-    assert getattr(constants, "PROCESS_TYPE_MONITOR", None) == ray_cluster.MONITOR, \
-        moved(f"ray_constants.PROCESS_TYPE_MONITOR = {ray_cluster.MONITOR}")
+    assert getattr(constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", None) == ray_cluster.SINGLE_MACHINE_ENV, moved(
+        f"ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR = {ray_cluster.SINGLE_MACHINE_ENV}"
+    )
+    assert getattr(constants, "PROCESS_TYPE_MONITOR", None) == ray_cluster.MONITOR, moved(
+        f"ray_constants.PROCESS_TYPE_MONITOR = {ray_cluster.MONITOR}"
+    )
 
 
 def test_ray_keeps_the_node_lookup_and_the_node_table_where_the_start_looks():

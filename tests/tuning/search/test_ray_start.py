@@ -64,12 +64,20 @@ def ray_lookup(monkeypatch):
 
 def test_the_start_polls_the_gcs_until_its_raylet_is_alive_then_asks_as_ray_does(ray_lookup):
     log, answers, ray_get_node = ray_lookup
-    answers([], [{"NodeID": "other", "Alive": True}], [{"NodeID": "n1", "Alive": False}],
-            [{"NodeID": "n1", "Alive": True}])
+    answers(
+        [], [{"NodeID": "other", "Alive": True}], [{"NodeID": "n1", "Alive": False}], [{"NodeID": "n1", "Alive": True}]
+    )
     with ray_cluster._prompt_node_lookup():
         assert ray._private.services.get_node("127.0.0.1:6379", "n1") == {"NodeID": "n1"}
-    assert log == [("connect", "options for 127.0.0.1:6379"), "poll", "poll", "poll", "poll", "disconnect",
-                   ("ray's get_node", "127.0.0.1:6379", "n1")]
+    assert log == [
+        ("connect", "options for 127.0.0.1:6379"),
+        "poll",
+        "poll",
+        "poll",
+        "poll",
+        "disconnect",
+        ("ray's get_node", "127.0.0.1:6379", "n1"),
+    ]
     assert ray._private.services.get_node is ray_get_node  # Ray's own again after the start
 
 
@@ -134,11 +142,18 @@ _AFTER = '\nprint("MODULES " + json.dumps(sorted(set(sys.modules) - before)))\n'
 
 def test_the_estimate_ray_tune_and_ray_start_import_no_module_in_common(data_root):
     env = {**os.environ, "SNN_DATA_DIR": str(data_root)}
-    processes = {part: subprocess.Popen([sys.executable, "-c", _BEFORE + textwrap.dedent(code) + _AFTER, part,
-                                         str(free_port())],
-                                        cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-                 for part, code in _PARTS.items()}
+    processes = {
+        part: subprocess.Popen(
+            [sys.executable, "-c", _BEFORE + textwrap.dedent(code) + _AFTER, part, str(free_port())],
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for part, code in _PARTS.items()
+    }
     outputs = {}
     for part, process in processes.items():
         try:
@@ -149,7 +164,7 @@ def test_the_estimate_ray_tune_and_ray_start_import_no_module_in_common(data_roo
         assert process.returncode == 0, outputs[part][-3000:]
 
     def printed(part: str, tag: str):
-        return json.loads(next(l for l in outputs[part].splitlines() if l.startswith(tag + " "))[len(tag) + 1:])
+        return json.loads(next(x for x in outputs[part].splitlines() if x.startswith(tag + " "))[len(tag) + 1 :])
 
     modules = {part: set(printed(part, "MODULES")) for part in _PARTS}
     assert "ray.tune" in modules["tune"] and "snn.models" in modules["estimate"]  # each part imports its own

@@ -77,8 +77,14 @@ def test_a_local_start_leaves_the_token_it_wrote_private(tmp_path):
         ray_cluster.stop_ray()
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**env, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     token = tmp_path / ".ray" / "auth_token"
     assert token.read_text().strip()  # Ray wrote one: authentication is on

@@ -73,8 +73,19 @@ def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, data_r
 def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, data_root):
     markers = tmp_path / "markers"
     markers.mkdir()
-    command = search_command("fc", tmp_path, "crash", *QUICK, "--trials", "2", "--grace-period", "3",
-                             "--max-failures", "2", module=FAULTY_SEARCH)
+    command = search_command(
+        "fc",
+        tmp_path,
+        "crash",
+        *QUICK,
+        "--trials",
+        "2",
+        "--grace-period",
+        "3",
+        "--max-failures",
+        "2",
+        module=FAULTY_SEARCH,
+    )
     process = start_search(command, data_root, tmp_path / "crash.log", **{CRASH_ENV: f"2:{markers}"})
     assert process.wait(timeout=600) == 0, (tmp_path / "crash.log").read_text()[-3000:]
     crashed = sorted(p.name.removeprefix("crashed-") for p in markers.iterdir())
@@ -82,15 +93,16 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, data_root):
     table = pd.read_csv(tmp_path / "crash" / "trials.csv")
     assert set(table["status"]) == {"TERMINATED"} and set(table["epochs"]) == {3}  # ... and finished all epochs
     metrics = pd.read_csv(tmp_path / "crash" / "trial_metrics.csv")
-    for trial_id, rows in metrics.groupby("trial_id"):
+    for _, rows in metrics.groupby("trial_id"):
         assert rows["epoch"].tolist() == [1, 2, 3]  # resumed after epoch 1's checkpoint, no epoch lost or repeated
 
 
 def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, data_root):
     markers = tmp_path / "markers"
     markers.mkdir()
-    command = search_command("fc", tmp_path, "fails", *QUICK, "--trials", "1", "--max-failures", "0",
-                             module=FAULTY_SEARCH)
+    command = search_command(
+        "fc", tmp_path, "fails", *QUICK, "--trials", "1", "--max-failures", "0", module=FAULTY_SEARCH
+    )
     process = start_search(command, data_root, tmp_path / "fails.log", **{CRASH_ENV: f"1:{markers}"})
     assert process.wait(timeout=600) == 0, (tmp_path / "fails.log").read_text()[-3000:]
     table = pd.read_csv(tmp_path / "fails" / "trials.csv")
@@ -99,8 +111,22 @@ def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, d
 
 def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_still_runs(tmp_path, data_root):
     """Ten trials of three 4-second epochs would take 2 minutes; a 20 s budget ends the search, then it retrains."""
-    command = search_command("fc", tmp_path, "budget", "--preset", "smoke", "--no-report", "--no-dashboard",
-                             "--max-concurrent", "1", "--trials", "10", "--time-budget", "20s", module=FAULTY_SEARCH)
+    command = search_command(
+        "fc",
+        tmp_path,
+        "budget",
+        "--preset",
+        "smoke",
+        "--no-report",
+        "--no-dashboard",
+        "--max-concurrent",
+        "1",
+        "--trials",
+        "10",
+        "--time-budget",
+        "20s",
+        module=FAULTY_SEARCH,
+    )
     start = time.time()
     process = start_search(command, data_root, tmp_path / "budget.log", **{SLOW_ENV: "4"})
     assert process.wait(timeout=600) == 0, (tmp_path / "budget.log").read_text()[-3000:]

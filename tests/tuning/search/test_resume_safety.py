@@ -35,16 +35,23 @@ from tuning import experiment as files
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it_was(tmp_path, data_root):
     trials = 4
     # the trial function of faulty_search (Ray resumes only with the same one), its first trials at least
     # 3 s long (1 s more an epoch), so the kill lands before the search can finish
-    process = start_search(search_command("fc", tmp_path, "orig", *QUICK, "--trials", str(trials),
-                                          module=FAULTY_SEARCH), data_root, tmp_path / "first.log", **{SLOW_ENV: "1"})
+    process = start_search(
+        search_command("fc", tmp_path, "orig", *QUICK, "--trials", str(trials), module=FAULTY_SEARCH),
+        data_root,
+        tmp_path / "first.log",
+        **{SLOW_ENV: "1"},
+    )
     deadline = time.time() + 300
     while len(finished_in_study(tmp_path / "orig", "orig")) < 2 and time.time() < deadline:
         assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -55,8 +62,11 @@ def test_a_copied_experiment_resumes_into_the_copy_and_leaves_the_original_as_it
     shutil.copytree(tmp_path / "orig", tmp_path / "copy", symlinks=True)
     original = digests(tmp_path / "orig")
 
-    resumed = start_search(search_command("fc", tmp_path, "copy", *QUICK, "--trials", str(trials), "--resume",
-                                          module=FAULTY_SEARCH), data_root, tmp_path / "second.log")
+    resumed = start_search(
+        search_command("fc", tmp_path, "copy", *QUICK, "--trials", str(trials), "--resume", module=FAULTY_SEARCH),
+        data_root,
+        tmp_path / "second.log",
+    )
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     assert digests(tmp_path / "orig") == original  # not a byte written to the original
@@ -99,13 +109,16 @@ def test_the_searchers_pickles_hold_no_journal_path_and_reopen_the_resumed_exper
     run_trial(restored, "c", epochs=4)
 
     assert digests(original) == before
-    study = optuna.load_study(study_name="original", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(copy / files.STUDY))))
+    study = optuna.load_study(
+        study_name="original",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(copy / files.STUDY))),
+    )
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
     assert study.trials[1].intermediate_values == {1: 0.5, 2: 0.6}  # the running trial went on where it was
 
 
 # --- a crafted tuner.pkl -------------------------------------------------------------------------
+
 
 def crafted_experiment(folder: Path, marker: Path | None = None) -> Path:
     """results/exp: a valid search.json and a tune/tuner.pkl whose unpickling creates ``marker`` (folder/marker)."""
@@ -117,7 +130,9 @@ def crafted_experiment(folder: Path, marker: Path | None = None) -> Path:
     args = build_parser().parse_args(["fc", "--preset", "smoke"])
     space = _space_from_args(args)
     _save_state(experiment, space, _settings_from_args(args, space))
-    (experiment / files.TUNE / "tuner.pkl").write_bytes(pickle.dumps(RunsCodeWhenUnpickled(marker or folder / "marker")))
+    (experiment / files.TUNE / "tuner.pkl").write_bytes(
+        pickle.dumps(RunsCodeWhenUnpickled(marker or folder / "marker"))
+    )
     return experiment
 
 
@@ -166,8 +181,13 @@ NOBODY = 65534  # another user (Debian's nobody); an ACL may name any user id
 def acl_xattr(path: Path, named_user: int, perms: int) -> bytes:
     """Linux's xattr form of an ACL: ``path``'s mode bits, plus a named user with ``perms`` and the mask."""
     mode = os.stat(path).st_mode
-    entries = [(0x01, mode >> 6 & 7, 0xFFFFFFFF), (0x02, perms, named_user), (0x04, mode >> 3 & 7, 0xFFFFFFFF),
-               (0x10, perms | mode >> 3 & 7, 0xFFFFFFFF), (0x20, mode & 7, 0xFFFFFFFF)]
+    entries = [
+        (0x01, mode >> 6 & 7, 0xFFFFFFFF),
+        (0x02, perms, named_user),
+        (0x04, mode >> 3 & 7, 0xFFFFFFFF),
+        (0x10, perms | mode >> 3 & 7, 0xFFFFFFFF),
+        (0x20, mode & 7, 0xFFFFFFFF),
+    ]
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
 
 
@@ -177,8 +197,7 @@ def give_acl(path: Path, *, default: bool = False, user: int = NOBODY, perms: st
         subprocess.run(["setfacl", *(["-d"] if default else []), "-m", f"u:{user}:{perms}", str(path)], check=True)
         return
     bits = sum(bit for letter, bit in (("r", 4), ("w", 2), ("x", 1)) if letter in perms)
-    os.setxattr(path, "system.posix_acl_default" if default else "system.posix_acl_access",
-                acl_xattr(path, user, bits))
+    os.setxattr(path, "system.posix_acl_default" if default else "system.posix_acl_access", acl_xattr(path, user, bits))
 
 
 def acls_supported(folder: Path) -> bool:
@@ -247,11 +266,16 @@ def crafted_by_another_user_then_copied(folder: Path) -> None:
     user's own, with private bits: only the digest can tell."""
     staging, elsewhere = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
     crafted_experiment(staging, marker=folder / "marker")  # the payload would run as the user who resumes
-    archive = subprocess.run(["tar", "-C", str(staging / "results"), "-c", "exp"], capture_output=True,
-                             check=True).stdout
+    archive = subprocess.run(
+        ["tar", "-C", str(staging / "results"), "-c", "exp"], capture_output=True, check=True
+    ).stdout
     elsewhere.chmod(0o777)
-    subprocess.run(["tar", "-x", "-C", str(elsewhere)], input=archive, check=True,
-                   preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)))
+    subprocess.run(
+        ["tar", "-x", "-C", str(elsewhere)],
+        input=archive,
+        check=True,
+        preexec_fn=lambda: (os.setgid(NOBODY), os.setuid(NOBODY)),
+    )
     assert (elsewhere / "exp" / files.TUNE / "tuner.pkl").stat().st_uid == NOBODY
     (folder / "results").mkdir()
     shutil.copytree(elsewhere / "exp", folder / "results" / "exp")
@@ -262,36 +286,47 @@ def crafted_by_another_user_then_copied(folder: Path) -> None:
 RESUME = ("fc", "--results-dir", "{case}/results", "--name", "exp", "--resume", "--no-dashboard")
 CRAFTED = {
     "file-writable-by-others": Case("tuning.search", RESUME, "tuner.pkl is writable by others", writable_by_others),
-    "folder-writable-by-others": Case("tuning.search", RESUME, "tune is writable by others",
-                                      folder_writable_by_others),
+    "folder-writable-by-others": Case("tuning.search", RESUME, "tune is writable by others", folder_writable_by_others),
     "a-symbolic-link": Case("tuning.search", RESUME, "tuner.pkl is a symbolic link", a_symbolic_link),
-    "parent-writable-by-others": Case("tuning.search", RESUME, "is writable by others and has no sticky bit",
-                                      parent_writable_by_others),
+    "parent-writable-by-others": Case(
+        "tuning.search", RESUME, "is writable by others and has no sticky bit", parent_writable_by_others
+    ),
 }
-CRAFTED.update({
-    "no-digest": Case("tuning.search", RESUME, "tuner.pkl has no digest of your resume key", no_digest),
-    "signed-with-another-key": Case("tuning.search", RESUME, "tuner.pkl does not match its digest of your resume key",
-                                    signed_with_another_key),
-    "signed-then-changed": Case("tuning.search", RESUME, "tuner.pkl does not match its digest", signed_then_changed),
-    "an-unsigned-pickle-in-a-trial": Case("tuning.search", RESUME, "params.pkl has no digest of your resume key",
-                                          an_unsigned_pickle_in_a_trial),
-})
+CRAFTED.update(
+    {
+        "no-digest": Case("tuning.search", RESUME, "tuner.pkl has no digest of your resume key", no_digest),
+        "signed-with-another-key": Case(
+            "tuning.search", RESUME, "tuner.pkl does not match its digest of your resume key", signed_with_another_key
+        ),
+        "signed-then-changed": Case(
+            "tuning.search", RESUME, "tuner.pkl does not match its digest", signed_then_changed
+        ),
+        "an-unsigned-pickle-in-a-trial": Case(
+            "tuning.search", RESUME, "params.pkl has no digest of your resume key", an_unsigned_pickle_in_a_trial
+        ),
+    }
+)
 if acls_supported(Path(tempfile.gettempdir())):
-    CRAFTED["an-acl-for-another-user"] = Case("tuning.search", RESUME, "tuner.pkl has an ACL with an entry for user",
-                                              an_acl_for_another_user)
-    CRAFTED["a-default-acl-on-the-folder"] = Case("tuning.search", RESUME, "tune has a default ACL (inherited by what",
-                                                  a_default_acl_on_the_folder)
-    CRAFTED["parent-writable-through-an-acl"] = Case("tuning.search", RESUME, "(above the experiment) is writable by "
-                                                     "user", parent_writable_through_an_acl)
+    CRAFTED["an-acl-for-another-user"] = Case(
+        "tuning.search", RESUME, "tuner.pkl has an ACL with an entry for user", an_acl_for_another_user
+    )
+    CRAFTED["a-default-acl-on-the-folder"] = Case(
+        "tuning.search", RESUME, "tune has a default ACL (inherited by what", a_default_acl_on_the_folder
+    )
+    CRAFTED["parent-writable-through-an-acl"] = Case(
+        "tuning.search", RESUME, "(above the experiment) is writable by user", parent_writable_through_an_acl
+    )
 if os.geteuid() == 0:  # only root can give a file to another user or group
-    CRAFTED["owned-by-someone-else"] = Case("tuning.search", RESUME, "tuner.pkl belongs to user",
-                                            owned_by_someone_else)
-    CRAFTED["group-writable"] = Case("tuning.search", RESUME, "tuner.pkl is writable by the group nogroup",
-                                     group_writable)
-    CRAFTED["parent-writable-by-a-group"] = Case("tuning.search", RESUME, "is writable by the group nogroup and",
-                                                 parent_writable_by_a_group)
-    CRAFTED["crafted-by-another-user-then-copied"] = Case("tuning.search", RESUME, "tuner.pkl has no digest of your "
-                                                          "resume key", crafted_by_another_user_then_copied)
+    CRAFTED["owned-by-someone-else"] = Case("tuning.search", RESUME, "tuner.pkl belongs to user", owned_by_someone_else)
+    CRAFTED["group-writable"] = Case(
+        "tuning.search", RESUME, "tuner.pkl is writable by the group nogroup", group_writable
+    )
+    CRAFTED["parent-writable-by-a-group"] = Case(
+        "tuning.search", RESUME, "is writable by the group nogroup and", parent_writable_by_a_group
+    )
+    CRAFTED["crafted-by-another-user-then-copied"] = Case(
+        "tuning.search", RESUME, "tuner.pkl has no digest of your resume key", crafted_by_another_user_then_copied
+    )
 
 
 @pytest.fixture(scope="module")
@@ -303,8 +338,11 @@ def crafted(tmp_path_factory, data_root):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CONFIG_HOME", str(config))
         ensure_key()
-        return run_cases(CRAFTED, tmp_path_factory.mktemp("crafted"),
-                         {"SNN_DATA_DIR": str(data_root), "XDG_CONFIG_HOME": str(config)})
+        return run_cases(
+            CRAFTED,
+            tmp_path_factory.mktemp("crafted"),
+            {"SNN_DATA_DIR": str(data_root), "XDG_CONFIG_HOME": str(config)},
+        )
 
 
 @pytest.mark.parametrize("cause", sorted(CRAFTED))
@@ -333,8 +371,10 @@ def test_a_minimal_acl_is_no_extended_entry(tmp_path):
     path = tmp_path / "f"
     path.touch()
     mode = os.stat(path).st_mode
-    minimal = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, bits, 0xFFFFFFFF) for tag, bits in
-                                              ((0x01, mode >> 6 & 7), (0x04, mode >> 3 & 7), (0x20, mode & 7)))
+    minimal = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, bits, 0xFFFFFFFF)
+        for tag, bits in ((0x01, mode >> 6 & 7), (0x04, mode >> 3 & 7), (0x20, mode & 7))
+    )
     try:
         os.setxattr(path, ACCESS_ACL, minimal)
     except OSError as e:
@@ -393,6 +433,7 @@ def test_rays_folder_for_the_search_must_be_the_users_alone(tmp_path, monkeypatc
         folder.mkdir(mode=0o700)
         os.chown(folder, NOBODY, -1)
         expected = "belongs to user nobody"
-    with pytest.raises(trust.UntrustedExperiment, match=f"snn-tune-ray-{os.geteuid()}, the folder for your "
-                                                        f"searches' Ray, {expected}"):
+    with pytest.raises(
+        trust.UntrustedExperiment, match=f"snn-tune-ray-{os.geteuid()}, the folder for your searches' Ray, {expected}"
+    ):
         trust.private_ray_temp()

@@ -47,8 +47,12 @@ def screenshot_dashboard(port: int, folder: Path) -> dict:
     """Sign in to the dashboard with the token (its cookie), open the actors page, save a PNG."""
     with HeadlessChromium(folder / "chromium-profile", width=1400, height=900) as browser:
         if TOKEN_FILE.exists():
-            browser.send("Network.setCookie", name="ray-authentication-token", value=TOKEN_FILE.read_text().strip(),
-                         url=f"http://127.0.0.1:{port}/")
+            browser.send(
+                "Network.setCookie",
+                name="ray-authentication-token",
+                value=TOKEN_FILE.read_text().strip(),
+                url=f"http://127.0.0.1:{port}/",
+            )
         browser.navigate(f"http://127.0.0.1:{port}/#/actors")
         browser.wait_for("document.body.innerText.includes('fc_trial')", timeout=30)
         text = browser.evaluate("document.body.innerText")
@@ -63,8 +67,18 @@ def smoke(data_root, tmp_path_factory):
     port = free_port()
     log = folder / "search.log"
     # One trial at a time makes the search deterministic (seeded TPE, seeded trials), so ASHA's stops are too.
-    command = search_command("fc", folder, "smoke", "--preset", "smoke", "--max-concurrent", "1",
-                             "--dashboard-port", str(port), module=FAULTY_SEARCH)
+    command = search_command(
+        "fc",
+        folder,
+        "smoke",
+        "--preset",
+        "smoke",
+        "--max-concurrent",
+        "1",
+        "--dashboard-port",
+        str(port),
+        module=FAULTY_SEARCH,
+    )
     pause = folder / "pause"  # the first trial waits until the dashboard has been looked at
     pause.touch()
     process = start_search(command, data_root, log, **{PAUSE_ENV: str(pause)})
@@ -75,8 +89,12 @@ def smoke(data_root, tmp_path_factory):
         # each trial runs in an actor named after the model (Ray Tune's own name: wrap_function.<locals>.ImplicitFunc)
         trial_actors = [a for a in actors if a.get("class_name") == "fc_trial" and a.get("state") == "ALIVE"]
         if status == 200 and trial_actors:
-            seen = {"status": status, "trial_actors": len(trial_actors), "classes": {a["class_name"] for a in actors},
-                    "without_token": dashboard_actors(port, token=False)}
+            seen = {
+                "status": status,
+                "trial_actors": len(trial_actors),
+                "classes": {a["class_name"] for a in actors},
+                "without_token": dashboard_actors(port, token=False),
+            }
             break
         time.sleep(1)
     try:
@@ -84,8 +102,14 @@ def smoke(data_root, tmp_path_factory):
     finally:
         pause.unlink()
     code = process.wait(timeout=600)
-    return {"dir": folder / "smoke", "code": code, "log": log.read_text(), "dashboard": seen, "port": port,
-            "page": page}
+    return {
+        "dir": folder / "smoke",
+        "code": code,
+        "log": log.read_text(),
+        "dashboard": seen,
+        "port": port,
+        "page": page,
+    }
 
 
 def test_the_search_says_its_cost_and_shows_a_live_table_naming_only_the_experiment_folder(smoke):
@@ -136,8 +160,10 @@ def test_trials_ran_and_asha_stopped_exactly_those_below_its_first_rung_cutoff(s
     assert (trials.loc[trials["stopped_early"], "epochs"] < SMOKE_EPOCHS).all()
     assert (trials.loc[~trials["stopped_early"], "epochs"] == SMOKE_EPOCHS).all()
     metrics = pd.read_csv(smoke["dir"] / "trial_metrics.csv")
-    assert metrics.groupby("trial_id")["epoch"].max().sort_index().tolist() == \
-        trials.set_index("trial_id")["epochs"].sort_index().tolist()
+    assert (
+        metrics.groupby("trial_id")["epoch"].max().sort_index().tolist()
+        == trials.set_index("trial_id")["epochs"].sort_index().tolist()
+    )
 
 
 def test_best_config_parses_and_is_the_best_trial(smoke):
@@ -164,7 +190,8 @@ def test_the_retrain_ran_and_the_summary_holds_its_test_accuracy(smoke):
 
 def test_the_optuna_study_opens_with_optuna_and_matches_trials_csv(smoke):
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(smoke["dir"] / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(smoke["dir"] / "optuna.journal"))
+    )
     study = optuna.load_study(study_name="smoke", storage=storage)
     trials = pd.read_csv(smoke["dir"] / "trials.csv")
     states = [t.state for t in study.trials]
@@ -177,7 +204,8 @@ def test_the_optuna_study_opens_with_optuna_and_matches_trials_csv(smoke):
 
 def load_study(smoke) -> optuna.Study:
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(smoke["dir"] / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(smoke["dir"] / "optuna.journal"))
+    )
     return optuna.load_study(study_name="smoke", storage=storage)
 
 
@@ -207,8 +235,10 @@ def test_the_search_built_its_report(smoke):
     unranked = 0 if complete >= 2 else 1
     assert f'data-figure-count="{len(SECTIONS) - unranked}"' in html and f'data-missing-count="{unranked}"' in html
     if unranked:
-        assert f"parameter importance needs at least 2 trials that ran to their last epoch; the study has {complete}" \
+        assert (
+            f"parameter importance needs at least 2 trials that ran to their last epoch; the study has {complete}"
             in html
+        )
     assert "smoke" in html and "92.89%" in html  # the experiment, and the seed report's FC-SNN figure apart
 
 
@@ -224,7 +254,8 @@ def test_every_pickle_the_search_left_is_signed_and_no_other_file_holds_one(smok
         holds_a_pickle = data[:2] in (b"\x80\x04", b"\x80\x05") or b"CLOUDPICKLE_FALLBACK" in data
         assert holds_a_pickle <= is_pickled(path), path
     assert {"tuner.pkl", "experiment_state", "search_gen_state", "searcher-state", "params.pkl"} <= {
-        re.sub(r"-[0-9_-]+\.(json|pkl)$", "", name.split("/")[-1]) for name in signed}
+        re.sub(r"-[0-9_-]+\.(json|pkl)$", "", name.split("/")[-1]) for name in signed
+    }
 
 
 def test_rays_state_of_the_search_lay_in_a_folder_only_the_user_can_enter(smoke):

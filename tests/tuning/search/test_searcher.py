@@ -36,8 +36,9 @@ def states(searcher) -> list[TrialState]:
 
 def new_searcher(cls=PruneAwareOptunaSearch, **kwargs):
     extra = {"max_epochs": MAX_EPOCHS} if cls is PruneAwareOptunaSearch else {}
-    return cls(space=SPACE, metric="test_acc", mode="max", sampler=optuna.samplers.TPESampler(seed=0),
-               **extra, **kwargs)
+    return cls(
+        space=SPACE, metric="test_acc", mode="max", sampler=optuna.samplers.TPESampler(seed=0), **extra, **kwargs
+    )
 
 
 def test_a_trial_stopped_early_is_pruned_with_its_intermediate_values():
@@ -138,7 +139,8 @@ def test_ray_still_keeps_a_restored_searchs_storage_where_the_generator_re_point
     storage = getattr(getattr(generator, "_experiment", None), "storage", None)
     assert storage is not None and all(hasattr(storage, a) for a in STORAGE_ATTRIBUTES), (
         f"Ray {ray.__version__} no longer keeps SearchGenerator._experiment.storage.{STORAGE_ATTRIBUTES}: "
-        f"update RelocatingSearchGenerator (tuning/search/searcher.py)")
+        f"update RelocatingSearchGenerator (tuning/search/searcher.py)"
+    )
     assert storage.storage_fs_path == "/tmp/pinned-storage"
 
 
@@ -155,12 +157,18 @@ def test_where_ray_moved_the_storage_a_relocated_resume_is_refused(monkeypatch, 
 
 
 def test_with_two_objectives_only_trials_that_ran_to_the_end_are_complete_with_both_values():
-    searcher = PruneAwareOptunaSearch(space=SPACE, metric=["test_acc", "test_synops_per_image"], mode=["max", "min"],
-                                      sampler=optuna.samplers.TPESampler(seed=0), max_epochs=MAX_EPOCHS)
+    searcher = PruneAwareOptunaSearch(
+        space=SPACE,
+        metric=["test_acc", "test_synops_per_image"],
+        mode=["max", "min"],
+        sampler=optuna.samplers.TPESampler(seed=0),
+        max_epochs=MAX_EPOCHS,
+    )
     for trial_id, epochs in (("full", MAX_EPOCHS), ("stopped", 1)):
         searcher.suggest(trial_id)
-        results = [{"epoch": e, "test_acc": 0.5 + e / 10, "test_synops_per_image": 1000.0 * e}
-                   for e in range(1, epochs + 1)]
+        results = [
+            {"epoch": e, "test_acc": 0.5 + e / 10, "test_synops_per_image": 1000.0 * e} for e in range(1, epochs + 1)
+        ]
         for result in results[:-1]:
             searcher.on_trial_result(trial_id, result)  # no intermediate values: Trial.report is single-objective
         searcher.on_trial_complete(trial_id, results[-1])

@@ -29,8 +29,19 @@ budget:
 def test_a_search_stops_silent_trials_in_their_first_epoch_and_tells_optuna_they_were_pruned(tmp_path, data_root):
     space = tmp_path / "silent.yaml"
     space.write_text(SILENT_SPACE)
-    command = search_command("fc", tmp_path, "quiet", "--space", str(space), "--no-seed-trial", "--no-retrain",
-                             "--no-report", "--no-dashboard", "--max-concurrent", "1")
+    command = search_command(
+        "fc",
+        tmp_path,
+        "quiet",
+        "--space",
+        str(space),
+        "--no-seed-trial",
+        "--no-retrain",
+        "--no-report",
+        "--no-dashboard",
+        "--max-concurrent",
+        "1",
+    )
     process = start_search(command, data_root, tmp_path / "search.log")
     assert process.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-3000:]
     trials = pd.read_csv(tmp_path / "quiet" / "trials.csv")
@@ -40,7 +51,8 @@ def test_a_search_stops_silent_trials_in_their_first_epoch_and_tells_optuna_they
     summary = json.loads((tmp_path / "quiet" / "summary.json").read_text())
     assert summary["trials"]["silent"] == 2 and summary["trials"]["completed"] == 0
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "quiet" / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "quiet" / "optuna.journal"))
+    )
     study = optuna.load_study(study_name="quiet", storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert "2 silent" in (tmp_path / "search.log").read_text()

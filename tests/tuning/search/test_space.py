@@ -11,7 +11,7 @@ import optuna
 import pytest
 import torch
 
-from tuning.search.space import shipped_spaces, SpaceError, default_space_path, load_space, with_overrides
+from tuning.search.space import SpaceError, default_space_path, load_space, shipped_spaces, with_overrides
 
 GOOD = """
 model: csnn
@@ -41,8 +41,7 @@ def test_shipped_spaces_load_into_optuna_distributions(model):
     assert not set(space.params) & set(space.fixed)
 
 
-@pytest.mark.parametrize("path", sorted(shipped_spaces().values()),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(shipped_spaces().values()), ids=lambda p: p.name)
 def test_every_shipped_space_file_is_valid(path):
     space = load_space(path)
     assert space.params and space.budget.trials >= 1
@@ -61,23 +60,38 @@ def test_a_good_space_gives_distributions_fixed_values_and_budget(tmp_path):
 BAD = {
     "yaml syntax": ("search: {lr: [1, 2\n", "YAML syntax error"),
     "unknown top key": (GOOD + "extras: 1\n", "extras: unknown key"),
-    "not a config field": (GOOD.replace("T: {", "Tee: {"), "search.Tee: is neither a trainer setting (a RunConfig "
-                                                          "field: python -m snn.train --help) nor a parameter of "
-                                                          "csnn(T, channels, channels_1"),
+    "not a config field": (
+        GOOD.replace("T: {", "Tee: {"),
+        "search.Tee: is neither a trainer setting (a RunConfig "
+        "field: python -m snn.train --help) nor a parameter of "
+        "csnn(T, channels, channels_1",
+    ),
     "data from the data": (GOOD.replace("T: {", "classes: {"), "search.classes: comes from the data"),
     "a run's name": (GOOD.replace("batch_size: 128", "seed: 3"), "fixed.seed: names the run, not a hyperparameter"),
-    "dataset in fixed": (GOOD.replace("batch_size: 128", "dataset: kmnist"), "fixed.dataset: the dataset is the "
-                                                                              "top-level data: key"),
-    "unknown data": (GOOD + "data: imagenet\n", "data: must be one of mnist, fashion-mnist, kmnist, cifar10 or "
-                                                 "package.module:function, got 'imagenet'"),
-    "unimportable model": (GOOD.replace("model: csnn", "model: nowhere.to_be:found"),
-                           "model: model nowhere.to_be:found: cannot import nowhere.to_be"),
-    "kernel size": (GOOD.replace("T: {type: int, low: 2, high: 8}", "kernel_size: {type: categorical, choices: [3, 4]}"),
-                    "search.kernel_size: impossible value: kernel_size: must be one of 3, 5, got 4"),
-    "too many blocks": (GOOD.replace("T: {type: int, low: 2, high: 8}", "blocks: {type: int, low: 1, high: 4}"),
-                        "search.blocks: impossible value: blocks: must be <= 3, got 4"),
-    "low > high": (GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"),
-                   "search.lr: `low <= high` must hold, got low=0.1, high=0.01"),
+    "dataset in fixed": (
+        GOOD.replace("batch_size: 128", "dataset: kmnist"),
+        "fixed.dataset: the dataset is the top-level data: key",
+    ),
+    "unknown data": (
+        GOOD + "data: imagenet\n",
+        "data: must be one of mnist, fashion-mnist, kmnist, cifar10 or package.module:function, got 'imagenet'",
+    ),
+    "unimportable model": (
+        GOOD.replace("model: csnn", "model: nowhere.to_be:found"),
+        "model: model nowhere.to_be:found: cannot import nowhere.to_be",
+    ),
+    "kernel size": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "kernel_size: {type: categorical, choices: [3, 4]}"),
+        "search.kernel_size: impossible value: kernel_size: must be one of 3, 5, got 4",
+    ),
+    "too many blocks": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "blocks: {type: int, low: 1, high: 4}"),
+        "search.blocks: impossible value: blocks: must be <= 3, got 4",
+    ),
+    "low > high": (
+        GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"),
+        "search.lr: `low <= high` must hold, got low=0.1, high=0.01",
+    ),
     "log with low <= 0": (GOOD.replace("low: 1.0e-3", "low: 0.0"), "search.lr: log scale needs `low > 0`, got low=0.0"),
     "empty choices": (GOOD.replace("[16, 32]", "[]"), "search.channels.choices: must be a non-empty list"),
     "T <= 0": (GOOD.replace("low: 2, high: 8", "low: 0, high: 8"), "search.T: impossible value: T: must be >= 1"),
@@ -86,26 +100,43 @@ BAD = {
     "unknown param key": (GOOD.replace("high: 8}", "high: 8, step: 2}"), "search.T.step: unknown key"),
     "both searched and fixed": (GOOD.replace("batch_size: 128", "T: 4"), "search.T: is also in fixed"),
     "bad budget": (GOOD.replace("trials: 4", "trials: 0"), "budget.trials: must be an integer >= 1"),
-    "wrong model": (GOOD.replace("model: csnn", "model: resnet"), "model: must be one of fc, csnn or "
-                                                                  "package.module:function, got 'resnet'"),
-    "condition on an unknown parameter": (GOOD.replace("high: 8}", "high: 8, when: {neuron: [lif]}}"),
-                                          "search.T.when.neuron: names no searched parameter"),
-    "condition on a float parameter": (GOOD.replace("high: 8}", "high: 8, when: {lr: [0.01]}}"),
-                                       "search.T.when.lr: a condition must name a categorical or integer parameter"),
+    "wrong model": (
+        GOOD.replace("model: csnn", "model: resnet"),
+        "model: must be one of fc, csnn or package.module:function, got 'resnet'",
+    ),
+    "condition on an unknown parameter": (
+        GOOD.replace("high: 8}", "high: 8, when: {neuron: [lif]}}"),
+        "search.T.when.neuron: names no searched parameter",
+    ),
+    "condition on a float parameter": (
+        GOOD.replace("high: 8}", "high: 8, when: {lr: [0.01]}}"),
+        "search.T.when.lr: a condition must name a categorical or integer parameter",
+    ),
     "condition on a value outside an integer's range": (
-        GOOD.replace("channels: {type: categorical, choices: [16, 32]}",
-                     "channels: {type: categorical, choices: [16, 32], when: {T: [9]}}"),
-        "search.channels.when.T: values must be among T's range [2, 8], got [9]"),
-    "condition on a value not among the choices": (GOOD.replace("high: 8}", "high: 8, when: {channels: [99]}}"),
-                                                   "search.T.when.channels: values must be among"),
-    "condition that is not a mapping": (GOOD.replace("high: 8}", "high: 8, when: channels}"),
-                                        "search.T.when: must be a mapping"),
+        GOOD.replace(
+            "channels: {type: categorical, choices: [16, 32]}",
+            "channels: {type: categorical, choices: [16, 32], when: {T: [9]}}",
+        ),
+        "search.channels.when.T: values must be among T's range [2, 8], got [9]",
+    ),
+    "condition on a value not among the choices": (
+        GOOD.replace("high: 8}", "high: 8, when: {channels: [99]}}"),
+        "search.T.when.channels: values must be among",
+    ),
+    "condition that is not a mapping": (
+        GOOD.replace("high: 8}", "high: 8, when: channels}"),
+        "search.T.when: must be a mapping",
+    ),
     "silence key unknown": (GOOD + "  silence: {spikes: 5}\n", "budget.silence.spikes: unknown key"),
-    "silence fraction above 1": (GOOD + "  silence: {max_fraction: 1.5}\n",
-                                 "budget.silence.max_fraction: must be a number in [0, 1]"),
+    "silence fraction above 1": (
+        GOOD + "  silence: {max_fraction: 1.5}\n",
+        "budget.silence.max_fraction: must be a number in [0, 1]",
+    ),
     "silence not a mapping": (GOOD + "  silence: 5\n", "budget.silence: must be a mapping"),
-    "silence accuracy above 1": (GOOD + "  silence: {max_accuracy: 1.5}\n",
-                                 "budget.silence.max_accuracy: must be a number in [0, 1]"),
+    "silence accuracy above 1": (
+        GOOD + "  silence: {max_accuracy: 1.5}\n",
+        "budget.silence.max_accuracy: must be a number in [0, 1]",
+    ),
 }
 
 
@@ -128,27 +159,41 @@ def test_a_space_for_another_model_is_refused(tmp_path):
 
 def test_overrides_replace_fixed_params_and_budget(tmp_path):
     space = load_space(write(tmp_path, GOOD))
-    smaller = with_overrides(space, fixed={"channels": 8, "limit_train": 100},
-                             params={"T": {"type": "int", "low": 2, "high": 3}}, budget={"trials": 2})
+    smaller = with_overrides(
+        space,
+        fixed={"channels": 8, "limit_train": 100},
+        params={"T": {"type": "int", "low": 2, "high": 3}},
+        budget={"trials": 2},
+    )
     assert "channels" not in smaller.params and smaller.fixed["channels"] == 8
     assert smaller.params["T"] == optuna.distributions.IntDistribution(2, 3)
     assert smaller.budget.trials == 2
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--space", "{bad}"], "search.lr: `low <= high` must hold"),
-    (["--cpus-per-trial", "0"], "--cpus-per-trial must be a number > 0"),
-    (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number"),
-    (["--gpus-per-trial", "64"], "--gpus-per-trial 64 cannot be met"),
-    (["--metric", "loss"], "argument --metric: invalid choice"),
-    pytest.param(["--device", "cuda"], "--device cuda cannot be met: this machine has no GPU",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--space", "{bad}"], "search.lr: `low <= high` must hold"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial must be a number > 0"),
+        (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number"),
+        (["--gpus-per-trial", "64"], "--gpus-per-trial 64 cannot be met"),
+        (["--metric", "loss"], "argument --metric: invalid choice"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device cuda cannot be met: this machine has no GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
+    ],
+)
 def test_the_cli_refuses_bad_input_in_one_line_before_ray_starts(tmp_path, flags, expected):
     bad = write(tmp_path, GOOD.replace("low: 1.0e-3, high: 0.3", "low: 0.1, high: 0.01"))
     flags = [str(bad) if f == "{bad}" else f for f in flags]
-    run = subprocess.run([sys.executable, "-m", "tuning.search", "csnn", "--results-dir", str(tmp_path / "r"), *flags],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "tuning.search", "csnn", "--results-dir", str(tmp_path / "r"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], run.stderr
@@ -219,20 +264,32 @@ def test_a_factory_of_your_own_takes_its_signatures_parameters(tmp_path, monkeyp
     module = tmp_path / "my_nets.py"
     module.write_text("def tiny(input_shape, classes, width=32, T=2):\n    raise NotImplementedError\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    space = load_space(write(tmp_path, """
+    space = load_space(
+        write(
+            tmp_path,
+            """
         model: my_nets:tiny
         search:
           width: {type: int, low: 8, high: 64}
           lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
         fixed:
           T: 3
-        """))
+        """,
+        )
+    )
     config = space.config_for({"width": 16, "lr": 0.002})
-    assert (config.model, config.net, config.lr, config.optimizer) == ("my_nets:tiny", {"T": 3, "width": 16}, 0.002,
-                                                                         "adam")
+    assert (config.model, config.net, config.lr, config.optimizer) == (
+        "my_nets:tiny",
+        {"T": 3, "width": 16},
+        0.002,
+        "adam",
+    )
     assert space.seed_point() == ({"width": 32, "lr": 1e-3}, [])  # the factory's defaults, the trainer's
-    with pytest.raises(SpaceError, match=r"search.depth: is neither a trainer setting .* nor a parameter of "
-                                         r"my_nets:tiny\(width, T\)"):
+    with pytest.raises(
+        SpaceError,
+        match=r"search.depth: is neither a trainer setting .* nor a parameter of "
+        r"my_nets:tiny\(width, T\)",
+    ):
         load_space(write(tmp_path, "model: my_nets:tiny\nsearch:\n  depth: {type: int, low: 1, high: 2}\n"))
 
 

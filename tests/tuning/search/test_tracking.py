@@ -22,8 +22,22 @@ TRIALS = 4
 def tracked(data_root, tmp_path_factory) -> Path:
     """One smoke search with --logger mlflow --logger tensorboard (no retrain, no report)."""
     folder = tmp_path_factory.mktemp("tracked")
-    command = search_command("fc", folder, "tracked", "--preset", "smoke", "--trials", str(TRIALS), "--no-retrain",
-                             "--no-report", "--no-dashboard", "--logger", "mlflow", "--logger", "tensorboard")
+    command = search_command(
+        "fc",
+        folder,
+        "tracked",
+        "--preset",
+        "smoke",
+        "--trials",
+        str(TRIALS),
+        "--no-retrain",
+        "--no-report",
+        "--no-dashboard",
+        "--logger",
+        "mlflow",
+        "--logger",
+        "tensorboard",
+    )
     process = start_search(command, data_root, folder / "search.log")
     assert process.wait(timeout=600) == 0, (folder / "search.log").read_text()[-3000:]
     return folder / "tracked"
@@ -95,9 +109,13 @@ def test_tensorboard_event_files_hold_each_trials_accuracy_at_every_epoch(tracke
 def test_optuna_dashboard_serves_the_search_study(tracked):
     port = free_port()
     command = Path(sys.executable).with_name("optuna-dashboard")  # the command the README shows
-    server = subprocess.Popen([str(command), str(tracked / "optuna.journal"),
-                               "--host", "127.0.0.1", "--port", str(port), "--quiet"], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen(
+        [str(command), str(tracked / "optuna.journal"), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         studies = None
         deadline = time.time() + 60
@@ -110,8 +128,9 @@ def test_optuna_dashboard_serves_the_search_study(tracked):
                 time.sleep(0.5)
         assert studies is not None, "optuna-dashboard did not answer within 60 s"
         assert [s["study_name"] for s in studies] == ["tracked"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=10
+        ) as response:
             study = json.loads(response.read())
         assert len(study["trials"]) == TRIALS
     finally:
@@ -127,7 +146,7 @@ def test_optuna_dashboard_serves_the_search_study(tracked):
         steps = [v["step"] for v in trial["intermediate_values"]]
         values = [v["value"] for v in trial["intermediate_values"]]
         assert steps == list(range(1, len(steps) + 1)) and steps
-        assert values == pytest.approx(per_epoch(metrics, trial_id, metric)[:len(values)])
+        assert values == pytest.approx(per_epoch(metrics, trial_id, metric)[: len(values)])
         assert len(values) == trials.loc[trial_id, "epochs"]
         shown.add(trial_id)
     assert shown == set(trials.index)

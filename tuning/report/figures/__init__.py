@@ -14,7 +14,6 @@ than a table column, a function beside it returns that data (``importance_info``
 
 from .curves import learning_curves, retrain_curves, trial_curves
 from .model import confusion_counts, confusion_matrix, firing_rates, predictions, sample_predictions
-from .spikes import cost_table, cost_table_info, front_networks, pareto, pareto_info, spikes_per_layer
 from .search import (
     edge_of_range,
     importance_info,
@@ -24,10 +23,28 @@ from .search import (
     param_vs_result,
     params_at_edge,
 )
+from .spikes import cost_table, cost_table_info, front_networks, pareto, pareto_info, spikes_per_layer
 
 __all__ = [
-    "confusion_counts", "confusion_matrix", "edge_of_range", "firing_rates", "importance_info", "learning_curves",
-    "optimisation_history", "parallel_coordinates", "param_importances", "param_vs_result", "params_at_edge",
-    "predictions", "retrain_curves", "sample_predictions", "trial_curves",
-    "cost_table", "cost_table_info", "front_networks", "pareto", "pareto_info", "spikes_per_layer",
+    "confusion_counts",
+    "confusion_matrix",
+    "edge_of_range",
+    "firing_rates",
+    "importance_info",
+    "learning_curves",
+    "optimisation_history",
+    "parallel_coordinates",
+    "param_importances",
+    "param_vs_result",
+    "params_at_edge",
+    "predictions",
+    "retrain_curves",
+    "sample_predictions",
+    "trial_curves",
+    "cost_table",
+    "cost_table_info",
+    "front_networks",
+    "pareto",
+    "pareto_info",
+    "spikes_per_layer",
 ]

@@ -23,9 +23,13 @@ def as_experiment(exp: ExperimentLike) -> Experiment:
 
 
 def style(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), template=TEMPLATE, height=height,
-                      margin=dict(l=60, r=30, t=80, b=50),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left"),
+        template=TEMPLATE,
+        height=height,
+        margin=dict(l=60, r=30, t=80, b=50),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+    )
     return fig
 
 
@@ -34,13 +38,18 @@ def metric_label(metric: str) -> str:
     return f"{split} {'accuracy' if kind == 'acc' else kind}"
 
 
-
 def trial_flags(exp: Experiment) -> dict[str, dict[str, bool]]:
     if exp.trials is None:
         return {}
-    return {row.trial_id: {"stopped_early": bool(row.stopped_early), "silent": bool(row.silent),
-                           "seed_trial": bool(row.seed_trial), "failed": bool(row.diverged) or row.status == "ERROR"}
-            for row in exp.trials.itertuples()}
+    return {
+        row.trial_id: {
+            "stopped_early": bool(row.stopped_early),
+            "silent": bool(row.silent),
+            "seed_trial": bool(row.seed_trial),
+            "failed": bool(row.diverged) or row.status == "ERROR",
+        }
+        for row in exp.trials.itertuples()
+    }
 
 
 def epoch_ticks(epochs: pd.Series) -> dict[str, Any]:
@@ -49,5 +58,5 @@ def epoch_ticks(epochs: pd.Series) -> dict[str, Any]:
 
 
 def rgba(hex_colour: str, alpha: float) -> str:
-    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"

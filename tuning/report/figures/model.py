@@ -30,16 +30,36 @@ def firing_rates(exp: ExperimentLike) -> go.Figure:
     names = LAYER_NAMES.get(exp.model or "", {})
     layers = [c.removeprefix("rate_") for c in columns]
     labels = [f"{layer}: {names[layer]}" if layer in names else layer for layer in layers]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55],
-                        subplot_titles=("At the last epoch", "Per epoch"))
-    fig.add_trace(go.Bar(x=labels, y=means, error_y=dict(type="data", array=stds, visible=len(last) > 1),
-                         marker_color="#1f77b4", text=[f"{m:.3f}" for m in means], textposition="inside",
-                         insidetextanchor="middle", textfont=dict(color="white"), showlegend=False,
-                         hovertemplate="%{x}: %{y:.4f} spikes per neuron per step<extra></extra>"), row=1, col=1)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], subplot_titles=("At the last epoch", "Per epoch"))
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=means,
+            error_y=dict(type="data", array=stds, visible=len(last) > 1),
+            marker_color="#1f77b4",
+            text=[f"{m:.3f}" for m in means],
+            textposition="inside",
+            insidetextanchor="middle",
+            textfont=dict(color="white"),
+            showlegend=False,
+            hovertemplate="%{x}: %{y:.4f} spikes per neuron per step<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     per_epoch = table.groupby("epoch")[columns].mean()
     for column, label in zip(columns, labels, strict=True):
-        fig.add_trace(go.Scatter(x=per_epoch.index, y=per_epoch[column], mode="lines+markers", name=label,
-                                 hovertemplate=f"{label}, epoch %{{x}}: %{{y:.4f}}<extra></extra>"), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=per_epoch.index,
+                y=per_epoch[column],
+                mode="lines+markers",
+                name=label,
+                hovertemplate=f"{label}, epoch %{{x}}: %{{y:.4f}}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
     top = min(1.0, max(float(per_epoch.max().max()), float((means + stds).max())) * 1.25 or 0.05)
     fig.update_yaxes(title_text="spikes per neuron per time step", range=[0, top])
     fig.update_xaxes(title_text="epoch", row=1, col=2, **epoch_ticks(table["epoch"]))
@@ -60,7 +80,6 @@ def _rate_source(exp: Experiment) -> tuple[pd.DataFrame, str]:
     raise MissingData("no rate_* columns in retrain/metrics.csv or in the best trial's rows of trial_metrics.csv")
 
 
-
 @dataclass(frozen=True)
 class Predictions:
     """The retrained model's predictions on its test images, as the retrain saved them."""
@@ -78,8 +97,12 @@ class Predictions:
 def predictions(exp: ExperimentLike) -> Predictions:
     """retrain/predictions.npz of the experiment; MissingData when the retrain has not written it."""
     saved = as_experiment(exp).require("predictions")
-    return Predictions(labels=saved["labels"], predicted=saved["predicted"], sample_images=saved["sample_images"],
-                       sample_index=saved["sample_index"])
+    return Predictions(
+        labels=saved["labels"],
+        predicted=saved["predicted"],
+        sample_images=saved["sample_images"],
+        sample_index=saved["sample_index"],
+    )
 
 
 def sample_predictions(exp: ExperimentLike) -> go.Figure:
@@ -89,12 +112,20 @@ def sample_predictions(exp: ExperimentLike) -> go.Figure:
     cols = min(5, len(picks))
     rows = math.ceil(len(picks) / cols)
     titles = [f"true {result.labels[i]}, predicted {result.predicted[i]}" for i in picks]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
-                        vertical_spacing=0.12)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.12)
     for k, image in enumerate(result.sample_images):
-        fig.add_trace(go.Heatmap(z=image, colorscale="Greys", showscale=False, zmin=0, zmax=255,
-                                 hovertemplate="pixel (%{x}, %{y}): %{z}<extra></extra>"),
-                      row=k // cols + 1, col=k % cols + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=image,
+                colorscale="Greys",
+                showscale=False,
+                zmin=0,
+                zmax=255,
+                hovertemplate="pixel (%{x}, %{y}): %{z}<extra></extra>",
+            ),
+            row=k // cols + 1,
+            col=k % cols + 1,
+        )
     for k, annotation in enumerate(fig.layout.annotations):
         wrong = result.labels[picks[k]] != result.predicted[picks[k]]
         annotation.font = dict(size=12, color=BEST_COLOUR if wrong else "#222")
@@ -103,8 +134,9 @@ def sample_predictions(exp: ExperimentLike) -> go.Figure:
     for k in range(len(picks)):
         fig.layout[f"yaxis{k + 1 if k else ''}"].scaleanchor = f"x{k + 1 if k else ''}"
     correct = int(sum(result.labels[i] == result.predicted[i] for i in picks))
-    return style(fig, f"{len(picks)} random test images: {correct} predicted correctly (wrong ones in red)",
-                 60 + 175 * rows)
+    return style(
+        fig, f"{len(picks)} random test images: {correct} predicted correctly (wrong ones in red)", 60 + 175 * rows
+    )
 
 
 def confusion_counts(exp: ExperimentLike) -> np.ndarray:
@@ -120,13 +152,23 @@ def confusion_matrix(exp: ExperimentLike) -> go.Figure:
     counts = confusion_counts(exp)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     digits = [str(d) for d in range(10)]
-    fig = go.Figure(go.Heatmap(z=share, x=digits, y=digits, text=counts, texttemplate="%{text}",
-                               colorscale="Blues", zmin=0, zmax=1,
-                               colorbar=dict(title=dict(text="share of<br>true class"), tickformat=".0%", x=0.82),
-                               hovertemplate="true %{y}, predicted %{x}: %{text} images<extra></extra>"))
-    fig.update_xaxes(title_text="predicted digit", type="category", side="bottom", showgrid=False,
-                     domain=[0.12, 0.78])
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=digits,
+            y=digits,
+            text=counts,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            colorbar=dict(title=dict(text="share of<br>true class"), tickformat=".0%", x=0.82),
+            hovertemplate="true %{y}, predicted %{x}: %{text} images<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="predicted digit", type="category", side="bottom", showgrid=False, domain=[0.12, 0.78])
     fig.update_yaxes(title_text="true digit", type="category", autorange="reversed", showgrid=False)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    return style(fig, f"Confusion matrix of the retrained model on {counts.sum()} test images "
-                      f"(accuracy {accuracy:.2%})", 560)
+    return style(
+        fig, f"Confusion matrix of the retrained model on {counts.sum()} test images (accuracy {accuracy:.2%})", 560
+    )

@@ -30,16 +30,32 @@ def optimisation_history(exp: ExperimentLike) -> go.Figure:
         raise MissingData(f"trials.csv has no trial with a best_{exp.metric} yet")
     fig = go.Figure()
     for label, rows, symbol, colour in (
-            ("ran to the last epoch", scored[~scored["stopped_early"]], "circle", "#1f77b4"),
-            ("stopped early by ASHA (truncated)", scored[scored["stopped_early"]], "x", "#9467bd"),
-            ("best trial", scored[scored["trial_id"] == exp.best_trial_id], "star", BEST_COLOUR)):
+        ("ran to the last epoch", scored[~scored["stopped_early"]], "circle", "#1f77b4"),
+        ("stopped early by ASHA (truncated)", scored[scored["stopped_early"]], "x", "#9467bd"),
+        ("best trial", scored[scored["trial_id"] == exp.best_trial_id], "star", BEST_COLOUR),
+    ):
         if not rows.empty:
-            fig.add_trace(go.Scatter(x=rows["number"], y=rows["result"], mode="markers", name=label,
-                                     marker=dict(symbol=symbol, size=14 if symbol == "star" else 9, color=colour),
-                                     text=rows["trial_id"], hovertemplate="trial %{text}<br>%{y:.4f}"))
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["number"],
+                    y=rows["result"],
+                    mode="markers",
+                    name=label,
+                    marker=dict(symbol=symbol, size=14 if symbol == "star" else 9, color=colour),
+                    text=rows["trial_id"],
+                    hovertemplate="trial %{text}<br>%{y:.4f}",
+                )
+            )
     best_so_far = scored["result"].cummax()
-    fig.add_trace(go.Scatter(x=scored["number"], y=best_so_far, mode="lines", name="best so far",
-                             line=dict(color=BEST_COLOUR, shape="hv")))
+    fig.add_trace(
+        go.Scatter(
+            x=scored["number"],
+            y=best_so_far,
+            mode="lines",
+            name="best so far",
+            line=dict(color=BEST_COLOUR, shape="hv"),
+        )
+    )
     failed = len(values) - len(scored)
     fig.update_xaxes(title_text="trial (in the order of trials.csv)")
     fig.update_yaxes(title_text=f"best {metric_label(exp.metric)} of the trial", tickformat=".1%")
@@ -63,11 +79,19 @@ def parallel_coordinates(exp: ExperimentLike) -> go.Figure:
     values, space = _scored_trials(exp)
     dimensions = [_axis(name, spec, values[name]) for name, spec in space.items()]
     dimensions.append(dict(label=metric_label(exp.metric), values=values["result"], tickformat=".1%"))
-    fig = go.Figure(go.Parcoords(
-        line=dict(color=values["result"], colorscale="Viridis", showscale=False),
-        dimensions=dimensions, labelangle=0, labelside="top"))
-    fig = style(fig, f"Hyperparameters of all {len(values)} scored trials, coloured by {exp.metric} "
-                      f"(the last axis; yellow is best)", 480)
+    fig = go.Figure(
+        go.Parcoords(
+            line=dict(color=values["result"], colorscale="Viridis", showscale=False),
+            dimensions=dimensions,
+            labelangle=0,
+            labelside="top",
+        )
+    )
+    fig = style(
+        fig,
+        f"Hyperparameters of all {len(values)} scored trials, coloured by {exp.metric} (the last axis; yellow is best)",
+        480,
+    )
     fig.update_layout(margin=dict(t=120, l=70, r=70))
     return fig
 
@@ -87,22 +111,22 @@ def _axis(name: str, spec: dict[str, Any], column: pd.Series) -> dict[str, Any]:
         ticks, labels = list(range(len(choices))), choices
         if absent.any():
             ticks, labels = [-1, *ticks], [NOT_SAMPLED, *labels]
-        return dict(label=name, values=values, tickvals=ticks, ticktext=labels, range=[min(ticks) - 0.3,
-                                                                                       len(choices) - 0.7])
+        return dict(
+            label=name, values=values, tickvals=ticks, ticktext=labels, range=[min(ticks) - 0.3, len(choices) - 0.7]
+        )
     low, high = float(spec.get("low", column.min())), float(spec.get("high", column.max()))
     log = spec.get("log") and low > 0
     lo, hi = (math.log10(low), math.log10(high)) if log else (low, high)
     whole = spec.get("type") == "int" and not log and high - low <= 10
     ticks = [float(v) for v in range(int(low), int(high) + 1)] if whole else list(np.linspace(lo, hi, 5))
-    labels = [f"{10 ** t:.3g}" if log else f"{t:g}" for t in ticks]
+    labels = [f"{10**t:.3g}" if log else f"{t:g}" for t in ticks]
     numbers = column.astype(float)
     values = np.log10(numbers) if log else numbers
     if absent.any():
         below = lo - 0.15 * (hi - lo or 1.0)
         values = values.where(~absent, below)
         ticks, labels, lo = [below, *ticks], [NOT_SAMPLED, *labels], below
-    return dict(label=f"{name} (log)" if log else name, values=values, range=[lo, hi], tickvals=ticks,
-                ticktext=labels)
+    return dict(label=f"{name} (log)" if log else name, values=values, range=[lo, hi], tickvals=ticks, ticktext=labels)
 
 
 @dataclass(frozen=True)
@@ -131,8 +155,9 @@ def importance_info(exp: ExperimentLike) -> Importances:
     study = exp.study()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
-        raise MissingData(f"parameter importance needs at least 2 trials that ran to their last epoch; "
-                          f"the study has {len(complete)}")
+        raise MissingData(
+            f"parameter importance needs at least 2 trials that ran to their last epoch; the study has {len(complete)}"
+        )
     results, failures = {}, []
     for label, evaluator in _importance_evaluators().items():
         try:
@@ -155,8 +180,15 @@ def param_importances(exp: ExperimentLike) -> go.Figure:
     fig = go.Figure()
     labels = [f"{p} (conditional)" if p in info.conditional else p for p in order]
     for label, importances in info.by_evaluator.items():  # None: not ranked by this evaluator (no bar, not 0)
-        fig.add_trace(go.Bar(y=labels, x=[importances.get(p) for p in order], orientation="h", name=label,
-                             hovertemplate="%{y}: %{x:.3f}"))
+        fig.add_trace(
+            go.Bar(
+                y=labels,
+                x=[importances.get(p) for p in order],
+                orientation="h",
+                name=label,
+                hovertemplate="%{y}: %{x:.3f}",
+            )
+        )
     fig.update_layout(barmode="group", showlegend=True)
     fig.update_xaxes(title_text="importance (sums to 1 per evaluator)", range=[0, 1])
     note = ", too few to rank reliably" if info.trials < 10 else ""
@@ -166,13 +198,17 @@ def param_importances(exp: ExperimentLike) -> go.Figure:
     if info.conditional and len(info.by_evaluator) > 1:
         skipped += "; a conditional parameter is ranked by PED-ANOVA only"
     rows = len(order) * max(1, len(info.by_evaluator))
-    return style(fig, f"Hyperparameter importance over the {info.trials} trials that ran to their last epoch"
-                      f"{note}{skipped}", max(300, 90 + 40 * rows))
+    return style(
+        fig,
+        f"Hyperparameter importance over the {info.trials} trials that ran to their last epoch{note}{skipped}",
+        max(300, 90 + 40 * rows),
+    )
 
 
 def _importance_evaluators() -> dict[str, optuna.importance.BaseImportanceEvaluator]:
     evaluators: dict[str, optuna.importance.BaseImportanceEvaluator] = {
-        "PED-ANOVA": optuna.importance.PedAnovaImportanceEvaluator()}
+        "PED-ANOVA": optuna.importance.PedAnovaImportanceEvaluator()
+    }
     try:
         import sklearn  # noqa: F401  (fANOVA and MDI fit scikit-learn random forests)
     except ImportError:
@@ -195,9 +231,8 @@ def _quiet_optuna():
         optuna.logging.set_verbosity(level)
 
 
-
 def edge_of_range(value: Any, spec: dict[str, Any], fraction: float = EDGE_FRACTION) -> str | None:
-    """"low" or "high" when a numeric value lies within ``fraction`` of its range's end (log-aware)."""
+    """ "low" or "high" when a numeric value lies within ``fraction`` of its range's end (log-aware)."""
     if spec.get("type") not in ("float", "int") or value is None or pd.isna(value):
         return None
     low, high, value = float(spec["low"]), float(spec["high"]), float(value)
@@ -221,8 +256,11 @@ def best_sampled(exp: Experiment) -> dict[str, Any]:
     """The values the best trial sampled: best_config's, without the parameters whose ``when:`` failed
     (the config holds a default for those, which the search never chose)."""
     best = exp.best_config or {}
-    return {name: best[name] for name, spec in exp.space.items() if name in best
-            and all(best.get(other) in allowed for other, allowed in (spec.get("when") or {}).items())}
+    return {
+        name: best[name]
+        for name, spec in exp.space.items()
+        if name in best and all(best.get(other) in allowed for other, allowed in (spec.get("when") or {}).items())
+    }
 
 
 def param_vs_result(exp: ExperimentLike) -> go.Figure:
@@ -233,10 +271,10 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
     best_id, best = exp.best_trial_id, best_sampled(exp)
     cols = min(3, len(space))
     rows = math.ceil(len(space) / cols)
-    titles = [f"{name}: best at the {edges[name]} edge, widen the range" if name in edges else name
-              for name in space]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=min(0.3, 0.4 / rows),
-                        horizontal_spacing=0.08)
+    titles = [f"{name}: best at the {edges[name]} edge, widen the range" if name in edges else name for name in space]
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=titles, vertical_spacing=min(0.3, 0.4 / rows), horizontal_spacing=0.08
+    )
     y_low, y_high = values["result"].min(), values["result"].max()
     pad = max(1e-3, 0.05 * (y_high - y_low))
     y_low, y_high = y_low - pad, y_high + pad
@@ -245,32 +283,52 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
         where = dict(row=row + 1, col=col + 1)
         numeric = spec.get("type") in ("float", "int")
         x = values[name] if numeric else values[name].astype(str)
-        for label, mask, symbol in (("ran to the last epoch", ~values["stopped_early"], "circle"),
-                                    ("stopped early by ASHA", values["stopped_early"], "x")):
-            fig.add_trace(go.Scatter(x=x[mask], y=values["result"][mask], mode="markers", name=label,
-                                     legendgroup=label, showlegend=i == 0, text=values["trial_id"][mask],
-                                     marker=dict(symbol=symbol, size=8, color="#1f77b4" if symbol == "circle"
-                                                 else "#9467bd"),
-                                     hovertemplate=f"trial %{{text}}<br>{name} %{{x}}<br>%{{y:.4f}}<extra></extra>"),
-                          **where)
+        for label, mask, symbol in (
+            ("ran to the last epoch", ~values["stopped_early"], "circle"),
+            ("stopped early by ASHA", values["stopped_early"], "x"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=x[mask],
+                    y=values["result"][mask],
+                    mode="markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=i == 0,
+                    text=values["trial_id"][mask],
+                    marker=dict(symbol=symbol, size=8, color="#1f77b4" if symbol == "circle" else "#9467bd"),
+                    hovertemplate=f"trial %{{text}}<br>{name} %{{x}}<br>%{{y:.4f}}<extra></extra>",
+                ),
+                **where,
+            )
         if name in best:
             best_result = values.loc[values["trial_id"] == best_id, "result"]
-            fig.add_trace(go.Scatter(x=[best[name] if numeric else str(best[name])],
-                                     y=[best_result.iloc[0] if len(best_result) else y_high - pad],
-                                     mode="markers", name="best trial", legendgroup="best", showlegend=i == 0,
-                                     marker=dict(symbol="star", size=16, color=BEST_COLOUR)), **where)
+            fig.add_trace(
+                go.Scatter(
+                    x=[best[name] if numeric else str(best[name])],
+                    y=[best_result.iloc[0] if len(best_result) else y_high - pad],
+                    mode="markers",
+                    name="best trial",
+                    legendgroup="best",
+                    showlegend=i == 0,
+                    marker=dict(symbol="star", size=16, color=BEST_COLOUR),
+                ),
+                **where,
+            )
         if numeric:
             _draw_range(fig, name, spec, edges.get(name), (y_low, y_high), where)
             fig.update_xaxes(**_numeric_axis(spec), **where)
         else:
-            fig.update_xaxes(type="category", categoryorder="array",
-                             categoryarray=[str(c) for c in spec.get("choices", [])], **where)
+            fig.update_xaxes(
+                type="category", categoryorder="array", categoryarray=[str(c) for c in spec.get("choices", [])], **where
+            )
         fig.update_yaxes(range=[y_low, y_high], tickformat=".1%", **where)
     for annotation in fig.layout.annotations:
         if "edge" in annotation.text:
             annotation.font = dict(color=BEST_COLOUR)
-    return style(fig, f"Each searched hyperparameter against {exp.metric} (dashed: the range searched)",
-                  60 + 300 * rows)
+    return style(
+        fig, f"Each searched hyperparameter against {exp.metric} (dashed: the range searched)", 60 + 300 * rows
+    )
 
 
 def _numeric_axis(spec: dict[str, Any]) -> dict[str, Any]:
@@ -279,18 +337,32 @@ def _numeric_axis(spec: dict[str, Any]) -> dict[str, Any]:
     if not (spec.get("log") and low > 0):
         return dict(type="linear")
     steps = (1,) if math.log10(high / low) >= 2 else (1, 2, 5)
-    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-             for m in steps if low <= m * 10.0 ** e <= high]
+    ticks = [
+        m * 10.0**e
+        for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        for m in steps
+        if low <= m * 10.0**e <= high
+    ]
     return dict(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
 
 
-def _draw_range(fig: go.Figure, name: str, spec: dict[str, Any], edge: str | None, y: tuple[float, float],
-                where: dict[str, int]) -> None:
+def _draw_range(
+    fig: go.Figure, name: str, spec: dict[str, Any], edge: str | None, y: tuple[float, float], where: dict[str, int]
+) -> None:
     """Dashed lines at the range's ends and, at a flagged edge, a red band of EDGE_FRACTION of it."""
     low, high = float(spec["low"]), float(spec["high"])
     for bound in (low, high):
-        fig.add_trace(go.Scatter(x=[bound, bound], y=list(y), mode="lines", showlegend=False, hoverinfo="skip",
-                                 line=dict(color="#999", dash="dash", width=1)), **where)
+        fig.add_trace(
+            go.Scatter(
+                x=[bound, bound],
+                y=list(y),
+                mode="lines",
+                showlegend=False,
+                hoverinfo="skip",
+                line=dict(color="#999", dash="dash", width=1),
+            ),
+            **where,
+        )
     if edge is None:
         return
     log = spec.get("log") and low > 0
@@ -301,8 +373,17 @@ def _draw_range(fig: go.Figure, name: str, spec: dict[str, Any], edge: str | Non
         return low + share * (high - low)
 
     a, b = (at(0.0), at(EDGE_FRACTION)) if edge == "low" else (at(1 - EDGE_FRACTION), at(1.0))
-    fig.add_trace(go.Scatter(x=[a, b, b, a, a], y=[y[0], y[0], y[1], y[1], y[0]], fill="toself", mode="lines",
-                             line=dict(width=0), fillcolor=rgba(BEST_COLOUR, 0.15), showlegend=False,
-                             hoverinfo="skip", name=f"{name} edge"), **where)
-
-
+    fig.add_trace(
+        go.Scatter(
+            x=[a, b, b, a, a],
+            y=[y[0], y[0], y[1], y[1], y[0]],
+            fill="toself",
+            mode="lines",
+            line=dict(width=0),
+            fillcolor=rgba(BEST_COLOUR, 0.15),
+            showlegend=False,
+            hoverinfo="skip",
+            name=f"{name} edge",
+        ),
+        **where,
+    )

@@ -39,16 +39,21 @@ def pareto_info(exp: ExperimentLike) -> pd.DataFrame:
         raise MissingData(f"trials.csv has no {cost} column: the trials were run before spikes were counted")
     records = trials.to_dict("records")
     front = {r["trial_id"] for r in files.pareto_front(records, accuracy, cost)}
-    table = pd.DataFrame({
-        "trial_id": trials["trial_id"], "accuracy": pd.to_numeric(trials[accuracy], errors="coerce"),
-        "synops": pd.to_numeric(trials[cost], errors="coerce"),
-        "ran_to_the_end": [files.ran_to_the_end(r) for r in records],
-        "on_front": trials["trial_id"].isin(front), "seed_trial": trials[files.SEED_TRIAL],
-        "selected": trials["trial_id"] == exp.best_trial_id,
-        "retrained": trials["trial_id"].isin({str(p["trial_id"]) for p in
-                                              (exp.summary or {}).get("pareto_retrain") or []}),
-        "network": trials[files.NETWORK] if files.NETWORK in trials.columns else "",
-    })
+    table = pd.DataFrame(
+        {
+            "trial_id": trials["trial_id"],
+            "accuracy": pd.to_numeric(trials[accuracy], errors="coerce"),
+            "synops": pd.to_numeric(trials[cost], errors="coerce"),
+            "ran_to_the_end": [files.ran_to_the_end(r) for r in records],
+            "on_front": trials["trial_id"].isin(front),
+            "seed_trial": trials[files.SEED_TRIAL],
+            "selected": trials["trial_id"] == exp.best_trial_id,
+            "retrained": trials["trial_id"].isin(
+                {str(p["trial_id"]) for p in (exp.summary or {}).get("pareto_retrain") or []}
+            ),
+            "network": trials[files.NETWORK] if files.NETWORK in trials.columns else "",
+        }
+    )
     table = table[table["accuracy"].notna() & table["synops"].notna()]
     if table.empty:
         raise MissingData("no trial has both an accuracy and a SynOps count yet")
@@ -60,36 +65,60 @@ def pareto(exp: ExperimentLike) -> go.Figure:
     exp = as_experiment(exp)
     table = pareto_info(exp)
     fig = go.Figure()
-    groups = (("stopped early or silent (not on the front)", ~table["ran_to_the_end"], "x", "#c7c7c7"),
-              ("dominated", table["ran_to_the_end"] & ~table["on_front"], "circle", "#9e9e9e"),
-              ("Pareto front", table["on_front"], "circle", "#1f77b4"))
+    groups = (
+        ("stopped early or silent (not on the front)", ~table["ran_to_the_end"], "x", "#c7c7c7"),
+        ("dominated", table["ran_to_the_end"] & ~table["on_front"], "circle", "#9e9e9e"),
+        ("Pareto front", table["on_front"], "circle", "#1f77b4"),
+    )
     for label, mask, symbol, colour in groups:
         rows = table[mask]
         if not rows.empty:
-            fig.add_trace(go.Scatter(x=rows["synops"], y=rows["accuracy"], mode="markers", name=label,
-                                     marker=dict(symbol=symbol, size=9, color=colour), text=rows["trial_id"],
-                                     customdata=rows["network"],
-                                     hovertemplate="trial %{text}: %{customdata}<br>%{x:,.0f} SynOps/image<br>"
-                                                   "%{y:.2%}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["synops"],
+                    y=rows["accuracy"],
+                    mode="markers",
+                    name=label,
+                    marker=dict(symbol=symbol, size=9, color=colour),
+                    text=rows["trial_id"],
+                    customdata=rows["network"],
+                    hovertemplate="trial %{text}: %{customdata}<br>%{x:,.0f} SynOps/image<br>%{y:.2%}<extra></extra>",
+                )
+            )
     front = table[table["on_front"]].sort_values("synops")
-    fig.add_trace(go.Scatter(x=front["synops"], y=front["accuracy"], mode="lines", name="front",
-                             line=dict(color="#1f77b4", shape="hv", width=1), hoverinfo="skip"))
-    for label, mask, symbol, colour, size in (("the seed's configuration", table["seed_trial"], "diamond",
-                                               SEED_COLOUR, 14),
-                                              ("retrained with --retrain-pareto", table["retrained"],
-                                               "star-open", BEST_COLOUR, 18),
-                                              ("selected (retrained)", table["selected"], "star", BEST_COLOUR, 16)):
+    fig.add_trace(
+        go.Scatter(
+            x=front["synops"],
+            y=front["accuracy"],
+            mode="lines",
+            name="front",
+            line=dict(color="#1f77b4", shape="hv", width=1),
+            hoverinfo="skip",
+        )
+    )
+    for label, mask, symbol, colour, size in (
+        ("the seed's configuration", table["seed_trial"], "diamond", SEED_COLOUR, 14),
+        ("retrained with --retrain-pareto", table["retrained"], "star-open", BEST_COLOUR, 18),
+        ("selected (retrained)", table["selected"], "star", BEST_COLOUR, 16),
+    ):
         rows = table[mask]
         if not rows.empty:
-            fig.add_trace(go.Scatter(x=rows["synops"], y=rows["accuracy"], mode="markers", name=label,
-                                     marker=dict(symbol=symbol, size=size, color=colour,
-                                                 line=dict(width=1, color="#333")), text=rows["trial_id"],
-                                     hovertemplate="trial %{text}<br>%{x:,.0f} SynOps/image<br>%{y:.2%}"
-                                                   "<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["synops"],
+                    y=rows["accuracy"],
+                    mode="markers",
+                    name=label,
+                    marker=dict(symbol=symbol, size=size, color=colour, line=dict(width=1, color="#333")),
+                    text=rows["trial_id"],
+                    hovertemplate="trial %{text}<br>%{x:,.0f} SynOps/image<br>%{y:.2%}<extra></extra>",
+                )
+            )
     fig.update_xaxes(title_text="synaptic operations per image (log scale)", type="log")
     fig.update_yaxes(title_text=f"{metric_label(exp.metric)} at the trial's last epoch", tickformat=".1%")
-    return style(fig, f"Accuracy against SynOps: {int(table['on_front'].sum())} of {len(table)} trials on the "
-                      f"Pareto front", 460)
+    return style(
+        fig, f"Accuracy against SynOps: {int(table['on_front'].sum())} of {len(table)} trials on the Pareto front", 460
+    )
 
 
 def front_networks(exp: ExperimentLike) -> go.Figure:
@@ -98,15 +127,27 @@ def front_networks(exp: ExperimentLike) -> go.Figure:
     front = table[table["on_front"]].sort_values("accuracy", ascending=False)
     if front.empty:
         raise MissingData("no trial on the Pareto front yet: none ran all its epochs")
-    marks = [" (selected)" if sel else " (retrained)" if ret else " (seed's)" if seed else ""
-             for sel, ret, seed in zip(front["selected"], front["retrained"], front["seed_trial"])]
-    cells = [[f"{t}{m}" for t, m in zip(front["trial_id"], marks)],
-             [str(n) if isinstance(n, str) and n else "-" for n in front["network"]],
-             [f"{a:.2%}" for a in front["accuracy"]], [f"{c:,.0f}" for c in front["synops"]]]
-    fig = go.Figure(go.Table(header=dict(values=["trial", "network", metric_label(exp.metric), "SynOps per image"],
-                                         align="left", fill_color="#eef2f7"),
-                             cells=dict(values=cells, align=["left", "left", "right", "right"], height=26),
-                             columnwidth=[1.4, 4, 1.2, 1.4]))
+    marks = [
+        " (selected)" if sel else " (retrained)" if ret else " (seed's)" if seed else ""
+        for sel, ret, seed in zip(front["selected"], front["retrained"], front["seed_trial"])
+    ]
+    cells = [
+        [f"{t}{m}" for t, m in zip(front["trial_id"], marks)],
+        [str(n) if isinstance(n, str) and n else "-" for n in front["network"]],
+        [f"{a:.2%}" for a in front["accuracy"]],
+        [f"{c:,.0f}" for c in front["synops"]],
+    ]
+    fig = go.Figure(
+        go.Table(
+            header=dict(
+                values=["trial", "network", metric_label(exp.metric), "SynOps per image"],
+                align="left",
+                fill_color="#eef2f7",
+            ),
+            cells=dict(values=cells, align=["left", "left", "right", "right"], height=26),
+            columnwidth=[1.4, 4, 1.2, 1.4],
+        )
+    )
     return style(fig, f"The {len(front)} networks on the Pareto front, by shape", 120 + 28 * len(front))
 
 
@@ -118,14 +159,17 @@ def cost_table_info(exp: ExperimentLike) -> dict[str, dict[str, float]]:
     metrics, trials = exp.trial_metrics, exp.trials
     if metrics is not None and trials is not None and trials[files.SEED_TRIAL].any():
         seed_id = str(trials.loc[trials[files.SEED_TRIAL], "trial_id"].iloc[0])
-        columns["the seed's configuration (trial 0, its last epoch)"] = _last_epoch(metrics[metrics["trial_id"] == seed_id])
+        columns["the seed's configuration (trial 0, its last epoch)"] = _last_epoch(
+            metrics[metrics["trial_id"] == seed_id]
+        )
     retrain = exp.retrain_metrics
     if retrain is not None and "test_synops_per_image" in retrain.columns:
         last = retrain.sort_values(files.EPOCH).groupby("seed").tail(1)
         columns[f"selected, retrained (last epoch, mean of {len(last)} seed(s))"] = _last_epoch(last, mean=True)
     elif metrics is not None and exp.best_trial_id is not None:
         columns[f"selected: trial {exp.best_trial_id}, its last epoch"] = _last_epoch(
-            metrics[metrics["trial_id"] == exp.best_trial_id])
+            metrics[metrics["trial_id"] == exp.best_trial_id]
+        )
     columns = {k: v for k, v in columns.items() if v}
     if not columns:
         raise MissingData("no spike figures in trial_metrics.csv or retrain/metrics.csv")
@@ -146,10 +190,15 @@ def cost_table(exp: ExperimentLike) -> go.Figure:
     cells = [[label for label, _, _ in COST_ROWS]]
     for values in info.values():
         cells.append([fmt.format(values[key]) if key in values else "-" for _, key, fmt in COST_ROWS])
-    fig = go.Figure(go.Table(header=dict(values=header, align="left", fill_color="#eef2f7"),
-                             cells=dict(values=cells, align=["left"] + ["right"] * len(info), height=26)))
-    return style(fig, "What the networks spend (energy: 0.9 pJ per SynOp, 4.6 pJ per encoder MAC, 45 nm; "
-                      "an estimate)", 300)
+    fig = go.Figure(
+        go.Table(
+            header=dict(values=header, align="left", fill_color="#eef2f7"),
+            cells=dict(values=cells, align=["left"] + ["right"] * len(info), height=26),
+        )
+    )
+    return style(
+        fig, "What the networks spend (energy: 0.9 pJ per SynOp, 4.6 pJ per encoder MAC, 45 nm; an estimate)", 300
+    )
 
 
 def spikes_per_layer(exp: ExperimentLike) -> go.Figure:
@@ -168,7 +217,15 @@ def spikes_per_layer(exp: ExperimentLike) -> go.Figure:
     last = table.sort_values(files.EPOCH).groupby("seed").tail(1)
     values = last[layers].mean()
     names = [c.removeprefix("test_spikes_") for c in layers]
-    fig = go.Figure(go.Bar(x=names, y=values, text=[f"{v:,.0f}" for v in values], textposition="outside",
-                           marker_color="#1f77b4", hovertemplate="%{x}: %{y:,.1f} spikes per image<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            text=[f"{v:,.0f}" for v in values],
+            textposition="outside",
+            marker_color="#1f77b4",
+            hovertemplate="%{x}: %{y:,.1f} spikes per image<extra></extra>",
+        )
+    )
     fig.update_yaxes(title_text="spikes per image (summed over T)")
     return style(fig, f"Spikes per layer of the selected configuration ({source})", 380)
