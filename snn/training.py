@@ -86,7 +86,7 @@ class SilenceRule:
 
     Added here: a run whose training accuracy over the watched images is above ``max_accuracy``
     (twice chance on 10 classes) already classifies and is never called silent, however quiet
-    its output. On the full-MNIST FC-SNN search of the README, Firmin's count alone stopped
+    its output. On the full-MNIST FC-SNN search in docs/evidence.md, Firmin's count alone stopped
     three trials that were at 43-49% training accuracy over their first 80 batches; silent
     networks sit at chance (a network with no output spike predicts one class).
     """

@@ -9,7 +9,7 @@ agent and every worker to the node's IP address, and ``start_ray`` makes that 12
 the dashboard has its own host (``--dashboard-host``).
 
 A search pays Ray's start and stop once, so both skip Ray's one-second waits where a small
-machine meets them (FAST_RETRIES, ``_prompt_node_lookup``, ``stop_ray``; README, "What a search
+machine meets them (FAST_RETRIES, ``_prompt_node_lookup``, ``stop_ray``; docs/performance.md, "What a search
 costs beyond its trials").
 
 Ray's private internals used here, each in one function, checked against Ray 2.41-2.60

@@ -69,7 +69,7 @@ def load_state(experiment: Path, model: str | None, network=None) -> tuple[Searc
     try:
         verify_experiment(experiment)  # every pickle Ray Tune would read, signed by this user's searches
     except UntrustedPickle as e:
-        raise InputError(f"--resume refused: {e}; resume only experiments you ran (see README, Resume)") from None
+        raise InputError(f"--resume refused: {e}; resume only experiments you ran (see docs/security.md)") from None
     return space, settings  # without tune/ nor trials the search never began: --resume begins it
 
 

@@ -136,7 +136,7 @@ def _unreadable(error: OSError) -> None:
 def _refuse(path: Path, rule: str) -> None:
     raise UntrustedExperiment(
         f"--resume refused: {path} {rule}; resuming unpickles the experiment's files, "
-        f"so they must be writable by you alone (see README, Resume)"
+        f"so they must be writable by you alone (see docs/security.md)"
     )
 
 

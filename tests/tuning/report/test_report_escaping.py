@@ -1,6 +1,6 @@
 """No field of any file the report reads comes out live in report.html.
 
-A crafted experiment folder (the README recommends the report for looking at someone else's)
+A crafted experiment folder (docs/security.md recommends the report for looking at someone else's)
 gets HTML in every string field, and in a second version in every number field too, of every
 file the report reads: summary.json, best_config.json, trials.csv, trial_metrics.csv,
 retrain/metrics.csv and the seeds' own, pareto.csv, predictions.npz, and the Optuna journal's

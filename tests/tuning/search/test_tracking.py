@@ -108,7 +108,7 @@ def test_tensorboard_event_files_hold_each_trials_accuracy_at_every_epoch(tracke
 
 def test_optuna_dashboard_serves_the_search_study(tracked):
     port = free_port()
-    command = Path(sys.executable).with_name("optuna-dashboard")  # the command the README shows
+    command = Path(sys.executable).with_name("optuna-dashboard")  # the command docs/search.md shows
     server = subprocess.Popen(
         [str(command), str(tracked / "optuna.journal"), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
         cwd=REPO,
