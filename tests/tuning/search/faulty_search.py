@@ -12,6 +12,9 @@ Run as ``python -m tests.tuning.search.faulty_search MODEL [flags]`` with, in th
 * ``PAUSE_WHILE_EXISTS=FILE``: trials wait at their start while FILE exists (so a test can
   look at a live search);
 * ``SLOW_EPOCH_SECONDS=S``: every epoch takes S seconds more (slow trials for a time budget);
+* ``COST_FOLLOWS_ACCURACY=1``: each reported epoch's SynOps per image are replaced by its accuracy
+  times 10^6 (per split), so that no finished trial dominates another: every trial that runs all its
+  epochs is on the accuracy-vs-SynOps front, whatever the data;
 * ``SLOW_RETRAIN_EPOCH_SECONDS=S``: every epoch of the retrain takes S seconds more, so that a
   kill aimed at the retrain finds it running however fast this machine trains.
 
@@ -37,6 +40,7 @@ EPOCH_LOG_ENV = "EPOCH_LOG"
 PAUSE_ENV = "PAUSE_WHILE_EXISTS"
 SLOW_ENV = "SLOW_EPOCH_SECONDS"
 SLOW_RETRAIN_ENV = "SLOW_RETRAIN_EPOCH_SECONDS"
+TRADE_OFF_ENV = "COST_FOLLOWS_ACCURACY"
 
 
 def faulty_trial(
@@ -48,13 +52,15 @@ def faulty_trial(
     slow: float = 0.0,
     kill: str | None = None,
     epoch_log: str | None = None,
+    trade_off: bool = False,
 ) -> None:
     """``trial.run_trial`` that waits while ``pause`` exists, crashes once at ``crash``'s epoch, sleeps ``slow``,
-    is SIGKILLed once at ``kill``'s epoch and logs each reported epoch to ``epoch_log``."""
+    is SIGKILLed once at ``kill``'s epoch, logs each reported epoch to ``epoch_log`` and, with ``trade_off``, reports
+    SynOps that grow with accuracy."""
     deadline = time.monotonic() + 600
     while pause and Path(pause).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not crash and not slow and not kill and not epoch_log:
+    if not crash and not slow and not kill and not epoch_log and not trade_off:
         trial.run_trial(sampled, setup, data)
         return
     trial_id = tune.get_context().get_trial_id()
@@ -74,6 +80,15 @@ def faulty_trial(
         if epoch_log:  # before reporting: a trial ASHA stops never returns from its last report
             with open(epoch_log, "a") as log:
                 log.write(f"{trial_id} {metrics['epoch']}\n")
+        if trade_off:
+            metrics = {
+                **metrics,
+                **{
+                    f"{split}_synops_per_image": metrics[f"{split}_acc"] * 1e6
+                    for split in ("test", "val")
+                    if f"{split}_synops_per_image" in metrics
+                },
+            }
         report(metrics, *args, **kwargs)
 
     trial.tune.report = report_or_crash
@@ -95,9 +110,20 @@ def _fault(spec: str | None, what: str, trial_id: str, epochs: int) -> tuple[int
 if __name__ == "__main__":
     crash, pause, slow = os.environ.get(CRASH_ENV), os.environ.get(PAUSE_ENV), float(os.environ.get(SLOW_ENV, 0))
     kill, epoch_log = os.environ.get(KILL_ENV), os.environ.get(EPOCH_LOG_ENV)
+    trade_off = os.environ.get(TRADE_OFF_ENV) == "1"
 
     def trainable(sampled, setup, data):
-        faulty_trial(sampled, setup, data, crash=crash, pause=pause, slow=slow, kill=kill, epoch_log=epoch_log)
+        faulty_trial(
+            sampled,
+            setup,
+            data,
+            crash=crash,
+            pause=pause,
+            slow=slow,
+            kill=kill,
+            epoch_log=epoch_log,
+            trade_off=trade_off,
+        )
 
     if slow_retrain := float(os.environ.get(SLOW_RETRAIN_ENV, 0)):
         from tuning.search import retrain
