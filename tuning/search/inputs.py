@@ -252,6 +252,7 @@ def checked_input(args: Options, network: Network | None = None, data: Any = Non
     experiment = (Path(args.results_dir) / (args.name or default_name)).resolve()
     if args.resume:
         space, settings = load_state(experiment, model, network)
+        _refuse_changes_on_resume(args, space, settings)
     else:
         if experiment.exists():
             raise SpaceError(f"{experiment} already exists; pass --resume to continue it or choose another --name")
@@ -375,6 +376,35 @@ def _space_from_args(args: Options, network: Network | None = None) -> SearchSpa
     if fixed or params or budget:
         space = with_overrides(space, fixed=fixed, params=params, budget=budget)
     return space
+
+
+def _refuse_changes_on_resume(args: Options, space: SearchSpace, settings: Settings) -> None:
+    """--resume continues a search with the settings it was started with (search.json), as Ray Tune's restore
+    does: a flag that asks for another value is refused in one line rather than ignored. Flags left at their
+    defaults are not compared (they cannot be told from flags not given)."""
+    saved = {
+        **{
+            key: getattr(space.budget, key)
+            for key in ("trials", "epochs_per_trial", "grace_period", "reduction_factor", "retrain_epochs")
+        },
+        "retrain_seeds": settings.retrain_seeds,
+        "time_budget": settings.time_budget_s,
+        "objective": settings.cost,
+        "metric": settings.metric,
+        "sampler": settings.sampler,
+        "seed": settings.seed,
+        "select": settings.select,
+        "retrain_pareto": settings.retrain_pareto,
+        "no_retrain": not settings.retrain,
+    }
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    for key, value in saved.items():
+        given = getattr(args, key)
+        if given is not None and given != defaults[key] and given != value:
+            raise InputError(
+                f"--{key.replace('_', '-')} {given}: --resume continues the search as it was started "
+                f"({key} {value}); drop the flag, or start a new search under another --name"
+            )
 
 
 def _check_budget_flags(args: Options, space: SearchSpace, budget: dict[str, int]) -> None:

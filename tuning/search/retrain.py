@@ -64,6 +64,7 @@ def retrain(
             on_epoch=on_epoch,
             on_batch=_progress_bar(),
             resume_from=folder.resume_point(),
+            silence=None,  # the search judged this configuration; the retrain trains every epoch asked for
             network=network,
         )
         histories[seed] = history.epochs
