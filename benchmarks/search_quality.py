@@ -94,44 +94,36 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 summary = _retrain_seed_configuration(args, space, epochs, folder)
         else:
-            summary = searched[arm] = _search(args, arm, epochs)
+            summary = searched[arm] = _search(args, arm, epochs, space)
+            folder = Path(summary.pop("retrain_folder", folder))
         rows.append(_row(arm, folder, summary, time.time() - start, space))
         _write_table(args.out, rows, args, epochs)
     return 0
 
 
-def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
+def _search(args, sampler: str, epochs: int, space) -> dict[str, Any]:
     """One search arm through the real CLI, selecting on val_acc; its summary.json.
 
     An arm whose folder holds a finished search is not run again; one that was cut short is resumed
-    (``--resume``), so the whole command can be run again after a kill."""
-    summary_file = args.out / sampler / files.SUMMARY
-    if summary_file.exists():
-        summary = json.loads(summary_file.read_text())
-        if summary.get("status") == "complete" and summary.get("retrain"):
-            print(f"the {sampler} search in {args.out / sampler} is finished: its results are used", flush=True)
-            return summary
+    (``--resume``), so the whole command can be run again after a kill. A finished search whose trials
+    all ran but whose retrain is missing or of other epochs or seeds than asked (a budget cut to fit
+    a machine) keeps its trials: its chosen configuration is retrained into ``retrain-<E>x<K>/`` (the
+    summary names that folder as ``retrain_folder``)."""
+    experiment = args.out / sampler
+    summary_file = experiment / files.SUMMARY
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    if summary.get("status") == "complete" and _retrained_as_asked(summary.get("retrain"), epochs, args.seeds):
+        print(f"the {sampler} search in {experiment} is finished: its results are used", flush=True)
+        return summary
+    chosen = _chosen_by_finished_search(experiment, args.trials or space.budget.trials)
+    if chosen is not None:
+        return _retrain_chosen(args, sampler, chosen, epochs, summary.get("search_seconds"))
     command = [
-        sys.executable,
-        "-m",
-        "tuning.search",
-        args.model,
-        "--metric",
-        "val_acc",
-        "--sampler",
-        sampler,
-        "--results-dir",
-        str(args.out),
-        "--name",
-        sampler,
-        "--retrain-epochs",
-        str(epochs),
-        "--retrain-seeds",
-        str(args.seeds),
-        "--no-dashboard",
-        "--no-report",
-    ]
-    if (args.out / sampler).exists():
+        sys.executable, "-m", "tuning.search", args.model, "--metric", "val_acc", "--sampler", sampler,
+        "--results-dir", str(args.out), "--name", sampler, "--retrain-epochs", str(epochs),
+        "--retrain-seeds", str(args.seeds), "--no-dashboard", "--no-report",
+    ]  # fmt: skip
+    if experiment.exists():
         command.append("--resume")
     for flag in ("space", "trials", "epochs_per_trial", "data_dir", "objective", "select", "retrain_pareto"):
         if getattr(args, flag) is not None:
@@ -139,7 +131,42 @@ def _search(args, sampler: str, epochs: int) -> dict[str, Any]:
     print("$", " ".join(command), flush=True)
     if subprocess.run(command).returncode != 0:
         fail(f"python -m benchmarks.search_quality: error: the {sampler} search failed (its output is above)", 1)
-    return json.loads((args.out / sampler / files.SUMMARY).read_text())
+    return json.loads(summary_file.read_text())
+
+
+def _retrained_as_asked(result: dict | None, epochs: int, seeds: int) -> bool:
+    return bool(result) and result.get("epochs") == epochs and len(result.get("seeds", [])) == seeds
+
+
+def _chosen_by_finished_search(experiment: Path, trials: int) -> dict[str, Any] | None:
+    """The configuration a search chose once all its trials have finished (whatever became of its retrain)."""
+    table_file, best_file = experiment / files.TRIALS, experiment / files.BEST_CONFIG
+    if not (table_file.exists() and best_file.exists()):
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(table_file, dtype={"trial_id": str})
+    if len(table) < trials or not table["status"].isin(files.FINISHED).all():
+        return None
+    return json.loads(best_file.read_text())
+
+
+def _retrain_chosen(args, sampler: str, config: dict[str, Any], epochs: int, search_seconds) -> dict[str, Any]:
+    """A finished search's chosen configuration retrained ``epochs`` x ``--seeds`` into its own folder."""
+    folder = args.out / sampler / f"retrain-{epochs}x{args.seeds}"
+    done = folder / files.SUMMARY
+    if done.exists():
+        summary = json.loads(done.read_text())
+        if _retrained_as_asked(summary.get("retrain"), epochs, args.seeds):
+            return {**summary, "retrain_folder": str(folder)}
+    print(f"the {sampler} search's trials are finished: retraining its choice {epochs} epochs x {args.seeds} "
+          f"seeds in {folder}", flush=True)  # fmt: skip
+    chosen = RunConfig.from_dict(config)
+    data = read_dataset(args.data_dir or default_data_dir(), chosen.dataset, scale=chosen.scale_data)
+    result = retrain(folder, {**config, "epochs": epochs}, epochs, args.seeds, data)
+    summary = {"retrain": result, "best_trial": {"config": config}, "search_seconds": search_seconds}
+    write_json(done, summary)
+    return {**summary, "retrain_folder": str(folder)}
 
 
 def _seed_configuration(args, space, epochs: int) -> RunConfig:

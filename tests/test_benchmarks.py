@@ -60,3 +60,44 @@ def test_train_speed_without_mnist_says_so_in_one_line(tmp_path):
     )
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stderr.count("\n") == 1 and "mnist files not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_search_quality_retrains_a_finished_search_at_a_new_budget_without_searching_again(
+    tmp_path, data_root, monkeypatch
+):
+    """A search whose trials all finished keeps them: a retrain of other epochs or seeds retrains its choice."""
+    import argparse
+    import json
+    import types
+
+    import pandas as pd
+
+    from benchmarks import search_quality
+    from snn.config import RunConfig
+    from tuning import experiment as files
+    from tuning.search.space import default_space_path, load_space
+
+    space = load_space(default_space_path("fc"), "fc")
+    experiment = tmp_path / "tpe"
+    experiment.mkdir()
+    chosen = RunConfig(model="fc", net={"T": 2}, limit_train=256, limit_test=100, epochs=10).to_dict()
+    (experiment / files.BEST_CONFIG).write_text(json.dumps(chosen))
+    statuses = ["TERMINATED"] * space.budget.trials
+    pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(statuses))], "status": statuses}).to_csv(
+        experiment / files.TRIALS, index=False
+    )
+    (experiment / files.SUMMARY).write_text(json.dumps({"status": "complete", "search_seconds": 12.5,
+                                                         "retrain": {"epochs": 10, "seeds": [0, 1, 2]}}))  # fmt: skip
+    searching = types.SimpleNamespace(run=lambda *a, **k: pytest.fail(f"searched again: {a}"))
+    monkeypatch.setattr(search_quality, "subprocess", searching)
+    args = argparse.Namespace(out=tmp_path, seeds=2, trials=None, data_dir=data_root)
+
+    summary = search_quality._search(args, "tpe", 1, space)
+    folder = experiment / "retrain-1x2"
+    assert summary["retrain_folder"] == str(folder) and summary["search_seconds"] == 12.5
+    assert summary["retrain"]["epochs"] == 1 and summary["retrain"]["seeds"] == [0, 1]
+    assert len(pd.read_csv(folder / files.RETRAIN_METRICS)) == 2  # 1 epoch x 2 seeds
+    assert search_quality._search(args, "tpe", 1, space) == summary  # done: read back, not retrained
+
+    pd.DataFrame({"trial_id": ["t0"], "status": ["RUNNING"]}).to_csv(experiment / files.TRIALS, index=False)
+    assert search_quality._chosen_by_finished_search(experiment, space.budget.trials) is None  # cut short: resumed
