@@ -13,6 +13,7 @@ import platform
 import shutil
 import stat
 import sys
+import warnings
 
 import pytest
 import torch
@@ -168,10 +169,29 @@ def test_a_struct_declared_otherwise_in_ctypes_is_refused(compiled):
         assert kernels.get() is None
 
 
-def test_a_check_that_raises_refuses_the_kernel(compiled, monkeypatch):
+def test_a_check_that_raises_refuses_the_kernel_in_this_process_and_is_tried_again_in_the_next(compiled, monkeypatch):
     monkeypatch.setattr(POISSON, "check", lambda lib: 1 / 0)
     with pytest.warns(UserWarning, match="poisson.c is refused: its known-answer check raised ZeroDivisionError"):
         assert POISSON.get() is None
+    assert not list(compiled.glob("poisson-*.verdict"))  # a check that could not run decides nothing for good
+    monkeypatch.undo()
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("SNN_KERNEL_CACHE", str(compiled))
+    assert POISSON.get() is not None  # a new process checks it again
+
+
+@pytest.mark.parametrize("without_autograd", [torch.no_grad, torch.inference_mode])
+def test_a_first_use_without_autograd_still_checks_the_kernels_forward_and_backward(
+    compiled, without_autograd, monkeypatch
+):
+    """The first use of a kernel may be an evaluation (the memory check's probe, a report's predictions); the
+    known-answer check runs the backward pass all the same and the kernels pass it."""
+    with without_autograd(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a refused kernel warns
+        for kernels in (NEURONS, FIRE_POOL, POISSON):
+            assert kernels.get() is not None
+    for library in compiled.glob("*.so"):
+        assert json.loads(library.with_name(library.name + ".verdict").read_text())["error"] is None
 
 
 def test_without_a_compiler_the_reference_paths_run_with_one_warning(cache, monkeypatch):
