@@ -1,6 +1,6 @@
 """Chaos: kill a search again and again at random moments, resume it each time, check that nothing was lost.
 
-    SNN_DATA_DIR=../shared/datasets python -m benchmarks.chaos --kills 5 --trials 10
+    SNN_DATA_DIR=DIR python -m benchmarks.chaos --kills 5 --trials 10
 
 Each kill is SIGKILL to the search command, its local Ray and its trial workers, the way a
 crash or ``kill -9`` ends it: during the search (at a random moment), during the retrain and

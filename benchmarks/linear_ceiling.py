@@ -1,6 +1,6 @@
 """How far a linear readout of MNIST's pixels gets: the ceiling the FC-SNN (784 -> 10, no hidden layer) sits under.
 
-    SNN_DATA_DIR=../shared/datasets python -m benchmarks.linear_ceiling [--epochs 30] [--seeds 3] [--lr 1e-3 3e-3 1e-2]
+    SNN_DATA_DIR=DIR python -m benchmarks.linear_ceiling [--epochs 30] [--seeds 3] [--lr 1e-3 3e-3 1e-2]
 
 The FC-SNN's output neuron i integrates sum_p w_ip * spike_p(t): a linear function of the input,
 thresholded over time. An ANN with the same single layer, trained without spikes or noise on the

@@ -3,7 +3,7 @@ cache=True)``, checked against the C kernels' results, and timed.
 
     pip install numba                                          # not a dependency of the project
     python -m benchmarks.numba_kernels                         # kernels alone, and the first-call compile
-    SNN_DATA_DIR=../shared/datasets python -m benchmarks.numba_kernels --train --repeats 5   # also training speed
+    SNN_DATA_DIR=DIR python -m benchmarks.numba_kernels --train --repeats 5   # also training speed
 
 Prints: (1) whether each numba kernel computes what its C kernel computes (spikes, voltages and pooled spikes
 bit for bit, gradients to the tests' tolerance); (2) each kernel's time per call, C and numba, medians of

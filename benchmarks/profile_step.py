@@ -1,7 +1,7 @@
 """Where a training or evaluation batch spends its time: torch.profiler's table for the seed configurations.
 
-    SNN_DATA_DIR=../shared/datasets python -m benchmarks.profile_step fc
-    SNN_DATA_DIR=../shared/datasets python -m benchmarks.profile_step csnn --eval --batches 4
+    SNN_DATA_DIR=DIR python -m benchmarks.profile_step fc
+    SNN_DATA_DIR=DIR python -m benchmarks.profile_step csnn --eval --batches 4
 
 Runs the project's own trainer step (forward, MSE on the firing rate, backward, optimizer step)
 or ``snn.training.evaluate`` on 128-image batches of real MNIST, after warm-up batches (which

@@ -27,8 +27,7 @@ def mnist_root() -> Path:
     root = default_data_dir().resolve()
     if not _has_mnist(root):
         pytest.skip(
-            f"real MNIST not found in {raw_folder(root, 'mnist')}: set SNN_DATA_DIR to the folder "
-            f"that holds MNIST/raw (e.g. ../shared/datasets)"
+            f"real MNIST not found in {raw_folder(root, 'mnist')}: set SNN_DATA_DIR to the folder that holds MNIST/raw"
         )
     return root
 

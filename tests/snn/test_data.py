@@ -39,7 +39,7 @@ from tests.idx_files import (
     write_synthetic_dataset,
 )
 
-# ../shared/datasets/README.md
+# MNIST's published label counts (train, test)
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
