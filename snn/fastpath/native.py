@@ -41,6 +41,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -222,15 +223,31 @@ def _checked(kernels: Kernels, lib: ctypes.CDLL) -> str | None:
         return f"the library lacks a function ({e})"
     error = kernels.layout_error(lib)
     if error is None:
-        try:
-            # the first use may come from evaluation (no_grad, inference_mode): the check runs backward too
-            with torch.inference_mode(False), torch.enable_grad():
-                error = kernels.check(lib)
-        except Exception as e:  # a check that cannot run says nothing good about the kernel
-            error = f"{CHECK_RAISED} {type(e).__name__}: {e}"
+        outcome = _in_own_thread(kernels.check, lib)
+        if isinstance(outcome, Exception):  # a check that cannot run says nothing good about the kernel
+            error = f"{CHECK_RAISED} {type(outcome).__name__}: {outcome}"
         else:
-            error = error and f"its known-answer check found {error}"
+            error = outcome and f"its known-answer check found {outcome}"
     return error
+
+
+def _in_own_thread(check: Callable, lib: ctypes.CDLL):
+    """``check(lib)``'s answer, or the exception it raised, run in a thread of its own: the first use of a kernel
+    may come from an evaluation (no_grad, inference_mode) or from the memory check's probe (its saved-tensor
+    hooks would see the check's tensors), and grad mode, inference mode and those hooks are per thread."""
+    outcome: list = [None]
+
+    def run() -> None:
+        try:
+            with torch.enable_grad():
+                outcome[0] = check(lib)
+        except Exception as e:
+            outcome[0] = e
+
+    thread = threading.Thread(target=run, name="snn-kernel-check")
+    thread.start()
+    thread.join()
+    return outcome[0]
 
 
 # ----------------------------------------------------------------------------- building and caching

@@ -180,16 +180,40 @@ def test_a_check_that_raises_refuses_the_kernel_in_this_process_and_is_tried_aga
     assert POISSON.get() is not None  # a new process checks it again
 
 
-@pytest.mark.parametrize("without_autograd", [torch.no_grad, torch.inference_mode])
-def test_a_first_use_without_autograd_still_checks_the_kernels_forward_and_backward(
-    compiled, without_autograd, monkeypatch
-):
-    """The first use of a kernel may be an evaluation (the memory check's probe, a report's predictions); the
-    known-answer check runs the backward pass all the same and the kernels pass it."""
-    with without_autograd(), warnings.catch_warnings():
-        warnings.simplefilter("error")  # a refused kernel warns
+def _inside_saved_tensor_hooks():
+    """As in the memory check's probe: every tensor autograd saves goes through a pack hook of the caller's."""
+    packed = []
+
+    def pack(tensor):
+        packed.append(tensor.shape)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         for kernels in (NEURONS, FIRE_POOL, POISSON):
             assert kernels.get() is not None
+    assert packed == []  # the checks' own tensors never reached the caller's hooks
+
+
+def _without_autograd(context):
+    def first_use():
+        with context():
+            for kernels in (NEURONS, FIRE_POOL, POISSON):
+                assert kernels.get() is not None
+
+    return first_use
+
+
+@pytest.mark.parametrize(
+    "first_use",
+    [_without_autograd(torch.no_grad), _without_autograd(torch.inference_mode), _inside_saved_tensor_hooks],
+    ids=["no_grad", "inference_mode", "saved_tensors_hooks"],
+)
+def test_a_first_use_without_autograd_or_under_the_callers_hooks_still_checks_the_kernels(compiled, first_use):
+    """The first use of a kernel may be an evaluation (a report's predictions) or the memory check's probe, with its
+    saved-tensor hooks; the known-answer check runs its own forward and backward apart from them, and passes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a refused kernel warns
+        first_use()
     for library in compiled.glob("*.so"):
         assert json.loads(library.with_name(library.name + ".verdict").read_text())["error"] is None
 
