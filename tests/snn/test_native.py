@@ -218,6 +218,24 @@ def test_a_first_use_without_autograd_or_under_the_callers_hooks_still_checks_th
         assert json.loads(library.with_name(library.name + ".verdict").read_text())["error"] is None
 
 
+def test_under_a_global_module_hook_the_kernels_are_neither_checked_nor_refused_until_it_is_gone(compiled):
+    """A global forward hook (torch's ModuleTracker, spikingjelly's op counter) would see the known-answer check's
+    reference modules and can break them: while one is registered, a first use runs the reference path, stores
+    no verdict and leaves the kernel to be checked at the next use without it."""
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, output: seen.append(module))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # neither refused nor warned about
+            assert NEURONS.get() is None
+    finally:
+        handle.remove()
+    assert seen == [] and not list(compiled.glob("*.verdict"))  # the check never ran under the hook
+    assert NEURONS.get() is not None
+    verdict = next(compiled.glob("neurons-*.verdict"))
+    assert json.loads(verdict.read_text())["error"] is None
+
+
 def test_without_a_compiler_the_reference_paths_run_with_one_warning(cache, monkeypatch):
     monkeypatch.setattr(native, "compiler", lambda: None)
     x = currents((4, 2, 3, 8, 8), False, seed=9)
