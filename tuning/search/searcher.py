@@ -165,12 +165,23 @@ class PruneAwareOptunaSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._finished or trial_id not in self._trials:
             return
+        if self._told_before(trial_id):  # told, then the search was killed before this searcher's state was saved
+            self._finished.add(trial_id)
+            return
         if result:
             self._report(trial_id, result)
         state, value = self.outcome(result, error)
         self._study.tell(self._trials[trial_id], value, state=state)
         self._finished.add(trial_id)
         self._reported_steps.pop(trial_id, None)
+
+    def _told_before(self, trial_id: str) -> bool:
+        """Whether the study (its journal, written at once) already holds this trial as finished: a resumed
+        searcher's pickled state can be older than the journal, and Optuna refuses to tell a trial twice."""
+        trial = self._trials[trial_id]
+        number = trial if isinstance(trial, int) else trial.number  # a restored searcher holds numbers
+        told = self._study.get_trials(deepcopy=False, states=tuple(s for s in TrialState if s.is_finished()))
+        return any(t.number == number for t in told)
 
     def outcome(self, result: dict | None, error: bool) -> tuple[TrialState, float | list[float] | None]:
         """How a finished Ray trial is told to Optuna: (state, value)."""

@@ -72,6 +72,19 @@ def test_diverged_and_errored_trials():
     assert crashed.state == TrialState.FAIL
 
 
+def test_a_trial_the_journal_holds_as_finished_is_not_told_again_after_a_resume():
+    """Killed after Optuna's journal recorded a trial's end but before the searcher's pickle was saved: the
+    restored searcher (trial numbers, not Trial objects) hears of the trial again, here as an error."""
+    searcher = new_searcher()
+    run_trial(searcher, "done", MAX_EPOCHS)
+    (before,) = searcher.study.get_trials()
+    searcher._finished.discard("done")  # the state a resume restores: the pickle predates the tell
+    searcher._trials["done"] = before.number
+    searcher.on_trial_complete("done", None, error=True)  # Optuna would raise "Cannot tell a COMPLETE trial"
+    (after,) = searcher.study.get_trials()
+    assert after.state == TrialState.COMPLETE and after.value == before.value
+
+
 def test_tpe_learns_from_pruned_trials_over_a_synthetic_search():
     """Thirty synthetic trials, ASHA-like stopping of the worse half after one epoch: TPE converges near 1e-2."""
     searcher = new_searcher()
