@@ -46,6 +46,9 @@ def _checkout_files() -> list[str]:
 def installed(tmp_path_factory) -> dict:
     """A fresh virtual environment holding the wheel built from this checkout."""
     base = tmp_path_factory.mktemp("wheel")
+    # every command below sees neither the checkout (PYTHONPATH: an in-process search of an earlier test puts it
+    # there for its Ray workers, and pip would then find snn-tune installed) nor the test environment's venv
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     source = base / "source"  # a copy, so that the build leaves nothing in the checkout
     for name in _checkout_files():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -62,18 +65,20 @@ def installed(tmp_path_factory) -> dict:
         base / "dist",
         source,
         cwd=base,
+        env=env,
     )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((base / "dist").glob("snn_tune-*.whl"))
     venv = base / "venv"
-    assert run(sys.executable, "-m", "venv", venv, cwd=base).returncode == 0
+    assert run(sys.executable, "-m", "venv", venv, cwd=base, env=env).returncode == 0
     python = venv / "bin" / "python"
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base).stdout.strip())
+    site = Path(
+        run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base, env=env).stdout.strip()
+    )
     (site / "test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, Ray, ... (no .pth)
-    installed = run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, cwd=base)
+    installed = run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, cwd=base, env=env)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env = {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
     work = base / "elsewhere"
     work.mkdir()
     return {"python": python, "bin": venv / "bin", "env": env, "work": work, "wheel": wheel, "site": site}
@@ -97,6 +102,7 @@ def test_the_wheel_holds_the_package_its_spaces_and_kernels_and_no_benchmarks(in
         cwd=installed["work"],
         env=installed["env"],
     )
+    assert probe.returncode == 0, probe.stderr[-3000:]
     location, benchmarks = probe.stdout.split()
     assert location.startswith(str(installed["site"])), location
     assert benchmarks == "None"
