@@ -161,10 +161,7 @@ def _retrain_chosen(args, sampler: str, config: dict[str, Any], epochs: int, sea
             return {**summary, "retrain_folder": str(folder)}
     print(f"the {sampler} search's trials are finished: retraining its choice {epochs} epochs x {args.seeds} "
           f"seeds in {folder}", flush=True)  # fmt: skip
-    chosen = RunConfig.from_dict(config)
-    data = read_dataset(args.data_dir or default_data_dir(), chosen.dataset, scale=chosen.scale_data)
-    result = retrain(folder, {**config, "epochs": epochs}, epochs, args.seeds, data)
-    summary = {"retrain": result, "best_trial": {"config": config}, "search_seconds": search_seconds}
+    summary = {**_retrain_into(folder, args, config, epochs), "search_seconds": search_seconds}
     write_json(done, summary)
     return {**summary, "retrain_folder": str(folder)}
 
@@ -191,13 +188,19 @@ def _same_network(chosen: dict[str, Any], seed: RunConfig) -> bool:
 
 def _retrain_seed_configuration(args, space, epochs: int, folder: Path) -> dict[str, Any]:
     """The seed's configuration on the searches' data (same subset, same validation split), ``--seeds`` seeds."""
-    config = _seed_configuration(args, space, epochs)
-    print(f"retraining the seed's configuration: {config.to_dict()}", flush=True)
-    data = read_dataset(args.data_dir or default_data_dir(), config.dataset, scale=config.scale_data)
-    result = retrain(folder, config.to_dict(), epochs, args.seeds, data)
-    summary = {"retrain": result, "best_trial": {"config": config.to_dict()}}
+    config = _seed_configuration(args, space, epochs).to_dict()
+    print(f"retraining the seed's configuration: {config}", flush=True)
+    summary = _retrain_into(folder, args, config, epochs)
     write_json(folder / files.SUMMARY, summary)
     return summary
+
+
+def _retrain_into(folder: Path, args, config: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """``config`` retrained ``epochs`` x ``--seeds`` into ``folder`` (each seed resumes from its checkpoint there)."""
+    chosen = RunConfig.from_dict(config)
+    data = read_dataset(args.data_dir or default_data_dir(), chosen.dataset, scale=chosen.scale_data)
+    result = retrain(folder, {**config, "epochs": epochs}, epochs, args.seeds, data)
+    return {"retrain": result, "best_trial": {"config": config}}
 
 
 def _row(arm: str, folder: Path, summary: dict[str, Any], seconds: float, space) -> dict[str, Any]:

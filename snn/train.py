@@ -38,7 +38,7 @@ from .data import DataError, default_data_dir, make_splits, read_dataset, resolv
 from .io import write_json
 from .networks import NetworkError, check_batch, check_fits, probe, probe_images, resolve
 from .run_folder import RunFolder
-from .training import EpochRecord, RunState, check_backend, train
+from .training import FIRMIN_SILENCE, EpochRecord, RunState, check_backend, train
 
 PROG = "python -m snn.train"
 
@@ -78,6 +78,12 @@ def build_parser(network=None, add_help: bool = True) -> Parser:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/runs/MODEL-TIME)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-silence-stop",
+        action="store_true",
+        help="train every epoch even when the first epoch finds the output silent (Firmin et al.'s rule, "
+        "which otherwise stops the run with exit code 1); a search's retrain trains so",
+    )
     add_config_flags(parser)
     if network is not None:
         add_network_flags(parser, network)
@@ -229,6 +235,7 @@ def run(args, file_values: dict | None) -> int:
             on_epoch=on_epoch,
             on_batch=on_batch,
             resume_from=folder.checkpoint if args.resume else None,
+            silence=None if args.no_silence_stop else FIRMIN_SILENCE,
             network=network,
         )
     except KeyboardInterrupt:
@@ -245,7 +252,8 @@ def run(args, file_values: dict | None) -> int:
             f"silent: after {record['train_batches']} batches the output layer emitted fewer than "
             f"{record['silence_min_spikes']:g} spikes for {record['silence_fraction']:.0%} of the training images"
             + (f" and classified {record['silence_accuracy']:.0%} of them" if "silence_accuracy" in record else "")
-            + " (Firmin et al.'s rule); the network does not learn: try another --lr, --neuron or --tau",
+            + " (Firmin et al.'s rule); the network does not learn: try another --lr, --neuron or --tau "
+            "(--no-silence-stop trains on regardless)",
             1,
         )
     print(f"best test acc {history.best():.2%}, final {history.last():.2%} ({len(history.epochs)} epochs) -> {out}")

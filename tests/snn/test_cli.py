@@ -186,6 +186,15 @@ def test_a_silent_run_exits_1_with_one_line_naming_the_rule(capsys, tmp_path, da
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert err.startswith("silent: after 80 batches the output layer emitted fewer than") and "Firmin" in err
     assert len(read_metrics(tmp_path / "quiet")) == 1  # stopped in the first epoch
+    assert err.strip().endswith("(--no-silence-stop trains on regardless)")
+
+
+def test_no_silence_stop_trains_a_silent_network_every_epoch(capsys, tmp_path, data_root):
+    args = ("fc", "--data-dir", data_root, "--lr", "1e-9", "--T", "8", "--limit-train", "12800", "--limit-test", "100")
+    assert main([*map(str, args), "--epochs", "2", "--out", str(tmp_path / "on"), "--quiet", "--no-silence-stop"]) == 0
+    metrics = read_metrics(tmp_path / "on")
+    assert len(metrics) == 2 and [row["silent"] for row in metrics] == ["False", "False"]
+    assert all(0 <= float(row["test_acc"]) <= 1 for row in metrics)  # evaluated, as every epoch of an unstopped run
 
 
 def test_fashion_mnist_is_read_from_its_own_folder(capsys, tmp_path):

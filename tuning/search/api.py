@@ -194,8 +194,29 @@ def read_result(folder: Path) -> SearchResult:
 def search(options: Options, *, network: Network | None = None, data: Any = None, trainable=None) -> Path:
     """Check the input, start Ray, search, retrain, write the summary and the report; the experiment folder.
 
-    ``trainable`` replaces the trial function (tests inject faults through it).
+    ``trainable`` replaces the trial function (tests inject faults through it). The caller's
+    ``os.environ`` is as it was once this returns or raises: what the search sets there for Ray's
+    processes (Ray Tune's switches, ``RAY_TMPDIR``, a factory's folder on ``PYTHONPATH``) is its own.
     """
+    with _environment_restored():
+        return _search(options, network=network, data=data, trainable=trainable)
+
+
+@contextlib.contextmanager
+def _environment_restored():
+    """``os.environ`` put back as it was on entry: variables added removed, changed or removed ones restored."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+def _search(options: Options, *, network: Network | None, data: Any, trainable) -> Path:
     for key, value in _RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     import optuna

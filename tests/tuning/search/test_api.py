@@ -77,7 +77,7 @@ def test_bad_input_from_python_raises_a_typed_error_before_anything_is_written(
 
 
 def test_two_searches_of_a_callable_on_tensors_run_one_after_the_other_in_one_process(tmp_path, dataset):
-    results = []
+    results, environment = [], dict(os.environ)
     for objective in ("accuracy", "accuracy,synops"):
         results.append(
             run(
@@ -91,6 +91,9 @@ def test_two_searches_of_a_callable_on_tensors_run_one_after_the_other_in_one_pr
                 name=f"search-{objective.replace(',', '-')}",
             )
         )
+    assert (
+        dict(os.environ) == environment
+    )  # PYTHONPATH (the factory's folder), RAY_TMPDIR, Ray Tune's switches: the search's own
     first, second = results
     for result in results:
         assert result.summary["status"] == "complete" and len(result.trials) == 2
