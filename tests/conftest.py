@@ -20,7 +20,16 @@ from tests.idx_files import uncompressed, write_synthetic_digits
 # written to run: two local Rays at once would compete for the dashboard's port and the machine's cores,
 # and the timing checks (a time budget, a join timeout, a kill's delay) assume one search at a time. The
 # other tests share the second worker's turn, in parallel with them.
-ONE_AT_A_TIME = ("tests/tuning/search/", "tests/test_packaging.py")
+ONE_AT_A_TIME = (
+    "tests/test_packaging.py",
+    *(
+        f"tests/tuning/search/test_{name}.py"
+        for name in (
+            "allocator_choice", "api", "chaos", "cluster", "loopback", "multi_objective", "ray_internals",
+            "ray_start", "ray_token", "resume_and_failures", "resume_safety", "search_smoke", "silent", "tracking",
+        )
+    ),
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
