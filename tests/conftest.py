@@ -15,28 +15,6 @@ import pytest
 from snn.data import FILES, Dataset, default_data_dir, raw_folder, read_dataset
 from tests.idx_files import uncompressed, write_synthetic_digits
 
-# Tests that start Ray (local clusters, searches through the CLI, the installed commands). pytest-xdist
-# (``-n 2 --dist loadgroup`` in pyproject.toml) runs them one after another on one worker, as they were
-# written to run: two local Rays at once would compete for the dashboard's port and the machine's cores,
-# and the timing checks (a time budget, a join timeout, a kill's delay) assume one search at a time. The
-# other tests share the second worker's turn, in parallel with them.
-ONE_AT_A_TIME = (
-    "tests/test_packaging.py",
-    *(
-        f"tests/tuning/search/test_{name}.py"
-        for name in (
-            "allocator_choice", "api", "chaos", "cluster", "loopback", "multi_objective", "ray_internals",
-            "ray_start", "ray_token", "resume_and_failures", "resume_safety", "search_smoke", "silent", "tracking",
-        )
-    ),
-)  # fmt: skip
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid.startswith(ONE_AT_A_TIME):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-
 
 def _has_mnist(root: Path) -> bool:
     folder = raw_folder(root, "mnist")

@@ -3,8 +3,6 @@ tests fail without gcc or Chromium instead of skipping."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from snn.fastpath import native
@@ -54,11 +52,3 @@ def test_the_code_is_clean_under_the_linter_and_the_formatter_ci_runs():
     for command in ([ruff, "check", "."], [ruff, "format", "--check", "."]):
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, (" ".join(command[1:]), run.stdout[-3000:], sys.executable)
-
-
-def test_every_module_kept_on_the_ray_worker_exists():
-    """A test module renamed or moved out of tests/conftest.py's ONE_AT_A_TIME would run its Rays beside others."""
-    from tests.conftest import ONE_AT_A_TIME
-
-    repo = Path(__file__).resolve().parents[1]
-    assert [path for path in ONE_AT_A_TIME if not (repo / path).is_file()] == []
