@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import queue
 import subprocess
 import sys
 from collections.abc import Callable
@@ -46,7 +48,14 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 
 def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: int = 3) -> dict[str, Outcome]:
-    """Run every case in its own folder under ``base`` (its working directory), ``workers`` at a time."""
+    """Run every case in its own folder under ``base`` (its working directory), ``workers`` at a time.
+
+    The first case of each module runs in a fresh interpreter, as a user runs it (what importing prints
+    is part of its output); the others in forked children of ``tests.case_server`` processes, which
+    imported torch once (a fresh interpreter's import is most of a refused command's time)."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    fresh = {next(name for name, case in cases.items() if case.module == module) for module in _modules(cases)}
+    servers: queue.Queue[_CaseServer] = queue.Queue()
 
     def run(item: tuple[str, Case]) -> tuple[str, Outcome]:
         name, case = item
@@ -56,18 +65,67 @@ def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: 
             case.setup(folder)
         before = snapshot(folder)
         args = [a.replace("{case}", str(folder)) for a in case.args]
-        result = subprocess.run(
-            [sys.executable, "-m", case.module, *args],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO), **env},
-            timeout=300,
-        )
-        return name, Outcome(result.returncode, result.stdout, result.stderr, before, snapshot(folder))
+        if name in fresh:
+            result = subprocess.run(
+                [sys.executable, "-m", case.module, *args],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                env=environment,
+                timeout=300,
+            )
+            returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
+        else:
+            server = servers.get()
+            try:
+                returncode, stdout, stderr = server.run(case.module, args, folder, base / f".{name}")
+            finally:
+                servers.put(server)
+        return name, Outcome(returncode, stdout, stderr, before, snapshot(folder))
 
-    with ThreadPoolExecutor(workers) as pool:
-        return dict(pool.map(run, cases.items()))
+    started = [_CaseServer(environment) for _ in range(min(workers, max(1, len(cases) - len(fresh))))]
+    for server in started:
+        servers.put(server)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return dict(pool.map(run, cases.items()))
+    finally:
+        for server in started:
+            server.close()
+
+
+def _modules(cases: dict[str, Case]) -> list[str]:
+    return list(dict.fromkeys(case.module for case in cases.values()))
+
+
+class _CaseServer:
+    """A ``tests.case_server`` process: one command at a time, each in a forked child."""
+
+    def __init__(self, environment: dict[str, str]):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.case_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment,
+            cwd=REPO,
+        )
+
+    def run(self, module: str, args: list[str], cwd: Path, scratch: Path) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``python -m module args`` in ``cwd``; its output passes through
+        files beside ``cwd`` (``scratch``.out/.err), never inside it."""
+        out, err = Path(f"{scratch}.out"), Path(f"{scratch}.err")
+        request = {"module": module, "args": args, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"tests.case_server ended (exit code {self.process.wait()}) running {module} {args}")
+        return json.loads(answer)["returncode"], out.read_text(), err.read_text()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def assert_refused(outcome: Outcome, fragment: str) -> None:
