@@ -110,7 +110,7 @@ def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, d
 
 
 def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_still_runs(tmp_path, data_root):
-    """Ten trials of three 4-second epochs would take 2 minutes; a 20 s budget ends the search, then it retrains."""
+    """Ten trials of three 3-second epochs would take 90 s; a 12 s budget ends the search, then it retrains."""
     command = search_command(
         "fc",
         tmp_path,
@@ -124,15 +124,15 @@ def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_stil
         "--trials",
         "10",
         "--time-budget",
-        "20s",
+        "12s",
         module=FAULTY_SEARCH,
     )
     start = time.time()
-    process = start_search(command, data_root, tmp_path / "budget.log", **{SLOW_ENV: "4"})
+    process = start_search(command, data_root, tmp_path / "budget.log", **{SLOW_ENV: "3"})
     assert process.wait(timeout=600) == 0, (tmp_path / "budget.log").read_text()[-3000:]
     summary = json.loads((tmp_path / "budget" / "summary.json").read_text())
     assert summary["ended_by"] == "time budget" and summary["status"] == "complete"
-    assert summary["search_seconds"] < 20 + 15  # the budget, plus the time to stop the running trial
+    assert summary["search_seconds"] < 12 + 15  # the budget, plus the time to stop the running trial
     assert 1 <= summary["trials"]["total"] < 10
     assert (tmp_path / "budget" / "retrain" / "seed-0" / "checkpoint.pt").exists()
     assert "the time budget ended the search" in (tmp_path / "budget.log").read_text()
