@@ -54,7 +54,10 @@ def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: 
     is part of its output); the others in forked children of ``tests.case_server`` processes, which
     imported torch once (a fresh interpreter's import is most of a refused command's time)."""
     environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    fresh = {next(name for name, case in cases.items() if case.module == module) for module in _modules(cases)}
+    first_of_module: dict[str, str] = {}
+    for name, case in cases.items():
+        first_of_module.setdefault(case.module, name)
+    fresh = set(first_of_module.values())
     servers: queue.Queue[_CaseServer] = queue.Queue()
 
     def run(item: tuple[str, Case]) -> tuple[str, Outcome]:
@@ -83,7 +86,7 @@ def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: 
                 servers.put(server)
         return name, Outcome(returncode, stdout, stderr, before, snapshot(folder))
 
-    started = [_CaseServer(environment) for _ in range(min(workers, max(1, len(cases) - len(fresh))))]
+    started = [_CaseServer(environment) for _ in range(min(workers, len(cases) - len(fresh)))]
     for server in started:
         servers.put(server)
     try:
@@ -92,10 +95,6 @@ def run_cases(cases: dict[str, Case], base: Path, env: dict[str, str], workers: 
     finally:
         for server in started:
             server.close()
-
-
-def _modules(cases: dict[str, Case]) -> list[str]:
-    return list(dict.fromkeys(case.module for case in cases.values()))
 
 
 class _CaseServer:
