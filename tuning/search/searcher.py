@@ -14,7 +14,17 @@ Two things in Ray's ``OptunaSearch`` (ray 2.4x-2.60) would mislead TPE here:
 Ray offers no public hook for how ``OptunaSearch`` tells a trial, so ``PruneAwareOptunaSearch``
 is not a subclass of it: it is Ray Tune's public ``Searcher`` over Optuna's public ask-and-tell
 interface (``Study.ask``, ``Trial.report``, ``Study.tell``), and reads no private attribute of
-either library. ``RelocatingSearchGenerator`` alone reaches into Ray Tune (see there).
+either library. ``RelocatingSearchGenerator`` and ``MatchingASHAScheduler`` alone reach into Ray Tune
+(see there).
+
+A search killed at any moment resumes with every trial it asked for. Ray Tune saves its trials
+(``experiment_state-*.json``) and its search generator's state (``search_gen_state-*.json``,
+``searcher-state-*.pkl``) as separate files, uploaded together but not atomically, so a kill can
+leave a generator that counts a trial the restored trials lack (that trial would never run and
+the search could never complete) or the other way round. On its first use after a resume the
+generator takes Ray's trials as the truth (``MatchingASHAScheduler`` tells it each one), and the
+searcher agrees with them: an Optuna trial asked for a trial Ray lost is handed to the next new
+trial, with the same configuration (the seed's, if it was that one).
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ import contextlib
 import contextvars
 import math
 import pickle
-from collections.abc import Iterator
+import warnings
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import optuna
 import ray
 from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher, SearchGenerator
 
 from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT, STUDY, TUNE
@@ -36,6 +48,7 @@ from .settings import InputError
 
 # Ray Tune's StorageContext attributes that name where a search's trials are written
 STORAGE_ATTRIBUTES = ("storage_fs_path", "experiment_dir_name")
+_FINISHED = tuple(s for s in TrialState if s.is_finished())
 
 
 # The experiment folder that searchers and search generators restored within ``resuming_into`` belong to.
@@ -74,10 +87,50 @@ class RelocatingSearchGenerator(SearchGenerator):
     of Ray Tune's private state in this package (checked against Ray 2.41-2.60;
     tests/tuning/search/test_searcher.py pins it). Where a later Ray has moved them, a resume is
     refused (ResumeUnsupported, one line) rather than let new trials write into another folder.
+
+    Its count of the trials it created (``SearchGenerator._counter``, which decides when the search
+    has asked for all its trials) is set, on first use, to the trials Ray holds (see the module's
+    docstring), and its searcher is told which those are (``PruneAwareOptunaSearch.match_trials``).
     """
+
+    def __init__(self, searcher: Searcher) -> None:
+        super().__init__(searcher)
+        self._ray_trials: set[str] = set()  # the trials Ray's controller holds (MatchingASHAScheduler)
+        self._matched = False
+
+    def trial_added(self, trial_id: str) -> None:
+        """Ray's controller holds this trial: one it restored, or one this generator just created."""
+        self._ray_trials.add(trial_id)
+
+    def is_finished(self) -> bool:
+        self._match_ray_trials()
+        return super().is_finished()
+
+    def next_trial(self):
+        self._match_ray_trials()
+        return super().next_trial()
+
+    def _match_ray_trials(self) -> None:
+        """Once, before the first trial is asked for: agree with the trials Ray holds (all restored ones by now)."""
+        if getattr(self, "_matched", True):  # True also for a generator pickled before this existed
+            return
+        self._matched = True
+        if not isinstance(getattr(self, "_counter", None), int):
+            warnings.warn(
+                f"this Ray ({ray.__version__}) no longer counts a search's trials in SearchGenerator._counter "
+                f"(checked against Ray 2.41-2.60): a trial lost by a kill is not run again on resume",
+                stacklevel=2,
+            )
+            return
+        if not self._ray_trials and self._counter:  # no trial reported: nothing to compare with
+            return
+        self._counter = len(self._ray_trials)
+        if isinstance(self.searcher, PruneAwareOptunaSearch):
+            self.searcher.match_trials(self._ray_trials)
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
+        self._ray_trials, self._matched = set(), False  # restored: Ray reports its trials next
         experiment = _RESUMED_EXPERIMENT.get()
         if experiment is None:
             return
@@ -92,6 +145,25 @@ class RelocatingSearchGenerator(SearchGenerator):
         storage.experiment_dir_name = TUNE
 
 
+class MatchingASHAScheduler(ASHAScheduler):
+    """Ray Tune's ASHA that tells the search generator each trial Ray holds, restored ones included.
+
+    A scheduler is the one part Ray Tune tells of every trial it adds, with the controller whose
+    ``search_alg`` it may read (Ray's ``TrialRunnerWrapper`` offers it to schedulers; checked against
+    Ray 2.41-2.60, tests/tuning/search/test_searcher.py pins it). Where a Ray no longer offers it, the
+    generator is told nothing and keeps its own count, as Ray's does.
+    """
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        try:
+            generator = tune_controller.search_alg
+        except (AttributeError, ValueError):
+            return
+        if isinstance(generator, RelocatingSearchGenerator):
+            generator.trial_added(trial.trial_id)
+
+
 class ResumeUnsupported(InputError):
     """The installed Ray keeps a restored search's storage where RelocatingSearchGenerator cannot re-point it."""
 
@@ -103,7 +175,8 @@ class PruneAwareOptunaSearch(Searcher):
     space: a define-by-run function ``(optuna.Trial) -> dict`` or {name: Optuna distribution};
     metric, mode: one, or lists for a multi-objective study; points_to_evaluate: configurations to
     try first (enqueued in the study); storage, study_name: where the study lives (in memory by
-    default); max_epochs: a trial that reported fewer epochs was stopped early.
+    default); max_epochs: a trial that reported fewer epochs was stopped early; max_concurrent:
+    at most this many trials unfinished at once (Ray asks again when one ends), None for no limit.
     """
 
     def __init__(
@@ -117,13 +190,17 @@ class PruneAwareOptunaSearch(Searcher):
         points_to_evaluate: list[dict] | None = None,
         storage: optuna.storages.BaseStorage | None = None,
         study_name: str | None = None,
+        max_concurrent: int | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
+        storage = storage if storage is not None else optuna.storages.InMemoryStorage()
         self._space, self._sampler, self._storage = space, sampler, storage
         self._study_name = study_name or "optuna"
         self._max_epochs = max_epochs
+        self._max_concurrent = max_concurrent
         self._trials: dict[str, optuna.Trial | int] = {}  # Ray trial id -> its Optuna trial (its number, pickled)
         self._finished: set[str] = set()
+        self._spare: list[int] = []  # Optuna trials asked for Ray trials a kill lost: the next new trials take them
         self._reported_steps: dict[str, set[int]] = {}  # saved with the searcher, so resume keeps it
         modes = mode if isinstance(mode, list) else [mode]
         self._study = optuna.create_study(
@@ -148,7 +225,11 @@ class PruneAwareOptunaSearch(Searcher):
     def suggest(self, trial_id: str) -> dict | None:
         """The configuration of a new trial, with the Ray trial id recorded on its Optuna trial (links the study to trials.csv)."""
         if trial_id not in self._trials:
-            if callable(self._space):
+            if self._max_concurrent and len(self._unfinished()) >= self._max_concurrent:
+                return None  # Ray asks again once a trial has ended
+            if self._spare:
+                self._trials[trial_id] = self._trial(self._spare.pop(0))
+            elif callable(self._space):
                 self._trials[trial_id] = self._study.ask()
             else:
                 self._trials[trial_id] = self._study.ask(fixed_distributions=self._space)
@@ -175,13 +256,45 @@ class PruneAwareOptunaSearch(Searcher):
         self._finished.add(trial_id)
         self._reported_steps.pop(trial_id, None)
 
+    def match_trials(self, ray_trials: Collection[str]) -> None:
+        """Agree with the trials Ray holds after a resume (``ray_trials``: their ids), whatever the kill left.
+
+        Ray's trials and this searcher's pickled state are saved apart (see the module's docstring);
+        Optuna's journal, written at each ask and tell, holds every trial asked, with the id of the
+        Ray trial it was asked for. A RUNNING Optuna trial whose Ray trial Ray holds but this state
+        does not is taken back; one whose Ray trial Ray does not hold (lost) goes to the next new
+        Ray trial, which then runs that same configuration.
+        """
+        running = {t.number: t for t in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for number, frozen in running.items():
+            ray_trial = frozen.user_attrs.get(RAY_TRIAL_ID)
+            if ray_trial in ray_trials and ray_trial not in self._trials:
+                self._trials[ray_trial] = self._trial(number)
+        for ray_trial in [t for t in self._trials if t not in ray_trials]:
+            del self._trials[ray_trial]  # Ray never reports on it: it must not hold a place among the unfinished
+            self._reported_steps.pop(ray_trial, None)
+        held = {self._number(t) for t in self._trials.values()}
+        self._spare = sorted(n for n in running if n not in held)
+        told = {t.number for t in self._study.get_trials(deepcopy=False, states=_FINISHED)}
+        self._finished |= {t for t, trial in self._trials.items() if self._number(trial) in told}
+
+    def _unfinished(self) -> list[str]:
+        return [t for t in self._trials if t not in self._finished]
+
+    def _trial(self, number: int) -> optuna.Trial:
+        """The study's trial ``number``, to report to and tell (Optuna's storage API, public)."""
+        study_id = self._storage.get_study_id_from_name(self._study_name)
+        return optuna.trial.Trial(self._study, self._storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    @staticmethod
+    def _number(trial: optuna.Trial | int) -> int:
+        return trial if isinstance(trial, int) else trial.number
+
     def _told_before(self, trial_id: str) -> bool:
         """Whether the study (its journal, written at once) already holds this trial as finished: a resumed
         searcher's pickled state can be older than the journal, and Optuna refuses to tell a trial twice."""
-        trial = self._trials[trial_id]
-        number = trial if isinstance(trial, int) else trial.number  # a restored searcher holds numbers
-        told = self._study.get_trials(deepcopy=False, states=tuple(s for s in TrialState if s.is_finished()))
-        return any(t.number == number for t in told)
+        number = self._number(self._trials[trial_id])  # a restored searcher may hold numbers
+        return any(t.number == number for t in self._study.get_trials(deepcopy=False, states=_FINISHED))
 
     def outcome(self, result: dict | None, error: bool) -> tuple[TrialState, float | list[float] | None]:
         """How a finished Ray trial is told to Optuna: (state, value)."""
@@ -222,7 +335,7 @@ class PruneAwareOptunaSearch(Searcher):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"_spare": [], "_max_concurrent": None, **state})  # defaults: pickled before they were
         self._reopen_study()
 
     def save(self, checkpoint_path: str) -> None:
@@ -231,8 +344,7 @@ class PruneAwareOptunaSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-        self._reopen_study()
+            self.__setstate__(pickle.load(f))
 
     def _reopen_study(self) -> None:
         """Open the study in the storage of the experiment being restored; without one, stay closed."""
@@ -244,13 +356,7 @@ class PruneAwareOptunaSearch(Searcher):
         self._study = optuna.load_study(
             study_name=self._study_name, storage=storage, sampler=self._sampler, pruner=optuna.pruners.NopPruner()
         )
-        study_id = storage.get_study_id_from_name(self._study_name)
-        self._trials = {
-            rid: t
-            if not isinstance(t, int)
-            else optuna.trial.Trial(self._study, storage.get_trial_id_from_study_id_trial_number(study_id, t))
-            for rid, t in self._trials.items()
-        }
+        self._trials = {rid: self._trial(t) if isinstance(t, int) else t for rid, t in self._trials.items()}
 
 
 def _is_finite(value) -> bool:

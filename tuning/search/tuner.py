@@ -14,8 +14,6 @@ from pathlib import Path
 
 import optuna
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter
 
 from snn.data import Dataset
 from snn.io import write_csv, write_json
@@ -26,7 +24,7 @@ from .board import start_board
 from .inputs import model_label
 from .progress import LiveTable, hide_ray_restore_advice
 from .results import SearchOutcome
-from .searcher import PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
+from .searcher import MatchingASHAScheduler, PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
 from .space import SearchSpace
 from .trial import TrialSetup, run_trial
@@ -148,8 +146,9 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
         storage=study_storage(experiment),
         study_name=experiment.name,
         max_epochs=space.budget.epochs_per_trial,
+        max_concurrent=ray_cluster.max_concurrent(settings),
     )
-    scheduler = ASHAScheduler(
+    scheduler = MatchingASHAScheduler(
         time_attr=files.EPOCH,
         metric=settings.metric,
         mode="max",
@@ -157,9 +156,8 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
         grace_period=space.budget.grace_period,
         reduction_factor=space.budget.reduction_factor,
     )
-    limited = ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings))
     return tune.TuneConfig(
-        search_alg=RelocatingSearchGenerator(limited),
+        search_alg=RelocatingSearchGenerator(searcher),
         scheduler=scheduler,
         num_samples=space.budget.trials,
         reuse_actors=True,

@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from tuning.experiment import STUDY
 from tuning.search.searcher import PruneAwareOptunaSearch
 
 SPACE = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
@@ -189,3 +190,134 @@ def test_with_two_objectives_only_trials_that_ran_to_the_end_are_complete_with_b
     assert full.state == TrialState.COMPLETE and full.values == [0.5 + MAX_EPOCHS / 10, 1000.0 * MAX_EPOCHS]
     assert stopped.state == TrialState.PRUNED  # an ASHA-stopped trial is not put on the front as if it had finished
     assert [t.number for t in searcher.study.best_trials] == [full.number]
+
+
+# --- a resume after a kill that left Ray's trials and the searcher's state apart ----------------------------------
+
+
+def journaled_search(folder, trials: int, max_concurrent: int = 2):
+    """A search generator over a searcher whose study is a journal in ``folder`` (as a search's), for ``trials``."""
+    from ray.tune.experiment import Experiment
+
+    from tuning.search.searcher import RelocatingSearchGenerator
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / STUDY)))
+    searcher = new_searcher(
+        points_to_evaluate=[{"lr": 0.003}], storage=storage, study_name="s", max_concurrent=max_concurrent
+    )
+    generator = RelocatingSearchGenerator(searcher)
+    generator.add_configurations(
+        [Experiment("journaled", lambda config: None, num_samples=trials, storage_path=str(folder))]
+    )
+    return generator
+
+
+def tell_ray_holds(generator, trials) -> None:
+    """What Ray does on a resume: it adds each restored trial, and its scheduler hears of each (through Ray's own
+    TrialRunnerWrapper, the view of the controller that schedulers get)."""
+    import types
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    from tuning.search.searcher import MatchingASHAScheduler
+
+    others = ("get_trials", "get_live_trials", "_set_trial_status", "pause_trial", "stop_trial")
+    others += ("_schedule_trial_save", "_resource_updater")
+    controller = types.SimpleNamespace(search_alg=generator, **dict.fromkeys(others))
+    scheduler = MatchingASHAScheduler(time_attr="epoch", metric="test_acc", mode="max", max_t=MAX_EPOCHS)
+    for trial in trials:
+        scheduler.on_trial_add(TuneController._wrapped(controller), trial)
+
+
+def resumed(tuner_pickle: bytes, state: dict, searcher_state: bytes, folder):
+    """The generator a resume restores: tuner.pkl's (pickled before any trial), then the saved states set on it."""
+    import ray.cloudpickle as pickle
+
+    from tuning.search.searcher import resuming_into
+
+    with resuming_into(folder):
+        generator = pickle.loads(tuner_pickle)
+        generator.set_state(state)
+        generator.searcher.__setstate__(pickle.loads(searcher_state))
+    return generator
+
+
+def saved(generator) -> tuple[dict, bytes]:
+    import ray.cloudpickle as pickle
+
+    return dict(generator.get_state()), pickle.dumps(generator.searcher.__getstate__())
+
+
+def test_a_trial_ray_lost_in_a_kill_is_run_on_resume_with_the_configuration_it_was_asked_for(tmp_path):
+    """Killed while Ray's files were being written: the generator's state counts the seed's trial and a second,
+    the restored trials hold only the second. Ray's own generator would call the search finished with one trial
+    (and every later resume too); here the next trial runs the seed's configuration, and the search then ends."""
+    import ray.cloudpickle as pickle  # as Ray pickles tuner.pkl
+
+    from tuning.search.searcher import resuming_into
+
+    with resuming_into(tmp_path):
+        generator = journaled_search(tmp_path, trials=2)
+        tuner_pickle = pickle.dumps(generator)
+        first, second = generator.next_trial(), generator.next_trial()
+    assert first.config == {"lr": 0.003} and second.config != first.config
+    state, searcher_state = saved(generator)  # saved with both trials; the trials' file kept only the second
+
+    restored = resumed(tuner_pickle, state, searcher_state, tmp_path)
+    with resuming_into(tmp_path):
+        tell_ray_holds(restored, [second])
+        assert not restored.is_finished()
+        third = restored.next_trial()
+        assert third is not None and third.config == {"lr": 0.003}
+        assert restored.next_trial() is None and restored.is_finished()
+        for trial in (second, third):
+            run_trial_as_ray_does(restored.searcher, trial.trial_id, MAX_EPOCHS)
+    study = restored.searcher.study
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[0].params == {"lr": 0.003} and study.trials[0].user_attrs["ray_trial_id"] == third.trial_id
+
+
+def test_a_trial_ray_kept_but_the_searchers_state_missed_is_told_to_the_study(tmp_path):
+    """The other order: the trials' file holds a trial the searcher's saved state had not yet asked for. Its
+    Optuna trial (the journal recorded the ask) is taken back, so its end reaches the study, and no extra trial
+    is made."""
+    import ray.cloudpickle as pickle  # as Ray pickles tuner.pkl
+
+    from tuning.search.searcher import resuming_into
+
+    with resuming_into(tmp_path):
+        generator = journaled_search(tmp_path, trials=2)
+        tuner_pickle = pickle.dumps(generator)
+        first = generator.next_trial()
+        state, searcher_state = saved(generator)  # saved with one trial
+        second = generator.next_trial()
+
+    restored = resumed(tuner_pickle, state, searcher_state, tmp_path)
+    with resuming_into(tmp_path):
+        tell_ray_holds(restored, [first, second])
+        assert restored.is_finished() and restored.next_trial() is None
+        for trial in (first, second):
+            run_trial_as_ray_does(restored.searcher, trial.trial_id, MAX_EPOCHS)
+    assert [t.state for t in restored.searcher.study.get_trials()] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_at_most_max_concurrent_trials_are_unfinished_at_once():
+    searcher = new_searcher(max_concurrent=2)
+    assert searcher.suggest("a") and searcher.suggest("b")
+    assert searcher.suggest("c") is None  # Ray asks again later
+    run_trial_as_ray_does(searcher, "a", 1)
+    assert searcher.suggest("c") is not None
+
+
+def test_ray_still_decides_when_a_generator_is_finished_by_its_counter(tmp_path):
+    """RelocatingSearchGenerator sets SearchGenerator._counter to the trials Ray holds after a resume."""
+    import ray
+
+    generator = journaled_search(tmp_path, trials=2)
+    generator._match_ray_trials()
+    assert isinstance(getattr(generator, "_counter", None), int) and not generator.is_finished(), (
+        f"Ray {ray.__version__} no longer keeps SearchGenerator._counter: update RelocatingSearchGenerator "
+        f"(tuning/search/searcher.py)"
+    )
+    generator._counter = 2
+    assert generator.is_finished(), f"Ray {ray.__version__}: SearchGenerator._counter no longer decides is_finished"
