@@ -106,6 +106,14 @@ def hide_ray_restore_advice() -> None:
     logging.getLogger("ray.tune.tune").addFilter(lambda record: "Resume experiment with" not in record.getMessage())
 
 
+def hide_ray_failed_restore() -> None:
+    """For a search Ray Tune saved no trial of: Ray's restore logs an error with a traceback, then starts the run
+    afresh (what such a resume should do); the tool says so in one line instead."""
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(
+        lambda record: "Failed to restore the run state" not in record.getMessage()
+    )
+
+
 def _epochs(trial) -> int:
     return int((trial.last_result or {}).get(EPOCH) or 0)
 

@@ -41,7 +41,7 @@ import optuna
 import ray
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import Searcher, SearchGenerator
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
 from ..experiment import DIVERGED, EPOCH, RAY_TRIAL_ID, SILENT, STUDY, TUNE
 from .settings import InputError
@@ -91,12 +91,22 @@ class RelocatingSearchGenerator(SearchGenerator):
     Its count of the trials it created (``SearchGenerator._counter``, which decides when the search
     has asked for all its trials) is set, on first use, to the trials Ray holds (see the module's
     docstring), and its searcher is told which those are (``PruneAwareOptunaSearch.match_trials``).
+    The number of trials to create is the search's own (``_total_samples``, see ``add_configurations``).
     """
 
-    def __init__(self, searcher: Searcher) -> None:
+    def __init__(self, searcher: Searcher, num_samples: int | None = None) -> None:
         super().__init__(searcher)
+        self._num_samples = num_samples
         self._ray_trials: set[str] = set()  # the trials Ray's controller holds (MatchingASHAScheduler)
         self._matched = False
+
+    def add_configurations(self, experiments) -> None:
+        """Ray's, but the search's number of trials stays ``num_samples``: a ``Tuner.restore`` that finds no
+        saved trials (a search killed before Ray's first save) starts the run afresh, and Ray 2.60 then
+        passes no ``num_samples`` (``TunerInternal._fit_resume``), so the run would end after one trial."""
+        super().add_configurations(experiments)
+        if getattr(self, "_num_samples", None):
+            self._total_samples = self._num_samples
 
     def trial_added(self, trial_id: str) -> None:
         """Ray's controller holds this trial: one it restored, or one this generator just created."""
@@ -125,8 +135,13 @@ class RelocatingSearchGenerator(SearchGenerator):
         if not self._ray_trials and self._counter:  # no trial reported: nothing to compare with
             return
         self._counter = len(self._ray_trials)
-        if isinstance(self.searcher, PruneAwareOptunaSearch):
-            self.searcher.match_trials(self._ray_trials)
+        limiter = self.searcher if isinstance(self.searcher, ConcurrencyLimiter) else None
+        searcher = limiter.searcher if limiter is not None else self.searcher
+        if isinstance(searcher, PruneAwareOptunaSearch):
+            searcher.match_trials(self._ray_trials)
+            if limiter is not None:  # the places it counts (a lost trial's would never be freed) and passes on
+                limiter.live_trials = searcher.unfinished()
+                limiter.num_unfinished_live_trials = len(limiter.live_trials)
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
@@ -175,8 +190,7 @@ class PruneAwareOptunaSearch(Searcher):
     space: a define-by-run function ``(optuna.Trial) -> dict`` or {name: Optuna distribution};
     metric, mode: one, or lists for a multi-objective study; points_to_evaluate: configurations to
     try first (enqueued in the study); storage, study_name: where the study lives (in memory by
-    default); max_epochs: a trial that reported fewer epochs was stopped early; max_concurrent:
-    at most this many trials unfinished at once (Ray asks again when one ends), None for no limit.
+    default); max_epochs: a trial that reported fewer epochs was stopped early.
     """
 
     def __init__(
@@ -190,14 +204,12 @@ class PruneAwareOptunaSearch(Searcher):
         points_to_evaluate: list[dict] | None = None,
         storage: optuna.storages.BaseStorage | None = None,
         study_name: str | None = None,
-        max_concurrent: int | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
         storage = storage if storage is not None else optuna.storages.InMemoryStorage()
         self._space, self._sampler, self._storage = space, sampler, storage
         self._study_name = study_name or "optuna"
         self._max_epochs = max_epochs
-        self._max_concurrent = max_concurrent
         self._trials: dict[str, optuna.Trial | int] = {}  # Ray trial id -> its Optuna trial (its number, pickled)
         self._finished: set[str] = set()
         self._spare: list[int] = []  # Optuna trials asked for Ray trials a kill lost: the next new trials take them
@@ -225,8 +237,6 @@ class PruneAwareOptunaSearch(Searcher):
     def suggest(self, trial_id: str) -> dict | None:
         """The configuration of a new trial, with the Ray trial id recorded on its Optuna trial (links the study to trials.csv)."""
         if trial_id not in self._trials:
-            if self._max_concurrent and len(self._unfinished()) >= self._max_concurrent:
-                return None  # Ray asks again once a trial has ended
             if self._spare:
                 self._trials[trial_id] = self._trial(self._spare.pop(0))
             elif callable(self._space):
@@ -278,8 +288,9 @@ class PruneAwareOptunaSearch(Searcher):
         told = {t.number for t in self._study.get_trials(deepcopy=False, states=_FINISHED)}
         self._finished |= {t for t, trial in self._trials.items() if self._number(trial) in told}
 
-    def _unfinished(self) -> list[str]:
-        return [t for t in self._trials if t not in self._finished]
+    def unfinished(self) -> set[str]:
+        """The Ray trials this searcher gave a configuration to and has not heard the end of."""
+        return {t for t in self._trials if t not in self._finished}
 
     def _trial(self, number: int) -> optuna.Trial:
         """The study's trial ``number``, to report to and tell (Optuna's storage API, public)."""
@@ -335,7 +346,7 @@ class PruneAwareOptunaSearch(Searcher):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"_spare": [], "_max_concurrent": None, **state})  # defaults: pickled before they were
+        self.__dict__.update({"_spare": [], **state})  # the default: pickled before it was
         self._reopen_study()
 
     def save(self, checkpoint_path: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 from ray import tune
+from ray.tune.search import ConcurrencyLimiter
 
 from snn.data import Dataset
 from snn.io import write_csv, write_json
@@ -22,7 +23,7 @@ from .. import experiment as files
 from . import digests, ray_cluster, results
 from .board import start_board
 from .inputs import model_label
-from .progress import LiveTable, hide_ray_restore_advice
+from .progress import LiveTable, hide_ray_failed_restore, hide_ray_restore_advice
 from .results import SearchOutcome
 from .searcher import MatchingASHAScheduler, PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
@@ -58,6 +59,9 @@ def run_search(
     start = time.time()
     with resuming_into(experiment):  # restored from a copied or moved folder, the search writes there only
         if resume:
+            if not any((experiment / files.TUNE).glob("experiment_state-*.json")):
+                print("note: this search was stopped before Ray Tune saved its first trial: its trials start afresh")
+                hide_ray_failed_restore()
             tuner = tune.Tuner.restore(
                 str(experiment / files.TUNE),
                 trainable,
@@ -146,7 +150,6 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
         storage=study_storage(experiment),
         study_name=experiment.name,
         max_epochs=space.budget.epochs_per_trial,
-        max_concurrent=ray_cluster.max_concurrent(settings),
     )
     scheduler = MatchingASHAScheduler(
         time_attr=files.EPOCH,
@@ -156,8 +159,10 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
         grace_period=space.budget.grace_period,
         reduction_factor=space.budget.reduction_factor,
     )
+    # Ray Tune keeps as many trials pending as a ConcurrencyLimiter allows (one without it)
+    limited = ConcurrencyLimiter(searcher, max_concurrent=ray_cluster.max_concurrent(settings))
     return tune.TuneConfig(
-        search_alg=RelocatingSearchGenerator(searcher),
+        search_alg=RelocatingSearchGenerator(limited, num_samples=space.budget.trials),
         scheduler=scheduler,
         num_samples=space.budget.trials,
         reuse_actors=True,

@@ -48,17 +48,29 @@ def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, data_r
     # the trial function of faulty_search (Ray resumes only with the same one), its first trials at least
     # 3 s long (1 s more an epoch), so the kill lands before the search can finish
     command = search_command("fc", tmp_path, "cut", *QUICK, "--trials", str(trials), module=FAULTY_SEARCH)
+    # killed first before Ray Tune saved any trial (it had written only tune/tuner.pkl): Ray's restore then
+    # starts the run afresh, which must still run all the trials asked for
+    process = start_search(command, data_root, tmp_path / "early.log")
+    tune_folder = tmp_path / "cut" / "tune"
+    while not (tune_folder / "tuner.pkl").exists():
+        assert process.poll() is None, (tmp_path / "early.log").read_text()[-3000:]
+        time.sleep(0.01)
+    kill_group(process)
+    assert not list(tune_folder.glob("experiment_state-*.json"))
+    command += ["--resume"]
     process = start_search(command, data_root, tmp_path / "first.log", **{SLOW_ENV: "1"})
     deadline = time.time() + 300
     while len(finished_in_study(tmp_path / "cut", "cut")) < 2 and time.time() < deadline:
         assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.5)
     kill_group(process)
+    said = (tmp_path / "first.log").read_text()
+    assert "its trials start afresh" in said and "Failed to restore" not in said, said[-3000:]
     before = {t.number: t for t in finished_in_study(tmp_path / "cut", "cut")}
     assert 2 <= len(before) < trials
     assert not (tmp_path / "cut" / "summary.json").exists()
 
-    resumed = start_search(command + ["--resume"], data_root, tmp_path / "second.log")
+    resumed = start_search(command, data_root, tmp_path / "second.log")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     table = pd.read_csv(tmp_path / "cut" / "trials.csv")

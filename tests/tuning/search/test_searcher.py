@@ -196,16 +196,15 @@ def test_with_two_objectives_only_trials_that_ran_to_the_end_are_complete_with_b
 
 
 def journaled_search(folder, trials: int, max_concurrent: int = 2):
-    """A search generator over a searcher whose study is a journal in ``folder`` (as a search's), for ``trials``."""
+    """A search's generator, concurrency limiter and searcher, whose study is a journal in ``folder``, for ``trials``."""
     from ray.tune.experiment import Experiment
+    from ray.tune.search import ConcurrencyLimiter
 
     from tuning.search.searcher import RelocatingSearchGenerator
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / STUDY)))
-    searcher = new_searcher(
-        points_to_evaluate=[{"lr": 0.003}], storage=storage, study_name="s", max_concurrent=max_concurrent
-    )
-    generator = RelocatingSearchGenerator(searcher)
+    searcher = new_searcher(points_to_evaluate=[{"lr": 0.003}], storage=storage, study_name="s")
+    generator = RelocatingSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
     generator.add_configurations(
         [Experiment("journaled", lambda config: None, num_samples=trials, storage_path=str(folder))]
     )
@@ -235,17 +234,21 @@ def resumed(tuner_pickle: bytes, state: dict, searcher_state: bytes, folder):
 
     from tuning.search.searcher import resuming_into
 
+    state = dict(state)
     with resuming_into(folder):
         generator = pickle.loads(tuner_pickle)
+        generator.searcher.set_state(state.pop("limiter"))
         generator.set_state(state)
-        generator.searcher.__setstate__(pickle.loads(searcher_state))
+        generator.searcher.searcher.__setstate__(pickle.loads(searcher_state))
     return generator
 
 
 def saved(generator) -> tuple[dict, bytes]:
     import ray.cloudpickle as pickle
 
-    return dict(generator.get_state()), pickle.dumps(generator.searcher.__getstate__())
+    return dict(generator.get_state()) | {"limiter": generator.searcher.get_state()}, pickle.dumps(
+        generator.searcher.searcher.__getstate__()
+    )
 
 
 def test_a_trial_ray_lost_in_a_kill_is_run_on_resume_with_the_configuration_it_was_asked_for(tmp_path):
@@ -271,8 +274,8 @@ def test_a_trial_ray_lost_in_a_kill_is_run_on_resume_with_the_configuration_it_w
         assert third is not None and third.config == {"lr": 0.003}
         assert restored.next_trial() is None and restored.is_finished()
         for trial in (second, third):
-            run_trial_as_ray_does(restored.searcher, trial.trial_id, MAX_EPOCHS)
-    study = restored.searcher.study
+            run_trial_as_ray_does(restored.searcher.searcher, trial.trial_id, MAX_EPOCHS)
+    study = restored.searcher.searcher.study
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert study.trials[0].params == {"lr": 0.003} and study.trials[0].user_attrs["ray_trial_id"] == third.trial_id
 
@@ -297,16 +300,11 @@ def test_a_trial_ray_kept_but_the_searchers_state_missed_is_told_to_the_study(tm
         tell_ray_holds(restored, [first, second])
         assert restored.is_finished() and restored.next_trial() is None
         for trial in (first, second):
-            run_trial_as_ray_does(restored.searcher, trial.trial_id, MAX_EPOCHS)
-    assert [t.state for t in restored.searcher.study.get_trials()] == [TrialState.COMPLETE, TrialState.COMPLETE]
-
-
-def test_at_most_max_concurrent_trials_are_unfinished_at_once():
-    searcher = new_searcher(max_concurrent=2)
-    assert searcher.suggest("a") and searcher.suggest("b")
-    assert searcher.suggest("c") is None  # Ray asks again later
-    run_trial_as_ray_does(searcher, "a", 1)
-    assert searcher.suggest("c") is not None
+            run_trial_as_ray_does(restored.searcher.searcher, trial.trial_id, MAX_EPOCHS)
+    assert [t.state for t in restored.searcher.searcher.study.get_trials()] == [
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
 
 
 def test_ray_still_decides_when_a_generator_is_finished_by_its_counter(tmp_path):
@@ -321,3 +319,19 @@ def test_ray_still_decides_when_a_generator_is_finished_by_its_counter(tmp_path)
     )
     generator._counter = 2
     assert generator.is_finished(), f"Ray {ray.__version__}: SearchGenerator._counter no longer decides is_finished"
+
+
+def test_a_restore_that_starts_afresh_still_runs_the_searchs_number_of_trials(tmp_path):
+    """Ray's Tuner.restore that finds no saved trials starts the run afresh with one sample (it passes no
+    num_samples); the generator keeps the search's own number (SearchGenerator._total_samples)."""
+    import ray
+    from ray.tune.experiment import Experiment
+
+    from tuning.search.searcher import RelocatingSearchGenerator
+
+    generator = RelocatingSearchGenerator(new_searcher(), num_samples=3)
+    generator.add_configurations([Experiment("afresh", lambda config: None, num_samples=1, storage_path=str(tmp_path))])
+    assert generator.total_samples == 3, (
+        f"Ray {ray.__version__} no longer takes a generator's number of trials from SearchGenerator._total_samples: "
+        f"update RelocatingSearchGenerator.add_configurations (tuning/search/searcher.py)"
+    )
