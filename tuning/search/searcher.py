@@ -83,10 +83,10 @@ class RelocatingSearchGenerator(SearchGenerator):
 
     Ray Tune has no public way to say where a restored search creates new trials: the restored
     Experiment (``SearchGenerator._experiment``) keeps the StorageContext of the folder the search
-    started in (``storage_fs_path``, ``experiment_dir_name``). Both are re-pointed here, the one use
-    of Ray Tune's private state in this package (checked against Ray 2.41-2.60;
-    tests/tuning/search/test_searcher.py pins it). Where a later Ray has moved them, a resume is
-    refused (ResumeUnsupported, one line) rather than let new trials write into another folder.
+    started in (``storage_fs_path``, ``experiment_dir_name``). Both are re-pointed here (checked
+    against Ray 2.41-2.60; tests/tuning/search/test_searcher.py pins each private attribute this
+    class uses). Where a later Ray has moved them, a resume is refused (ResumeUnsupported, one line)
+    rather than let new trials write into another folder.
 
     Its count of the trials it created (``SearchGenerator._counter``, which decides when the search
     has asked for all its trials) is set, on first use, to the trials Ray holds (see the module's
