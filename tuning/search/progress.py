@@ -11,10 +11,12 @@ the epoch, its latest metric and the parameters it samples.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -106,12 +108,22 @@ def hide_ray_restore_advice() -> None:
     logging.getLogger("ray.tune.tune").addFilter(lambda record: "Resume experiment with" not in record.getMessage())
 
 
-def hide_ray_failed_restore() -> None:
-    """For a search Ray Tune saved no trial of: Ray's restore logs an error with a traceback, then starts the run
-    afresh (what such a resume should do); the tool says so in one line instead."""
-    logging.getLogger("ray.tune.execution.tune_controller").addFilter(
-        lambda record: "Failed to restore the run state" not in record.getMessage()
-    )
+@contextlib.contextmanager
+def ray_failed_restore_hidden(hidden: bool) -> Iterator[None]:
+    """For a search Ray Tune saved no trial of (``hidden``): Ray's restore logs an error with a traceback, then
+    starts the run afresh (what such a resume should do); the tool says so in one line instead. Only within
+    this block: a later search in the same process still shows a restore that failed."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "Failed to restore the run state" not in record.getMessage()
+
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    if hidden:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _epochs(trial) -> int:

@@ -23,7 +23,7 @@ from .. import experiment as files
 from . import digests, ray_cluster, results
 from .board import start_board
 from .inputs import model_label
-from .progress import LiveTable, hide_ray_failed_restore, hide_ray_restore_advice
+from .progress import LiveTable, hide_ray_restore_advice, ray_failed_restore_hidden
 from .results import SearchOutcome
 from .searcher import MatchingASHAScheduler, PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
@@ -57,11 +57,12 @@ def run_search(
         _make_resume_key()
     storage = digests.signed_filesystem()  # Ray signs the pickles it writes, and reads only pickles that check
     start = time.time()
-    with resuming_into(experiment):  # restored from a copied or moved folder, the search writes there only
+    afresh = resume and not any((experiment / files.TUNE).glob("experiment_state-*.json"))
+    if afresh:
+        print("note: this search was stopped before Ray Tune saved its first trial: its trials start afresh")
+    # restored from a copied or moved folder, the search writes there only
+    with resuming_into(experiment), ray_failed_restore_hidden(afresh):
         if resume:
-            if not any((experiment / files.TUNE).glob("experiment_state-*.json")):
-                print("note: this search was stopped before Ray Tune saved its first trial: its trials start afresh")
-                hide_ray_failed_restore()
             tuner = tune.Tuner.restore(
                 str(experiment / files.TUNE),
                 trainable,

@@ -43,3 +43,17 @@ def test_time_budgets_read_as_a_person_writes_them(text, seconds):
 def test_a_time_budget_that_is_not_a_duration_is_refused(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration(text)
+
+
+def test_rays_failed_restore_is_hidden_only_within_the_block_that_asks():
+    import logging
+
+    from tuning.search.progress import ray_failed_restore_hidden
+
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "Failed to restore the run state.", (), None)
+    with ray_failed_restore_hidden(True):
+        assert not logger.filter(record)
+    with ray_failed_restore_hidden(False):
+        assert logger.filter(record)
+    assert logger.filter(record)  # a later search in the same process still shows it
