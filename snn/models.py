@@ -153,14 +153,13 @@ class CSNN(nn.Module):
             self.drop2 = layer.Dropout(dropout, step_mode="m")
         self.fc2 = layer.Linear(hidden, classes, bias=False, step_mode="m")
         self.add_module(f"sn{self.blocks + 2}", make_neuron(neuron_kind, tau, spike_fn))
+        # channels_last weights make every convolution's output channels_last, whatever the image's
+        # channels: oneDNN's convolutions are faster so on the CPU, for training and inference, and
+        # the fused neurons and pools keep the layout; flatten still orders fc1's inputs as C, H, W
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         functional.reset_net(self)
-        if not torch.is_grad_enabled():
-            # inference: channels_last activations make oneDNN's convolutions and pooling ~1.5x
-            # faster on CPU (the fused neurons keep the layout); training stays NCHW on CPU, where
-            # channels_last batch-norm backward is slower than what the forward gains
-            images = images.contiguous(memory_format=torch.channels_last)
         current = self.encoder(images)  # [N, C, H, W], presented at each of the T steps
         # pool(neuron(...)), fused into one pass on the CPU (snn/fastpath/fire_pool.py)
         x = fire_and_pool(self.sn1, self.pool1, current, steps=self.T)  # [T, N, C, H/2, W/2]

@@ -3,6 +3,7 @@ config wiring, encoding."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -133,6 +134,46 @@ def test_csnn_architecture_is_the_seeds(channels):
     layers = spiking_layers(net)
     assert sorted(layers) == ["sn1", "sn2", "sn3", "sn4"]
     assert all(isinstance(m, neuron.IFNode) for m in layers.values())
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_the_csnn_runs_channels_last_and_each_block_computes_what_nchw_computes(in_channels):
+    """channels_last is a speed path (oneDNN's convolutions, training and inference): every convolution's
+    current is channels_last, also for 1-channel images (where converting the image changes nothing), and
+    each Conv-BN gives an NCHW copy's current and gradients to float rounding (sums in another order)."""
+    torch.manual_seed(0)
+    net = build_model(RunConfig(model="csnn", net={"channels": 8, "blocks": 3}), (in_channels, 32, 32), 10)
+    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    blocks = ["encoder", "conv2", "conv3"]
+    inputs, outputs = {}, {}
+    for name in blocks:
+
+        def keep(module, args, out, name=name):
+            inputs[name], outputs[name] = args[0].detach(), out
+
+        getattr(net, name).register_forward_hook(keep)
+    images = torch.rand(4, in_channels, 32, 32, generator=torch.Generator().manual_seed(1))
+    for grad_mode in (True, False):
+        with torch.set_grad_enabled(grad_mode):
+            net(images)
+        for name in blocks:
+            current = outputs[name].flatten(0, 1) if name != "encoder" else outputs[name]
+            assert current.is_contiguous(memory_format=torch.channels_last) and not current.is_contiguous(), name
+    net.train(), nchw.train()
+    for name in blocks:
+        x = inputs[name].contiguous()
+        fast_in, ref_in = x.clone().requires_grad_(name != "encoder"), x.clone().requires_grad_(name != "encoder")
+        fast_out, ref_out = getattr(net, name)(fast_in), getattr(nchw, name)(ref_in)
+        assert ref_out.is_contiguous()
+        torch.testing.assert_close(fast_out, ref_out, rtol=1e-5, atol=1e-5, msg=name)
+        grad = torch.randn(ref_out.shape, generator=torch.Generator().manual_seed(2))
+        fast_out.backward(grad)
+        ref_out.backward(grad)
+        if name != "encoder":
+            scale = ref_in.grad.abs().max().item()
+            torch.testing.assert_close(fast_in.grad, ref_in.grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
+        for p, q in zip(getattr(net, name).parameters(), getattr(nchw, name).parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5 * q.grad.abs().max().item(), msg=name)
 
 
 @pytest.mark.parametrize("model", ["fc", "csnn"])
