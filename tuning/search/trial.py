@@ -6,7 +6,9 @@ Ray can resume or retry it from its last epoch.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,13 +60,9 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
 
     trial_id = tune.get_context().get_trial_id()
     silence = None if setup.space.budget.silence is None else SilenceRule(**setup.space.budget.silence)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        train(config, splits, on_epoch=report, on_batch=post_progress, silence=silence, network=network)
-        return
-    with checkpoint.as_directory() as folder:
-        resume_from = Path(folder) / CHECKPOINT_FILE
-        epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
+    with checkpoint_file(tune.get_checkpoint()) as resume_from:
+        if resume_from is not None:
+            epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
         train(
             config,
             splits,
@@ -74,3 +72,23 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
             silence=silence,
             network=network,
         )
+
+
+@contextlib.contextmanager
+def checkpoint_file(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]:
+    """The trial's checkpoint file to resume from: read in place in the experiment folder when this machine
+    holds it (the search's own storage is the local file system), else from Ray's temporary local copy.
+
+    ``Checkpoint.as_directory`` copies a checkpoint to the temporary folder whenever its file system is not
+    pyarrow's ``LocalFileSystem``, which the search's signing file system is not; the copy is held for the
+    whole trial, and a trial killed meanwhile (SIGKILL, out of memory) leaves it there.
+    """
+    if checkpoint is None:
+        yield None
+        return
+    in_place = Path(checkpoint.path) / CHECKPOINT_FILE
+    if in_place.is_file():
+        yield in_place
+        return
+    with checkpoint.as_directory() as folder:
+        yield Path(folder) / CHECKPOINT_FILE

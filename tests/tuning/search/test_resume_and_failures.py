@@ -6,13 +6,19 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 import optuna
 import pandas as pd
+import pyarrow.fs
+from ray import tune
 
+from snn.run_folder import CHECKPOINT_FILE
 from tests.tuning.helpers import FAULTY_SEARCH, search_command, start_search
 from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
+from tuning.search.digests import signed_filesystem
+from tuning.search.trial import checkpoint_file
 
 QUICK = ("--preset", "smoke", "--no-retrain", "--no-report", "--no-dashboard", "--max-concurrent", "1")
 
@@ -107,6 +113,25 @@ def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, data_root):
     metrics = pd.read_csv(tmp_path / "crash" / "trial_metrics.csv")
     for _, rows in metrics.groupby("trial_id"):
         assert rows["epoch"].tolist() == [1, 2, 3]  # resumed after epoch 1's checkpoint, no epoch lost or repeated
+
+
+def test_a_trial_resumes_from_its_checkpoint_in_place_and_copies_only_what_this_machine_lacks(tmp_path, monkeypatch):
+    """Ray's ``as_directory`` would copy every checkpoint of the search's (signing) file system to the temporary
+    folder for the whole trial, a copy a killed trial leaves behind; the experiment folder's file is read in place."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    folder = tmp_path / "exp" / "trial" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    (folder / CHECKPOINT_FILE).write_bytes(b"weights")
+    with checkpoint_file(None) as path:
+        assert path is None
+    with checkpoint_file(tune.Checkpoint(str(folder), filesystem=signed_filesystem())) as path:
+        assert path == folder / CHECKPOINT_FILE
+        assert list((tmp_path / "tmp").iterdir()) == []
+    elsewhere = pyarrow.fs.SubTreeFileSystem(str(tmp_path / "exp"), pyarrow.fs.LocalFileSystem())  # not a local path
+    with checkpoint_file(tune.Checkpoint("trial/checkpoint_000001", filesystem=elsewhere)) as path:
+        assert path.parent.parent == tmp_path / "tmp" and path.read_bytes() == b"weights"
+    assert not path.exists()  # Ray's copy is gone with the trial
 
 
 def test_a_crash_beyond_max_failures_is_reported_as_an_errored_trial(tmp_path, data_root):
