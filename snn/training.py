@@ -269,9 +269,7 @@ def train(
     device = resolve_device(config.device)
     use_backend(config.backend, device)
     torch.manual_seed(config.seed)
-    model = build_model(config, data.input_shape, data.classes, network).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(config, data.input_shape, data.classes, network).to(device)  # in the layout it was built
     optimizer = make_optimizer(config, model.parameters())
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from spikingjelly.activation_based import functional, neuron
 
 import snn.models
 import snn.networks
@@ -350,6 +351,36 @@ def test_a_factory_passed_as_network_is_the_one_trained(dataset):
     assert set(history.epochs[0]) >= {"rate_sn1", "rate_sn", "test_spikes_sn1", "test_synops_fc1", "test_synops_fc"}
     again = train(config, subset(dataset, config), silence=None)  # the same factory, found by its name
     assert without_timing(again) == without_timing(history)
+
+
+class ViewAfterConv(torch.nn.Module):
+    """A network of one's own that flattens with ``view``, which needs the conv's output in NCHW."""
+
+    def __init__(self, input_shape, classes, T: int = 2):
+        super().__init__()
+        self.T = T
+        self.conv = torch.nn.Conv2d(input_shape[0], 4, 3, padding=1)
+        self.sn1 = neuron.IFNode()
+        self.fc = torch.nn.Linear(4 * input_shape[1] * input_shape[2], classes)
+        self.sn = neuron.IFNode()
+
+    def forward(self, images):
+        functional.reset_net(self)
+        current = self.conv(images)
+        rate = 0
+        for _ in range(self.T):
+            spikes = self.sn1(current)
+            rate = rate + self.sn(self.fc(spikes.view(spikes.shape[0], -1)))
+        return rate / self.T
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_network_of_ones_own_keeps_its_layout_on_the_gpu(dataset):
+    """train() leaves a network's memory format as its factory made it (the CSNN makes itself channels_last)."""
+    network = snn.networks.resolve(ViewAfterConv)
+    config = RunConfig(model=network.name, net={"T": 2}, epochs=1, limit_train=128, limit_test=64, device="cuda")
+    history = train(config, make_splits(dataset, config), network=network, silence=None)
+    assert history.status == "completed" and math.isfinite(history.epochs[0]["train_loss"])
 
 
 def test_the_ce_loss_is_cross_entropy_on_the_rates_and_evaluate_uses_the_configs_loss(dataset):
