@@ -29,6 +29,7 @@ import importlib
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import stat
 import subprocess
@@ -88,6 +89,7 @@ def start_ray(
         _join(address, join_timeout)
         print(f"joined the Ray cluster at {address}")
         return
+    make_token_if_missing()
     if import_paths:
         known = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         os.environ["PYTHONPATH"] = os.pathsep.join([*[p for p in import_paths if p not in known], *filter(None, known)])
@@ -159,6 +161,39 @@ def keep_token_private(token_file: Path = TOKEN_FILE) -> None:
         _warn_token(token_file, f"is readable by others and could not be made private ({e.strerror or e})")
     finally:
         os.close(fd)
+
+
+def make_token_if_missing(token_file: Path = TOKEN_FILE) -> None:
+    """Before a local Ray starts with token authentication and no token: the token, 0600 from its first byte.
+
+    Ray 2.60 would write it itself, in place (``open(path, "w")``), so two searches starting at once in a
+    home without a token could each write one, and a start could read the other's half-written or
+    replaced token. This writes 32 random bytes in hexadecimal, as Ray's own generator does, under a
+    temporary name and links it into place: the first search's token is the one every later start reads.
+    Nothing is made where Ray is told to use another token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``)
+    or to run without one (``RAY_AUTH_MODE`` other than ``token``).
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if os.path.lexists(token_file) or not token_file.parent.is_dir():
+        return  # keep_token_private checks one that exists; Ray reports a folder it cannot make
+    temporary = token_file.parent / f".auth_token.{secrets.token_hex(6)}"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return  # a folder this user cannot write: Ray says why when it tries
+    try:
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):  # another search made one meanwhile: that one is used (else Ray writes)
+            os.link(temporary, token_file)
+    finally:
+        os.unlink(temporary)
 
 
 def _warn_token(token_file: Path, why: str) -> None:
