@@ -153,7 +153,8 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray
     bias = bn.bias.detach() - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias.detach() * scale
-    return weight.numpy().astype(np.float32), bias.numpy().astype(np.float32)
+    # C order whatever the model's layout (the CSNN's weights are channels_last)
+    return np.ascontiguousarray(weight.numpy(), np.float32), np.ascontiguousarray(bias.numpy(), np.float32)
 
 
 def _csnn_nodes(nir, model: CSNN, input_shape: tuple[int, ...]) -> list[tuple[str, Any]]:

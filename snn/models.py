@@ -3,7 +3,8 @@
 ``fc_snn(...)`` and ``csnn(...)`` are network factories like any of your own (``snn.networks``):
 called with the data's ``input_shape`` and ``classes`` and the trial's network parameters, they
 return a module built from spikingjelly layers. With their defaults they build exactly the seed
-report's networks (same layers, same initialisation, same spikes):
+report's networks (same layers, same initialisation; the CSNN's convolutions run channels_last,
+which sums in another order than NCHW, so its currents agree to float rounding):
 
 * FC-SNN: Poisson input over T = 100 steps -> Linear(784 -> 10, no bias) -> LIF (tau 2);
 * CSNN: {Conv3x3(64)-BN-IF-MaxPool2} x 2 -> Linear(64*7*7 -> 64*4*4)-IF -> Linear(-> 10)-IF, T = 4.
@@ -352,8 +353,8 @@ def _neuron_words(net: dict) -> str:
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
-    """Turn the model's fast paths on (auto, triton, cuda) or off (torch: spikingjelly's reference and the
-    dense Poisson encoder everywhere, the seed's computation op for op)."""
+    """Turn the model's fast paths on (auto, triton, cuda) or off (torch: spikingjelly's reference neurons and
+    the dense Poisson encoder everywhere, what the fast paths are checked against)."""
     fast = backend != "torch"
     set_fused(model, fast)
     for m in model.modules():

@@ -18,7 +18,7 @@ computes what it replaces; ``benchmarks.train_speed`` measures what it saves.
 * ``internals``: the private parts of torch and spikingjelly read here, each guarded;
 * ``backends``: ``backend`` (a config field) picks the neuron implementation: ``auto`` (the C kernels on a
   CPU, spikingjelly's fastest CUDA kernels on a GPU), ``torch`` (spikingjelly's Torch reference everywhere,
-  and the dense Poisson encoder: the seed's computation, op for op), or ``triton`` / ``cuda`` (force that
+  and the dense Poisson encoder: the fast paths off, what they are checked against), or ``triton`` / ``cuda`` (force that
   spikingjelly CUDA provider; a GPU is required).
 """
 

@@ -116,6 +116,8 @@ def test_the_nir_graph_names_the_layers_and_folds_batch_norm():
         "output": "Output",
     }
     assert graph.nodes["encoder"].bias.shape == (4,)
+    for name in ("encoder", "conv2", "fc1", "fc2"):  # plain C-order arrays, whatever the model's memory layout
+        assert graph.nodes[name].weight.flags["C_CONTIGUOUS"], name
 
 
 def test_a_network_of_yours_exports_through_spikingjelly_or_is_refused_naming_the_layer(tmp_path):

@@ -232,13 +232,15 @@ def test_backend_torch_turns_the_fused_path_off():
     assert build_model(RunConfig(model="fc")).fc.sparse
 
 
-def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients(monkeypatch):
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])  # as built, and NCHW
+def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients(monkeypatch, layout):
     use_kernels(monkeypatch, True)
     calls = kernel_calls(monkeypatch, fastpath.fire_pool._KERNELS)
     torch.manual_seed(5)
-    fast = build_model(RunConfig(model="csnn", net={"channels": 8}))
-    reference = build_model(RunConfig(model="csnn", net={"channels": 8}, backend="torch"))
+    fast = build_model(RunConfig(model="csnn", net={"channels": 8})).to(memory_format=layout)
+    reference = build_model(RunConfig(model="csnn", net={"channels": 8}, backend="torch")).to(memory_format=layout)
     reference.load_state_dict(fast.state_dict())
+    assert fast.conv2[0].weight.is_contiguous(memory_format=layout)
     images, labels = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
     out, ref_out = fast(images), reference(images)
     assert torch.equal(out, ref_out)
@@ -248,7 +250,7 @@ def test_csnn_fused_equals_spikingjelly_path_outputs_and_gradients(monkeypatch):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
     fast.eval()
     reference.eval()
-    with torch.inference_mode():  # inference: channels_last
+    with torch.inference_mode():
         assert torch.equal(fast(images), reference(images))
     assert calls == ["fire_pool_forward"] * 2 + ["fire_pool_backward"] * 2 + ["fire_pool_forward"] * 2
 

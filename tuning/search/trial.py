@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 import torch
 from ray import tune
@@ -24,6 +25,7 @@ from snn.run_folder import CHECKPOINT_FILE
 from snn.training import RunState, SilenceRule, train
 
 from ..experiment import DIVERGED, NODE_ID
+from .digests import SigningHandler
 from .space import SearchSpace
 
 
@@ -76,8 +78,9 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
 
 @contextlib.contextmanager
 def checkpoint_file(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]:
-    """The trial's checkpoint file to resume from: read in place in the experiment folder when this machine
-    holds it (the search's own storage is the local file system), else from Ray's temporary local copy.
+    """The trial's checkpoint file to resume from: read in place in the experiment folder when its file system
+    is this machine's (the search's own signing one, or pyarrow's local one) and holds it, else from Ray's
+    temporary local copy.
 
     ``Checkpoint.as_directory`` copies a checkpoint to the temporary folder whenever its file system is not
     pyarrow's ``LocalFileSystem``, which the search's signing file system is not; the copy is held for the
@@ -86,8 +89,12 @@ def checkpoint_file(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]
     if checkpoint is None:
         yield None
         return
+    fs = checkpoint.filesystem
+    local = isinstance(fs, pyarrow.fs.LocalFileSystem) or (
+        isinstance(fs, pyarrow.fs.PyFileSystem) and isinstance(fs.handler, SigningHandler)
+    )
     in_place = Path(checkpoint.path) / CHECKPOINT_FILE
-    if in_place.is_file():
+    if local and in_place.is_absolute() and in_place.is_file():
         yield in_place
         return
     with checkpoint.as_directory() as folder:

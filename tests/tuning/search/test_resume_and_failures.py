@@ -129,6 +129,10 @@ def test_a_trial_resumes_from_its_checkpoint_in_place_and_copies_only_what_this_
         assert path == folder / CHECKPOINT_FILE
         assert list((tmp_path / "tmp").iterdir()) == []
     elsewhere = pyarrow.fs.SubTreeFileSystem(str(tmp_path / "exp"), pyarrow.fs.LocalFileSystem())  # not a local path
+    stale = tmp_path / "cwd" / "trial" / "checkpoint_000001"  # the same relative path in the current folder
+    stale.mkdir(parents=True)
+    (stale / CHECKPOINT_FILE).write_bytes(b"another run's")
+    monkeypatch.chdir(tmp_path / "cwd")
     with checkpoint_file(tune.Checkpoint("trial/checkpoint_000001", filesystem=elsewhere)) as path:
         assert path.parent.parent == tmp_path / "tmp" and path.read_bytes() == b"weights"
     assert not path.exists()  # Ray's copy is gone with the trial
@@ -169,7 +173,7 @@ def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_stil
     assert process.wait(timeout=600) == 0, (tmp_path / "budget.log").read_text()[-3000:]
     summary = json.loads((tmp_path / "budget" / "summary.json").read_text())
     assert summary["ended_by"] == "time budget" and summary["status"] == "complete"
-    assert summary["search_seconds"] < 12 + 15  # the budget, plus the time to stop the running trial
+    assert summary["search_seconds"] < 12 + 30  # the budget, plus the time to stop the running trial (cores shared)
     assert 1 <= summary["trials"]["total"] < 10
     assert (tmp_path / "budget" / "retrain" / "seed-0" / "checkpoint.pt").exists()
     assert "the time budget ended the search" in (tmp_path / "budget.log").read_text()
