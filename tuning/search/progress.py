@@ -103,9 +103,14 @@ class LiveTable(ProgressReporter):
             return {}
 
 
+def _not_ray_restore_advice(record: logging.LogRecord) -> bool:
+    return "Resume experiment with" not in record.getMessage()
+
+
 def hide_ray_restore_advice() -> None:
-    """On Ctrl-C Ray logs its own ``Tuner.restore(...)`` advice; the tool prints its --resume line instead."""
-    logging.getLogger("ray.tune.tune").addFilter(lambda record: "Resume experiment with" not in record.getMessage())
+    """On Ctrl-C Ray logs its own ``Tuner.restore(...)`` advice; the tool prints its --resume line instead.
+    One filter, however many searches a process runs (``addFilter`` adds a filter once)."""
+    logging.getLogger("ray.tune.tune").addFilter(_not_ray_restore_advice)
 
 
 @contextlib.contextmanager

@@ -57,3 +57,20 @@ def test_rays_failed_restore_is_hidden_only_within_the_block_that_asks():
     with ray_failed_restore_hidden(False):
         assert logger.filter(record)
     assert logger.filter(record)  # a later search in the same process still shows it
+
+
+def test_rays_resume_advice_is_hidden_by_one_filter_however_many_searches_a_process_runs():
+    import logging
+
+    from tuning.search.progress import hide_ray_restore_advice
+
+    logger = logging.getLogger("ray.tune.tune")
+    advice = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 1, "Resume experiment with: Tuner.restore(...)", (), None
+    )
+    other = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "Total run time: 3 s", (), None)
+    before = len(logger.filters)
+    hide_ray_restore_advice()
+    hide_ray_restore_advice()
+    assert len(logger.filters) <= before + 1
+    assert not logger.filter(advice) and logger.filter(other)
