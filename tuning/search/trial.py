@@ -7,6 +7,8 @@ Ray can resume or retry it from its last epoch.
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import torch
 from ray import tune
 
 from snn.allocator import keep_freed_memory
-from snn.checkpoint import read_checkpoint
+from snn.checkpoint import CheckpointError, read_checkpoint
 from snn.data import Dataset, make_splits
 from snn.run_folder import CHECKPOINT_FILE
 from snn.training import RunState, SilenceRule, train
@@ -64,7 +66,9 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
     silence = None if setup.space.budget.silence is None else SilenceRule(**setup.space.budget.silence)
     with checkpoint_file(tune.get_checkpoint()) as resume_from:
         if resume_from is not None:
-            epochs_reported[0] = len(read_checkpoint(resume_from)["history"])
+            saved = read_checkpoint(resume_from)
+            epochs_reported[0] = len(saved["history"])
+            _report_what_ray_lost(saved, resume_from, node_id)
         train(
             config,
             splits,
@@ -99,3 +103,70 @@ def checkpoint_file(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]
         return
     with checkpoint.as_directory() as folder:
         yield Path(folder) / CHECKPOINT_FILE
+
+
+# --- checkpoints Ray Tune's saved state lost -------------------------------------------------------------------
+
+RAY_EPOCHS_FILE = "ray_epochs.json"  # beside a checkpoint that recover_lost_checkpoints renamed: the epochs Ray saw
+
+
+def recover_lost_checkpoints(tune_folder: Path) -> list[str]:
+    """Before ``Tuner.restore``: each unfinished trial whose checkpoint Ray's saved state names is gone is given its
+    newest readable checkpoint under that name; returns those trials' ids.
+
+    Ray Tune deletes a trial's older checkpoint as soon as it registers a newer one (``num_to_keep=1``), and saves
+    its experiment state (which names each trial's checkpoint) a moment later, in a background copy: a search
+    killed in between leaves a state that names a deleted checkpoint, and Ray's restore then fails that trial
+    until it errors. The newer checkpoint holds more epochs than Ray saw; ``RAY_EPOCHS_FILE`` beside it tells the
+    trial how many, and the trial reports the others again before it goes on (``_report_what_ray_lost``).
+    Reads the state's JSON fields only (nothing is unpickled); ``verify_experiment`` has checked the file.
+    """
+    states = sorted(tune_folder.glob("experiment_state-*.json"), key=lambda p: p.name)
+    if not states:
+        return []
+    recovered = []
+    for trial_json, runtime_json in json.loads(states[-1].read_text())["trial_data"]:
+        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
+        result = runtime.get("last_result") or {}
+        name = result.get("checkpoint_dir_name")
+        folder = tune_folder / str(trial.get("relative_logdir", ""))
+        if trial.get("status") == "TERMINATED" or not name or not folder.is_dir() or (folder / name).exists():
+            continue
+        newer = sorted((p for p in folder.glob("checkpoint_*") if p.name > name), key=lambda p: p.name, reverse=True)
+        usable = next((p for p in newer if _readable(p / CHECKPOINT_FILE)), None)
+        if usable is None:
+            continue  # Ray fails the trial as before: there is nothing to continue from
+        usable.rename(folder / name)
+        (folder / name / RAY_EPOCHS_FILE).write_text(json.dumps({"epochs": int(result.get("epoch") or 0)}))
+        for extra in newer:
+            if extra.exists():
+                shutil.rmtree(extra)  # beyond what Ray knows: it writes these names afresh
+        recovered.append(str(trial.get("trial_id")))
+    return recovered
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _report_what_ray_lost(saved: dict, resume_from: Path, node_id: str) -> None:
+    """The epochs of a recovered checkpoint that Ray Tune never saw, reported again in order (the last with the
+    checkpoint itself), so that Ray, ASHA and Optuna count every epoch once."""
+    marker = resume_from.parent / RAY_EPOCHS_FILE
+    if not marker.is_file():
+        return
+    seen = int(json.loads(marker.read_text())["epochs"])
+    unseen = saved["history"][seen:]
+    for i, record in enumerate(unseen):
+        last = i == len(unseen) - 1
+        metrics = {**record, DIVERGED: last and saved.get("status") == "diverged", NODE_ID: node_id}
+        if not last:
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copyfile(resume_from, Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

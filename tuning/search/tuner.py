@@ -28,7 +28,7 @@ from .results import SearchOutcome
 from .searcher import MatchingASHAScheduler, PruneAwareOptunaSearch, RelocatingSearchGenerator, resuming_into
 from .settings import Settings
 from .space import SearchSpace
-from .trial import TrialSetup, run_trial
+from .trial import TrialSetup, recover_lost_checkpoints, run_trial
 
 Trainable = Callable[..., None]  # run_trial's signature: (sampled, setup=..., data=...)
 
@@ -60,6 +60,9 @@ def run_search(
     afresh = resume and not any((experiment / files.TUNE).glob("experiment_state-*.json"))
     if afresh:
         print("note: this search was stopped before Ray Tune saved its first trial: its trials start afresh")
+    elif resume:
+        for trial_id in recover_lost_checkpoints(experiment / files.TUNE):
+            print(f"note: trial {trial_id} continues from its newest checkpoint, which Ray Tune's saved state missed")
     # restored from a copied or moved folder, the search writes there only
     with resuming_into(experiment), ray_failed_restore_hidden(afresh):
         if resume:
