@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -86,6 +87,53 @@ def test_a_killed_search_resumes_without_losing_finished_trials(tmp_path, data_r
     for number, trial in before.items():  # finished trials are kept as they were, not run again
         assert after[number].state == trial.state and after[number].value == trial.value
         assert after[number].intermediate_values == trial.intermediate_values
+
+
+def running_trial_with_a_checkpoint(tune_folder):
+    """(trial folder, checkpoint name) of an unfinished trial whose checkpoint Ray's newest saved state names and
+    that is on disk, else None."""
+    states = sorted(tune_folder.glob("experiment_state-*.json"))
+    if not states:
+        return None
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (ValueError, KeyError, OSError):
+        return None  # being written
+    for trial_json, runtime_json in trial_data:
+        trial_state, result = json.loads(trial_json), json.loads(runtime_json).get("last_result") or {}
+        folder, name = tune_folder / trial_state["relative_logdir"], result.get("checkpoint_dir_name")
+        if trial_state["status"] != "TERMINATED" and name and (folder / name / CHECKPOINT_FILE).exists():
+            return folder, name
+    return None
+
+
+def test_a_trial_whose_checkpoint_ray_deleted_before_saving_its_state_continues_from_its_newest(tmp_path, data_root):
+    """Ray Tune deletes a trial's older checkpoint when it registers a newer one and saves the state that names the
+    newer one a moment later; a kill in between is made here: the named checkpoint moves to the next name."""
+    command = search_command("fc", tmp_path, "lost", *QUICK, "--trials", "2", module=FAULTY_SEARCH)
+    process = start_search(command, data_root, tmp_path / "first.log", **{SLOW_ENV: "1"})
+    tune_folder, deadline, found = tmp_path / "lost" / "tune", time.time() + 300, None
+    while found is None and time.time() < deadline:
+        assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.2)
+        found = running_trial_with_a_checkpoint(tune_folder)
+    kill_group(process)
+    assert found is not None
+    folder, name = found
+    newer = folder / f"checkpoint_{int(name.rsplit('_', 1)[1]) + 1:06d}"
+    if newer.exists():  # Ray had uploaded the next epoch's already: the state lags by one epoch
+        shutil.rmtree(folder / name)
+    else:
+        (folder / name).rename(newer)
+
+    resumed = start_search([*command, "--resume"], data_root, tmp_path / "second.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert "continues from its newest checkpoint" in (tmp_path / "second.log").read_text()
+    table = pd.read_csv(tmp_path / "lost" / "trials.csv")
+    assert len(table) == 2 and set(table["status"]) == {"TERMINATED"}
+    metrics = pd.read_csv(tmp_path / "lost" / "trial_metrics.csv")
+    for trial_id, rows in metrics.groupby("trial_id"):
+        assert rows["epoch"].tolist() == list(range(1, len(rows) + 1)), trial_id  # each epoch once, none lost
 
 
 def test_a_crashing_trial_is_retried_from_its_checkpoint(tmp_path, data_root):
