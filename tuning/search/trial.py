@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def checkpoint_file(checkpoint: tune.Checkpoint | None) -> Iterator[Path | None]
 
 # --- checkpoints Ray Tune's saved state lost -------------------------------------------------------------------
 
+RAY_STATE_CHECKED = "Ray 2.60"  # the layout of experiment_state-*.json that recover_lost_checkpoints reads
+CHECKPOINT_DIR_NAME = "checkpoint_dir_name"  # ray.train.constants.CHECKPOINT_DIR_NAME, in each reported result
 RAY_EPOCHS_FILE = "ray_epochs.json"  # beside a checkpoint that recover_lost_checkpoints renamed: the epochs Ray saw
 
 
@@ -124,25 +127,47 @@ def recover_lost_checkpoints(tune_folder: Path) -> list[str]:
     states = sorted(tune_folder.glob("experiment_state-*.json"), key=lambda p: p.name)
     if not states:
         return []
+    try:
+        trials = [_named_checkpoint(tune_folder, *entry) for entry in json.loads(states[-1].read_text())["trial_data"]]
+    except (KeyError, TypeError, ValueError) as e:
+        print(
+            f"warning: Ray Tune's saved state no longer has the layout checked against {RAY_STATE_CHECKED} ({e!r}): "
+            f"a trial whose checkpoint it lost fails as Ray has it fail",
+            file=sys.stderr,
+        )
+        return []
     recovered = []
-    for trial_json, runtime_json in json.loads(states[-1].read_text())["trial_data"]:
-        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
-        result = runtime.get("last_result") or {}
-        name = result.get("checkpoint_dir_name")
-        folder = tune_folder / str(trial.get("relative_logdir", ""))
-        if trial.get("status") == "TERMINATED" or not name or not folder.is_dir() or (folder / name).exists():
+    for trial_id, status, folder, name, epoch in trials:
+        if status == "TERMINATED" or not name or folder is None or not folder.is_dir() or (folder / name).exists():
             continue
         newer = sorted((p for p in folder.glob("checkpoint_*") if p.name > name), key=lambda p: p.name, reverse=True)
         usable = next((p for p in newer if _readable(p / CHECKPOINT_FILE)), None)
         if usable is None:
             continue  # Ray fails the trial as before: there is nothing to continue from
         usable.rename(folder / name)
-        (folder / name / RAY_EPOCHS_FILE).write_text(json.dumps({"epochs": int(result.get("epoch") or 0)}))
+        (folder / name / RAY_EPOCHS_FILE).write_text(json.dumps({"epochs": epoch}))
         for extra in newer:
             if extra.exists():
                 shutil.rmtree(extra)  # beyond what Ray knows: it writes these names afresh
-        recovered.append(str(trial.get("trial_id")))
+        recovered.append(trial_id)
     return recovered
+
+
+def _named_checkpoint(
+    tune_folder: Path, trial_json: str, runtime_json: str
+) -> tuple[str, str, Path | None, str | None, int]:
+    """(trial id, status, trial folder, the checkpoint its last result names, its epoch) from one entry of Ray Tune's
+    ``trial_data``: ``Trial.get_json_state()``'s two JSON strings (Ray 2.60; ``test_lost_checkpoints.py`` checks the
+    installed Ray still writes them so)."""
+    trial, result = json.loads(trial_json), json.loads(runtime_json)["last_result"] or {}
+    name = result.get(CHECKPOINT_DIR_NAME)
+    return (
+        str(trial["trial_id"]),
+        trial["status"],
+        tune_folder / trial["relative_logdir"] if trial["relative_logdir"] else None,  # None: not started yet
+        name,
+        int(result.get("epoch") or 0),
+    )
 
 
 def _readable(path: Path) -> bool:

@@ -90,3 +90,29 @@ def test_the_epochs_ray_never_saw_are_reported_again_in_order_the_last_with_the_
     trial._report_what_ray_lost(saved, folder / CHECKPOINT_FILE, "node")
     assert [(epoch, node) for epoch, node, _ in reported] == [(2, "node"), (3, "node")]
     assert reported[0][2] is None and reported[1][2][1] == (epochs / "3.pt").read_bytes()
+
+
+def test_the_installed_ray_saves_its_trials_as_the_recovery_reads_them(tmp_path):
+    """Ray Tune's experiment_state-*.json (checked with Ray 2.60): ``trial_data`` holds each trial's
+    ``get_json_state()``, whose fields the recovery reads; a result names its checkpoint by CHECKPOINT_DIR_NAME."""
+    import ray
+    from ray.train.constants import CHECKPOINT_DIR_NAME
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
+
+    moved = f"the installed Ray ({ray.__version__}) saves its trials otherwise than {trial.RAY_STATE_CHECKED}: update tuning/search/trial.py"
+    assert TuneController.CKPT_FILE_TMPL == "experiment_state-{}.json", moved
+    assert CHECKPOINT_DIR_NAME == trial.CHECKPOINT_DIR_NAME, moved
+    ray_trial = Trial("trainable", stub=True, trial_id="abc")
+    ray_trial.run_metadata.last_result = {"epoch": 2, CHECKPOINT_DIR_NAME: "checkpoint_000001"}
+    entry = ray_trial.get_json_state()
+    assert trial._named_checkpoint(tmp_path, *entry) == ("abc", "PENDING", None, "checkpoint_000001", 2), moved
+    (tmp_path / "experiment_state-x.json").write_text(json.dumps({"trial_data": [list(entry)]}))
+    assert recover_lost_checkpoints(tmp_path) == []  # a trial not started yet has no folder: nothing to recover
+
+
+def test_a_state_of_another_layout_is_one_warning_and_ray_left_to_restore_as_it_does(tmp_path, capsys):
+    (tmp_path / "experiment_state-x.json").write_text(json.dumps({"trial_data": [["{}", "{}"]]}))
+    assert recover_lost_checkpoints(tmp_path) == []
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "no longer has the layout checked against Ray 2.60" in line
