@@ -11,7 +11,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,7 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
     def report(record: dict[str, Any], state: RunState) -> None:
         epochs_reported[0] = record["epoch"]
         metrics = {**record, DIVERGED: state.history.status == "diverged", NODE_ID: node_id}
-        with tempfile.TemporaryDirectory() as folder:
-            state.save(Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_with_checkpoint(metrics, state.save)
 
     def post_progress(i: int, n: int, _loss: float) -> None:
         if setup.progress_board is not None and (i % max(1, n // 20) == 0 or i == n - 1):
@@ -79,6 +77,13 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
             silence=silence,
             network=network,
         )
+
+
+def _report_with_checkpoint(metrics: dict[str, Any], write: Callable[[Path], Any]) -> None:
+    """``tune.report`` with the checkpoint ``write`` puts in a temporary folder (Ray copies it into the trial's)."""
+    with tempfile.TemporaryDirectory() as folder:
+        write(Path(folder) / CHECKPOINT_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 @contextlib.contextmanager
@@ -192,6 +197,4 @@ def _report_what_ray_lost(saved: dict, resume_from: Path, node_id: str) -> None:
         if not last:
             tune.report(metrics)
             continue
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copyfile(resume_from, Path(folder) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_with_checkpoint(metrics, lambda path: shutil.copyfile(resume_from, path))
