@@ -109,6 +109,13 @@ class RunConfig:
     lr_schedule: str = field(
         default="none", metadata=_doc("none or cosine annealing over the epochs", choices=LR_SCHEDULES)
     )
+    augment_shift: int = field(
+        default=0,
+        metadata=_doc(
+            "shift each training image by a random whole number of pixels, up to N in each direction, zero-filled "
+            "(seed 0: none); validation and test images are never shifted"
+        ),
+    )
     batch_size: int = field(default=128, metadata=_doc("images per training batch (seed 128)"))
     epochs: int | None = field(default=None, metadata=_doc("training epochs (seed: fc 100, csnn 64)"))
     seed: int = field(default=0, metadata=_doc("seed of weights, shuffling and Poisson spikes"))
@@ -221,7 +228,7 @@ def _validate(c: RunConfig) -> None:
         ("backend", BACKENDS),
     ):
         _check_choice(name, getattr(c, name), choices)
-    for name in ("batch_size", "epochs", "seed", "val_size"):
+    for name in ("augment_shift", "batch_size", "epochs", "seed", "val_size"):
         _check_number(name, getattr(c, name), int)
     for name in ("lr", "momentum", "weight_decay"):
         _check_number(name, getattr(c, name), float)
@@ -229,6 +236,7 @@ def _validate(c: RunConfig) -> None:
         ("lr", c.lr > 0, "must be > 0"),
         ("momentum", 0 <= c.momentum < 1, "must be in [0, 1)"),
         ("weight_decay", c.weight_decay >= 0, "must be >= 0"),
+        ("augment_shift", c.augment_shift >= 0, "must be >= 0"),
         ("batch_size", c.batch_size >= 1, "must be >= 1"),
         ("seed", 0 <= c.seed <= MAX_SEED, "must be in [0, 2**32 - 1]"),
         ("epochs", c.epochs >= 1, "must be >= 1"),

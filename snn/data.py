@@ -609,6 +609,11 @@ def make_splits(
     train, val = data.train, None
     if val_size >= len(train):
         raise DataError(f"val_size {val_size} leaves no training image of the {len(train):,}")
+    if config is not None and config.augment_shift >= min(data.input_shape[1:]):
+        raise DataError(
+            f"augment_shift {config.augment_shift} moves a {'x'.join(map(str, data.input_shape[1:]))} image off "
+            f"its frame: it must be below {min(data.input_shape[1:])}"
+        )
     if val_size:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
         val = Split(train.images[order[:val_size]], train.labels[order[:val_size]]).to(device)
@@ -639,6 +644,22 @@ def batches(
     yield from order.split(batch_size)
 
 
+def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``images`` [B, C, H, W] moved by its own random (dy, dx) in [-pixels, pixels], zero-filled.
+
+    The shifts are drawn on the CPU from ``generator`` (the run's shuffling stream, which a checkpoint saves).
+    """
+    if pixels == 0:
+        return images
+    b, _, h, w = images.shape
+    offsets = torch.randint(0, 2 * pixels + 1, (b, 2), generator=generator).to(images.device)
+    padded = torch.nn.functional.pad(images, (pixels, pixels, pixels, pixels))
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # [B, H]: the padded rows each image keeps
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # [B, W]
+    picked = padded[torch.arange(b, device=images.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return picked.permute(0, 3, 1, 2).contiguous()  # [B, H, W, C] -> [B, C, H, W]
+
+
 __all__ = [
     "DATASETS",
     "DataError",
@@ -648,6 +669,7 @@ __all__ = [
     "as_dataset",
     "batches",
     "check_dataset",
+    "random_shift",
     "default_data_dir",
     "import_reference",
     "make_splits",

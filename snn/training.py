@@ -20,7 +20,7 @@ from torch import nn
 
 from .checkpoint import EpochRecord, History, RunState, load_checkpoint
 from .config import ConfigError, RunConfig
-from .data import Dataset, Split, batches, resolve_device
+from .data import Dataset, Split, batches, random_shift, resolve_device
 from .fastpath import CUDA_ONLY_BACKENDS, select_cuda_backend
 from .networks import Network, build_model
 from .spikes import QuietOutputCounter, record_activity
@@ -338,7 +338,7 @@ def _train_epoch(
             labels = split.labels[index]
             with _autocast(config, device):
                 functional.reset_net(model)  # every batch from the neurons' initial state
-                out = model(split.float_images(index)).float()
+                out = model(random_shift(split.float_images(index), config.augment_shift, state.shuffle_rng)).float()
             loss = loss_fn(out, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -16,6 +16,9 @@ TIMING = {"epoch_seconds", "train_seconds", "eval_seconds", "train_images_per_s"
 SMALL = {
     "fc": dict(model="fc", net={"T": 5}, limit_train=500, limit_test=200, device="cpu"),
     "csnn": dict(model="csnn", net={"T": 2, "channels": 4}, limit_train=256, limit_test=100, device="cpu"),
+    "csnn, shifted": dict(
+        model="csnn", net={"T": 2, "channels": 4}, augment_shift=2, limit_train=256, limit_test=100, device="cpu"
+    ),
 }
 
 
@@ -37,7 +40,7 @@ def save_every_epoch(folder):
     return on_epoch
 
 
-@pytest.mark.parametrize("model", ["fc", "csnn"])
+@pytest.mark.parametrize("model", ["fc", "csnn", "csnn, shifted"])  # the shifts are drawn from the saved stream too
 def test_resuming_after_one_epoch_matches_an_unbroken_run(dataset, tmp_path, model):
     config = RunConfig(**SMALL[model], epochs=2)
     data = subset(dataset, config)

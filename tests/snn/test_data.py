@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision
 
+from snn.config import ConfigError, RunConfig
 from snn.data import (
     FILES,
     VAL_SPLIT_SEED,
@@ -27,6 +28,7 @@ from snn.data import (
     batches,
     default_data_dir,
     make_splits,
+    random_shift,
     raw_folder,
     read_dataset,
 )
@@ -508,3 +510,37 @@ def test_the_copies_tests_make_work_from_compressed_files_too(plain_raw, tmp_pat
     plain = uncompressed(gz_only, tmp_path / "plain")
     for name in FILES.values():
         assert (plain / name).read_bytes() == (plain_raw / name).read_bytes()
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_within_range_zero_filled():
+    images = torch.rand(64, 3, 9, 7) + 0.5  # no zero pixel: a zero in the output is fill
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(1))
+    assert shifted.shape == images.shape and shifted.dtype == images.dtype and shifted.is_contiguous()
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    offsets = []
+    for i in range(len(images)):
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(shifted[i], padded[i, :, dy : dy + 9, dx : dx + 7])
+        ]
+        assert len(found) == 1, f"image {i} is not one shift of its input"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 10, "each image draws its own shift"
+    assert {dy for dy, _ in offsets} == {dx for _, dx in offsets} == set(range(5)), "every shift in [-2, 2] occurs"
+    again = random_shift(images, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(again, shifted), "the generator decides the shifts"
+    assert random_shift(images, 0, torch.Generator()) is images
+
+
+def test_augment_shift_is_checked_against_the_config_and_the_image_size(dataset):
+    with pytest.raises(ConfigError, match="augment_shift"):
+        RunConfig(model="csnn", augment_shift=-1)
+    with pytest.raises(ConfigError, match="augment_shift"):
+        RunConfig(model="csnn", augment_shift=1.5)
+    with pytest.raises(DataError, match="augment_shift 28 moves a 28x28 image off its frame: it must be below 28"):
+        make_splits(dataset, RunConfig(model="csnn", augment_shift=28, device="cpu"))
+    assert len(make_splits(dataset, RunConfig(model="csnn", augment_shift=27, device="cpu")).train) == len(
+        dataset.train
+    )

@@ -293,7 +293,10 @@ def test_a_factory_of_your_own_takes_its_signatures_parameters(tmp_path, monkeyp
         load_space(write(tmp_path, "model: my_nets:tiny\nsearch:\n  depth: {type: int, low: 1, high: 2}\n"))
 
 
-@pytest.mark.parametrize("path", sorted(shipped_spaces().values()), ids=lambda p: p.name)
+EVIDENCE_SPACES = sorted((Path(__file__).parents[3] / "benchmarks").glob("*.yaml"))  # docs/evidence.md's
+
+
+@pytest.mark.parametrize("path", sorted(shipped_spaces().values()) + EVIDENCE_SPACES, ids=lambda p: p.name)
 def test_every_shipped_space_holds_the_seed_configuration(path):
     assert load_space(path).seed_point()[1] == []
 
