@@ -6,10 +6,13 @@ best_config.json in the experiment folder.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -79,13 +82,34 @@ def run_search(
                 tune_config=_tune_config(experiment, space, settings),
                 run_config=_run_config(experiment, space, settings, storage),
             )
-        grid = tuner.fit()
+        with signal_handlers_kept(signal.SIGINT, signal.SIGUSR1):
+            grid = tuner.fit()
     outcome = collect(
         experiment, grid, space, settings, searched_seconds=time.time() - start, data=data, storage=storage
     )
     outcome.search_seconds = time.time() - start
     outcome.max_concurrent = ray_cluster.max_concurrent(settings)
     return outcome
+
+
+@contextlib.contextmanager
+def signal_handlers_kept(*signals: signal.Signals) -> Iterator[None]:
+    """Put back the handlers of ``signals`` after the block.
+
+    Ray Tune's ``fit`` sets its own SIGINT and SIGUSR1 handlers (``ray/tune/tune.py``: they end the search and
+    put the previous handler back) and leaves them set when the search ends by itself, so without this the
+    first Ctrl-C of the retrain after it would only set a flag nobody reads.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    handlers = {number: signal.getsignal(number) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, so it cannot be put back from here
+                signal.signal(number, handler)
 
 
 def named_trainable(trainable: Trainable, name: str):

@@ -16,7 +16,7 @@ import pyarrow.fs
 from ray import tune
 
 from snn.run_folder import CHECKPOINT_FILE
-from tests.tuning.helpers import FAULTY_SEARCH, search_command, start_search
+from tests.tuning.helpers import FAULTY_SEARCH, REPO, search_command, start_search
 from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
 from tuning.search.digests import signed_filesystem
 from tuning.search.trial import checkpoint_file
@@ -226,3 +226,31 @@ def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_stil
     assert (tmp_path / "budget" / "retrain" / "seed-0" / "checkpoint.pt").exists()
     assert "the time budget ended the search" in (tmp_path / "budget.log").read_text()
     assert time.time() - start < 180
+
+
+def test_ctrl_c_in_the_retrain_stops_it_at_once_and_resume_finishes_it(tmp_path, data_root):
+    """Ray Tune leaves its SIGINT handler set after a search that ends by itself; the retrain's Ctrl-C must still
+    stop the command (one line, exit 130, no traceback), and --resume then finishes the retrain from its epoch."""
+    flags = ("--preset", "smoke", "--trials", "1", "--epochs-per-trial", "1", "--retrain-epochs", "3")
+    command = search_command("fc", tmp_path, "ctrl-c", *flags, "--no-report", "--no-dashboard")
+    log = tmp_path / "ctrl-c.log"
+    process = start_search(command, data_root, log)
+    deadline = time.time() + 300
+    while "retrain epoch 1/3" not in log.read_text() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, log.read_text()[-3000:]
+    os.killpg(process.pid, signal.SIGINT)  # once, as a terminal's Ctrl-C
+    assert process.wait(timeout=60) == 130, log.read_text()[-3000:]
+    output = log.read_text()
+    assert "Traceback" not in output and "retrain epoch 3/3" not in output
+    assert "search interrupted; continue with: python -m tuning.search" in output.splitlines()[-1]
+
+    resumed = subprocess.run(
+        [*command, "--resume"], cwd=REPO, env={**os.environ, "SNN_DATA_DIR": str(data_root)}, capture_output=True
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout.decode()[-3000:] + resumed.stderr.decode()[-3000:]
+    summary = json.loads((tmp_path / "ctrl-c" / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["retrain"]["epochs"] == 3
+    retrained = pd.read_csv(tmp_path / "ctrl-c" / "retrain" / "metrics.csv")
+    assert retrained["epoch"].tolist() == [1, 2, 3], "each retrain epoch once: the resume went on from its checkpoint"
+    assert "retrain epoch 1/3" not in resumed.stdout.decode()
