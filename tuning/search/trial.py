@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -44,6 +46,7 @@ class TrialSetup:
 
 def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None:
     """Ray function trainable: train one sampled config for the budget's epochs per trial."""
+    sweep_staging()  # what trials killed on this node left
     keep_freed_memory()  # the trial process's choice (snn/allocator.py): large CPU tensors reused without page faults
     torch.set_num_threads(max(1, int(setup.cpus_per_trial)))
     config = setup.space.config_for(sampled, epochs=setup.space.budget.epochs_per_trial, device=setup.device)
@@ -79,11 +82,46 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
         )
 
 
+STAGING_PREFIX = "snn-tune-checkpoint-"  # + the trial process's id + "-": a checkpoint on its way to Ray
+
+
 def _report_with_checkpoint(metrics: dict[str, Any], write: Callable[[Path], Any]) -> None:
-    """``tune.report`` with the checkpoint ``write`` puts in a temporary folder (Ray copies it into the trial's)."""
-    with tempfile.TemporaryDirectory() as folder:
+    """``tune.report`` with the checkpoint ``write`` puts in a temporary folder (Ray copies it into the trial's).
+
+    A trial killed meanwhile (SIGKILL, out of memory) leaves the folder; ``sweep_staging`` removes it later."""
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as folder:
         write(Path(folder) / CHECKPOINT_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def sweep_staging(base: Path | None = None) -> int:
+    """Remove the checkpoint staging folders of trial processes that are gone; returns how many were removed.
+
+    Only this user's own folders (not links) whose process id names no running process: a staging folder of a
+    live trial, of another user or of another program is never touched. Each trial sweeps its node's temporary
+    folder when it starts.
+    """
+    removed = 0
+    for folder in (Path(tempfile.gettempdir()) if base is None else base).glob(f"{STAGING_PREFIX}*-*"):
+        pid = folder.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        try:
+            info = folder.lstat()
+        except FileNotFoundError:
+            continue
+        if pid.isdigit() and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextlib.contextmanager

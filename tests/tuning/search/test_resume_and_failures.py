@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -19,7 +21,7 @@ from snn.run_folder import CHECKPOINT_FILE
 from tests.tuning.helpers import FAULTY_SEARCH, REPO, search_command, start_search
 from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
 from tuning.search.digests import signed_filesystem
-from tuning.search.trial import checkpoint_file
+from tuning.search.trial import STAGING_PREFIX, _report_with_checkpoint, checkpoint_file, sweep_staging
 
 QUICK = ("--preset", "smoke", "--no-retrain", "--no-report", "--no-dashboard", "--max-concurrent", "1")
 
@@ -254,3 +256,33 @@ def test_ctrl_c_in_the_retrain_stops_it_at_once_and_resume_finishes_it(tmp_path,
     retrained = pd.read_csv(tmp_path / "ctrl-c" / "retrain" / "metrics.csv")
     assert retrained["epoch"].tolist() == [1, 2, 3], "each retrain epoch once: the resume went on from its checkpoint"
     assert "retrain epoch 1/3" not in resumed.stdout.decode()
+
+
+def test_checkpoint_staging_folders_of_killed_trials_are_swept_and_nothing_else(tmp_path, monkeypatch):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)  # a process id that has just ended
+    left = tmp_path / f"{STAGING_PREFIX}{gone}-abc123"  # a killed trial's folder, with its checkpoint
+    left.mkdir()
+    (left / CHECKPOINT_FILE).write_bytes(b"weights")
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def456"  # a running trial's
+    live.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / f"{STAGING_PREFIX}{gone}-link").symlink_to(target)
+    (tmp_path / f"{STAGING_PREFIX}{gone}-file").write_text("not a folder")
+    (tmp_path / f"{STAGING_PREFIX}x-ghi789").mkdir()  # not a process id
+    (tmp_path / f"tmp{gone}").mkdir()  # another program's
+
+    assert sweep_staging(tmp_path) == 1
+    assert not left.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, "elsewhere", f"{STAGING_PREFIX}{gone}-link", f"{STAGING_PREFIX}{gone}-file",
+         f"{STAGING_PREFIX}x-ghi789", f"tmp{gone}"]
+    )  # fmt: skip
+
+    reported = []
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint: reported.append(Path(checkpoint.path)))
+    _report_with_checkpoint({"epoch": 1}, lambda path: path.write_bytes(b"weights"))
+    assert reported[0].parent == tmp_path and reported[0].name.startswith(f"{STAGING_PREFIX}{os.getpid()}-")
+    assert not reported[0].exists()  # removed once Ray has copied it
