@@ -609,11 +609,8 @@ def make_splits(
     train, val = data.train, None
     if val_size >= len(train):
         raise DataError(f"val_size {val_size} leaves no training image of the {len(train):,}")
-    if config is not None and config.augment_shift >= min(data.input_shape[1:]):
-        raise DataError(
-            f"augment_shift {config.augment_shift} moves a {'x'.join(map(str, data.input_shape[1:]))} image off "
-            f"its frame: it must be below {min(data.input_shape[1:])}"
-        )
+    if config is not None:
+        check_shift(config.augment_shift, data.input_shape)
     if val_size:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
         val = Split(train.images[order[:val_size]], train.labels[order[:val_size]]).to(device)
@@ -644,6 +641,15 @@ def batches(
     yield from order.split(batch_size)
 
 
+def check_shift(pixels: int, input_shape: tuple[int, ...]) -> None:
+    """Raise DataError when a shift of ``pixels`` would move a whole (C, H, W) image off its frame."""
+    if pixels >= min(input_shape[1:]):
+        raise DataError(
+            f"augment_shift {pixels} moves a {'x'.join(map(str, input_shape[1:]))} image off its frame: "
+            f"it must be below {min(input_shape[1:])}"
+        )
+
+
 def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
     """Each image of ``images`` [B, C, H, W] moved by its own random (dy, dx) in [-pixels, pixels], zero-filled.
 
@@ -669,6 +675,7 @@ __all__ = [
     "as_dataset",
     "batches",
     "check_dataset",
+    "check_shift",
     "default_data_dir",
     "import_reference",
     "make_splits",

@@ -94,6 +94,10 @@ CASES = {
     "val-size-all": Case(
         TRAIN, ("fc", *OUT, "--val-size", "60000"), "val_size 60000 leaves no training image of the 60,000"
     ),
+    "shift-off-the-frame": Case(
+        TRAIN, ("csnn", *OUT, "--augment-shift", "28"), "augment_shift 28 moves a 28x28 image off its frame"
+    ),
+    "shift-negative": Case(TRAIN, ("csnn", *OUT, "--augment-shift", "-1"), "augment_shift: must be >= 0, got -1"),
     "surrogate-alpha-nan": Case(
         TRAIN, ("fc", *OUT, "--surrogate-alpha", "nan"), "surrogate_alpha: must be a finite number, got nan"
     ),

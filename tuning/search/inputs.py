@@ -22,7 +22,7 @@ from typing import Any
 
 from snn.cli import Parser, device_memory, unwritable
 from snn.config import MAX_SEED, MODELS, ConfigTooLarge
-from snn.data import as_dataset, default_data_dir, read_dataset
+from snn.data import DataError, as_dataset, check_shift, default_data_dir, read_dataset
 from snn.networks import Network, check_batch, check_fits, probe, probe_images, training_images
 
 from .. import experiment as files
@@ -327,11 +327,12 @@ def check_network(space: SearchSpace, settings: Settings, data) -> None:
     for label, point in points:
         config = space.config_for(point, device="cpu")
         try:
+            check_shift(config.augment_shift, data.input_shape)
             check_batch(config, training_images(config, len(data.train)))
             found = probe(config, images, data.classes, space.net, available, where)
             check_fits(config, found, available, where, training_images(config, len(data.train)))
-        except ConfigTooLarge as e:
-            raise ConfigTooLarge(f"{space.path}: {label} of this space: {e}") from None
+        except (ConfigTooLarge, DataError) as e:
+            raise type(e)(f"{space.path}: {label} of this space: {e}") from None
 
 
 def _check_loggers(loggers: tuple[str, ...]) -> None:

@@ -225,6 +225,12 @@ def outcomes(tmp_path_factory, data_root):
             "(T=1000000000) already need more than the",
             space_file(b"model: fc\nsearch:\n  T: {type: int, low: 2, high: 1000000000}\n"),
         ),
+        "space-shift-off-the-frame": Case(
+            SEARCH,
+            ("csnn", *OUT, "--space", "{case}/space.yaml"),
+            "the largest trial of this space: augment_shift 28 moves a 28x28 image off its frame: it must be below 28",
+            space_file(b"model: csnn\nsearch:\n  augment_shift: {type: int, low: 0, high: 28}\n"),
+        ),
         "space-channels-too-large": Case(
             SEARCH,
             ("csnn", *OUT, "--space", "{case}/space.yaml"),
@@ -315,6 +321,7 @@ CAUSES = [
     "space-nan-choice",
     "space-warns-then-fails",
     "space-T-too-large",
+    "space-shift-off-the-frame",
     "space-channels-too-large",
     "idx-32x32",
     "resume-nothing",
