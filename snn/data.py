@@ -600,7 +600,8 @@ def make_splits(
     """The splits one run trains on: ``config``'s val_size, limits and device (keywords without one).
 
     Holds out ``val_size`` training images (a fixed seed, so every run holds out the same
-    images), keeps the first ``limit_train`` / ``limit_test`` images and moves all to the device.
+    images), keeps the first ``limit_train`` / ``limit_test`` images and moves all to the device;
+    a config's ``augment_shift`` that would move an image off its frame is a DataError.
     """
     if config is not None:
         val_size, limit_train, limit_test = config.val_size, config.limit_train, config.limit_test

@@ -103,6 +103,28 @@ def test_the_same_seed_gives_the_same_metrics(dataset):
     assert without_timing(other) != without_timing(first)
 
 
+def test_augment_shift_moves_every_training_batch_and_never_an_evaluated_one(dataset, monkeypatch):
+    config = tiny_fc().replace(epochs=1)
+    data = subset(dataset, config)
+    training_batches = math.ceil(len(data.train) / config.batch_size)
+    inputs: list[list[torch.Tensor]] = []
+    build = snn.training.build_model
+
+    def watched(*args, **kwargs):
+        model, seen = build(*args, **kwargs), []
+        model.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+        inputs.append(seen)
+        return model
+
+    monkeypatch.setattr(snn.training, "build_model", watched)
+    train(config, data)
+    train(config.replace(augment_shift=2), data)  # the same seed: the same first epoch's batches, then moved
+    plain, shifted = inputs
+    assert len(plain) == len(shifted) > training_batches
+    assert not any(torch.equal(a, b) for a, b in zip(plain[:training_batches], shifted[:training_batches]))
+    assert all(torch.equal(a, b) for a, b in zip(plain[training_batches:], shifted[training_batches:]))
+
+
 def test_on_epoch_and_on_batch_are_called(dataset):
     config = tiny_fc(batch_size=128)
     epochs, calls = [], []

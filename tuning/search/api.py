@@ -332,17 +332,18 @@ def _search_and_retrain(
     if outcome.interrupted:
         _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start, status="interrupted")
         raise SearchInterrupted(experiment, resume_hint)
-    ray_cluster.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
-    if settings.retrain and outcome.best_config is not None:
-        try:
+    try:
+        ray_cluster.stop_ray()  # the retrain and the report run in this process; free Ray's CPUs and memory
+        if settings.retrain and outcome.best_config is not None:
             outcome.retrain = retrain(
                 experiment, outcome.best_config, space.budget.retrain_epochs, settings.retrain_seeds, data, space.net
             )
             if settings.retrain_pareto and settings.cost:
                 outcome.pareto_retrain = retrain_front(experiment, outcome.rows, space, settings, data)
-        except KeyboardInterrupt:  # Ctrl-C: each seed's run folder keeps its last epoch's checkpoint
-            print(file=sys.stderr)  # off the progress bar's line
-            raise SearchInterrupted(experiment, resume_hint) from None
+    except KeyboardInterrupt:  # Ctrl-C: each seed's run folder keeps its last epoch's checkpoint
+        print(file=sys.stderr)  # off the progress bar's line
+        _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start, status="interrupted")
+        raise SearchInterrupted(experiment, resume_hint) from None
     _finish(experiment, outcome, space, settings, data, wall_seconds=time.time() - start)
     if not args.no_report:
         _build_report(experiment)

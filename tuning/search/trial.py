@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,9 @@ from snn.training import RunState, SilenceRule, train
 from ..experiment import DIVERGED, NODE_ID
 from .digests import SigningHandler
 from .space import SearchSpace
+
+STAGING_PREFIX = "snn-tune-checkpoint-"  # + the trial process's id + "-": a checkpoint on its way to Ray
+STAGING_STALE_S = 3600  # a staging folder younger than this is never swept
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,6 @@ def run_trial(sampled: dict[str, Any], setup: TrialSetup, data: Dataset) -> None
         )
 
 
-STAGING_PREFIX = "snn-tune-checkpoint-"  # + the trial process's id + "-": a checkpoint on its way to Ray
-
-
 def _report_with_checkpoint(metrics: dict[str, Any], write: Callable[[Path], Any]) -> None:
     """``tune.report`` with the checkpoint ``write`` puts in a temporary folder (Ray copies it into the trial's).
 
@@ -94,13 +96,18 @@ def _report_with_checkpoint(metrics: dict[str, Any], write: Callable[[Path], Any
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def sweep_staging(base: Path | None = None) -> int:
-    """Remove the checkpoint staging folders of trial processes that are gone; returns how many were removed.
+def sweep_staging(base: Path | None = None, now: float | None = None) -> int:
+    """Remove the checkpoint staging folders killed trials left; returns how many were removed.
 
-    Only this user's own folders (not links) whose process id names no running process: a staging folder of a
-    live trial, of another user or of another program is never touched. Each trial sweeps its node's temporary
-    folder when it starts.
+    Only this user's own folders (not links) whose process id names no running process and that are older than
+    ``STAGING_STALE_S``: the age covers a process id of another PID namespace (containers or nodes sharing the
+    temporary folder), as a live trial holds its folder for one report's copy only. A folder of a live trial, of
+    another user or of another program is never touched. Each trial sweeps its node's temporary folder when it
+    starts; nothing is swept where the platform has no user ids.
     """
+    if not hasattr(os, "geteuid"):
+        return 0
+    uid, now = os.geteuid(), time.time() if now is None else now
     removed = 0
     for folder in (Path(tempfile.gettempdir()) if base is None else base).glob(f"{STAGING_PREFIX}*-*"):
         pid = folder.name[len(STAGING_PREFIX) :].split("-", 1)[0]
@@ -108,9 +115,12 @@ def sweep_staging(base: Path | None = None) -> int:
             info = folder.lstat()
         except FileNotFoundError:
             continue
-        if pid.isdigit() and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not _running(int(pid)):
+        stale = now - info.st_mtime > STAGING_STALE_S
+        if not (re.fullmatch(r"[0-9]{1,9}", pid) and stat.S_ISDIR(info.st_mode) and info.st_uid == uid and stale):
+            continue
+        if not _running(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
+            removed += not folder.exists()
     return removed
 
 

@@ -82,7 +82,7 @@ def run_search(
                 tune_config=_tune_config(experiment, space, settings),
                 run_config=_run_config(experiment, space, settings, storage),
             )
-        with signal_handlers_kept(signal.SIGINT, signal.SIGUSR1):
+        with signal_handlers_kept(signal.SIGINT, *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])):
             grid = tuner.fit()
     outcome = collect(
         experiment, grid, space, settings, searched_seconds=time.time() - start, data=data, storage=storage

@@ -21,7 +21,13 @@ from snn.run_folder import CHECKPOINT_FILE
 from tests.tuning.helpers import FAULTY_SEARCH, REPO, search_command, start_search
 from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
 from tuning.search.digests import signed_filesystem
-from tuning.search.trial import STAGING_PREFIX, _report_with_checkpoint, checkpoint_file, sweep_staging
+from tuning.search.trial import (
+    STAGING_PREFIX,
+    STAGING_STALE_S,
+    _report_with_checkpoint,
+    checkpoint_file,
+    sweep_staging,
+)
 
 QUICK = ("--preset", "smoke", "--no-retrain", "--no-report", "--no-dashboard", "--max-concurrent", "1")
 
@@ -233,29 +239,32 @@ def test_a_time_budget_ends_a_search_of_slow_trials_on_time_and_the_retrain_stil
 def test_ctrl_c_in_the_retrain_stops_it_at_once_and_resume_finishes_it(tmp_path, data_root):
     """Ray Tune leaves its SIGINT handler set after a search that ends by itself; the retrain's Ctrl-C must still
     stop the command (one line, exit 130, no traceback), and --resume then finishes the retrain from its epoch."""
-    flags = ("--preset", "smoke", "--trials", "1", "--epochs-per-trial", "1", "--retrain-epochs", "3")
+    flags = ("--preset", "smoke", "--trials", "1", "--epochs-per-trial", "1", "--retrain-epochs", "4")
     command = search_command("fc", tmp_path, "ctrl-c", *flags, "--no-report", "--no-dashboard")
-    log = tmp_path / "ctrl-c.log"
+    log, first_epoch = tmp_path / "ctrl-c.log", tmp_path / "ctrl-c" / "retrain" / "seed-0" / CHECKPOINT_FILE
     process = start_search(command, data_root, log)
     deadline = time.time() + 300
-    while "retrain epoch 1/3" not in log.read_text() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
+    while not first_epoch.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
     assert process.poll() is None, log.read_text()[-3000:]
     os.killpg(process.pid, signal.SIGINT)  # once, as a terminal's Ctrl-C
     assert process.wait(timeout=60) == 130, log.read_text()[-3000:]
     output = log.read_text()
-    assert "Traceback" not in output and "retrain epoch 3/3" not in output
-    assert "search interrupted; continue with: python -m tuning.search" in output.splitlines()[-1]
+    assert "Traceback" not in output and "retrain epoch 4/4" not in output
+    assert output.count("search interrupted; continue with: python -m tuning.search") == 1
+    assert json.loads((tmp_path / "ctrl-c" / "summary.json").read_text())["status"] == "interrupted"
 
     resumed = subprocess.run(
         [*command, "--resume"], cwd=REPO, env={**os.environ, "SNN_DATA_DIR": str(data_root)}, capture_output=True
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout.decode()[-3000:] + resumed.stderr.decode()[-3000:]
     summary = json.loads((tmp_path / "ctrl-c" / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["retrain"]["epochs"] == 3
+    assert summary["status"] == "complete" and summary["retrain"]["epochs"] == 4
     retrained = pd.read_csv(tmp_path / "ctrl-c" / "retrain" / "metrics.csv")
-    assert retrained["epoch"].tolist() == [1, 2, 3], "each retrain epoch once: the resume went on from its checkpoint"
-    assert "retrain epoch 1/3" not in resumed.stdout.decode()
+    assert retrained["epoch"].tolist() == [1, 2, 3, 4], (
+        "each retrain epoch once: the resume went on from its checkpoint"
+    )
+    assert "retrain epoch 1/4" not in resumed.stdout.decode()
 
 
 def test_checkpoint_staging_folders_of_killed_trials_are_swept_and_nothing_else(tmp_path, monkeypatch):
@@ -272,13 +281,20 @@ def test_checkpoint_staging_folders_of_killed_trials_are_swept_and_nothing_else(
     (tmp_path / f"{STAGING_PREFIX}{gone}-file").write_text("not a folder")
     (tmp_path / f"{STAGING_PREFIX}x-ghi789").mkdir()  # not a process id
     (tmp_path / f"tmp{gone}").mkdir()  # another program's
+    (tmp_path / f"{STAGING_PREFIX}{'9' * 30}-big").mkdir()  # not a process id either
+    hour_ago = time.time() - STAGING_STALE_S - 60
+    for path in tmp_path.iterdir():
+        os.utime(path, (hour_ago, hour_ago), follow_symlinks=False)
+    recent = tmp_path / f"{STAGING_PREFIX}{gone}-jkl012"  # perhaps a live trial of another PID namespace's
+    recent.mkdir()
 
     assert sweep_staging(tmp_path) == 1
     assert not left.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [live.name, "elsewhere", f"{STAGING_PREFIX}{gone}-link", f"{STAGING_PREFIX}{gone}-file",
-         f"{STAGING_PREFIX}x-ghi789", f"tmp{gone}"]
+         f"{STAGING_PREFIX}x-ghi789", f"tmp{gone}", f"{STAGING_PREFIX}{'9' * 30}-big", recent.name]
     )  # fmt: skip
+    assert sweep_staging(tmp_path, now=time.time() + STAGING_STALE_S + 60) == 1 and not recent.exists()
 
     reported = []
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
