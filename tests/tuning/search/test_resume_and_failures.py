@@ -19,7 +19,7 @@ from ray import tune
 
 from snn.run_folder import CHECKPOINT_FILE
 from tests.tuning.helpers import FAULTY_SEARCH, REPO, search_command, start_search
-from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV
+from tests.tuning.search.faulty_search import CRASH_ENV, SLOW_ENV, SLOW_RETRAIN_ENV
 from tuning.search.digests import signed_filesystem
 from tuning.search.trial import (
     STAGING_PREFIX,
@@ -240,9 +240,9 @@ def test_ctrl_c_in_the_retrain_stops_it_at_once_and_resume_finishes_it(tmp_path,
     """Ray Tune leaves its SIGINT handler set after a search that ends by itself; the retrain's Ctrl-C must still
     stop the command (one line, exit 130, no traceback), and --resume then finishes the retrain from its epoch."""
     flags = ("--preset", "smoke", "--trials", "1", "--epochs-per-trial", "1", "--retrain-epochs", "4")
-    command = search_command("fc", tmp_path, "ctrl-c", *flags, "--no-report", "--no-dashboard")
+    command = search_command("fc", tmp_path, "ctrl-c", *flags, "--no-report", "--no-dashboard", module=FAULTY_SEARCH)
     log, first_epoch = tmp_path / "ctrl-c.log", tmp_path / "ctrl-c" / "retrain" / "seed-0" / CHECKPOINT_FILE
-    process = start_search(command, data_root, log)
+    process = start_search(command, data_root, log, **{SLOW_RETRAIN_ENV: "3"})  # the Ctrl-C finds the retrain running
     deadline = time.time() + 300
     while not first_epoch.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
