@@ -242,7 +242,15 @@ def test_ctrl_c_in_the_retrain_stops_it_at_once_and_resume_finishes_it(tmp_path,
     flags = ("--preset", "smoke", "--trials", "1", "--epochs-per-trial", "1", "--retrain-epochs", "4")
     command = search_command("fc", tmp_path, "ctrl-c", *flags, "--no-report", "--no-dashboard", module=FAULTY_SEARCH)
     log, first_epoch = tmp_path / "ctrl-c.log", tmp_path / "ctrl-c" / "retrain" / "seed-0" / CHECKPOINT_FILE
-    process = start_search(command, data_root, log, **{SLOW_RETRAIN_ENV: "3"})  # the Ctrl-C finds the retrain running
+    process = subprocess.Popen(  # start_search's, with SIGINT as a terminal has it (a pytest-xdist worker ignores it)
+        command,
+        cwd=REPO,
+        env={**os.environ, "SNN_DATA_DIR": str(data_root), SLOW_RETRAIN_ENV: "3"},  # the Ctrl-C finds it running
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while not first_epoch.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
