@@ -34,6 +34,8 @@ from .space import SearchSpace
 from .trial import TrialSetup, recover_lost_checkpoints, run_trial
 
 Trainable = Callable[..., None]  # run_trial's signature: (sampled, setup=..., data=...)
+# the signals whose handlers Ray Tune's fit sets (ray/tune/tune.py; SIGUSR1 where the platform has it)
+RAY_TUNE_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 
 def run_search(
@@ -82,7 +84,7 @@ def run_search(
                 tune_config=_tune_config(experiment, space, settings),
                 run_config=_run_config(experiment, space, settings, storage),
             )
-        with signal_handlers_kept(signal.SIGINT, *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])):
+        with signal_handlers_kept(*RAY_TUNE_SIGNALS):
             grid = tuner.fit()
     outcome = collect(
         experiment, grid, space, settings, searched_seconds=time.time() - start, data=data, storage=storage
