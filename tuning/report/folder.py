@@ -231,6 +231,13 @@ def _space_spec(spec: Any) -> bool:
     """One searched parameter as summary.json's space describes it (SearchSpace.describe)."""
     if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
         return False
+    cases = spec.get("cases")
+    if cases is not None and not (
+        isinstance(spec.get("by"), str)
+        and isinstance(cases, dict)
+        and all(isinstance(k, str) and "cases" not in c and _space_spec(c) for k, c in cases.items())
+    ):
+        return False
     when = spec.get("when")
     if when is not None and not (
         isinstance(when, dict)

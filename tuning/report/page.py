@@ -256,6 +256,9 @@ def _best_network(exp: Experiment) -> str | None:
 
 
 def _range(spec: dict[str, Any]) -> str:
+    cases = spec.get("cases")
+    if isinstance(cases, dict) and cases:
+        return f"by {spec.get('by')}: " + "; ".join(f"{key}: {_range(case)}" for key, case in cases.items())
     when = (
         "; when " + ", ".join(f"{k} is {' or '.join(map(_value, v))}" for k, v in spec["when"].items())
         if spec.get("when")

@@ -247,8 +247,7 @@ class PruneAwareOptunaSearch(Searcher):
         trial = self._trials[trial_id]
         if not callable(self._space):
             return dict(trial.params)
-        sampled = self._space(trial)
-        return {**trial.params, **sampled} if sampled else dict(trial.params)
+        return self._space(trial)  # the configuration, under its own names (a study may hold ``lr[optimizer=sgd]``)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._report(trial_id, result)

@@ -15,12 +15,18 @@ A searched parameter may hold ``when: {other: [values]}``: it is sampled only in
 values, so TPE only sees what a trial uses (tau for LIF/PLIF neurons, momentum for SGD, the
 width of a hidden layer that exists). Sampling is define-by-run (``SearchSpace.sample``), as in
 Ray's and Optuna's define-by-run examples.
+
+A searched parameter may instead take its range from another's value, ``by: other`` with
+``cases: {value: range}`` (a learning rate per optimizer): each case is its own Optuna
+parameter (``lr[optimizer=sgd]``), so TPE never models one case's values with another's, and the
+parameter is sampled in trials whose ``other`` took a value with a case.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.resources
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ _PARAM_KEYS = {
     "int": {"type", "low", "high", "log", "when"},
     "categorical": {"type", "choices", "when"},
 }
+_CASE_KEYS = {"by", "cases"}  # a range per value of another parameter; describe() adds what they imply
 # Fields a search never samples or fixes in a space: they name the run, not a hyperparameter (the data is
 # the top-level ``data`` key).
 _NOT_SEARCHABLE = ("model", "net", "dataset", "epochs", "device", "seed")
@@ -74,6 +81,8 @@ class SearchSpace:
     fixed: dict[str, Any]
     budget: Budget = field(default_factory=Budget)
     conditions: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # param -> {other: values}
+    # param -> (other, {other's value: its range}), for a parameter given ``by: other``; params holds their hull
+    cases: dict[str, tuple[str, dict[Any, optuna.distributions.BaseDistribution]]] = field(default_factory=dict)
     data: str = "mnist"  # the dataset: a torchvision name or a package.module:function factory
     network: Network | None = field(default=None, compare=False, repr=False)  # the resolved factory
 
@@ -101,12 +110,30 @@ class SearchSpace:
         """Whether parameter ``name`` is sampled in a trial whose other values are ``values``."""
         return all(values.get(other) in allowed for other, allowed in self.conditions.get(name, {}).items())
 
+    def distribution(self, name: str, values: dict[str, Any]) -> optuna.distributions.BaseDistribution:
+        """Parameter ``name``'s range in a trial whose other values are ``values`` (its case's, for ``by:``)."""
+        if name not in self.cases:
+            return self.params[name]
+        other, cases = self.cases[name]
+        return cases[values[other]]
+
+    def optuna_name(self, name: str, values: dict[str, Any]) -> str:
+        """The name Optuna's study knows the parameter by: ``lr[optimizer=sgd]`` for a case of ``by: optimizer``."""
+        if name not in self.cases:
+            return name
+        other = self.cases[name][0]
+        return f"{name}[{other}={values[other]}]"
+
+    def optuna_point(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A configuration under the names Optuna's study knows (to enqueue it)."""
+        return {self.optuna_name(name, point): value for name, value in point.items()}
+
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Define-by-run sampling: every unconditional parameter, then each conditional one that applies."""
         values: dict[str, Any] = {}
         for name in sorted(self.params, key=lambda n: n in self.conditions):
             if self.applies(name, values):
-                values[name] = _suggest(trial, name, self.params[name])
+                values[name] = _suggest(trial, self.optuna_name(name, values), self.distribution(name, values))
         return values
 
     def seed_point(self) -> tuple[dict[str, Any], list[str]]:
@@ -123,7 +150,7 @@ class SearchSpace:
         outside = [
             f"{name}={'(no default)' if value is _NO_DEFAULT else repr(value)}"
             for name, value in point.items()
-            if value is _NO_DEFAULT or not _contains(self.params[name], value)
+            if value is _NO_DEFAULT or not _contains(self.distribution(name, point), value)
         ]
         return point, outside
 
@@ -135,7 +162,7 @@ class SearchSpace:
         for name in sorted(self.params, key=lambda n: n in self.conditions):
             if not self.applies(name, point):
                 continue
-            dist = self.params[name]
+            dist = self.distribution(name, point)
             values = list(getattr(dist, "choices", None) or [dist.low, dist.high])
             numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
             if numbers and len(numbers) == len(values):
@@ -156,20 +183,33 @@ class SearchSpace:
         return config.replace(dataset=self.data, **overrides)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """The searched parameters as plain data (summary.json, the report)."""
+        """The searched parameters as plain data (summary.json, the report). A ``by:`` parameter also has the
+        hull of its cases as its range and ``when:`` the values with a case, for readers of one range."""
         out = {}
         for name, d in self.params.items():
-            if isinstance(d, optuna.distributions.CategoricalDistribution):
-                out[name] = {"type": "categorical", "choices": list(d.choices)}
-            else:
-                kind = "int" if isinstance(d, optuna.distributions.IntDistribution) else "float"
-                out[name] = {"type": kind, "low": d.low, "high": d.high, "log": d.log}
+            out[name] = _describe(d)
             if name in self.conditions:
                 out[name]["when"] = copy.deepcopy(self.conditions[name])
+            if name in self.cases:
+                other, cases = self.cases[name]
+                out[name]["by"] = other
+                out[name]["cases"] = {_key_text(value): _describe(dist) for value, dist in cases.items()}
         return out
 
 
 _NO_DEFAULT = object()
+
+
+def _describe(dist: optuna.distributions.BaseDistribution) -> dict[str, Any]:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return {"type": "categorical", "choices": list(dist.choices)}
+    kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+    return {"type": kind, "low": dist.low, "high": dist.high, "log": dist.log}
+
+
+def _key_text(value: Any) -> str:
+    """A case's value as a mapping key JSON keeps (``_case_value`` reads it back)."""
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def shipped_spaces() -> dict[str, Path]:
@@ -264,13 +304,22 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None, network: N
             raise fail(f"search.{name}", "is also in fixed; a parameter is either searched or fixed")
 
     _check_value(space_model, network, fixed, {}, "fixed", fail)
-    params = {name: _distribution(name, spec, fail) for name, spec in search.items()}
+    params = {name: _distribution(name, spec, fail) for name, spec in search.items() if not _has_cases(spec)}
+    cases = {name: _cases(name, spec, params, search, fail) for name, spec in search.items() if _has_cases(spec)}
+    for name, (_, by_value) in cases.items():
+        params[name] = _hull(by_value)
     for name, dist in params.items():
         for value in _extremes(dist):
             _check_value(space_model, network, fixed, {name: value}, f"search.{name}", fail)
     conditions = {
-        name: _condition(name, spec["when"], params, search, fail) for name, spec in search.items() if "when" in spec
+        name: _condition(name, spec["when"], params, search, fail)
+        for name, spec in search.items()
+        if "when" in spec and name not in cases
     }
+    for name, (other, by_value) in cases.items():
+        conditions[name] = {other: list(by_value)}
+        _check_derived(name, search[name], params[name], conditions[name], fail)
+    params = {name: params[name] for name in search}  # the file's order
     required = [p for p in network.parameters if p not in network.defaults and p not in search and p not in fixed]
     if required:
         raise fail(required[0], f"{network.signature_text()} has no default for it: search or fix it")
@@ -281,6 +330,7 @@ def parse_space(raw: Any, path: Path | str, model: str | None = None, network: N
         fixed=dict(fixed),
         budget=budget,
         conditions=conditions,
+        cases=cases,
         data=data,
         network=network,
     )
@@ -297,7 +347,9 @@ def with_overrides(
     parameter keeps its ``when:`` condition."""
     described = space.describe()
     replaced = {
-        name: {**({"when": described[name]["when"]} if "when" in described.get(name, {}) else {}), **spec}
+        name: {**spec}
+        if _has_cases(spec) or "cases" in described.get(name, {})
+        else {**({"when": described[name]["when"]} if "when" in described.get(name, {}) else {}), **spec}
         for name, spec in (params or {}).items()
     }
     raw = {
@@ -407,6 +459,81 @@ def _distribution(name: str, spec: Any, fail) -> optuna.distributions.BaseDistri
     return optuna.distributions.FloatDistribution(float(low), float(high), log=log)
 
 
+def _has_cases(spec: Any) -> bool:
+    return isinstance(spec, dict) and ("by" in spec or "cases" in spec)
+
+
+def _cases(name: str, spec: dict, params: dict, search: dict, fail) -> tuple[str, dict[Any, Any]]:
+    """``by: other, cases: {value: range}``: other is a searched categorical or integer without a condition or
+    cases of its own; each case a value of other's, with a float, int or categorical range (all one type)."""
+    key = f"search.{name}"
+    other, cases = spec.get("by"), spec.get("cases")
+    if not isinstance(other, str) or other not in params:
+        searched = ", ".join(n for n in search if not _has_cases(search[n]))
+        raise fail(f"{key}.by", f"must name a searched parameter (one of {searched}), got {other!r}")
+    dist = params[other]
+    if not isinstance(dist, (optuna.distributions.CategoricalDistribution, optuna.distributions.IntDistribution)):
+        raise fail(f"{key}.by", "must name a categorical or integer parameter")
+    if "when" in search[other]:
+        raise fail(f"{key}.by", "must name a parameter without a condition of its own")
+    if not isinstance(cases, dict) or not cases:
+        raise fail(f"{key}.cases", f"must be a mapping of {other}'s values to ranges, got {cases!r}")
+    out: dict[Any, Any] = {}
+    for text, case in cases.items():
+        value = _case_value(text, dist)
+        if value is _NO_DEFAULT:
+            allowed = list(dist.choices) if hasattr(dist, "choices") else f"[{dist.low}, {dist.high}]"
+            raise fail(f"{key}.cases.{text}", f"is not a value of {other} ({allowed})")
+        if value in out:
+            raise fail(f"{key}.cases.{text}", f"names {other}={value!r} twice")
+        out[value] = _distribution(f"{name}.cases.{text}", case, fail)
+    kinds = {type(d) for d in out.values()}
+    if len(kinds) > 1:
+        raise fail(f"{key}.cases", "every case must have the same type (float, int or categorical)")
+    return other, out
+
+
+def _case_value(text: Any, dist: optuna.distributions.BaseDistribution) -> Any:
+    """The value of ``by``'s parameter a case's key names: the key itself, or its JSON text (summary.json's keys
+    are strings)."""
+    values = list(dist.choices) if hasattr(dist, "choices") else list(range(dist.low, dist.high + 1))
+    for value in values:
+        if type(value) is type(text) and value == text:
+            return value
+    for value in values:
+        if isinstance(text, str) and not isinstance(value, str) and _key_text(value) == text:
+            return value
+    return _NO_DEFAULT
+
+
+def _hull(cases: dict) -> optuna.distributions.BaseDistribution:
+    """One range holding every case's (the parameter's range for readers of one range: the report, the table)."""
+    dists = list(cases.values())
+    first = dists[0]
+    if isinstance(first, optuna.distributions.CategoricalDistribution):
+        choices = list(dict.fromkeys(c for d in dists for c in d.choices))
+        return optuna.distributions.CategoricalDistribution(choices)
+    low, high, log = min(d.low for d in dists), max(d.high for d in dists), all(d.log for d in dists)
+    if isinstance(first, optuna.distributions.IntDistribution):
+        return optuna.distributions.IntDistribution(low, high, log=log)
+    return optuna.distributions.FloatDistribution(low, high, log=log)
+
+
+def _check_derived(name: str, spec: dict, hull, condition: dict, fail) -> None:
+    """A ``by:`` parameter's other keys are what describe() derives from its cases (summary.json holds them); a
+    file that gives one must give that value."""
+    derived = {**_describe(hull), "when": condition}
+    for extra in sorted(set(spec) - _CASE_KEYS):
+        if extra not in derived:
+            allowed = ", ".join(sorted(_CASE_KEYS))
+            raise fail(f"search.{name}.{extra}", f"unknown key for a parameter with cases; allowed: {allowed}")
+        if spec[extra] != derived[extra]:
+            raise fail(
+                f"search.{name}.{extra}",
+                f"follows from the cases ({derived[extra]!r}), got {spec[extra]!r}; leave it out",
+            )
+
+
 def _condition(name: str, when: Any, params: dict, search: dict, fail) -> dict[str, list[Any]]:
     """``when: {other: [values]}``: other is a searched categorical or integer without a condition, values among
     its choices (its range)."""
@@ -420,7 +547,7 @@ def _condition(name: str, when: Any, params: dict, search: dict, fail) -> dict[s
         dist = params[other]
         if not isinstance(dist, (optuna.distributions.CategoricalDistribution, optuna.distributions.IntDistribution)):
             raise fail(f"{key}.{other}", "a condition must name a categorical or integer parameter")
-        if other == name or "when" in search[other]:
+        if other == name or "when" in search[other] or _has_cases(search[other]):
             raise fail(f"{key}.{other}", "a condition must name a parameter without a condition of its own")
         values = values if isinstance(values, list) else [values]
         unknown = [

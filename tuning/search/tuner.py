@@ -176,7 +176,7 @@ def _tune_config(experiment: Path, space: SearchSpace, settings: Settings) -> tu
         metric=metric,
         mode=mode,
         sampler=make_sampler(settings.sampler, settings.seed, space.budget.trials),
-        points_to_evaluate=[space.seed_point()[0]] if settings.seed_trial else None,
+        points_to_evaluate=[space.optuna_point(space.seed_point()[0])] if settings.seed_trial else None,
         storage=study_storage(experiment),
         study_name=experiment.name,
         max_epochs=space.budget.epochs_per_trial,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -248,8 +249,18 @@ def params_at_edge(exp: ExperimentLike) -> dict[str, str]:
     """The searched parameters whose best value sits at an edge of its range: {name: "low"|"high"}."""
     exp = as_experiment(exp)
     best = best_sampled(exp)
-    edges = {name: edge_of_range(best.get(name), spec) for name, spec in exp.space.items()}
+    edges = {name: edge_of_range(best.get(name), case_spec(spec, best)) for name, spec in exp.space.items()}
     return {name: edge for name, edge in edges.items() if edge}
+
+
+def case_spec(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A ``by:`` parameter's range in the configuration ``values`` (its case's); any other parameter's own."""
+    cases, other = spec.get("cases"), spec.get("by")
+    if not isinstance(cases, dict) or other not in values:
+        return spec
+    value = values[other]
+    found = cases.get(value if isinstance(value, str) else json.dumps(value))
+    return found if isinstance(found, dict) else spec
 
 
 def best_sampled(exp: Experiment) -> dict[str, Any]:
