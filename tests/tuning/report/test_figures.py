@@ -188,3 +188,26 @@ def test_the_cost_table_compares_the_seed_configuration_with_the_retrained_one(f
     last = retrain.sort_values("epoch").groupby("seed").tail(1)
     assert selected["synops_per_image"] == pytest.approx(last["test_synops_per_image"].mean())
     assert selected["acc"] == pytest.approx(last["test_acc"].mean())
+
+
+def test_a_parameter_with_cases_is_at_an_edge_of_its_own_case_not_of_the_hull():
+    """lr by optimizer: SGD at 0.3 is the top of its case (the hull's top too); Adam at 1e-2 is the top of its
+    case though mid-hull; values of an optimizer without a case are held to the hull."""
+    sgd, adam = (
+        {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    )
+    spec = {
+        "type": "float",
+        "low": 1e-4,
+        "high": 0.3,
+        "log": True,
+        "by": "optimizer",
+        "cases": {"sgd": sgd, "adam": adam},
+    }
+    assert figures.case_spec(spec, {"optimizer": "adam"}) == adam
+    assert figures.edge_of_range(1e-2, figures.case_spec(spec, {"optimizer": "adam"})) == "high"
+    assert figures.edge_of_range(1e-2, spec) is None
+    assert figures.case_spec(spec, {"optimizer": "rmsprop"}) == spec
+    blocks = {"type": "int", "low": 1, "high": 3, "by": "blocks", "cases": {"2": {"type": "int", "low": 1, "high": 2}}}
+    assert figures.case_spec(blocks, {"blocks": 2}) == {"type": "int", "low": 1, "high": 2}  # JSON's keys are text

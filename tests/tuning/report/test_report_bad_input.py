@@ -56,6 +56,24 @@ SUMMARY_CASES = {
     "accuracy-text": ("retrain-text", "summary.json: retrain is {'epochs': 2, 'seeds': [0, 1], 'max_test_acc': "),
     "space-a-list": ({"space": ["lr", "tau"]}, "summary.json: space is ['lr', 'tau'], not searched parameters"),
     "space-bounds-text": ({"space": {"lr": {"type": "float", "low": "a", "high": 1}}}, "summary.json: space is"),
+    "space-cases-a-list": (
+        {"space": {"lr": {"type": "float", "low": 0.1, "high": 1, "by": "optimizer", "cases": [0.1]}}},
+        "summary.json: space is",
+    ),
+    "space-case-bounds-text": (
+        {
+            "space": {
+                "lr": {
+                    "type": "float",
+                    "low": 0.1,
+                    "high": 1,
+                    "by": "optimizer",
+                    "cases": {"sgd": {"type": "float", "low": "a", "high": 1}},
+                }
+            }
+        },
+        "summary.json: space is",
+    ),
     "trials-text": ({"trials": "eight"}, "summary.json: trials is 'eight', not counts of trials (numbers)"),
     "best-trial-a-list": ({"best_trial": ["t0003"]}, "summary.json: best_trial is ['t0003'], not a trial_id with"),
     "budget-a-number": ({"budget": 5}, "summary.json: budget is 5, not a budget of numbers"),

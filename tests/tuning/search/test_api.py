@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import optuna
 import pytest
 import torch
 
@@ -110,6 +111,42 @@ def test_two_searches_of_a_callable_on_tensors_run_one_after_the_other_in_one_pr
     assert first.pareto is None and len(second.pareto) >= 1
     model, config = load_network(second.folder)
     assert config.net == second.best_config["net"] and model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_a_learning_rate_per_optimizer_reaches_the_trials_the_study_and_the_report(tmp_path, dataset):
+    """lr by optimizer: each trial's lr lies in its optimizer's case, Optuna's study knows each case as its own
+    parameter, the seed's Adam 1e-3 is trial 0 (enqueued under lr[optimizer=adam]), the report says the cases."""
+    space = {
+        "search": {
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+            "lr": {
+                "by": "optimizer",
+                "cases": {
+                    "adam": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "sgd": {"type": "float", "low": 0.05, "high": 0.3, "log": True},
+                },
+            },
+        },
+        "fixed": {"T": 2, "width": 2},
+        "budget": {**SPACE["budget"], "trials": 4},
+    }
+    result = run(space, model=tiny, data=small_tensors(dataset), results_dir=tmp_path, name="cases", retrain_seeds=1)
+    trials = result.trials
+    assert len(trials) == 4
+    cases = {"adam": (1e-4, 1e-2), "sgd": (0.05, 0.3)}
+    for optimizer, lr in zip(trials["config/optimizer"], trials["config/lr"], strict=True):
+        assert cases[optimizer][0] <= lr <= cases[optimizer][1]
+    seed = trials[trials["seed_trial"]].iloc[0]
+    assert (seed["config/optimizer"], seed["config/lr"]) == ("adam", 1e-3)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(result.folder / "optuna.journal"))
+    )
+    study = optuna.load_study(study_name="cases", storage=storage)
+    names = {name for trial in study.trials for name in trial.params}
+    assert names <= {"optimizer", "lr[optimizer=adam]", "lr[optimizer=sgd]"}
+    assert study.trials[0].params["lr[optimizer=adam]"] == 1e-3
+    page = (result.folder / "report.html").read_text(encoding="utf-8")
+    assert "by optimizer: adam: float in [0.0001, 0.01], log scale; sgd: float in [0.05, 0.3], log scale" in page
 
 
 def command(*args, env=None, timeout=900) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,46 @@ BAD = {
         GOOD.replace("high: 8}", "high: 8, when: channels}"),
         "search.T.when: must be a mapping",
     ),
+    "cases by an unknown parameter": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: neuron, cases: {if: {type: int, low: 2, high: 4}}}"),
+        "search.T.by: must name a searched parameter (one of lr, channels), got 'neuron'",
+    ),
+    "cases by a float parameter": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: lr, cases: {0.1: {type: int, low: 2, high: 4}}}"),
+        "search.T.by: must name a categorical or integer parameter",
+    ),
+    "a case that is not a value of by": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {24: {type: int, low: 2, high: 4}}}"),
+        "search.T.cases.24: is not a value of channels ([16, 32])",
+    ),
+    "a case with a bad range": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {16: {type: int, low: 4, high: 2}}}"),
+        "search.T.cases.16: `low <= high` must hold",
+    ),
+    "cases of two types": (
+        GOOD.replace(
+            "T: {type: int, low: 2, high: 8}",
+            "T: {by: channels, cases: {16: {type: int, low: 2, high: 4}, 32: {type: categorical, choices: [2]}}}",
+        ),
+        "search.T.cases: every case must have the same type",
+    ),
+    "cases with a when of their own": (
+        GOOD.replace(
+            "T: {type: int, low: 2, high: 8}",
+            "T: {by: channels, cases: {16: {type: int, low: 2, high: 4}}, when: {channels: [32]}}",
+        ),
+        "search.T.when: follows from the cases ({'channels': [16]}), got {'channels': [32]}; leave it out",
+    ),
+    "a case with an impossible value": (
+        GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {16: {type: int, low: 0, high: 4}}}"),
+        "search.T: impossible value: T: must be >= 1",
+    ),
+    "a condition on a parameter with cases": (
+        GOOD.replace(
+            "T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {16: {type: int, low: 2, high: 4}}}"
+        ).replace("fixed:", "  dropout: {type: float, low: 0.0, high: 0.5, when: {T: [2]}}\nfixed:"),
+        "search.dropout.when.T: a condition must name a parameter without a condition of its own",
+    ),
     "silence key unknown": (GOOD + "  silence: {spikes: 5}\n", "budget.silence.spikes: unknown key"),
     "silence fraction above 1": (
         GOOD + "  silence: {max_fraction: 1.5}\n",
@@ -228,6 +269,70 @@ def test_the_seed_point_holds_the_seeds_values_of_the_parameters_it_uses(tmp_pat
     point, outside = load_space(write(tmp_path, CONDITIONAL)).seed_point()
     assert point == {"lr": 1e-3, "optimizer": "adam", "neuron": "lif", "tau": 2.0} and outside == []
     assert load_space(write(tmp_path, GOOD)).seed_point()[1] == ["channels=64"]  # C 64 is not among [16, 32]
+
+
+CASES = """
+model: csnn
+search:
+  optimizer: {type: categorical, choices: [sgd, adam, adamw]}
+  lr:
+    by: optimizer
+    cases:
+      sgd: {type: float, low: 0.01, high: 0.3, log: true}
+      adam: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+  blocks: {type: int, low: 2, high: 3}
+  fc_width:
+    by: blocks
+    cases:
+      2: {type: categorical, choices: [512, 1024]}
+      3: {type: categorical, choices: [256]}
+"""
+
+
+def test_a_parameter_by_another_takes_its_cases_range_each_its_own_optuna_parameter(tmp_path):
+    """lr per optimizer: TPE models each case apart (lr[optimizer=sgd]); no case (adamw) leaves lr at its default."""
+    space = load_space(write(tmp_path, CASES))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    samples = []
+    for _ in range(60):
+        trial = study.ask()
+        values = space.sample(trial)
+        samples.append((values, dict(trial.distributions)))
+    assert {v["optimizer"] for v, _ in samples} == {"sgd", "adam", "adamw"}
+    for values, distributions in samples:
+        if values["optimizer"] == "adamw":
+            assert "lr" not in values and not any(name.startswith("lr") for name in distributions)
+        else:
+            name = f"lr[optimizer={values['optimizer']}]"
+            low, high = {"sgd": (0.01, 0.3), "adam": (1e-4, 1e-2)}[values["optimizer"]]
+            assert low <= values["lr"] <= high and distributions[name].low == low and distributions[name].log
+        width = distributions[f"fc_width[blocks={values['blocks']}]"]
+        assert list(width.choices) == ([512, 1024] if values["blocks"] == 2 else [256])
+        assert values["fc_width"] in width.choices
+        assert "lr" not in distributions and "fc_width" not in distributions
+    assert space.config_for(samples[0][0]).net["fc_width"] == samples[0][0]["fc_width"]
+
+
+def test_a_parameter_by_another_keeps_the_seed_point_and_its_description_loads_back(tmp_path):
+    """The seed's SGD 0.1 sits in the sgd case and is enqueued under the case's name; describe() (summary.json,
+    a resume's state) loads back to the same space, its int keys read back from JSON's strings."""
+    space = load_space(write(tmp_path, CASES))
+    point, outside = space.seed_point()
+    assert outside == [] and point["lr"] == 0.1 and point["fc_width"] == 1024
+    enqueued = space.optuna_point(point)
+    assert enqueued["lr[optimizer=sgd]"] == 0.1 and enqueued["fc_width[blocks=2]"] == 1024 and "lr" not in enqueued
+    described = json.loads(json.dumps(space.describe()))
+    assert described["lr"]["low"] == 1e-4 and described["lr"]["high"] == 0.3  # the hull, for one-range readers
+    assert described["lr"]["when"] == {"optimizer": ["sgd", "adam"]} and set(described["fc_width"]["cases"]) == {
+        "2",
+        "3",
+    }
+    again = with_overrides(space, budget={"trials": 2})
+    assert again.cases == space.cases and again.conditions == space.conditions
+    study = optuna.create_study()
+    study.enqueue_trial(enqueued)
+    assert space.sample(study.ask()) == point
+    assert space.corner(max)["fc_width"] == 256  # the largest trial: 3 blocks, whose only width is 256
 
 
 FAMILY = """

@@ -15,6 +15,7 @@ than a table column, a function beside it returns that data (``importance_info``
 from .curves import learning_curves, retrain_curves, trial_curves
 from .model import confusion_counts, confusion_matrix, firing_rates, predictions, sample_predictions
 from .search import (
+    case_spec,
     edge_of_range,
     importance_info,
     optimisation_history,
@@ -26,6 +27,7 @@ from .search import (
 from .spikes import cost_table, cost_table_info, front_networks, pareto, pareto_info, spikes_per_layer
 
 __all__ = [
+    "case_spec",
     "confusion_counts",
     "confusion_matrix",
     "edge_of_range",
