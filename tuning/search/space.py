@@ -486,6 +486,9 @@ def _cases(name: str, spec: dict, params: dict, search: dict, fail) -> tuple[str
             raise fail(f"{key}.cases.{text}", f"is not a value of {other} ({allowed})")
         if value in out:
             raise fail(f"{key}.cases.{text}", f"names {other}={value!r} twice")
+        if isinstance(case, dict) and ("when" in case or _has_cases(case)):
+            extra = next(k for k in ("when", "by", "cases") if k in case)
+            raise fail(f"{key}.cases.{text}.{extra}", "a case is a range: type and its bounds or choices")
         out[value] = _distribution(f"{name}.cases.{text}", case, fail)
     kinds = {type(d) for d in out.values()}
     if len(kinds) > 1:

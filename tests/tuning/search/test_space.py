@@ -144,6 +144,13 @@ BAD = {
         GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {16: {type: int, low: 4, high: 2}}}"),
         "search.T.cases.16: `low <= high` must hold",
     ),
+    "a case with a condition": (
+        GOOD.replace(
+            "T: {type: int, low: 2, high: 8}",
+            "T: {by: channels, cases: {16: {type: int, low: 2, high: 4, when: {channels: [16]}}}}",
+        ),
+        "search.T.cases.16.when: a case is a range: type and its bounds or choices",
+    ),
     "cases of two types": (
         GOOD.replace(
             "T: {type: int, low: 2, high: 8}",
