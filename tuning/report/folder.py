@@ -235,7 +235,9 @@ def _space_spec(spec: Any) -> bool:
     if cases is not None and not (
         isinstance(spec.get("by"), str)
         and isinstance(cases, dict)
-        and all(isinstance(k, str) and "cases" not in c and _space_spec(c) for k, c in cases.items())
+        and all(
+            isinstance(k, str) and _space_spec(c) and not {"when", "by", "cases"} & c.keys() for k, c in cases.items()
+        )
     ):
         return False
     when = spec.get("when")

@@ -187,7 +187,8 @@ class PruneAwareOptunaSearch(Searcher):
     """Optuna's sampler (TPE, random) as a Ray Tune searcher that reports every epoch once and tells
     early-stopped or failed trials as PRUNED.
 
-    space: a define-by-run function ``(optuna.Trial) -> dict`` or {name: Optuna distribution};
+    space: a define-by-run function ``(optuna.Trial) -> dict`` (the trial's configuration, under the names
+    the trainer takes) or {name: Optuna distribution};
     metric, mode: one, or lists for a multi-objective study; points_to_evaluate: configurations to
     try first (enqueued in the study); storage, study_name: where the study lives (in memory by
     default); max_epochs: a trial that reported fewer epochs was stopped early.

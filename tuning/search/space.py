@@ -86,6 +86,9 @@ class SearchSpace:
     data: str = "mnist"  # the dataset: a torchvision name or a package.module:function factory
     network: Network | None = field(default=None, compare=False, repr=False)  # the resolved factory
 
+    def __setstate__(self, state: dict) -> None:  # a search's pickled searcher holds its space's sample
+        self.__dict__.update({"cases": {}, **state})  # the default: pickled before it was
+
     @property
     def net(self) -> Network:
         return self.network or resolve(self.model)
@@ -344,14 +347,9 @@ def with_overrides(
     budget: dict[str, int] | None = None,
 ) -> SearchSpace:
     """A copy of ``space`` with fixed values, parameter specs or budget entries replaced (presets); a replaced
-    parameter keeps its ``when:`` condition."""
+    parameter keeps its ``when:`` condition, and one with cases takes a plain range in each of its cases."""
     described = space.describe()
-    replaced = {
-        name: {**spec}
-        if _has_cases(spec) or "cases" in described.get(name, {})
-        else {**({"when": described[name]["when"]} if "when" in described.get(name, {}) else {}), **spec}
-        for name, spec in (params or {}).items()
-    }
+    replaced = {name: _replacement(spec, described.get(name, {})) for name, spec in (params or {}).items()}
     raw = {
         "model": space.model,
         "data": space.data,
@@ -362,6 +360,15 @@ def with_overrides(
     for name in fixed or {}:
         raw["search"].pop(name, None)
     return parse_space(raw, space.path, space.model, space.network)
+
+
+def _replacement(spec: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's new spec in ``with_overrides``, keeping the old one's condition or cases."""
+    if "cases" in old and not _has_cases(spec):
+        return {"by": old["by"], "cases": {key: dict(spec) for key in old["cases"]}}
+    if _has_cases(spec) or "when" not in old:
+        return dict(spec)
+    return {"when": old["when"], **spec}
 
 
 def _mapping(value: Any, key: str, fail) -> dict:
@@ -476,6 +483,11 @@ def _cases(name: str, spec: dict, params: dict, search: dict, fail) -> tuple[str
         raise fail(f"{key}.by", "must name a categorical or integer parameter")
     if "when" in search[other]:
         raise fail(f"{key}.by", "must name a parameter without a condition of its own")
+    values = list(dist.choices) if hasattr(dist, "choices") else []
+    if any(not isinstance(v, (str, int, float, bool)) for v in values):
+        raise fail(f"{key}.by", f"must name a parameter whose choices are numbers, text or true/false: {values!r}")
+    if len({_key_text(v) for v in values}) < len(values):
+        raise fail(f"{key}.by", f"{other}'s choices {values!r} read the same as text; cases could not tell them apart")
     if not isinstance(cases, dict) or not cases:
         raise fail(f"{key}.cases", f"must be a mapping of {other}'s values to ranges, got {cases!r}")
     out: dict[Any, Any] = {}

@@ -60,6 +60,20 @@ SUMMARY_CASES = {
         {"space": {"lr": {"type": "float", "low": 0.1, "high": 1, "by": "optimizer", "cases": [0.1]}}},
         "summary.json: space is",
     ),
+    "space-case-with-a-condition": (
+        {
+            "space": {
+                "lr": {
+                    "type": "float",
+                    "low": 0.1,
+                    "high": 1,
+                    "by": "optimizer",
+                    "cases": {"sgd": {"type": "float", "low": 0.1, "high": 1, "when": {"a": [1]}}},
+                }
+            }
+        },
+        "summary.json: space is",
+    ),
     "space-case-bounds-text": (
         {
             "space": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -143,6 +144,12 @@ BAD = {
     "a case with a bad range": (
         GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {16: {type: int, low: 4, high: 2}}}"),
         "search.T.cases.16: `low <= high` must hold",
+    ),
+    "cases by choices that read the same as text": (
+        GOOD.replace("[16, 32]", "['1', 1]").replace(
+            "T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {1: {type: int, low: 2, high: 4}}}"
+        ),
+        "search.T.by: channels's choices ['1', 1] read the same as text",
     ),
     "a case with a condition": (
         GOOD.replace(
@@ -340,6 +347,29 @@ def test_a_parameter_by_another_keeps_the_seed_point_and_its_description_loads_b
     study.enqueue_trial(enqueued)
     assert space.sample(study.ask()) == point
     assert space.corner(max)["fc_width"] == 256  # the largest trial: 3 blocks, whose only width is 256
+
+
+def test_a_plain_override_of_a_parameter_with_cases_narrows_each_case(tmp_path):
+    """--preset smoke gives fc's lr one range: each optimizer keeps its own Optuna parameter, with that range."""
+    space = load_space(write(tmp_path, CASES))
+    smoke = with_overrides(space, params={"lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": True}})
+    other, cases = smoke.cases["lr"]
+    assert other == "optimizer" and set(cases) == {"sgd", "adam"}
+    assert all((d.low, d.high, d.log) == (1e-3, 2e-2, True) for d in cases.values())
+    assert smoke.cases["fc_width"] == space.cases["fc_width"]
+
+
+def test_a_space_pickled_before_cases_existed_still_samples(tmp_path):
+    """A search's searcher is pickled with its space (its sample method); one pickled by an older version has no
+    cases field, and a resume must still sample from it."""
+    space = load_space(write(tmp_path, CONDITIONAL))
+    state = dict(space.__dict__)
+    del state["cases"]
+    old = object.__new__(type(space))
+    old.__dict__.update(state)
+    restored = pickle.loads(pickle.dumps(old))
+    values = restored.sample(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask())
+    assert restored.cases == {} and set(values) >= {"lr", "optimizer", "neuron"}
 
 
 FAMILY = """

@@ -327,7 +327,7 @@ def param_vs_result(exp: ExperimentLike) -> go.Figure:
                 **where,
             )
         if numeric:
-            _draw_range(fig, name, spec, edges.get(name), (y_low, y_high), where)
+            _draw_range(fig, name, case_spec(spec, best), edges.get(name), (y_low, y_high), where)
             fig.update_xaxes(**_numeric_axis(spec), **where)
         else:
             fig.update_xaxes(
