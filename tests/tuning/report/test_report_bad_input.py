@@ -44,6 +44,11 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+def lr_by_optimizer(cases) -> dict:
+    """summary.json's spec of an lr searched by optimizer, with the given cases."""
+    return {"type": "float", "low": 0.1, "high": 1, "by": "optimizer", "cases": cases}
+
+
 # summary.json: (the change, written as JSON text where JSON cannot say it, and the note it must leave)
 SUMMARY_CASES = {
     "wall-seconds-text": (
@@ -56,36 +61,13 @@ SUMMARY_CASES = {
     "accuracy-text": ("retrain-text", "summary.json: retrain is {'epochs': 2, 'seeds': [0, 1], 'max_test_acc': "),
     "space-a-list": ({"space": ["lr", "tau"]}, "summary.json: space is ['lr', 'tau'], not searched parameters"),
     "space-bounds-text": ({"space": {"lr": {"type": "float", "low": "a", "high": 1}}}, "summary.json: space is"),
-    "space-cases-a-list": (
-        {"space": {"lr": {"type": "float", "low": 0.1, "high": 1, "by": "optimizer", "cases": [0.1]}}},
-        "summary.json: space is",
-    ),
+    "space-cases-a-list": ({"space": {"lr": lr_by_optimizer([0.1])}}, "summary.json: space is"),
     "space-case-with-a-condition": (
-        {
-            "space": {
-                "lr": {
-                    "type": "float",
-                    "low": 0.1,
-                    "high": 1,
-                    "by": "optimizer",
-                    "cases": {"sgd": {"type": "float", "low": 0.1, "high": 1, "when": {"a": [1]}}},
-                }
-            }
-        },
+        {"space": {"lr": lr_by_optimizer({"sgd": {"type": "float", "low": 0.1, "high": 1, "when": {"a": [1]}}})}},
         "summary.json: space is",
     ),
     "space-case-bounds-text": (
-        {
-            "space": {
-                "lr": {
-                    "type": "float",
-                    "low": 0.1,
-                    "high": 1,
-                    "by": "optimizer",
-                    "cases": {"sgd": {"type": "float", "low": "a", "high": 1}},
-                }
-            }
-        },
+        {"space": {"lr": lr_by_optimizer({"sgd": {"type": "float", "low": "a", "high": 1}})}},
         "summary.json: space is",
     ),
     "trials-text": ({"trials": "eight"}, "summary.json: trials is 'eight', not counts of trials (numbers)"),
