@@ -141,8 +141,12 @@ def test_optuna_dashboard_serves_the_search_study(tracked):
     shown = set()
     for trial in study["trials"]:
         trial_id = {a["key"]: a["value"] for a in trial["user_attrs"]}[files.RAY_TRIAL_ID]
-        for param in trial["params"]:
-            assert same_value(param["param_external_value"], trials.loc[trial_id, f"config/{param['name']}"]), param
+        for param in trial["params"]:  # a case of a by: parameter is lr[optimizer=adam]: the config's lr, under Adam
+            name, _, case = param["name"].partition("[")
+            assert same_value(param["param_external_value"], trials.loc[trial_id, f"config/{name}"]), param
+            if case:
+                other, _, value = case.removesuffix("]").partition("=")
+                assert str(trials.loc[trial_id, f"config/{other}"]) == value, param
         steps = [v["step"] for v in trial["intermediate_values"]]
         values = [v["value"] for v in trial["intermediate_values"]]
         assert steps == list(range(1, len(steps) + 1)) and steps
