@@ -28,6 +28,7 @@ import copy
 import importlib.resources
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -511,7 +512,11 @@ def _cases(name: str, spec: dict, params: dict, search: dict, fail) -> tuple[str
 def _case_value(text: Any, dist: optuna.distributions.BaseDistribution) -> Any:
     """The value of ``by``'s parameter a case's key names: the key itself, or its JSON text (summary.json's keys
     are strings)."""
-    values = list(dist.choices) if hasattr(dist, "choices") else list(range(dist.low, dist.high + 1))
+    if isinstance(dist, optuna.distributions.IntDistribution):  # its range, not a list of it (it may be long)
+        number = int(text) if isinstance(text, str) and re.fullmatch(r"-?[0-9]+", text) else text
+        whole = isinstance(number, int) and not isinstance(number, bool)
+        return number if whole and dist.low <= number <= dist.high else _NO_DEFAULT
+    values = list(dist.choices)
     for value in values:
         if type(value) is type(text) and value == text:
             return value

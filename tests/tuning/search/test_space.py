@@ -141,6 +141,13 @@ BAD = {
         GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {24: {type: int, low: 2, high: 4}}}"),
         "search.T.cases.24: is not a value of channels ([16, 32])",
     ),
+    "a case outside an integer's range": (
+        GOOD.replace(
+            "channels: {type: categorical, choices: [16, 32]}",
+            "channels: {by: T, cases: {9: {type: categorical, choices: [16, 32]}}}",
+        ),
+        "search.channels.cases.9: is not a value of T ([2, 8])",
+    ),
     "a case with a bad range": (
         GOOD.replace("T: {type: int, low: 2, high: 8}", "T: {by: channels, cases: {16: {type: int, low: 4, high: 2}}}"),
         "search.T.cases.16: `low <= high` must hold",
